@@ -1,0 +1,248 @@
+"""The one typed schema behind params.yaml.
+
+Every stage loads its settings through `load_params`, which applies `--set dotted.key=value`
+overrides and turns pydantic's errors into one readable message per bad key.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ParamsError(ValueError):
+    """params.yaml (or an override) is not valid; the message names every offending key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SplitConfig(_Strict):
+    train: float = Field(0.7, gt=0, lt=1)
+    val: float = Field(0.15, gt=0, lt=1)
+    test: float = Field(0.15, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> "SplitConfig":
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must add up to 1, got {total:g}")
+        return self
+
+
+class SyntheticConfig(_Strict):
+    num_images: int = Field(400, ge=3, description="how many image/mask pairs to generate")
+    size: int = Field(64, ge=16, description="side of each generated square image, in pixels")
+
+
+class DataConfig(_Strict):
+    source: str = Field("synthetic", description="'synthetic' or a folder holding images/ and masks/")
+    output_dir: str = "data/prepared"
+    image_size: int = Field(64, ge=8, description="side of the square training tiles")
+    fit: Literal["resize", "tile"] = "resize"
+    channels: Literal[1, 3] = 1
+    class_names: list[str] = Field(default_factory=lambda: ["background", "membrane", "organelle"])
+    mask_format: Literal["ids", "binary", "rgb"] = "ids"
+    palette: dict[str, int] = Field(
+        default_factory=dict, description="for rgb masks: 'R,G,B' -> class id"
+    )
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @field_validator("class_names")
+    @classmethod
+    def _at_least_two(cls, names: list[str]) -> list[str]:
+        if len(names) < 2:
+            raise ValueError("at least two classes are needed")
+        if len(set(names)) != len(names):
+            raise ValueError("class names must be unique")
+        return names
+
+    @field_validator("palette")
+    @classmethod
+    def _palette_keys(cls, palette: dict[str, int]) -> dict[str, int]:
+        for key in palette:
+            parts = key.split(",")
+            if len(parts) != 3 or not all(p.strip().isdigit() and int(p) <= 255 for p in parts):
+                raise ValueError(f"palette key {key!r} must look like 'R,G,B' with values 0-255")
+        return palette
+
+    @model_validator(mode="after")
+    def _palette_matches(self) -> "DataConfig":
+        if self.mask_format == "rgb" and not self.palette:
+            raise ValueError("mask_format 'rgb' needs a palette ('R,G,B': class id)")
+        bad = [v for v in self.palette.values() if not 0 <= v < self.num_classes]
+        if bad:
+            raise ValueError(f"palette class ids {bad} are outside 0..{self.num_classes - 1}")
+        if self.mask_format == "binary" and self.num_classes != 2:
+            raise ValueError("mask_format 'binary' needs exactly two class_names")
+        return self
+
+
+class ModelConfig(_Strict):
+    base_channels: int = Field(16, ge=4)
+    depth: int = Field(3, ge=1, le=6, description="number of 2x down-samplings in the U-Net")
+    norm: Literal["batch", "instance", "group", "none"] = "group"
+    disc_channels: int = Field(32, ge=4)
+    disc_layers: int = Field(3, ge=1, le=5)
+    spectral_norm: bool = True
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(8, ge=1, description="per worker")
+    lr_g: float = Field(2e-3, gt=0)
+    lr_d: float = Field(2e-4, gt=0)
+    lambda_adv: float = Field(0.05, ge=0, description="0 trains the supervised baseline")
+    adv_loss: Literal["hinge", "vanilla", "lsgan"] = "hinge"
+    dice_weight: float = Field(1.0, ge=0)
+    num_workers: int | Literal["auto"] = Field("auto", description="Ray Train workers; auto = GPUs or CPUs")
+    use_gpu: bool | Literal["auto"] = "auto"
+    storage_path: str = Field("runs/ray", description="Ray Train storage (local folder or URI)")
+    checkpoints_to_keep: int = Field(2, ge=1)
+
+    @field_validator("num_workers")
+    @classmethod
+    def _positive_workers(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be at least 1 (or 'auto')")
+        return value
+
+
+class SearchDimension(_Strict):
+    type: Literal["choice", "uniform", "loguniform", "randint"]
+    values: list[Any] | None = None
+    low: float | None = None
+    high: float | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> "SearchDimension":
+        if self.type == "choice":
+            if not self.values:
+                raise ValueError("'choice' needs a non-empty 'values' list")
+        elif self.low is None or self.high is None or self.low >= self.high:
+            raise ValueError(f"'{self.type}' needs 'low' < 'high'")
+        elif self.type == "loguniform" and self.low <= 0:
+            raise ValueError("'loguniform' needs 'low' > 0")
+        return self
+
+
+class TuneConfig(_Strict):
+    num_samples: int = Field(4, ge=1)
+    epochs: int = Field(4, ge=1, description="epochs per trial (ASHA may stop a trial earlier)")
+    workers_per_trial: int = Field(1, ge=1)
+    max_concurrent_trials: int | Literal["auto"] = "auto"
+    metric: str = "val_miou"
+    mode: Literal["max", "min"] = "max"
+    grace_period: int = Field(1, ge=1)
+    search_space: dict[str, SearchDimension] = Field(default_factory=dict)
+
+
+class EvaluateConfig(_Strict):
+    num_overlays: int = Field(8, ge=0)
+    batch_size: int = Field(32, ge=1)
+
+
+class MlflowConfig(_Strict):
+    experiment: str = Field("ganseg", min_length=1)
+
+
+class Params(_Strict):
+    seed: int = 42
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "Params":
+        factor = 2**self.model.depth
+        if self.data.image_size % factor:
+            raise ValueError(
+                f"data.image_size {self.data.image_size} is not divisible by 2**model.depth = {factor}"
+            )
+        for key in self.tune.search_space:
+            if not _has_dotted_key(self.model_dump(), key):
+                raise ValueError(f"tune.search_space key {key!r} is not a params key")
+        return self
+
+    def with_overrides(self, overrides: dict[str, Any]) -> "Params":
+        """A validated copy with dotted keys replaced (used for tune trials and the best config)."""
+        raw = self.model_dump()
+        for key, value in overrides.items():
+            _set_dotted(raw, key, value)
+        return validate_params(raw, source="overrides")
+
+
+def _has_dotted_key(tree: dict, dotted: str) -> bool:
+    node: Any = tree
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})  # a section missing from the file; the schema checks the name
+        if not isinstance(child, dict):
+            raise ParamsError(f"--set {dotted}: {part!r} is a value, not a section of params")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'train.lr_g=1e-3' -> ('train.lr_g', 0.001); the value is read as YAML."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ParamsError(f"--set expects dotted.key=value, got {text!r}")
+    parsed = yaml.safe_load(value) if value.strip() else ""
+    if isinstance(parsed, str):
+        try:
+            parsed = float(parsed)  # YAML 1.1 reads '1e-3' (no dot) as a string
+        except ValueError:
+            pass
+    return key.strip(), parsed
+
+
+def validate_params(raw: dict, source: str = "params.yaml") -> Params:
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+            got = "" if e["type"] == "missing" else f" (got {e.get('input')!r})"
+            message = e["msg"].removeprefix("Value error, ")
+            if e["type"] == "extra_forbidden":
+                message = "unknown key"
+            lines.append(f"  {key}: {message}{got}")
+        raise ParamsError(f"{source} is not valid:\n" + "\n".join(lines)) from None
+
+
+def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"params file not found: {path}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path} must hold a mapping of sections, got {type(raw).__name__}")
+    raw = copy.deepcopy(raw)
+    for text in overrides or []:
+        key, value = parse_override(text)
+        _set_dotted(raw, key, value)
+    return validate_params(raw, source=str(path))

@@ -1,0 +1,165 @@
+"""The GAN segmenter's training step, validation and checkpoint state: pure PyTorch, no Ray.
+
+One step updates the discriminator on (image, one-hot truth) against (image, softmax prediction),
+then the generator on cross-entropy + Dice + lambda_adv * adversarial. With lambda_adv = 0 the
+discriminator is skipped entirely and the step is the supervised baseline.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ganseg.config import ModelConfig, Params, TrainConfig
+from ganseg.data import to_input
+from ganseg.fileio import read_json, write_json
+from ganseg.losses import discriminator_loss, generator_adversarial_loss, segmentation_loss
+from ganseg.metrics import confusion_matrix
+from ganseg.models import UNet, build_discriminator, build_generator
+
+
+@dataclass
+class GanParts:
+    generator: nn.Module
+    discriminator: nn.Module
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The plain module inside a DistributedDataParallel wrapper (or the module itself)."""
+    return getattr(module, "module", module)
+
+
+def build_networks(params: Params, in_channels: int, num_classes: int) -> tuple[nn.Module, nn.Module]:
+    torch.manual_seed(params.seed)
+    return (
+        build_generator(params.model, in_channels, num_classes),
+        build_discriminator(params.model, in_channels, num_classes),
+    )
+
+
+def build_optimizers(generator: nn.Module, discriminator: nn.Module, cfg: TrainConfig) -> GanParts:
+    return GanParts(
+        generator,
+        discriminator,
+        torch.optim.Adam(generator.parameters(), lr=cfg.lr_g, betas=(0.5, 0.999)),
+        torch.optim.Adam(discriminator.parameters(), lr=cfg.lr_d, betas=(0.5, 0.999)),
+    )
+
+
+def train_step(parts: GanParts, images: torch.Tensor, masks: torch.Tensor, cfg: TrainConfig) -> dict[str, float]:
+    x = to_input(images)
+    logits = parts.generator(x)
+    stats: dict[str, float] = {}
+    adversarial = cfg.lambda_adv > 0
+    if adversarial:
+        real = F.one_hot(masks, logits.shape[1]).permute(0, 3, 1, 2).to(logits.dtype)
+        both = parts.discriminator(torch.cat([x, x]), torch.cat([real, logits.detach().softmax(1)]))
+        real_scores, fake_scores = both.chunk(2)
+        loss_d = discriminator_loss(cfg.adv_loss, real_scores, fake_scores)
+        parts.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        parts.opt_d.step()
+        stats |= {"loss_d": loss_d.item(), "d_real": real_scores.mean().item(), "d_fake": fake_scores.mean().item()}
+    loss_seg = segmentation_loss(logits, masks, cfg.dice_weight)
+    loss_g = loss_seg
+    if adversarial:
+        loss_adv = generator_adversarial_loss(cfg.adv_loss, parts.discriminator(x, logits.softmax(1)))
+        loss_g = loss_seg + cfg.lambda_adv * loss_adv
+        stats["loss_adv"] = loss_adv.item()
+    parts.opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    parts.opt_g.step()
+    return stats | {"loss_g": loss_g.item(), "loss_seg": loss_seg.item()}
+
+
+def train_epoch(parts: GanParts, loader, cfg: TrainConfig) -> dict[str, float]:
+    """Mean step statistics over one pass of `loader`, plus images/s."""
+    parts.generator.train()
+    parts.discriminator.train()
+    totals: dict[str, float] = {}
+    steps, images_seen, start = 0, 0, time.perf_counter()
+    for images, masks in loader:
+        for key, value in train_step(parts, images, masks, cfg).items():
+            totals[key] = totals.get(key, 0.0) + value
+        steps += 1
+        images_seen += len(images)
+    elapsed = time.perf_counter() - start
+    means = {key: value / max(steps, 1) for key, value in totals.items()}
+    return means | {"images_per_s": images_seen / elapsed if elapsed > 0 else 0.0}
+
+
+@torch.no_grad()
+def predict(generator: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Class ids (N, H, W) for uint8 images (N, C, H, W)."""
+    return generator(to_input(images)).argmax(1)
+
+
+@torch.no_grad()
+def confusion_over(generator: nn.Module, loader, num_classes: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    generator.eval()
+    total = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
+    for images, masks in loader:
+        images, masks = images.to(device), masks.to(device)
+        total += confusion_matrix(predict(generator, images), masks, num_classes)
+    return total
+
+
+def shard_indices(length: int, rank: int, world_size: int) -> list[int]:
+    """Every index exactly once across ranks (unlike DistributedSampler, which pads)."""
+    return list(range(rank, length, world_size))
+
+
+def training_state(parts: GanParts, epoch: int, history: list[dict], best: dict) -> dict:
+    return {
+        "generator": unwrap(parts.generator).state_dict(),
+        "discriminator": unwrap(parts.discriminator).state_dict(),
+        "opt_g": parts.opt_g.state_dict(),
+        "opt_d": parts.opt_d.state_dict(),
+        "epoch": epoch,
+        "history": history,
+        "best": best,
+    }
+
+
+def restore_training_state(parts: GanParts, path: Path) -> dict:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    unwrap(parts.generator).load_state_dict(state["generator"])
+    unwrap(parts.discriminator).load_state_dict(state["discriminator"])
+    parts.opt_g.load_state_dict(state["opt_g"])
+    parts.opt_d.load_state_dict(state["opt_d"])
+    return state
+
+
+MODEL_WEIGHTS = "generator.pt"
+MODEL_CARD = "model.json"
+
+
+def export_model(out_dir: Path, weights: dict, model_cfg: ModelConfig, stats: dict, extra: dict) -> None:
+    """Write a self-describing model folder: weights plus everything needed to rebuild the U-Net."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.save(weights, out_dir / MODEL_WEIGHTS)
+    card = {
+        "model": model_cfg.model_dump(),
+        "in_channels": stats["channels"],
+        "num_classes": stats["num_classes"],
+        "class_names": stats["class_names"],
+        "image_size": stats["image_size"],
+    }
+    write_json(out_dir / MODEL_CARD, card | extra)
+
+
+def load_model(model_dir: str | Path) -> tuple[UNet, dict]:
+    model_dir = Path(model_dir)
+    if not (model_dir / MODEL_CARD).is_file():
+        raise FileNotFoundError(f"{model_dir} is not a ganseg model folder (no {MODEL_CARD})")
+    card = read_json(model_dir / MODEL_CARD)
+    generator = build_generator(ModelConfig(**card["model"]), card["in_channels"], card["num_classes"])
+    generator.load_state_dict(torch.load(model_dir / MODEL_WEIGHTS, map_location="cpu", weights_only=True))
+    return generator.eval(), card

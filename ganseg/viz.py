@@ -1,0 +1,70 @@
+"""Pictures: mask overlays, the confusion matrix and per-class bars."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+_COLOURS = np.array(
+    [[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200],
+     [245, 130, 48], [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60]],
+    np.uint8,
+)
+
+
+def class_colours(num_classes: int) -> np.ndarray:
+    reps = -(-num_classes // len(_COLOURS))
+    return np.tile(_COLOURS, (reps, 1))[:num_classes]
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """RGB uint8: the image with every non-background class tinted by its colour."""
+    rgb = image.repeat(3, axis=2) if image.shape[2] == 1 else image
+    colours = class_colours(int(mask.max()) + 1)[mask]
+    tinted = (1 - alpha) * rgb + alpha * colours
+    return np.where((mask > 0)[..., None], tinted, rgb).astype(np.uint8)
+
+
+def comparison_strip(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, scale: int = 3) -> Image.Image:
+    """image | truth overlay | prediction overlay, side by side, enlarged for viewing."""
+    rgb = image.repeat(3, axis=2) if image.shape[2] == 1 else image
+    gap = np.full((rgb.shape[0], 4, 3), 255, np.uint8)
+    strip = np.concatenate([rgb, gap, overlay(image, truth), gap, overlay(image, pred)], axis=1)
+    pil = Image.fromarray(strip)
+    return pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
+
+
+def save_confusion_matrix(confusion: np.ndarray, class_names: list[str], path: Path) -> None:
+    rows = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.2 * len(class_names) + 2, 1.2 * len(class_names) + 1.5))
+    ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+    ticks = range(len(class_names))
+    ax.set_xticks(ticks, class_names, rotation=45, ha="right")
+    ax.set_yticks(ticks, class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in ticks:
+        for j in ticks:
+            ax.text(j, i, f"{rows[i, j]:.2f}", ha="center", va="center", color="white" if rows[i, j] > 0.5 else "black")
+    ax.set_title("Confusion matrix (rows normalised)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save_per_class_bars(values: dict[str, float], title: str, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 0.5 * len(values) + 1.5))
+    names = list(values)
+    ax.barh(names, [values[n] if values[n] is not None else 0 for n in names], color="#4c72b0")
+    ax.set_xlim(0, 1)
+    ax.invert_yaxis()
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

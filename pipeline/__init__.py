@@ -1,0 +1,1 @@
+"""Stage entry points (prepare, tune, train, evaluate, predict) and the Ray orchestration."""

@@ -1,0 +1,85 @@
+"""`ganseg` command line: one subcommand per stage, each reading params.yaml plus --set overrides."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from ganseg.config import ParamsError, load_params
+from ganseg.data import DataError
+
+BEST_CONFIG = Path("results/tune/best_config.json")
+MODELS_DIR = Path("models")
+HISTORY_CSV = Path("results/train_history.csv")
+EVAL_DIR = Path("results/evaluation")
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    common.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override one param, e.g. --set train.epochs=3 (repeatable; value read as YAML)",
+    )
+    parser = argparse.ArgumentParser(prog="ganseg", description=__doc__)
+    sub = parser.add_subparsers(dest="stage", required=True)
+    sub.add_parser("prepare", parents=[common], help="build data/prepared from data.source")
+    sub.add_parser("tune", parents=[common], help="Ray Tune search; writes results/tune/best_config.json")
+    sub.add_parser("train", parents=[common], help="Ray Train DDP with the tuned config; writes models/")
+    sub.add_parser("evaluate", parents=[common], help="test metrics, plots and overlays in results/evaluation")
+    predict = sub.add_parser("predict", parents=[common], help="segment a folder of images")
+    predict.add_argument("--model", default=str(MODELS_DIR), help="model folder (default: models)")
+    predict.add_argument("--input", required=True, type=Path, help="folder of images")
+    predict.add_argument("--output", required=True, type=Path, help="folder for the mask PNGs")
+    predict.add_argument("--overlays", action="store_true", help="also write <stem>_overlay.png")
+    return parser
+
+
+def _dispatch(args: argparse.Namespace) -> None:
+    params = load_params(args.params, args.overrides)
+    root = Path.cwd()
+    if args.stage == "prepare":
+        from pipeline import prepare
+
+        prepare.run(params, root)
+    elif args.stage == "tune":
+        from pipeline import tune
+
+        tune.run(params, root, root / BEST_CONFIG)
+    elif args.stage == "train":
+        from pipeline import train
+
+        train.run(params, root, root / BEST_CONFIG, root / MODELS_DIR, root / HISTORY_CSV)
+    elif args.stage == "evaluate":
+        from pipeline import evaluate
+
+        evaluate.run(params, root, root / MODELS_DIR, root / EVAL_DIR)
+    elif args.stage == "predict":
+        from ganseg.predict import predict_folder
+
+        summary = predict_folder(args.model, args.input, args.output, args.overlays)
+        print(f"wrote {summary['written']} masks to {args.output}; {len(summary['failed'])} files skipped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Nothing leaves the machine: no usage statistics from Ray or MLflow.
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = _parser().parse_args(argv)
+    start = time.perf_counter()
+    try:
+        _dispatch(args)
+    except (ParamsError, DataError, FileNotFoundError) as err:
+        print(f"ganseg {args.stage}: error: {err}", file=sys.stderr)
+        return 2
+    print(f"ganseg {args.stage} finished in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""evaluate stage: test-split metrics, plots and overlays; also logged to the train run in MLflow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from ganseg import tracking
+from ganseg.config import Params
+from ganseg.data import read_stats
+from ganseg.engine import load_model
+from ganseg.evaluation import predict_split, write_report
+from ganseg.fileio import atomic_dir
+
+REPORT_FILES = ("metrics.json", "per_class.csv", "confusion_matrix.png", "per_class_iou.png", "overlays")
+
+
+def run(params: Params, project_root: Path, models_dir: Path, out_dir: Path) -> dict:
+    data_dir = project_root / params.data.output_dir
+    stats = read_stats(data_dir)
+    generator, card = load_model(models_dir)
+    images, truth, preds = predict_split(generator, data_dir, "test", params.evaluate.batch_size)
+    with atomic_dir(out_dir) as staging:
+        metrics = write_report(images, truth, preds, stats, staging, params.evaluate.num_overlays)
+    test = metrics["test"]
+    print(
+        f"test mIoU {test['miou']:.4f}  mean Dice {test['mdice']:.4f}  pixel accuracy {test['pixel_accuracy']:.4f}"
+        f"  (majority-class baseline mIoU {test['majority_baseline']['miou']:.4f}) on {metrics['num_test_images']} images"
+    )
+    if card.get("mlflow_run_id"):
+        _log_to_run(project_root, card["mlflow_run_id"], test, out_dir)
+    return metrics
+
+
+def _log_to_run(project_root: Path, run_id: str, test: dict, out_dir: Path) -> None:
+    client = MlflowClient(tracking.tracking_uri(project_root))
+    flat = {"test_miou": test["miou"], "test_mdice": test["mdice"], "test_pixel_accuracy": test["pixel_accuracy"]}
+    flat |= {f"test_iou_{k}": v for k, v in test["iou"].items() if v is not None}
+    flat |= {f"test_dice_{k}": v for k, v in test["dice"].items() if v is not None}
+    tracking.log_metrics(client, run_id, flat, step=0)
+    for name in ("confusion_matrix.png", "per_class_iou.png"):
+        client.log_artifact(run_id, str(out_dir / name), artifact_path="evaluation")
+    client.log_artifacts(run_id, str(out_dir / "overlays"), artifact_path="evaluation/overlays")

@@ -1,0 +1,165 @@
+"""tune stage: a Ray Tune search in which every trial launches its own TorchTrainer (Train V2).
+
+MLflow gets one parent run for the search and one child run per trial. The best trial's
+overrides are written to a JSON file that the train stage reads.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from ganseg import tracking
+from ganseg.config import Params, SearchDimension
+from ganseg.data import read_stats
+from ganseg.fileio import write_json
+
+log = logging.getLogger(__name__)
+TRIAL_DRIVER_MEMORY = 256 * 1024**2
+
+
+def to_domain(dimension: SearchDimension):
+    from ray import tune
+
+    if dimension.type == "choice":
+        return tune.choice(dimension.values)
+    if dimension.type == "uniform":
+        return tune.uniform(dimension.low, dimension.high)
+    if dimension.type == "loguniform":
+        return tune.loguniform(dimension.low, dimension.high)
+    return tune.randint(int(dimension.low), int(dimension.high))
+
+
+def trial_params(base: Params, overrides: dict) -> Params:
+    return base.with_overrides(
+        overrides | {"train.epochs": base.tune.epochs, "train.num_workers": base.tune.workers_per_trial}
+    )
+
+
+def run_trial(overrides: dict, base: dict, context: dict) -> None:
+    """The trainable: one Tune trial driving one distributed training run."""
+    import ray.tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from pipeline.runtime import make_trainer
+    from pipeline.train import loop_config
+
+    project_root = Path(context["project_root"])
+    params = trial_params(Params.model_validate(base), overrides)
+    trial_id = ray.tune.get_context().get_trial_id()
+    client = MlflowClient(context["tracking_uri"])
+    run_id = tracking.create_run(
+        client, params.mlflow.experiment, project_root, run_name=f"trial-{trial_id}",
+        tags={"ganseg.stage": "tune-trial", "ganseg.trial_id": trial_id},
+        params=params.model_dump() | {"overrides": overrides},
+        parent_run_id=context["parent_run_id"],
+    )
+    trainer = make_trainer(
+        params,
+        loop_config(params, Path(context["data_dir"]), context["tracking_uri"], run_id),
+        name=f"tune-{context['parent_run_id'][:8]}-{trial_id}",
+        project_root=project_root,
+        callbacks=[TuneReportCallback()],
+    )
+    try:
+        trainer.fit()
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+
+
+def max_concurrent(params: Params) -> int:
+    import ray
+
+    if params.tune.max_concurrent_trials != "auto":
+        return params.tune.max_concurrent_trials
+    from pipeline.runtime import resolve_scaling
+
+    _, use_gpu = resolve_scaling(params.train)
+    available = ray.cluster_resources().get("GPU" if use_gpu else "CPU", 1)
+    return max(1, int(available // params.tune.workers_per_trial))
+
+
+def run(params: Params, project_root: Path, best_config_path: Path) -> dict:
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import BasicVariantGenerator
+
+    from pipeline.runtime import start_ray, storage_path
+
+    data_dir = (project_root / params.data.output_dir).resolve()
+    read_stats(data_dir)
+    start_ray()
+    uri = tracking.tracking_uri(project_root)
+    client = MlflowClient(uri)
+    space = {key: to_domain(dim) for key, dim in params.tune.search_space.items()}
+    parent_id = tracking.create_run(
+        client, params.mlflow.experiment, project_root, run_name="tune",
+        tags={"ganseg.stage": "tune", "ganseg.dataset": str(params.data.source)},
+        params=params.model_dump(),
+    )
+    concurrency = max_concurrent(params)
+    print(f"MLflow parent run {parent_id}; {params.tune.num_samples} trials, {concurrency} at a time")
+    context = {"project_root": str(project_root.resolve()), "tracking_uri": uri,
+               "parent_run_id": parent_id, "data_dir": str(data_dir)}
+    trainable = tune.with_parameters(run_trial, base=params.model_dump(), context=context)
+    try:
+        tuner = tune.Tuner(
+            # A trial only drives its Train workers: it asks for memory, not a CPU, so that
+            # every CPU is left for the workers. (Ray rejects a request of zero resources.)
+            tune.with_resources(trainable, {"cpu": 0, "memory": TRIAL_DRIVER_MEMORY}),
+            param_space=space,
+            tune_config=tune.TuneConfig(
+                metric=params.tune.metric,
+                mode=params.tune.mode,
+                num_samples=params.tune.num_samples,
+                max_concurrent_trials=concurrency,
+                scheduler=ASHAScheduler(max_t=params.tune.epochs, grace_period=params.tune.grace_period),
+                # An explicit generator ignores max_concurrent_trials: it needs its own limit.
+                search_alg=BasicVariantGenerator(random_state=params.seed, max_concurrent=concurrency),
+            ),
+            run_config=tune.RunConfig(name=f"tune-{parent_id[:8]}", storage_path=storage_path(params, project_root)),
+        )
+        best = _best(tuner.fit(), params)
+    except BaseException:
+        _close_children(client, parent_id, "FAILED")
+        client.set_terminated(parent_id, "FAILED")
+        raise
+    _close_children(client, parent_id, "KILLED")
+    tracking.log_params(client, parent_id, {"best": best["overrides"]})
+    tracking.log_metrics(client, parent_id, {f"best_{params.tune.metric}": best["value"]}, step=0)
+    tracking.set_tags(client, parent_id, {"ganseg.best_trial_id": best["trial_id"]})
+    client.set_terminated(parent_id, "FINISHED")
+    write_json(best_config_path, best | {"mlflow_parent_run_id": parent_id})
+    print(f"best trial {best['trial_id']}: {params.tune.metric} = {best['value']:.4f} with {best['overrides']}")
+    return best
+
+
+def _best(results, params: Params) -> dict:
+    failed = [r for r in results if r.error]
+    if len(failed) == len(results):
+        raise RuntimeError(f"all {len(results)} tune trials failed; the first error:\n{failed[0].error}")
+    for r in failed:
+        log.warning("trial failed: %s", r.error)
+    best = results.get_best_result(metric=params.tune.metric, mode=params.tune.mode, scope="last")
+    return {
+        "overrides": dict(best.config),
+        "metric": params.tune.metric,
+        "value": float(best.metrics[params.tune.metric]),
+        "trial_id": best.metrics.get("trial_id", ""),
+        "epochs": int(best.metrics.get("epoch", 0)),
+    }
+
+
+def _close_children(client: MlflowClient, parent_id: str, status: str) -> None:
+    """Trials stopped early by ASHA end without closing their run: mark what is still open."""
+    parent = client.get_run(parent_id)
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'"
+    )
+    for child in children:
+        if child.info.status == "RUNNING":
+            client.set_terminated(child.info.run_id, status)

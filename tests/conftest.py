@@ -1,0 +1,36 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ganseg.config import Params
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
+
+
+def shared_dataset(name: str) -> Path:
+    """A real dataset beside the project; the test is skipped where it is absent (e.g. a user's clone)."""
+    path = SHARED_DATASETS / name
+    if not (path / "images").is_dir():
+        pytest.skip(f"real dataset not available: {path} is absent (it lives beside the project, never in it)")
+    return path
+
+
+def write_pair(folder: Path, stem: str, image: np.ndarray, mask: np.ndarray, image_ext: str = ".png") -> None:
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "masks").mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(folder / "images" / f"{stem}{image_ext}")
+    Image.fromarray(mask).save(folder / "masks" / f"{stem}.png")
+
+
+@pytest.fixture
+def tiny_params() -> Params:
+    return Params.model_validate(
+        {
+            "data": {"image_size": 32, "synthetic": {"num_images": 30, "size": 32}},
+            "model": {"base_channels": 8, "depth": 2, "disc_channels": 8, "disc_layers": 2},
+            "train": {"epochs": 1, "batch_size": 4, "num_workers": 1},
+        }
+    )

@@ -1,0 +1,83 @@
+import pytest
+import yaml
+
+from ganseg.config import Params, ParamsError, load_params, parse_override, validate_params
+from tests.conftest import ROOT
+
+
+def test_repository_params_file_is_valid():
+    params = load_params(ROOT / "params.yaml")
+    assert params.data.source == "synthetic"
+    assert params.data.num_classes == len(params.data.class_names)
+
+
+def write(tmp_path, raw):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_unknown_key_is_named(tmp_path):
+    with pytest.raises(ParamsError, match=r"train\.learning_rate: unknown key"):
+        load_params(write(tmp_path, {"train": {"learning_rate": 0.1}}))
+
+
+def test_wrong_type_names_key_and_value(tmp_path):
+    with pytest.raises(ParamsError, match=r"train\.epochs: .*integer.*\(got 'many'\)"):
+        load_params(write(tmp_path, {"train": {"epochs": "many"}}))
+
+
+def test_negative_learning_rate_rejected(tmp_path):
+    with pytest.raises(ParamsError, match=r"train\.lr_g: Input should be greater than 0"):
+        load_params(write(tmp_path, {"train": {"lr_g": -1e-3}}))
+
+
+def test_image_size_must_divide_by_depth(tmp_path):
+    with pytest.raises(ParamsError, match="not divisible by 2\\*\\*model.depth = 16"):
+        load_params(write(tmp_path, {"data": {"image_size": 72}, "model": {"depth": 4}}))
+
+
+def test_every_error_is_listed_at_once(tmp_path):
+    with pytest.raises(ParamsError) as err:
+        load_params(write(tmp_path, {"train": {"epochs": 0, "bogus": 1}, "tune": {"num_samples": -2}}))
+    text = str(err.value)
+    assert "train.epochs" in text and "train.bogus" in text and "tune.num_samples" in text
+
+
+def test_overrides_are_applied_and_validated(tmp_path):
+    path = write(tmp_path, {})
+    params = load_params(path, ["train.epochs=3", "train.lambda_adv=0", "data.class_names=[a, b]"])
+    assert (params.train.epochs, params.train.lambda_adv, params.data.class_names) == (3, 0.0, ["a", "b"])
+    with pytest.raises(ParamsError, match="unknown key"):
+        load_params(path, ["train.nope=1"])
+    with pytest.raises(ParamsError, match="expects dotted.key=value"):
+        load_params(path, ["train.epochs"])
+
+
+def test_parse_override_reads_yaml_values():
+    assert parse_override("a.b=1e-3") == ("a.b", 0.001)
+    assert parse_override("a.b=auto") == ("a.b", "auto")
+    assert parse_override("a.b=[1, 2]") == ("a.b", [1, 2])
+
+
+def test_search_space_keys_must_exist():
+    with pytest.raises(ParamsError, match="train.nothing"):
+        validate_params({"tune": {"search_space": {"train.nothing": {"type": "choice", "values": [1]}}}})
+    with pytest.raises(ParamsError, match="'low' < 'high'"):
+        validate_params({"tune": {"search_space": {"train.lr_g": {"type": "uniform", "low": 2, "high": 1}}}})
+
+
+def test_with_overrides_returns_validated_copy():
+    base = Params()
+    tuned = base.with_overrides({"train.lr_g": 0.01, "model.depth": 2})
+    assert tuned.train.lr_g == 0.01 and tuned.model.depth == 2
+    assert base.train.lr_g != 0.01
+    with pytest.raises(ParamsError):
+        base.with_overrides({"train.lr_g": -1})
+
+
+def test_rgb_masks_need_a_palette():
+    with pytest.raises(ParamsError, match="needs a palette"):
+        validate_params({"data": {"mask_format": "rgb"}})
+    with pytest.raises(ParamsError, match="outside 0..2"):
+        validate_params({"data": {"mask_format": "rgb", "palette": {"255,0,0": 7}}})
