@@ -63,12 +63,9 @@ def run_trial(overrides: dict, base: dict, context: dict) -> None:
         project_root=project_root,
         callbacks=[TuneReportCallback()],
     )
-    try:
-        trainer.fit()
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
-        raise
-    client.set_terminated(run_id, "FINISHED")
+    # Tune stops every trial at its last epoch (ASHA's max_t) before fit() can return, so
+    # the tune driver, which knows each trial's outcome, closes this run afterwards.
+    trainer.fit()
 
 
 def max_concurrent(params: Params) -> int:
@@ -123,12 +120,13 @@ def run(params: Params, project_root: Path, best_config_path: Path) -> dict:
             ),
             run_config=tune.RunConfig(name=f"tune-{parent_id[:8]}", storage_path=storage_path(params, project_root)),
         )
-        best = _best(tuner.fit(), params)
+        results = tuner.fit()
+        _close_children(client, parent_id, params.tune.epochs, results)
+        best = _best(results, params)
     except BaseException:
-        _close_children(client, parent_id, "FAILED")
+        _close_children(client, parent_id, params.tune.epochs, [])
         client.set_terminated(parent_id, "FAILED")
         raise
-    _close_children(client, parent_id, "KILLED")
     tracking.log_params(client, parent_id, {"best": best["overrides"]})
     tracking.log_metrics(client, parent_id, {f"best_{params.tune.metric}": best["value"]}, step=0)
     tracking.set_tags(client, parent_id, {"ganseg.best_trial_id": best["trial_id"]})
@@ -154,12 +152,21 @@ def _best(results, params: Params) -> dict:
     }
 
 
-def _close_children(client: MlflowClient, parent_id: str, status: str) -> None:
-    """Trials stopped early by ASHA end without closing their run: mark what is still open."""
+def _close_children(client: MlflowClient, parent_id: str, epochs: int, results) -> None:
+    """Give each trial's run its real outcome: FINISHED (tagged when ASHA stopped it early) or FAILED."""
+    by_trial = {r.metrics.get("trial_id"): r for r in results if r.metrics}
     parent = client.get_run(parent_id)
     children = client.search_runs(
         [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'"
     )
     for child in children:
-        if child.info.status == "RUNNING":
-            client.set_terminated(child.info.run_id, status)
+        if child.info.status != "RUNNING":
+            continue
+        result = by_trial.get(child.data.tags.get("ganseg.trial_id"))
+        if result is None or result.error:
+            client.set_terminated(child.info.run_id, "FAILED")
+            continue
+        ran = int(result.metrics.get("epoch", 0))
+        tracking.set_tags(client, child.info.run_id, {"ganseg.epochs_run": ran, "ganseg.stopped_early": ran < epochs})
+        end_ms = int(result.metrics["timestamp"] * 1000) if "timestamp" in result.metrics else None
+        client.set_terminated(child.info.run_id, "FINISHED", end_time=end_ms)
