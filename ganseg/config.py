@@ -97,6 +97,13 @@ class ModelConfig(_Strict):
     spectral_norm: bool = True
 
 
+class FaultInjection(_Strict):
+    """Kill one worker process once, to exercise recovery (tests and drills, not production)."""
+
+    kill_rank: int = Field(0, ge=0)
+    at_epoch: int = Field(2, ge=2, description="killed as this epoch starts; the one before is checkpointed")
+
+
 class TrainConfig(_Strict):
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(8, ge=1, description="per worker")
@@ -107,8 +114,14 @@ class TrainConfig(_Strict):
     dice_weight: float = Field(1.0, ge=0)
     num_workers: int | Literal["auto"] = Field("auto", description="Ray Train workers; auto = GPUs or CPUs")
     use_gpu: bool | Literal["auto"] = "auto"
-    storage_path: str = Field("runs/ray", description="Ray Train storage (local folder or URI)")
-    checkpoints_to_keep: int = Field(2, ge=1)
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="fp16 needs a GPU")
+    channels_last: bool = False
+    storage_path: str = Field("runs/ray", description="Ray Train storage (local folder, shared mount or URI)")
+    checkpoints_to_keep: int = Field(2, ge=1, description="best k by validation mIoU, plus the latest")
+    max_failures: int = Field(2, ge=-1, description="worker-group restarts from the last checkpoint; -1 = no limit")
+    resume: bool = Field(True, description="continue an unfinished run of the same config instead of starting over")
+    fault_injection: FaultInjection | None = None
 
     @field_validator("num_workers")
     @classmethod
@@ -198,7 +211,9 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
     parts = dotted.split(".")
     node = tree
     for part in parts[:-1]:
-        child = node.setdefault(part, {})  # a section missing from the file; the schema checks the name
+        if node.get(part) is None:  # a section missing or null in the file; the schema checks the name
+            node[part] = {}
+        child = node[part]
         if not isinstance(child, dict):
             raise ParamsError(f"--set {dotted}: {part!r} is a value, not a section of params")
         node = child

@@ -7,10 +7,12 @@ discriminator is skipped entirely and the step is the supervised baseline.
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -29,6 +31,23 @@ class GanParts:
     discriminator: nn.Module
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer
+    sched_g: torch.optim.lr_scheduler.LRScheduler
+    sched_d: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    precision: str = "fp32"
+    channels_last: bool = False
+    global_step: int = 0
+
+    @property
+    def device_type(self) -> str:
+        return next(self.generator.parameters()).device.type
+
+    def autocast(self):
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        return torch.autocast(self.device_type, dtype=dtype, enabled=dtype is not None)
+
+    def learning_rates(self) -> dict[str, float]:
+        return {"lr_g": self.opt_g.param_groups[0]["lr"], "lr_d": self.opt_d.param_groups[0]["lr"]}
 
 
 def unwrap(module: nn.Module) -> nn.Module:
@@ -44,55 +63,80 @@ def build_networks(params: Params, in_channels: int, num_classes: int) -> tuple[
     )
 
 
+def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
+    if cfg.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
+
+
 def build_optimizers(generator: nn.Module, discriminator: nn.Module, cfg: TrainConfig) -> GanParts:
+    """Optimisers, per-epoch schedulers and the fp16 grad scaler around already-placed networks."""
+    opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr_g, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr_d, betas=(0.5, 0.999))
+    device_type = next(generator.parameters()).device.type
     return GanParts(
-        generator,
-        discriminator,
-        torch.optim.Adam(generator.parameters(), lr=cfg.lr_g, betas=(0.5, 0.999)),
-        torch.optim.Adam(discriminator.parameters(), lr=cfg.lr_d, betas=(0.5, 0.999)),
+        generator, discriminator, opt_g, opt_d, _scheduler(opt_g, cfg), _scheduler(opt_d, cfg),
+        torch.amp.GradScaler(device_type, enabled=cfg.precision == "fp16"),
+        cfg.precision, cfg.channels_last,
     )
 
 
-def train_step(parts: GanParts, images: torch.Tensor, masks: torch.Tensor, cfg: TrainConfig) -> dict[str, float]:
+def _prepare_input(parts: GanParts, images: torch.Tensor) -> torch.Tensor:
     x = to_input(images)
-    logits = parts.generator(x)
+    return x.contiguous(memory_format=torch.channels_last) if parts.channels_last else x
+
+
+def train_step(parts: GanParts, images: torch.Tensor, masks: torch.Tensor, cfg: TrainConfig) -> dict[str, float]:
+    x = _prepare_input(parts, images)
+    with parts.autocast():
+        logits = parts.generator(x)
+    logits = logits.float()
     stats: dict[str, float] = {}
     adversarial = cfg.lambda_adv > 0
     if adversarial:
         real = F.one_hot(masks, logits.shape[1]).permute(0, 3, 1, 2).to(logits.dtype)
-        both = parts.discriminator(torch.cat([x, x]), torch.cat([real, logits.detach().softmax(1)]))
-        real_scores, fake_scores = both.chunk(2)
+        with parts.autocast():
+            both = parts.discriminator(torch.cat([x, x]), torch.cat([real, logits.detach().softmax(1)]))
+        real_scores, fake_scores = both.float().chunk(2)
         loss_d = discriminator_loss(cfg.adv_loss, real_scores, fake_scores)
         parts.opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        parts.opt_d.step()
+        parts.scaler.scale(loss_d).backward()
+        parts.scaler.step(parts.opt_d)
         stats |= {"loss_d": loss_d.item(), "d_real": real_scores.mean().item(), "d_fake": fake_scores.mean().item()}
     loss_seg = segmentation_loss(logits, masks, cfg.dice_weight)
     loss_g = loss_seg
     if adversarial:
-        loss_adv = generator_adversarial_loss(cfg.adv_loss, parts.discriminator(x, logits.softmax(1)))
+        with parts.autocast():
+            fake_scores = parts.discriminator(x, logits.softmax(1)).float()
+        loss_adv = generator_adversarial_loss(cfg.adv_loss, fake_scores)
         loss_g = loss_seg + cfg.lambda_adv * loss_adv
         stats["loss_adv"] = loss_adv.item()
     parts.opt_g.zero_grad(set_to_none=True)
-    loss_g.backward()
-    parts.opt_g.step()
+    parts.scaler.scale(loss_g).backward()
+    parts.scaler.step(parts.opt_g)
+    parts.scaler.update()
+    parts.global_step += 1
     return stats | {"loss_g": loss_g.item(), "loss_seg": loss_seg.item()}
 
 
-def train_epoch(parts: GanParts, loader, cfg: TrainConfig) -> dict[str, float]:
-    """Mean step statistics over one pass of `loader`, plus images/s."""
+def train_epoch(parts: GanParts, loader, cfg: TrainConfig, device: torch.device | str = "cpu") -> dict[str, float]:
+    """Mean step statistics over one pass of `loader`, plus images/s; then one scheduler step."""
     parts.generator.train()
     parts.discriminator.train()
     totals: dict[str, float] = {}
     steps, images_seen, start = 0, 0, time.perf_counter()
+    rates = parts.learning_rates()
     for images, masks in loader:
+        images, masks = images.to(device), masks.to(device)
         for key, value in train_step(parts, images, masks, cfg).items():
             totals[key] = totals.get(key, 0.0) + value
         steps += 1
         images_seen += len(images)
     elapsed = time.perf_counter() - start
+    parts.sched_g.step()
+    parts.sched_d.step()
     means = {key: value / max(steps, 1) for key, value in totals.items()}
-    return means | {"images_per_s": images_seen / elapsed if elapsed > 0 else 0.0}
+    return means | rates | {"images_per_s": images_seen / elapsed if elapsed > 0 else 0.0}
 
 
 @torch.no_grad()
@@ -116,15 +160,21 @@ def shard_indices(length: int, rank: int, world_size: int) -> list[int]:
     return list(range(rank, length, world_size))
 
 
-def training_state(parts: GanParts, epoch: int, history: list[dict], best: dict) -> dict:
+def training_state(parts: GanParts, epoch: int, history: list[dict], extra: dict | None = None) -> dict:
+    """Everything needed to continue exactly where training stopped."""
     return {
         "generator": unwrap(parts.generator).state_dict(),
         "discriminator": unwrap(parts.discriminator).state_dict(),
         "opt_g": parts.opt_g.state_dict(),
         "opt_d": parts.opt_d.state_dict(),
+        "sched_g": parts.sched_g.state_dict(),
+        "sched_d": parts.sched_d.state_dict(),
+        "scaler": parts.scaler.state_dict(),
         "epoch": epoch,
+        "global_step": parts.global_step,
+        "rng": rng_state(),
         "history": history,
-        "best": best,
+        **(extra or {}),
     }
 
 
@@ -132,9 +182,27 @@ def restore_training_state(parts: GanParts, path: Path) -> dict:
     state = torch.load(path, map_location="cpu", weights_only=True)
     unwrap(parts.generator).load_state_dict(state["generator"])
     unwrap(parts.discriminator).load_state_dict(state["discriminator"])
-    parts.opt_g.load_state_dict(state["opt_g"])
-    parts.opt_d.load_state_dict(state["opt_d"])
+    for name in ("opt_g", "opt_d", "sched_g", "sched_d", "scaler"):
+        getattr(parts, name).load_state_dict(state[name])
+    parts.global_step = state["global_step"]
+    set_rng_state(state["rng"])
     return state
+
+
+def rng_state() -> dict:
+    numpy_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": {"keys": torch.from_numpy(numpy_state[1].astype(np.int64)), "pos": int(numpy_state[2])},
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    keys = state["numpy"]["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, state["numpy"]["pos"], 0, 0.0))
 
 
 MODEL_WEIGHTS = "generator.pt"

@@ -7,11 +7,15 @@ import torch.nn.functional as F
 
 
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
-    """1 - mean over classes of the soft Dice between softmax(logits) and one-hot target."""
+    """1 - soft Dice between softmax(logits) and one-hot target, per image and class, averaged.
+
+    Per image rather than over the whole batch, so the loss of a batch is the mean of its
+    images' losses and data-parallel shards average to exactly the single-process gradient.
+    """
     num_classes = logits.shape[1]
     probs = logits.softmax(dim=1)
     one_hot = F.one_hot(target, num_classes).permute(0, 3, 1, 2).to(probs.dtype)
-    dims = (0, 2, 3)
+    dims = (2, 3)
     intersection = (probs * one_hot).sum(dims)
     total = probs.sum(dims) + one_hot.sum(dims)
     return 1.0 - ((2 * intersection + eps) / (total + eps)).mean()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import ray
 
-from ganseg.config import Params, TrainConfig
+from ganseg.config import Params, ParamsError, TrainConfig
 
 log = logging.getLogger(__name__)
 # Ray's 60 s default is too short for a worker to import torch on a busy 2-core machine.
@@ -42,6 +42,11 @@ def resolve_scaling(cfg: TrainConfig, num_workers: int | str | None = None) -> t
     return max(1, int(wanted)), use_gpu
 
 
+def check_device_support(cfg: TrainConfig, use_gpu: bool) -> None:
+    if cfg.precision == "fp16" and not use_gpu:
+        raise ParamsError("train.precision: fp16 needs GPU workers; use bf16 or fp32 on CPUs")
+
+
 def storage_path(params: Params, project_root: Path) -> str:
     path = params.train.storage_path
     return path if "://" in path else str((project_root / path).resolve())
@@ -55,7 +60,7 @@ def make_trainer(
     callbacks: list | None = None,
     num_workers: int | str | None = None,
 ):
-    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from pipeline.train import train_loop_per_worker
@@ -68,7 +73,13 @@ def make_trainer(
         run_config=RunConfig(
             name=name,
             storage_path=storage_path(params, project_root),
-            checkpoint_config=CheckpointConfig(num_to_keep=params.train.checkpoints_to_keep),
+            # Ray keeps the best k by validation mIoU and always the latest.
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=params.train.checkpoints_to_keep,
+                checkpoint_score_attribute="val_miou",
+                checkpoint_score_order="max",
+            ),
+            failure_config=FailureConfig(max_failures=params.train.max_failures),
             callbacks=callbacks or [],
         ),
     )

@@ -6,7 +6,11 @@ creates the MLflow run, launches the TorchTrainer and exports the best model to 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import signal
 import tempfile
 from pathlib import Path
 
@@ -49,10 +53,7 @@ def train_loop_per_worker(config: dict) -> None:
     stats = read_stats(data_dir)
     num_classes, class_names = stats["num_classes"], stats["class_names"]
 
-    generator, discriminator = build_networks(params, stats["channels"], num_classes)
-    parts = build_optimizers(
-        ray.train.torch.prepare_model(generator), ray.train.torch.prepare_model(discriminator), params.train
-    )
+    parts = _build_parts(params, stats, device)
     train_set = PreparedSplit(data_dir, "train")
     train_loader = ray.train.torch.prepare_data_loader(
         DataLoader(train_set, batch_size=params.train.batch_size, shuffle=True,
@@ -62,30 +63,75 @@ def train_loop_per_worker(config: dict) -> None:
     val_loader = DataLoader(Subset(val_set, shard_indices(len(val_set), rank, world)),
                             batch_size=params.evaluate.batch_size)
 
-    epoch, history, best = _resume(parts)
-    client = MlflowClient(config["tracking_uri"]) if rank == 0 and config.get("run_id") else None
+    epoch, history = _resume(parts)
+    resumed = epoch > 0
+    logger = _EpochLogger(config) if rank == 0 and config.get("run_id") else None
+    if logger:
+        logger.log_new(history)  # epochs checkpointed before a crash but never logged
     while epoch < params.train.epochs:
         epoch += 1
+        _maybe_inject_fault(params, epoch, rank, resumed)
         if world > 1:
             train_loader.sampler.set_epoch(epoch)
-        step_stats = train_epoch(parts, train_loader, params.train)
+        step_stats = train_epoch(parts, train_loader, params.train, device)
         confusion = confusion_over(parts.generator, val_loader, num_classes, device)
         throughput = torch.tensor([step_stats.pop("images_per_s")], device=device)
-        if world > 1:
+        if world > 1:  # every rank saw a different shard: sum to score the whole validation set
             dist.all_reduce(confusion)
             dist.all_reduce(throughput)
         metrics = {"epoch": epoch, **step_stats, "images_per_s": throughput.item()} | _val_metrics(confusion, class_names)
         history.append(metrics)
-        if metrics["val_miou"] > best.get("val_miou", -1.0):
-            weights = {k: v.detach().cpu().clone() for k, v in _plain(parts.generator).state_dict().items()}
-            best = {"epoch": epoch, "val_miou": metrics["val_miou"], "generator": weights}
-        if client:
-            tracking.log_metrics(client, config["run_id"], metrics, step=epoch)
-        _report(metrics, parts, epoch, history, best, is_chief=rank == 0)
+        _report(metrics, parts, epoch, history, is_chief=rank == 0)
+        if logger:
+            logger.log_new(history)
 
 
-def _plain(module):
-    return getattr(module, "module", module)
+class _EpochLogger:
+    """Logs each epoch to the MLflow run exactly once, and only after its checkpoint is committed.
+
+    A restarted worker group resumes from the last committed checkpoint, so an epoch logged any
+    earlier could be trained and logged a second time.
+    """
+
+    def __init__(self, config: dict):
+        self.client = MlflowClient(config["tracking_uri"])
+        self.run_id = config["run_id"]
+        logged = self.client.get_metric_history(self.run_id, "val_miou")
+        self.last_logged = max((m.step for m in logged), default=0)
+
+    def log_new(self, history: list[dict]) -> None:
+        import ray.train
+
+        ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
+        for metrics in history:
+            if metrics["epoch"] > self.last_logged:
+                tracking.log_metrics(self.client, self.run_id, metrics, step=metrics["epoch"])
+                self.last_logged = metrics["epoch"]
+
+
+def _build_parts(params: Params, stats: dict, device: torch.device) -> GanParts:
+    import ray.train.torch
+
+    generator, discriminator = build_networks(params, stats["channels"], stats["num_classes"])
+    if params.train.channels_last:
+        generator = generator.to(memory_format=torch.channels_last)
+        discriminator = discriminator.to(memory_format=torch.channels_last)
+    # prepare_model moves each network to the device and wraps it in DDP when world > 1.
+    return build_optimizers(
+        ray.train.torch.prepare_model(generator), ray.train.torch.prepare_model(discriminator), params.train
+    )
+
+
+def _maybe_inject_fault(params: Params, epoch: int, rank: int, resumed: bool) -> None:
+    """Kill this worker process as `at_epoch` starts, once: never in an attempt that resumed."""
+    import ray.train
+
+    fault = params.train.fault_injection
+    if fault and not resumed and epoch == fault.at_epoch and rank == fault.kill_rank:
+        # Die only once the previous epoch's checkpoint is committed, so recovery starts there.
+        ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
+        print(f"fault injection: killing worker rank {rank} (pid {os.getpid()}) at the start of epoch {epoch}")
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _val_metrics(confusion: torch.Tensor, class_names: list[str]) -> dict[str, float]:
@@ -94,27 +140,27 @@ def _val_metrics(confusion: torch.Tensor, class_names: list[str]) -> dict[str, f
     return {"val_miou": s["miou"], "val_mdice": s["mdice"], "val_pixel_accuracy": s["pixel_accuracy"]} | per_class
 
 
-def _resume(parts: GanParts) -> tuple[int, list[dict], dict]:
+def _resume(parts: GanParts) -> tuple[int, list[dict]]:
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
-        return 0, [], {}
+        return 0, []
     with checkpoint.as_directory() as folder:
         state = restore_training_state(parts, Path(folder) / STATE_FILE)
-    log.info("resumed from the checkpoint of epoch %d", state["epoch"])
-    return state["epoch"], state["history"], state["best"]
+    print(f"resumed from the checkpoint of epoch {state['epoch']} (step {state['global_step']})")
+    return state["epoch"], state["history"]
 
 
-def _report(metrics: dict, parts: GanParts, epoch: int, history: list, best: dict, is_chief: bool) -> None:
-    """Every worker reports; only the chief attaches the checkpoint (full state + best weights)."""
+def _report(metrics: dict, parts: GanParts, epoch: int, history: list, is_chief: bool) -> None:
+    """Every worker reports; only the chief attaches the checkpoint (the full training state)."""
     import ray.train
 
     if not is_chief:
         ray.train.report(metrics)
         return
     with tempfile.TemporaryDirectory() as folder:
-        torch.save(training_state(parts, epoch, history, best), Path(folder) / STATE_FILE)
+        torch.save(training_state(parts, epoch, history), Path(folder) / STATE_FILE)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 
@@ -137,7 +183,7 @@ def apply_best_config(params: Params, best_config: Path) -> Params:
 
 
 def run(params: Params, project_root: Path, best_config: Path, models_dir: Path, history_csv: Path) -> dict:
-    from pipeline.runtime import make_trainer, resolve_scaling, start_ray
+    from pipeline.runtime import check_device_support, make_trainer, resolve_scaling, start_ray
 
     params = apply_best_config(params, best_config)
     data_dir = project_root / params.data.output_dir
@@ -146,18 +192,26 @@ def run(params: Params, project_root: Path, best_config: Path, models_dir: Path,
     uri = tracking.tracking_uri(project_root)
     client = MlflowClient(uri)
     workers, use_gpu = resolve_scaling(params.train)
-    run_id = tracking.create_run(
-        client, params.mlflow.experiment, project_root, run_name="train",
-        tags={"ganseg.stage": "train", "ganseg.dataset": str(params.data.source)},
-        params=params.model_dump() | {"resolved": {"num_workers": workers, "use_gpu": use_gpu}},
-    )
-    print(f"MLflow run {run_id} in experiment {params.mlflow.experiment!r} ({uri})")
+    check_device_support(params.train, use_gpu)
+    key = run_key(params, stats)
+    run_id = _unfinished_run(client, params.mlflow.experiment, key) if params.train.resume else None
+    if run_id:
+        client.update_run(run_id, status="RUNNING")
+        print(f"resuming MLflow run {run_id}: an earlier attempt with the same config did not finish")
+    else:
+        run_id = tracking.create_run(
+            client, params.mlflow.experiment, project_root, run_name="train",
+            tags={"ganseg.stage": "train", "ganseg.dataset": str(params.data.source), RUN_KEY_TAG: key},
+            params=params.model_dump() | {"resolved": {"num_workers": workers, "use_gpu": use_gpu}},
+        )
+        print(f"MLflow run {run_id} in experiment {params.mlflow.experiment!r} ({uri})")
     try:
+        # The Ray run is named after the MLflow run: a rerun after a crash finds its checkpoints.
         trainer = make_trainer(params, loop_config(params, data_dir, uri, run_id), f"train-{run_id}", project_root)
         result = trainer.fit()
-        with result.checkpoint.as_directory() as folder:
-            state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
-        summary = _export(params, stats, state, run_id, models_dir, history_csv)
+        latest = _load_state(result.checkpoint)
+        best = _load_state(result.get_best_checkpoint(metric="val_miou", mode="max"))
+        summary = _export(params, stats, latest, best, run_id, models_dir, history_csv)
         _log_model(uri, run_id, models_dir)
     except BaseException:
         client.set_terminated(run_id, "FAILED")
@@ -166,13 +220,42 @@ def run(params: Params, project_root: Path, best_config: Path, models_dir: Path,
     return summary
 
 
-def _export(params: Params, stats: dict, state: dict, run_id: str, models_dir: Path, history_csv: Path) -> dict:
-    best = state["best"]
-    summary = {"best_epoch": best["epoch"], "best_val_miou": best["val_miou"], "mlflow_run_id": run_id}
+RUN_KEY_TAG = "ganseg.run_key"
+_OPERATIONAL = {"resume", "fault_injection", "max_failures"}
+
+
+def run_key(params: Params, stats: dict) -> str:
+    """A fingerprint of what determines the result: the params (less how failures are handled) and the data."""
+    train = {k: v for k, v in params.train.model_dump().items() if k not in _OPERATIONAL}
+    payload = json.dumps([params.model_dump() | {"train": train}, stats], sort_keys=True, default=str)
+    return hashlib.sha1(payload.encode()).hexdigest()[:16]
+
+
+def _unfinished_run(client: MlflowClient, experiment: str, key: str) -> str | None:
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    runs = client.search_runs(
+        [found.experiment_id],
+        filter_string=f"tags.`{RUN_KEY_TAG}` = '{key}' and attributes.status != 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def _load_state(checkpoint) -> dict:
+    with checkpoint.as_directory() as folder:
+        return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+def _export(params: Params, stats: dict, latest: dict, best: dict, run_id: str, models_dir: Path, history_csv: Path) -> dict:
+    best_metrics = best["history"][-1]
+    summary = {"best_epoch": best["epoch"], "best_val_miou": best_metrics["val_miou"], "mlflow_run_id": run_id}
     with atomic_dir(models_dir) as staging:
         export_model(staging, best["generator"], params.model, stats, summary)
-    atomic_write_text(history_csv, pd.DataFrame(state["history"]).to_csv(index=False))
-    print(f"best validation mIoU {best['val_miou']:.4f} at epoch {best['epoch']}; model in {models_dir}")
+    atomic_write_text(history_csv, pd.DataFrame(latest["history"]).to_csv(index=False))
+    print(f"best validation mIoU {best_metrics['val_miou']:.4f} at epoch {best['epoch']}; model in {models_dir}")
     return summary
 
 
