@@ -22,6 +22,11 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     common.add_argument(
+        "--root", default=".", type=Path,
+        help="folder holding data/, models/, results/ and the default MLflow store (default: the current"
+        " folder); on a cluster, a shared mount every node can reach",
+    )
+    common.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override one param, e.g. --set train.epochs=3 (repeatable; value read as YAML)",
     )
@@ -36,12 +41,17 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--input", required=True, type=Path, help="folder of images")
     predict.add_argument("--output", required=True, type=Path, help="folder for the mask PNGs")
     predict.add_argument("--overlays", action="store_true", help="also write <stem>_overlay.png")
+    bench = sub.add_parser("bench", help="measurements that print a table and write JSON")
+    kinds = bench.add_subparsers(dest="bench", required=True)
+    throughput = kinds.add_parser("throughput", parents=[common],
+                                  help="training images/s: plain loop vs Ray Train with 1 and 2 workers")
+    throughput.add_argument("--out", type=Path, help="also write the figures as JSON here")
     return parser
 
 
 def _dispatch(args: argparse.Namespace) -> None:
     params = load_params(args.params, args.overrides)
-    root = Path.cwd()
+    root = args.root.resolve()
     if args.stage == "prepare":
         from pipeline import prepare
 
@@ -58,6 +68,10 @@ def _dispatch(args: argparse.Namespace) -> None:
         from pipeline import evaluate
 
         evaluate.run(params, root, root / MODELS_DIR, root / EVAL_DIR)
+    elif args.stage == "bench":
+        from pipeline import bench
+
+        bench.run(params, args.out)
     elif args.stage == "predict":
         from ganseg.predict import predict_folder
 

@@ -16,10 +16,11 @@ WORKER_START_TIMEOUT_S = os.environ.get("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
 
 
 def start_ray() -> None:
-    """Join the cluster in RAY_ADDRESS (as under `ray job submit`), or start a local one.
+    """Join the cluster in RAY_ADDRESS (as under `ray job submit`), or start a private local one.
 
-    The local runtime starts with its dashboard: without it, Tune trials that each launch a
-    TorchTrainer were seen to hang on a 2-CPU machine.
+    address="local" keeps a local run from joining whatever cluster `ray start` last recorded
+    on this machine. The local runtime starts with its dashboard: without it, Tune trials that
+    each launch a TorchTrainer were seen to hang on a 2-CPU machine.
     """
     if ray.is_initialized():
         return
@@ -27,7 +28,7 @@ def start_ray() -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(runtime_env=runtime_env)
     else:
-        ray.init(include_dashboard=True, dashboard_host="127.0.0.1", runtime_env=runtime_env)
+        ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", runtime_env=runtime_env)
     log.info("Ray resources: %s", ray.cluster_resources())
 
 

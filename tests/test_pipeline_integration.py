@@ -1,62 +1,18 @@
 """End to end: a copy of the repo in a temp dir, `dvc repro` with tiny params, real Ray and MLflow."""
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import ROOT
+from tests.e2e import TINY, clean_env, copy_project, run
 
 pytestmark = pytest.mark.integration
 
-LEFT_BEHIND = {".venv", ".git", "runs", "models", "results", "mlartifacts", "mlruns", "mlflow.db",
-               "__pycache__", ".pytest_cache", ".hypothesis", "prepared", "cache", "tmp", "dvc_plots"}
-
-TINY = {
-    "data.synthetic.num_images": 40,
-    "data.synthetic.size": 32,
-    "data.image_size": 32,
-    "model.base_channels": 8,
-    "model.disc_channels": 8,
-    "train.epochs": 2,
-    "train.num_workers": 2,
-    "tune.num_samples": 2,
-    "tune.epochs": 1,
-    "tune.grace_period": 1,
-    "evaluate.num_overlays": 2,
-}
-
-
-def set_dotted(tree: dict, dotted: str, value) -> None:
-    *sections, last = dotted.split(".")
-    for section in sections:
-        tree = tree[section]
-    tree[last] = value
-
-
-def run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
-    assert result.returncode == 0, f"{cmd} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    return result
-
-
 @pytest.fixture(scope="module")
 def repro(tmp_path_factory):
-    repo = tmp_path_factory.mktemp("repo")
-    shutil.copytree(ROOT, repo, dirs_exist_ok=True, ignore=lambda d, names: [n for n in names if n in LEFT_BEHIND])
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    for key, value in TINY.items():
-        set_dotted(params, key, value)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "RAY_ADDRESS"))}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    run(["git", "init", "-q"], repo, env)
+    repo = copy_project(tmp_path_factory.mktemp("repo"), TINY)
+    env = clean_env()
     result = run(["dvc", "repro"], repo, env)
     return repo, env, result
 

@@ -1,0 +1,67 @@
+"""Throughput measurement of the GAN training step: pure PyTorch, shared by every runner."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from ganseg.config import Params
+from ganseg.engine import GanParts, build_networks, build_optimizers, train_step
+from ganseg.synthetic import generate_sample
+
+
+def synthetic_batches(params: Params, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """`count` in-memory batches of synthetic tissue at the training size, so no I/O is timed."""
+    size, batch = params.data.image_size, params.train.batch_size
+    batches = []
+    for b in range(count):
+        pairs = [generate_sample(params.seed, b * batch + i, size) for i in range(batch)]
+        images = torch.from_numpy(np.stack([p[0] for p in pairs]))[:, None].repeat(1, params.data.channels, 1, 1)
+        masks = torch.from_numpy(np.stack([p[1] for p in pairs]).astype(np.int64))
+        batches.append((images, masks))
+    return batches
+
+
+def fresh_parts(params: Params, wrap=lambda module: module) -> GanParts:
+    generator, discriminator = build_networks(params, params.data.channels, params.data.num_classes)
+    return build_optimizers(wrap(generator), wrap(discriminator), params.train)
+
+
+def timed_steps(parts: GanParts, batches, params: Params, warmup: int, steps: int, sync=lambda: None) -> float:
+    """Seconds for `steps` training steps after `warmup` untimed ones."""
+    for i in range(warmup):
+        train_step(parts, *batches[i % len(batches)], params.train)
+    sync()
+    start = time.perf_counter()
+    for i in range(steps):
+        train_step(parts, *batches[i % len(batches)], params.train)
+    sync()
+    return time.perf_counter() - start
+
+
+def flops_per_step(params: Params) -> int:
+    """Floating-point operations of one training step (forward and backward, G and D), counted by PyTorch."""
+    parts = fresh_parts(params)
+    batch = synthetic_batches(params, 1)[0]
+    with FlopCounterMode(display=False) as counter:
+        train_step(parts, *batch, params.train)
+    return counter.get_total_flops()
+
+
+def matmul_gflops(threads: int, size: int = 1024, repeats: int = 10) -> float:
+    """Dense fp32 matrix-multiply GFLOP/s with `threads` threads: the practical peak of this machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a, b = torch.randn(size, size), torch.randn(size, size)
+        a @ b
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        elapsed = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(previous)
+    return 2 * size**3 * repeats / elapsed / 1e9

@@ -1,0 +1,103 @@
+"""`ganseg bench throughput`: the GAN step in a plain loop, and under Ray Train with 1 and 2 workers.
+
+Every runner trains the same model on the same in-memory batches with one thread per worker,
+so the differences are the cost of Ray and of DDP. Images/s is steady state (after warm-up).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from ganseg.bench import flops_per_step, fresh_parts, matmul_gflops, synthetic_batches, timed_steps
+from ganseg.config import Params
+from ganseg.fileio import write_json
+
+WARMUP, STEPS, BATCHES = 3, 20, 4
+
+
+def plain_loop(params: Params) -> dict:
+    torch.set_num_threads(1)
+    parts = fresh_parts(params)
+    seconds = timed_steps(parts, synthetic_batches(params, BATCHES), params, WARMUP, STEPS)
+    return {"workers": 1, "images_per_s": STEPS * params.train.batch_size / seconds}
+
+
+def bench_loop_per_worker(config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+    import torch.distributed as dist
+
+    started = time.time()
+    params = Params.model_validate(config["params"])
+    world = ray.train.get_context().get_world_size()
+    parts = fresh_parts(params, ray.train.torch.prepare_model)
+    sync = dist.barrier if world > 1 else (lambda: None)
+    seconds = timed_steps(parts, synthetic_batches(params, BATCHES), params, WARMUP, STEPS, sync)
+    ray.train.report({"seconds": seconds, "worker_started": started})
+
+
+def ray_train(params: Params, workers: int) -> dict:
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    trainer = TorchTrainer(
+        bench_loop_per_worker,
+        train_loop_config={"params": params.model_dump()},
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=False),
+        run_config=RunConfig(name=f"bench-{workers}w-{int(time.time())}", storage_path=str(Path("runs/ray").resolve())),
+    )
+    submitted = time.time()
+    metrics = trainer.fit().metrics
+    return {
+        "workers": workers,
+        "images_per_s": workers * STEPS * params.train.batch_size / metrics["seconds"],
+        "startup_s": metrics["worker_started"] - submitted,
+    }
+
+
+def run(params: Params, out: Path | None) -> dict:
+    from pipeline.runtime import start_ray
+
+    params = params.with_overrides({"train.use_gpu": False})
+    flops = flops_per_step(params)
+    peak_1, peak_2 = matmul_gflops(1), matmul_gflops(2)
+    rows = {"plain loop": plain_loop(params)}
+    start_ray()
+    rows["Ray Train, 1 worker"] = ray_train(params, 1)
+    rows["Ray Train, 2 workers"] = ray_train(params, 2)
+    for row in rows.values():
+        achieved = flops / params.train.batch_size * row["images_per_s"] / 1e9
+        peak = peak_1 if row["workers"] == 1 else peak_2
+        row |= {"gflops": achieved, "fraction_of_peak": achieved / peak}
+    report = {
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} cores visible to torch",
+        "image_size": params.data.image_size,
+        "batch_per_worker": params.train.batch_size,
+        "gflop_per_step": flops / 1e9,
+        "matmul_peak_gflops": {"1 thread": peak_1, "2 threads": peak_2},
+        "ray_1_worker_vs_plain": rows["Ray Train, 1 worker"]["images_per_s"] / rows["plain loop"]["images_per_s"],
+        "runners": rows,
+    }
+    print(markdown_table(report))
+    if out:
+        write_json(out, report)
+    return report
+
+
+def markdown_table(report: dict) -> str:
+    lines = [
+        "| runner | images/s | GFLOP/s | of matmul peak | worker start-up (s) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, row in report["runners"].items():
+        startup = f"{row['startup_s']:.1f}" if "startup_s" in row else "-"
+        lines.append(f"| {name} | {row['images_per_s']:.1f} | {row['gflops']:.2f} | {row['fraction_of_peak']:.0%} | {startup} |")
+    lines.append(f"\nRay Train 1 worker / plain loop: {report['ray_1_worker_vs_plain']:.2f}x; "
+                 f"{report['gflop_per_step']:.2f} GFLOP per step; matmul peak "
+                 + json.dumps({k: round(v, 1) for k, v in report["matmul_peak_gflops"].items()}) + " GFLOP/s")
+    return "\n".join(lines)

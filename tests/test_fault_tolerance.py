@@ -1,0 +1,84 @@
+"""Training survives a killed worker and a killed driver, and MLflow keeps one unbroken run."""
+
+import os
+import signal
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from tests.e2e import TINY, clean_env, copy_project, mlflow_runs, run
+
+pytestmark = pytest.mark.integration
+
+EPOCHS = 4
+PARAMS = TINY | {"train.epochs": EPOCHS, "tune.num_samples": 1, "tune.search_space": {}}
+
+
+def val_miou_steps(repo, run_id) -> list[int]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    return [m.step for m in client.get_metric_history(run_id, "val_miou")]
+
+
+@pytest.fixture
+def ray_tmp():
+    """A private Ray temp dir (short: it holds sockets), so this test's Ray processes can be found."""
+    folder = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    yield folder
+    subprocess.run(["pkill", "-9", "-f", folder], check=False)
+
+
+def test_killed_worker_resumes_from_checkpoint_in_the_same_run(tmp_path):
+    repo = copy_project(tmp_path / "repo", PARAMS)
+    env = clean_env()
+    run(["ganseg", "prepare"], repo, env)
+    result = run(["ganseg", "train", "--set", "train.fault_injection.at_epoch=3",
+                  "--set", "train.fault_injection.kill_rank=1"], repo, env)
+    output = result.stdout + result.stderr
+    assert "fault injection: killing worker rank 1" in output
+    assert "resumed from the checkpoint of epoch 2" in output
+    (train,) = mlflow_runs(repo, "train")
+    assert train.info.status == "FINISHED"
+    assert val_miou_steps(repo, train.info.run_id) == list(range(1, EPOCHS + 1))
+    assert (repo / "models" / "generator.pt").is_file()
+
+
+def wait_for_logged_epoch(repo, process, timeout_s: float = 600) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "dvc repro ended before it could be interrupted"
+        # Read MLflow only once training has checkpointed: the store exists by then.
+        if list((repo / "runs" / "ray").glob("train-*/checkpoint_*")):
+            runs = mlflow_runs(repo, "train")
+            if runs and val_miou_steps(repo, runs[0].info.run_id):
+                return
+        time.sleep(2)
+    raise TimeoutError("training logged no epoch in time")
+
+
+def test_rerun_after_killed_driver_resumes_instead_of_starting_over(tmp_path, ray_tmp):
+    repo = copy_project(tmp_path / "repo", PARAMS)
+    env = clean_env(RAY_TMPDIR=ray_tmp)
+    first = subprocess.Popen(["dvc", "repro"], cwd=repo, env=env, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_logged_epoch(repo, first)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+        subprocess.run(["pkill", "-9", "-f", ray_tmp], check=False)
+    (interrupted,) = mlflow_runs(repo, "train")
+    done_before = val_miou_steps(repo, interrupted.info.run_id)
+    assert interrupted.info.status == "RUNNING" and 1 <= len(done_before) < EPOCHS
+
+    result = run(["dvc", "repro"], repo, env)
+    output = result.stdout + result.stderr
+    assert f"resuming MLflow run {interrupted.info.run_id}" in output
+    assert "resumed from the checkpoint of epoch" in output
+    (train,) = mlflow_runs(repo, "train")
+    assert train.info.run_id == interrupted.info.run_id and train.info.status == "FINISHED"
+    assert val_miou_steps(repo, train.info.run_id) == list(range(1, EPOCHS + 1))
+    assert (repo / "results" / "evaluation" / "metrics.json").is_file()

@@ -1,0 +1,74 @@
+"""`ray job submit` of the train stage to a real Ray head node on 127.0.0.1."""
+
+import json
+import secrets
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from tests.e2e import TINY, clean_env, copy_project, mlflow_runs, run
+
+pytestmark = pytest.mark.integration
+
+EXCLUDES = [".git", ".venv", "data", "mlflow.db", "mlartifacts", "runs", "models", "results", ".dvc/cache"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def head_node():
+    """A 2-CPU head node with token auth; every process it started is killed afterwards."""
+    temp_dir = tempfile.mkdtemp(prefix="rh", dir="/tmp")  # short: Ray puts sockets under it
+    dashboard = free_port()
+    env = clean_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16), RAY_USAGE_STATS_ENABLED="0")
+    head = subprocess.Popen(
+        ["ray", "start", "--head", "--block", "--num-cpus", "2", "--node-ip-address", "127.0.0.1",
+         "--port", str(free_port()), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
+         "--temp-dir", temp_dir],
+        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield f"http://127.0.0.1:{dashboard}", env
+    finally:
+        head.kill()
+        head.wait()
+        # Ray starts some daemons in sessions of their own: find them by their temp dir.
+        subprocess.run(["pkill", "-9", "-f", temp_dir], check=False)
+
+
+def submit(address: str, cmd: list[str], env: dict, cwd, attempts: int = 40) -> subprocess.CompletedProcess:
+    """Submit and wait; retry while the head is still starting (no dashboard or job agent yet)."""
+    for _ in range(attempts):
+        result = subprocess.run(["ray", "job", "submit", "--address", address, *cmd], cwd=cwd, env=env,
+                                capture_output=True, text=True, timeout=900)
+        if result.returncode == 0 or not any(
+            hint in result.stdout + result.stderr for hint in ("Failed to connect", "No available agent")
+        ):
+            return result
+        time.sleep(3)
+    return result
+
+
+def test_train_stage_runs_as_a_ray_job(tmp_path, head_node):
+    address, env = head_node
+    repo = copy_project(tmp_path / "repo", TINY)
+    run(["ganseg", "prepare"], repo, clean_env())
+    runtime_env = {"excludes": EXCLUDES, "env_vars": {"MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}"}}
+    result = submit(address, [
+        "--working-dir", ".", "--runtime-env-json", json.dumps(runtime_env),
+        "--", "python", "-m", "pipeline.cli", "train", "--root", str(repo),
+    ], env, cwd=repo)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "succeeded" in output.lower()
+    assert (repo / "models" / "generator.pt").is_file()
+    assert (repo / "results" / "train_history.csv").is_file()
+    (train,) = mlflow_runs(repo, "train")
+    assert train.info.status == "FINISHED" and "val_miou" in train.data.metrics
