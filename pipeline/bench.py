@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import platform
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,11 +35,15 @@ def bench_loop_per_worker(config: dict) -> None:
 
     started = time.time()
     params = Params.model_validate(config["params"])
-    world = ray.train.get_context().get_world_size()
+    context = ray.train.get_context()
+    world = context.get_world_size()
     parts = fresh_parts(params, ray.train.torch.prepare_model)
     sync = dist.barrier if world > 1 else (lambda: None)
     seconds = timed_steps(parts, synthetic_batches(params, BATCHES), params, WARMUP, STEPS, sync)
-    ray.train.report({"seconds": seconds, "worker_started": started})
+    # Train V2 hands the driver only metrics reported with a checkpoint.
+    with tempfile.TemporaryDirectory() as folder:
+        checkpoint = ray.train.Checkpoint.from_directory(folder) if context.get_world_rank() == 0 else None
+        ray.train.report({"seconds": seconds, "worker_started": started}, checkpoint=checkpoint)
 
 
 def ray_train(params: Params, workers: int) -> dict:
