@@ -97,6 +97,19 @@ class ModelConfig(_Strict):
     spectral_norm: bool = True
 
 
+class AugmentConfig(_Strict):
+    """Joint image/mask augmentation of training tiles (validation and test are never augmented)."""
+
+    enabled: bool = False
+    crop_scale: float = Field(0.6, gt=0, le=1, description="random crop of this share of the area or more, resized back")
+    flips: bool = True
+    rot90: bool = True
+    affine_degrees: float = Field(10.0, ge=0, le=180)
+    elastic_alpha: float = Field(0.0, ge=0, description="0 = no elastic deformation")
+    brightness: float = Field(0.2, ge=0, le=1, description="image only")
+    contrast: float = Field(0.2, ge=0, le=1, description="image only")
+
+
 class FaultInjection(_Strict):
     """Kill one worker process once, to exercise recovery (tests and drills, not production)."""
 

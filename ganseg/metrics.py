@@ -7,6 +7,7 @@ of the means, rather than counting as 0 or 1.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -46,3 +47,53 @@ def majority_class_confusion(confusion: torch.Tensor, majority: int) -> torch.Te
     trivial = torch.zeros_like(confusion)
     trivial[:, majority] = confusion.sum(1)
     return trivial
+
+
+def boundary(binary: torch.Tensor) -> torch.Tensor:
+    """Pixels of a (N, H, W) boolean region that touch a pixel outside it (8-neighbourhood)."""
+    inside = binary.float()[:, None]
+    eroded = -F.max_pool2d(-inside, 3, stride=1, padding=1)
+    return (inside - eroded)[:, 0] > 0
+
+
+def within(points: torch.Tensor, tolerance: int) -> torch.Tensor:
+    """Pixels at most `tolerance` pixels (chessboard distance) from a True pixel of `points`."""
+    if tolerance == 0:
+        return points
+    grown = F.max_pool2d(points.float()[:, None], 2 * tolerance + 1, stride=1, padding=tolerance)
+    return grown[:, 0] > 0
+
+
+class BoundaryF1:
+    """Boundary F1 per class, from counts summed over every image seen (so it streams and sums across workers).
+
+    Precision: the share of predicted boundary pixels within `tolerance` of a true boundary pixel;
+    recall: the share of true boundary pixels within `tolerance` of a predicted one.
+    """
+
+    def __init__(self, num_classes: int, tolerance: int = 2):
+        self.num_classes, self.tolerance = num_classes, tolerance
+        # per class: predicted boundary, of it matched, true boundary, of it matched
+        self.counts = torch.zeros(num_classes, 4, dtype=torch.long)
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        pred, target = pred.reshape(-1, *pred.shape[-2:]), target.reshape(-1, *target.shape[-2:])
+        for c in range(self.num_classes):
+            pred_edge, true_edge = boundary(pred == c), boundary(target == c)
+            self.counts[c] += torch.stack([
+                pred_edge.sum(), (pred_edge & within(true_edge, self.tolerance)).sum(),
+                true_edge.sum(), (true_edge & within(pred_edge, self.tolerance)).sum(),
+            ]).cpu()
+
+    def scores(self) -> list[float]:
+        """F1 per class; NaN for a class with no boundary in either prediction or truth."""
+        result = []
+        for predicted, pred_hit, true, true_hit in self.counts.double().tolist():
+            if predicted == 0 and true == 0:
+                result.append(float("nan"))
+                continue
+            precision = pred_hit / predicted if predicted else 0.0
+            recall = true_hit / true if true else 0.0
+            total = precision + recall
+            result.append(2 * precision * recall / total if total else 0.0)
+        return result

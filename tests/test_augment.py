@@ -1,0 +1,50 @@
+import torch
+
+from ganseg.augment import augment_pair, build_augmentation
+from ganseg.config import AugmentConfig
+
+
+def pair(size=32):
+    mask = torch.zeros(size, size, dtype=torch.long)
+    mask[4:12, 6:20] = 1
+    mask[20:28, 20:30] = 2
+    image = (mask * 60 + 40).to(torch.uint8)[None]
+    return image, mask
+
+
+def test_disabled_means_no_transform():
+    assert build_augmentation(AugmentConfig(enabled=False), 32) is None
+
+
+def test_geometry_moves_image_and_mask_together_and_keeps_class_ids():
+    torch.manual_seed(0)
+    cfg = AugmentConfig(enabled=True, brightness=0, contrast=0, affine_degrees=0, crop_scale=1.0)
+    transform = build_augmentation(cfg, 32)
+    image, mask = pair()
+    changed = 0
+    for _ in range(20):
+        out_image, out_mask = augment_pair(transform, image, mask)
+        assert out_image.shape == image.shape and out_mask.shape == mask.shape
+        assert out_image.dtype == torch.uint8 and out_mask.dtype == torch.long
+        # flips and 90-degree turns are exact: the image still encodes the mask pixel for pixel
+        assert torch.equal(out_image[0], (out_mask * 60 + 40).to(torch.uint8))
+        changed += not torch.equal(out_mask, mask)
+    assert changed > 10
+
+
+def test_crops_affine_and_elastic_keep_mask_values_as_class_ids():
+    torch.manual_seed(1)
+    cfg = AugmentConfig(enabled=True, crop_scale=0.5, affine_degrees=15, elastic_alpha=20.0)
+    transform = build_augmentation(cfg, 32)
+    image, mask = pair()
+    for _ in range(10):
+        _, out_mask = augment_pair(transform, image, mask)
+        assert set(out_mask.unique().tolist()) <= {0, 1, 2}
+
+
+def test_brightness_contrast_touch_the_image_only():
+    torch.manual_seed(2)
+    cfg = AugmentConfig(enabled=True, crop_scale=1.0, flips=False, rot90=False, affine_degrees=0, brightness=0.5, contrast=0.5)
+    image, mask = pair()
+    out_image, out_mask = augment_pair(build_augmentation(cfg, 32), image, mask)
+    assert torch.equal(out_mask, mask) and not torch.equal(out_image, image)
