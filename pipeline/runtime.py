@@ -9,6 +9,7 @@ from pathlib import Path
 import ray
 
 from ganseg.config import Params, TrainConfig
+from ganseg.errors import GansegError
 
 log = logging.getLogger(__name__)
 # Ray's 60 s default is too short for a worker to import torch on a busy 2-core machine.
@@ -31,15 +32,45 @@ def start_ray() -> None:
     log.info("Ray resources: %s", ray.cluster_resources())
 
 
-def resolve_scaling(cfg: TrainConfig, num_workers: int | str | None = None) -> tuple[int, bool]:
-    """(workers, use_gpu) with 'auto' resolved against the cluster: one worker per GPU, else per CPU."""
-    resources = ray.cluster_resources()
-    gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 1))
+class ClusterResourcesError(GansegError, RuntimeError):
+    """The params ask for more workers or GPUs than the Ray cluster has: Ray would wait forever."""
+
+
+def resolve_scaling(
+    cfg: TrainConfig, num_workers: int | str | None = None, workers_key: str = "train.num_workers"
+) -> tuple[int, bool]:
+    """(workers, use_gpu) for the running Ray cluster; see `scaling_for`."""
+    return scaling_for(ray.cluster_resources(), cfg, num_workers, workers_key)
+
+
+def scaling_for(
+    resources: dict[str, float],
+    cfg: TrainConfig,
+    num_workers: int | str | None = None,
+    workers_key: str = "train.num_workers",
+) -> tuple[int, bool]:
+    """(workers, use_gpu) with 'auto' resolved against `resources` (as from ray.cluster_resources()):
+    one worker per GPU, else per CPU. ClusterResourcesError if the cluster cannot hold them all.
+
+    Ray Train gives each worker one GPU when use_gpu is on, else one CPU.
+    """
+    gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
+    if cfg.use_gpu is True and gpus == 0:
+        raise ClusterResourcesError(
+            f"train.use_gpu is true but the Ray cluster has no GPU ({cpus} CPUs): set train.use_gpu to auto or false"
+        )
     use_gpu = gpus > 0 if cfg.use_gpu == "auto" else bool(cfg.use_gpu)
     wanted = cfg.num_workers if num_workers is None else num_workers
     if wanted == "auto":
         wanted = gpus if use_gpu else cpus
-    return max(1, int(wanted)), use_gpu
+    workers = max(1, int(wanted))
+    unit, available = ("GPU", gpus) if use_gpu else ("CPU", cpus)
+    if workers > available:
+        raise ClusterResourcesError(
+            f"{workers_key} = {workers} needs {workers} {unit}s (one per worker) but the Ray cluster has"
+            f" {available}: lower {workers_key} or set it to auto"
+        )
+    return workers, use_gpu
 
 
 def storage_path(params: Params, project_root: Path) -> str:
