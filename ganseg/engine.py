@@ -7,9 +7,12 @@ discriminator is skipped entirely and the step is the supervised baseline.
 
 from __future__ import annotations
 
+import pickle
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -17,10 +20,15 @@ from torch import nn
 
 from ganseg.config import ModelConfig, Params, TrainConfig
 from ganseg.data import to_input
+from ganseg.errors import GansegError
 from ganseg.fileio import read_json, write_json
 from ganseg.losses import discriminator_loss, generator_adversarial_loss, segmentation_loss
 from ganseg.metrics import confusion_matrix
 from ganseg.models import UNet, build_discriminator, build_generator
+
+
+class CheckpointError(GansegError, ValueError):
+    """A checkpoint or model file cannot be loaded: the message names the file and what differs."""
 
 
 @dataclass
@@ -128,13 +136,84 @@ def training_state(parts: GanParts, epoch: int, history: list[dict], best: dict)
     }
 
 
+TRAINING_STATE_KEYS = ("generator", "discriminator", "opt_g", "opt_d", "epoch", "history", "best")
+
+
 def restore_training_state(parts: GanParts, path: Path) -> dict:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    unwrap(parts.generator).load_state_dict(state["generator"])
-    unwrap(parts.discriminator).load_state_dict(state["discriminator"])
-    parts.opt_g.load_state_dict(state["opt_g"])
-    parts.opt_d.load_state_dict(state["opt_d"])
+    """Load a checkpoint written by `training_state`; CheckpointError if it is not one for these networks."""
+    state = load_weights_file(path)
+    missing = [key for key in TRAINING_STATE_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise CheckpointError(f"{path}: not a ganseg training checkpoint (no {', '.join(missing)})")
+    load_matching(unwrap(parts.generator), state["generator"], path, "generator")
+    load_matching(unwrap(parts.discriminator), state["discriminator"], path, "discriminator")
+    for name in ("opt_g", "opt_d"):
+        try:
+            getattr(parts, name).load_state_dict(state[name])
+        except (ValueError, KeyError) as err:
+            raise CheckpointError(f"{path}: the optimiser state {name} does not fit these networks ({err})") from None
     return state
+
+
+def load_weights_file(path: Path) -> Any:
+    """torch.load limited to tensors and plain containers (weights_only): a file can never run code."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        detail = _unpickler_detail(err)
+        if "GLOBAL" in detail:  # a reference to Python code, which only a full unpickler would run
+            reason = f"refused: it holds Python objects, not just weights ({detail})"
+        else:
+            reason = f"not a readable PyTorch weights file ({detail})"
+    except Exception as err:  # on arbitrary bytes torch.load fails in many ways (even KeyError)
+        reason = f"not a readable PyTorch weights file ({type(err).__name__}: {_first_line(err)})"
+    raise CheckpointError(f"{path}: {reason}")
+
+
+def _unpickler_detail(err: Exception) -> str:
+    """The specific line of torch's weights-only refusal, without its generic advice."""
+    boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    lines = [line.strip() for line in str(err).splitlines()]
+    specific = [line for line in lines if line and not line.startswith(boilerplate)]
+    return specific[0] if specific else _first_line(err)
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def load_matching(module: nn.Module, weights: Any, path: Path, what: str) -> None:
+    """load_state_dict, or a CheckpointError naming the file and how its tensors differ from `module`'s."""
+    if not isinstance(weights, Mapping) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise CheckpointError(f"{path}: the {what} entry is not a state dict of tensors")
+    differences = state_dict_differences(module.state_dict(), weights)
+    if differences:
+        raise CheckpointError(
+            f"{path}: the {what} weights are for another architecture: {'; '.join(differences)}"
+        )
+    module.load_state_dict(weights)
+
+
+def state_dict_differences(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]) -> list[str]:
+    """Missing, unexpected and reshaped tensors, with examples; empty when `found` fits."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    reshaped = [k for k in expected if k in found and found[k].shape != expected[k].shape]
+    differences = [
+        f"{len(keys)} {label} tensor(s) ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
+        for label, keys in (("missing", missing), ("unexpected", unexpected))
+        if keys
+    ]
+    if reshaped:
+        first = reshaped[0]
+        differences.append(
+            f"{len(reshaped)} tensor(s) of another shape (e.g. {first}: {tuple(found[first].shape)} in the file,"
+            f" {tuple(expected[first].shape)} in the model)"
+        )
+    return differences
 
 
 MODEL_WEIGHTS = "generator.pt"
@@ -156,10 +235,35 @@ def export_model(out_dir: Path, weights: dict, model_cfg: ModelConfig, stats: di
 
 
 def load_model(model_dir: str | Path) -> tuple[UNet, dict]:
+    """The generator of an exported model folder; CheckpointError if its files do not fit together."""
     model_dir = Path(model_dir)
-    if not (model_dir / MODEL_CARD).is_file():
+    card_path = model_dir / MODEL_CARD
+    if not card_path.is_file():
         raise FileNotFoundError(f"{model_dir} is not a ganseg model folder (no {MODEL_CARD})")
-    card = read_json(model_dir / MODEL_CARD)
+    card = _read_card(card_path)
     generator = build_generator(ModelConfig(**card["model"]), card["in_channels"], card["num_classes"])
-    generator.load_state_dict(torch.load(model_dir / MODEL_WEIGHTS, map_location="cpu", weights_only=True))
+    weights_path = model_dir / MODEL_WEIGHTS
+    weights = load_weights_file(weights_path)
+    try:
+        load_matching(generator, weights, weights_path, "generator")
+    except CheckpointError as err:
+        raise CheckpointError(f"{err}\n  ({card_path} describes {describe_card(card)})") from None
     return generator.eval(), card
+
+
+def _read_card(path: Path) -> dict:
+    try:
+        card = read_json(path)
+        ModelConfig(**card["model"])
+        int(card["in_channels"]), int(card["num_classes"])
+    except (ValueError, KeyError, TypeError) as err:  # bad JSON, a missing key or an invalid model section
+        raise CheckpointError(f"{path}: not a valid model card ({type(err).__name__}: {_first_line(err)})") from None
+    return card
+
+
+def describe_card(card: dict) -> str:
+    model = card["model"]
+    return (
+        f"a U-Net of depth {model['depth']}, base_channels {model['base_channels']}, norm {model['norm']},"
+        f" {card['in_channels']} input channel(s) and {card['num_classes']} classes"
+    )

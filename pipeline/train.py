@@ -25,6 +25,7 @@ from ganseg.engine import (
     build_optimizers,
     confusion_over,
     export_model,
+    load_weights_file,
     restore_training_state,
     shard_indices,
     train_epoch,
@@ -156,7 +157,7 @@ def run(params: Params, project_root: Path, best_config: Path, models_dir: Path,
         trainer = make_trainer(params, loop_config(params, data_dir, uri, run_id), f"train-{run_id}", project_root)
         result = trainer.fit()
         with result.checkpoint.as_directory() as folder:
-            state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+            state = load_weights_file(Path(folder) / STATE_FILE)
         summary = _export(params, stats, state, run_id, models_dir, history_csv)
         _log_model(uri, run_id, models_dir)
     except BaseException:
