@@ -31,6 +31,22 @@ class CheckpointError(GansegError, ValueError):
     """A checkpoint or model file cannot be loaded: the message names the file and what differs."""
 
 
+class NonFiniteLossError(GansegError, ArithmeticError):
+    """A loss became NaN or infinite; raised before that step changes the weights it would ruin."""
+
+    def __init__(self, loss: str, value: float, epoch: int | None = None, step: int | None = None, note: str = ""):
+        super().__init__(loss, value, epoch, step, note)  # all in args, so the error pickles back whole
+        self.loss, self.value, self.epoch, self.step, self.note = loss, value, epoch, step, note
+
+    def __str__(self) -> str:
+        where = ", ".join(f"{name} {n}" for name, n in (("epoch", self.epoch), ("step", self.step)) if n is not None)
+        text = (
+            f"training stopped: {self.loss} is {self.value} at {where or 'a training step'}"
+            " (lower train.lr_g or train.lr_d, or train.lambda_adv)"
+        )
+        return f"{text}; {self.note}" if self.note else text
+
+
 @dataclass
 class GanParts:
     generator: nn.Module
@@ -71,15 +87,18 @@ def train_step(parts: GanParts, images: torch.Tensor, masks: torch.Tensor, cfg: 
         both = parts.discriminator(torch.cat([x, x]), torch.cat([real, logits.detach().softmax(1)]))
         real_scores, fake_scores = both.chunk(2)
         loss_d = discriminator_loss(cfg.adv_loss, real_scores, fake_scores)
+        require_finite(loss_d=loss_d)
         parts.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         parts.opt_d.step()
         stats |= {"loss_d": loss_d.item(), "d_real": real_scores.mean().item(), "d_fake": fake_scores.mean().item()}
     loss_seg = segmentation_loss(logits, masks, cfg.dice_weight)
+    require_finite(loss_seg=loss_seg)
     loss_g = loss_seg
     if adversarial:
         loss_adv = generator_adversarial_loss(cfg.adv_loss, parts.discriminator(x, logits.softmax(1)))
         loss_g = loss_seg + cfg.lambda_adv * loss_adv
+        require_finite(loss_adv=loss_adv, loss_g=loss_g)
         stats["loss_adv"] = loss_adv.item()
     parts.opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
@@ -87,14 +106,27 @@ def train_step(parts: GanParts, images: torch.Tensor, masks: torch.Tensor, cfg: 
     return stats | {"loss_g": loss_g.item(), "loss_seg": loss_seg.item()}
 
 
-def train_epoch(parts: GanParts, loader, cfg: TrainConfig) -> dict[str, float]:
-    """Mean step statistics over one pass of `loader`, plus images/s."""
+def require_finite(**losses: torch.Tensor) -> None:
+    for name, loss in losses.items():
+        if not torch.isfinite(loss).all():
+            raise NonFiniteLossError(name, loss.item())
+
+
+def train_epoch(parts: GanParts, loader, cfg: TrainConfig, epoch: int | None = None) -> dict[str, float]:
+    """Mean step statistics over one pass of `loader`, plus images/s.
+
+    A NaN or infinite loss raises NonFiniteLossError naming `epoch` and the step (1-based).
+    """
     parts.generator.train()
     parts.discriminator.train()
     totals: dict[str, float] = {}
     steps, images_seen, start = 0, 0, time.perf_counter()
     for images, masks in loader:
-        for key, value in train_step(parts, images, masks, cfg).items():
+        try:
+            step_stats = train_step(parts, images, masks, cfg)
+        except NonFiniteLossError as err:
+            raise NonFiniteLossError(err.loss, err.value, epoch, steps + 1) from None
+        for key, value in step_stats.items():
             totals[key] = totals.get(key, 0.0) + value
         steps += 1
         images_seen += len(images)

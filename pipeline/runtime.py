@@ -9,6 +9,7 @@ from pathlib import Path
 import ray
 
 from ganseg.config import Params, TrainConfig
+from ganseg.engine import NonFiniteLossError
 from ganseg.errors import GansegError
 
 log = logging.getLogger(__name__)
@@ -103,3 +104,36 @@ def make_trainer(
             callbacks=callbacks or [],
         ),
     )
+
+
+def fit_or_explain(trainer, run_dir: str):
+    """trainer.fit(); a worker's NaN or infinite loss comes back as NonFiniteLossError, with where
+    Ray keeps the last good checkpoint (the one reported after the last complete epoch)."""
+    from ray.train import TrainingFailedError
+
+    try:
+        return trainer.fit()
+    except TrainingFailedError as err:
+        cause = non_finite_cause(err)
+        if cause is None:
+            raise
+        raise NonFiniteLossError(cause.loss, cause.value, cause.epoch, cause.step, last_checkpoint_note(run_dir)) from None
+
+
+def non_finite_cause(error: BaseException) -> NonFiniteLossError | None:
+    """The NonFiniteLossError a worker raised, if that is why Ray Train failed."""
+    failures = getattr(error, "worker_failures", None) or {}
+    return next((e for e in failures.values() if isinstance(e, NonFiniteLossError)), None)
+
+
+def last_checkpoint_note(run_dir: str) -> str:
+    from ray.train import Result
+
+    try:
+        result = Result.from_path(run_dir)
+    except RuntimeError:  # no run folder or no checkpoint record yet
+        result = None
+    if result is None or result.checkpoint is None:
+        return "no epoch had finished, so there is no checkpoint; models/ is unchanged"
+    epoch = (result.metrics or {}).get("epoch", "?")
+    return f"the last good checkpoint (epoch {epoch}) is kept in {result.checkpoint.path}; models/ is unchanged"

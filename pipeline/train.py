@@ -69,7 +69,7 @@ def train_loop_per_worker(config: dict) -> None:
         epoch += 1
         if world > 1:
             train_loader.sampler.set_epoch(epoch)
-        step_stats = train_epoch(parts, train_loader, params.train)
+        step_stats = train_epoch(parts, train_loader, params.train, epoch)
         confusion = confusion_over(parts.generator, val_loader, num_classes, device)
         throughput = torch.tensor([step_stats.pop("images_per_s")], device=device)
         if world > 1:
@@ -138,7 +138,7 @@ def apply_best_config(params: Params, best_config: Path) -> Params:
 
 
 def run(params: Params, project_root: Path, best_config: Path, models_dir: Path, history_csv: Path) -> dict:
-    from pipeline.runtime import make_trainer, resolve_scaling, start_ray
+    from pipeline.runtime import fit_or_explain, make_trainer, resolve_scaling, start_ray, storage_path
 
     params = apply_best_config(params, best_config)
     data_dir = project_root / params.data.output_dir
@@ -154,8 +154,9 @@ def run(params: Params, project_root: Path, best_config: Path, models_dir: Path,
     )
     print(f"MLflow run {run_id} in experiment {params.mlflow.experiment!r} ({uri})")
     try:
-        trainer = make_trainer(params, loop_config(params, data_dir, uri, run_id), f"train-{run_id}", project_root)
-        result = trainer.fit()
+        name = f"train-{run_id}"
+        trainer = make_trainer(params, loop_config(params, data_dir, uri, run_id), name, project_root)
+        result = fit_or_explain(trainer, f"{storage_path(params, project_root)}/{name}")
         with result.checkpoint.as_directory() as folder:
             state = load_weights_file(Path(folder) / STATE_FILE)
         summary = _export(params, stats, state, run_id, models_dir, history_csv)

@@ -1,10 +1,16 @@
 """User mistakes end in `ganseg <stage>: error: ...` and exit status 2, never a traceback."""
 
 import numpy as np
+import pytest
 import yaml
 
+from ganseg.config import ParamsError
+from ganseg.data import BadFileError, DataError
+from ganseg.engine import CheckpointError, NonFiniteLossError
+from ganseg.errors import GansegError
 from pipeline.cli import main
-from tests.conftest import write_pair
+from pipeline.runtime import ClusterResourcesError
+from tests.conftest import ROOT, write_pair
 
 
 def params_file(tmp_path, raw):
@@ -36,3 +42,19 @@ def test_missing_model_folder_exit_2(tmp_path, capsys):
             "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")]
     assert main(args) == 2
     assert "is not a ganseg model folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "error",
+    [ParamsError("x"), DataError("x"), BadFileError("a.png", "x"), CheckpointError("x"),
+     NonFiniteLossError("loss_g", float("nan"), 1, 1), ClusterResourcesError("x")],
+    ids=lambda e: type(e).__name__,
+)
+def test_every_user_error_is_printed_without_traceback(monkeypatch, capsys, error):
+    def fail(params, root):
+        raise error
+
+    monkeypatch.setattr("pipeline.prepare.run", fail)
+    assert main(["prepare", "--params", str(ROOT / "params.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"ganseg prepare: error: {error}\n"

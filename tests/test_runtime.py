@@ -40,14 +40,6 @@ def test_the_error_names_the_param_that_asked():
         scaling_for(CPUS_ONLY, TrainConfig(), 5, "tune.workers_per_trial")
 
 
-@pytest.fixture(scope="module")
-def two_cpu_ray():
-    ray = pytest.importorskip("ray")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 def outcome_within(seconds, function, *args):
     """What `function` raised or returned; a still-running call (Ray waiting for resources) fails the test."""
     box = {}
