@@ -171,9 +171,10 @@ def run(params: Params, project_root: Path, best_config: Path, models_dir: Path,
 def _export(params: Params, stats: dict, state: dict, run_id: str, models_dir: Path, history_csv: Path) -> dict:
     best = state["best"]
     summary = {"best_epoch": best["epoch"], "best_val_miou": best["val_miou"], "mlflow_run_id": run_id}
+    history = pd.DataFrame(state["history"]).to_csv(index=False)  # ready before either output moves
     with atomic_dir(models_dir) as staging:
         export_model(staging, best["generator"], params.model, stats, summary)
-    atomic_write_text(history_csv, pd.DataFrame(state["history"]).to_csv(index=False))
+    atomic_write_text(history_csv, history)
     print(f"best validation mIoU {best['val_miou']:.4f} at epoch {best['epoch']}; model in {models_dir}")
     return summary
 
