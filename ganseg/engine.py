@@ -112,7 +112,7 @@ def require_finite(**losses: torch.Tensor) -> None:
             raise NonFiniteLossError(name, loss.item())
 
 
-def train_epoch(parts: GanParts, loader, cfg: TrainConfig, epoch: int | None = None) -> dict[str, float]:
+def train_epoch(parts: GanParts, loader, cfg: TrainConfig, *, epoch: int | None = None) -> dict[str, float]:
     """Mean step statistics over one pass of `loader`, plus images/s.
 
     A NaN or infinite loss raises NonFiniteLossError naming `epoch` and the step (1-based).
@@ -168,7 +168,7 @@ def training_state(parts: GanParts, epoch: int, history: list[dict], best: dict)
     }
 
 
-TRAINING_STATE_KEYS = ("generator", "discriminator", "opt_g", "opt_d", "epoch", "history", "best")
+TRAINING_STATE_KEYS = ("generator", "discriminator", "opt_g", "opt_d", "epoch", "history")
 
 
 def restore_training_state(parts: GanParts, path: Path) -> dict:

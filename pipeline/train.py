@@ -69,7 +69,7 @@ def train_loop_per_worker(config: dict) -> None:
         epoch += 1
         if world > 1:
             train_loader.sampler.set_epoch(epoch)
-        step_stats = train_epoch(parts, train_loader, params.train, epoch)
+        step_stats = train_epoch(parts, train_loader, params.train, epoch=epoch)
         confusion = confusion_over(parts.generator, val_loader, num_classes, device)
         throughput = torch.tensor([step_stats.pop("images_per_s")], device=device)
         if world > 1:

@@ -33,7 +33,7 @@ def test_injected_inf_names_epoch_and_step_and_changes_no_weight(tmp_path, tiny_
     parts = make_parts(tiny_params)
     good = batch()
     for epoch in (1, 2):
-        train_epoch(parts, [good, good], tiny_params.train, epoch)
+        train_epoch(parts, [good, good], tiny_params.train, epoch=epoch)
         torch.save(training_state(parts, epoch, [], {}), tmp_path / "state.pt")
     saved = (tmp_path / "state.pt").read_bytes()
     poisoned = good[0].float()

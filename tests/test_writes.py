@@ -82,9 +82,11 @@ def test_json_write_failing_half_way(tmp_path, monkeypatch):
 
 
 def exported_state(params, epoch):
+    """The parts of a final training state that the export reads."""
     generator, _ = build_networks(params.with_overrides({"seed": epoch}), 1, 3)
+    history = [{"epoch": e, "val_miou": 0.1 * e} for e in range(1, epoch + 1)]
     best = {"epoch": epoch, "val_miou": 0.1 * epoch, "generator": generator.state_dict()}
-    return {"best": best, "history": [{"epoch": e, "val_miou": 0.1 * e} for e in range(1, epoch + 1)]}
+    return {"epoch": epoch, "generator": best["generator"], "history": history, "best": best}
 
 
 STATS = {"channels": 1, "num_classes": 3, "class_names": ["a", "b", "c"], "image_size": 32}
