@@ -56,7 +56,8 @@ class DataConfig(_Strict):
     split: SplitConfig = Field(default_factory=SplitConfig)
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
     on_error: Literal["fail", "skip"] = Field(
-        "fail", description="a file that cannot be used: 'fail' lists them all and stops; 'skip' reports and leaves them out"
+        "fail",
+        description="unusable source files: 'fail' lists them all and stops; 'skip' leaves them out (skipped.csv)",
     )
     max_image_pixels: int = Field(
         89_478_485,  # Pillow's own default limit

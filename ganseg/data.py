@@ -172,7 +172,9 @@ def _decoded(path: Path, max_pixels: int) -> Image.Image:
             img.load()  # Image.open reads only the header: a truncated file fails here
             return img
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            reason = f"{_header_size(path)} pixels, over data.max_image_pixels = {max_pixels:,} (a decompression-bomb guard)"
+            reason = (
+                f"{_header_size(path)} pixels, over data.max_image_pixels = {max_pixels:,} (a decompression-bomb guard)"
+            )
         except UnidentifiedImageError:
             reason = "not an image that can be read (unknown or damaged format)"
         except (OSError, SyntaxError, ValueError, EOFError) as err:  # what Pillow raises for damaged data
@@ -254,7 +256,8 @@ def load_pair(stem: str, image_path: Path, mask_path: Path, cfg: DataConfig) -> 
     except BadFileError as err:
         problems.append(Problem(err.path, err.reason))
     if image is not None and mask is not None and image.shape[:2] != mask.shape:
-        problems.append(Problem(image_path, f"image is {_size(image.shape)} but its mask {mask_path.name} is {_size(mask.shape)}"))
+        sizes = f"image is {_size(image.shape)} but its mask {mask_path.name} is {_size(mask.shape)}"
+        problems.append(Problem(image_path, sizes))
     if problems:
         return None, problems
     return Sample(stem, image, mask, str(image_path), str(mask_path)), []
@@ -366,8 +369,8 @@ def prepare_dataset(cfg: DataConfig, seed: int, out_dir: str | Path, progress: b
                 for i, s in enumerate(items)
             ]
         pd.DataFrame(rows).to_csv(staging / "manifest.csv", index=False)
-        skipped = pd.DataFrame([{"file": str(p.file), "reason": p.reason} for p in reader.problems], columns=["file", "reason"])
-        skipped.to_csv(staging / SKIPPED_REPORT, index=False)
+        skipped = [{"file": str(p.file), "reason": p.reason} for p in reader.problems]
+        pd.DataFrame(skipped, columns=["file", "reason"]).to_csv(staging / SKIPPED_REPORT, index=False)
         stats = _stats(cfg, tiles) | {"skipped_files": len(reader.problems)}
         write_json(staging / "stats.json", stats)
     return stats

@@ -15,5 +15,6 @@ def run(params: Params, project_root: Path) -> dict:
     shares = ", ".join(f"{n} {f:.1%}" for n, f in zip(stats["class_names"], stats["class_frequency"]["train"]))
     print(f"prepared {out_dir}: {counts} tiles of {stats['image_size']}px; train pixels: {shares}")
     if stats["skipped_files"]:
-        print(f"skipped {stats['skipped_files']} unusable file(s) (data.on_error: skip): see {out_dir / SKIPPED_REPORT}")
+        skipped = stats["skipped_files"]
+        print(f"skipped {skipped} unusable file(s) (data.on_error: skip): see {out_dir / SKIPPED_REPORT}")
     return stats

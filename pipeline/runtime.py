@@ -21,7 +21,9 @@ def start_ray() -> None:
     """Join the cluster in RAY_ADDRESS (as under `ray job submit`), or start a local one.
 
     The local runtime starts with its dashboard: without it, Tune trials that each launch a
-    TorchTrainer were seen to hang on a 2-CPU machine.
+    TorchTrainer were seen to hang on a 2-CPU machine. It is always a new one (address "local"):
+    a bare ray.init() would join whatever cluster `ray start` last recorded on this machine, and
+    wait minutes for it if that cluster has since gone.
     """
     if ray.is_initialized():
         return
@@ -29,7 +31,7 @@ def start_ray() -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(runtime_env=runtime_env)
     else:
-        ray.init(include_dashboard=True, dashboard_host="127.0.0.1", runtime_env=runtime_env)
+        ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", runtime_env=runtime_env)
     log.info("Ray resources: %s", ray.cluster_resources())
 
 
@@ -117,7 +119,8 @@ def fit_or_explain(trainer, run_dir: str):
         cause = non_finite_cause(err)
         if cause is None:
             raise
-        raise NonFiniteLossError(cause.loss, cause.value, cause.epoch, cause.step, last_checkpoint_note(run_dir)) from None
+        note = last_checkpoint_note(run_dir)
+        raise NonFiniteLossError(cause.loss, cause.value, cause.epoch, cause.step, note) from None
 
 
 def non_finite_cause(error: BaseException) -> NonFiniteLossError | None:

@@ -96,7 +96,8 @@ def test_a_model_for_other_classes_is_not_evaluated(tmp_path):
     card = {"num_classes": 2, "in_channels": 1, "class_names": ["x", "y"]}
     with pytest.raises(CheckpointError, match=r"trained for classes \['x', 'y'\] .* holds classes \['a', 'b', 'c'\]"):
         check_model_fits_data(card, STATS, tmp_path / "models", tmp_path / "prepared")
-    check_model_fits_data({"num_classes": 3, "in_channels": 1, "class_names": ["a", "b", "c"]}, STATS, tmp_path, tmp_path)
+    matching = {"num_classes": 3, "in_channels": 1, "class_names": ["a", "b", "c"]}
+    check_model_fits_data(matching, STATS, tmp_path, tmp_path)
 
 
 def loader_calls(tree):

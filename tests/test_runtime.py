@@ -67,7 +67,8 @@ def test_real_cluster_too_small_fails_at_once(two_cpu_ray, tmp_path, tiny_params
     )
     prepare_dataset(params.data, 0, tmp_path / "prep", progress=False)
     if stage == "train":
-        box = outcome_within(60, train.run, params, tmp_path, tmp_path / "best.json", tmp_path / "models", tmp_path / "h.csv")
+        outputs = (tmp_path / "best.json", tmp_path / "models", tmp_path / "h.csv")
+        box = outcome_within(60, train.run, params, tmp_path, *outputs)
     else:
         box = outcome_within(60, tune.run, params, tmp_path, tmp_path / "best.json")
     key = "train.num_workers" if stage == "train" else "tune.workers_per_trial"

@@ -112,7 +112,8 @@ def test_evaluate_failing_half_way_through_its_report(tmp_path, tiny_params, mon
     evaluate.run(params, tmp_path, tmp_path / "models", out)
     before = snapshot(out)
     assert {"metrics.json", "per_class.csv", "overlays/test_000.png"} <= before.keys()
-    monkeypatch.setattr(ganseg.evaluation, "save_per_class_bars", fail_on_call(1, ganseg.evaluation.save_per_class_bars))
+    bars = ganseg.evaluation.save_per_class_bars
+    monkeypatch.setattr(ganseg.evaluation, "save_per_class_bars", fail_on_call(1, bars))
     with pytest.raises(InjectedFailure):
         evaluate.run(params, tmp_path, tmp_path / "models", out)
     assert snapshot(out) == before
