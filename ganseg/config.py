@@ -13,8 +13,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ganseg.errors import GansegError
 
-class ParamsError(ValueError):
+
+class ParamsError(GansegError, ValueError):
     """params.yaml (or an override) is not valid; the message names every offending key."""
 
 
@@ -53,6 +55,15 @@ class DataConfig(_Strict):
     )
     split: SplitConfig = Field(default_factory=SplitConfig)
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+    on_error: Literal["fail", "skip"] = Field(
+        "fail",
+        description="unusable source files: 'fail' lists them all and stops; 'skip' leaves them out (skipped.csv)",
+    )
+    max_image_pixels: int = Field(
+        89_478_485,  # Pillow's own default limit
+        ge=1,
+        description="images with more pixels are refused as possible decompression bombs",
+    )
 
     @property
     def num_classes(self) -> int:

@@ -3,12 +3,15 @@
 Prepared layout (one folder, a DVC output):
   {split}_images.npy  uint8 (N, C, H, W)     {split}_masks.npy  uint8 (N, H, W) class ids
   manifest.csv        one row per tile: stem, split, index, source files, original size
-  stats.json          class names, counts per split, per-class pixel frequencies
+  stats.json          class names, counts per split, per-class pixel frequencies, files skipped
+  skipped.csv         file, reason: every source file left out (data.on_error: skip); header only if none
 """
 
 from __future__ import annotations
 
 import hashlib
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -16,18 +19,21 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from ganseg import synthetic
 from ganseg.config import DataConfig, SplitConfig
+from ganseg.errors import GansegError
 from ganseg.fileio import atomic_dir, read_json, write_json
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 SPLITS = ("train", "val", "test")
+DEFAULT_MAX_PIXELS: int = DataConfig.model_fields["max_image_pixels"].default
+SKIPPED_REPORT = "skipped.csv"
 
 
-class DataError(ValueError):
+class DataError(GansegError, ValueError):
     """The dataset folder or one of its files cannot be used; the message says which and why."""
 
 
@@ -49,69 +55,216 @@ def split_of(stem: str, split: SplitConfig) -> str:
     return "val" if position < split.train + split.val else "test"
 
 
-def find_pairs(folder: Path) -> list[tuple[str, Path, Path]]:
-    """(stem, image, mask) for every stem present in both images/ and masks/."""
+@dataclass(frozen=True)
+class Problem:
+    """One file that cannot be used, and why."""
+
+    file: Path
+    reason: str
+
+
+class BadFileError(DataError):
+    """One image or mask file cannot be used; `reason` says why without repeating the path."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(path, reason)  # both in args, so the error pickles back whole
+        self.path, self.reason = path, reason
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+@dataclass
+class FolderScan:
+    """What a dataset folder holds: the usable (stem, image, mask) pairs and every file that is not."""
+
+    pairs: list[tuple[str, Path, Path]]
+    problems: list[Problem]
+
+
+def scan_folder(folder: Path) -> FolderScan:
+    """Pair images/ and masks/ by file stem; anything unpaired, ambiguous or not an image is a problem."""
     images_dir, masks_dir = folder / "images", folder / "masks"
+    inside = folder.resolve()
     for needed in (images_dir, masks_dir):
         if not needed.is_dir():
             raise DataError(f"{folder}: expected sub-folders images/ and masks/; {needed.name}/ is missing")
-    images = _by_stem(images_dir)
-    masks = _by_stem(masks_dir)
-    problems = [f"{images[s]}: no mask with stem {s!r} in masks/" for s in sorted(images.keys() - masks.keys())]
-    problems += [f"{masks[s]}: no image with stem {s!r} in images/" for s in sorted(masks.keys() - images.keys())]
-    if problems:
-        raise DataError("unpaired files:\n  " + "\n  ".join(problems))
-    if not images:
-        raise DataError(f"{images_dir} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    return [(stem, images[stem], masks[stem]) for stem in sorted(images)]
+        if not needed.resolve().is_relative_to(inside):
+            raise DataError(f"{needed}: links to {needed.resolve()}, outside the dataset folder {inside}")
+    images, problems = _candidates(images_dir, inside)
+    masks, mask_problems = _candidates(masks_dir, inside)
+    problems += mask_problems
+    if not images and not masks and not problems:
+        raise DataError(f"{folder}: images/ and masks/ are empty (expected {', '.join(sorted(IMAGE_SUFFIXES))} files)")
+    pairs = []
+    for stem in sorted(images.keys() | masks.keys()):
+        found_images, found_masks = images.get(stem, []), masks.get(stem, [])
+        problems += _stem_problems(stem, found_images, "images", found_masks, "masks")
+        problems += _stem_problems(stem, found_masks, "masks", found_images, "images")
+        if len(found_images) == 1 and len(found_masks) == 1:
+            pairs.append((stem, found_images[0], found_masks[0]))
+    return FolderScan(pairs, problems)
 
 
-def _by_stem(folder: Path) -> dict[str, Path]:
-    found: dict[str, Path] = {}
+def _candidates(folder: Path, inside: Path) -> tuple[dict[str, list[Path]], list[Problem]]:
+    """Image files of `folder` grouped by stem; every other entry (hidden files aside) is a problem."""
+    by_stem: dict[str, list[Path]] = {}
+    problems = []
     for path in sorted(folder.iterdir()):
-        if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):
+        if path.name.startswith("."):
             continue
-        if path.stem in found:
-            raise DataError(f"{found[path.stem]} and {path.name} share the stem {path.stem!r}")
-        found[path.stem] = path
-    return found
+        reason = _entry_problem(path, inside)
+        if reason:
+            problems.append(Problem(path, reason))
+        else:
+            by_stem.setdefault(path.stem, []).append(path)
+    return by_stem, problems
 
 
-def read_image(path: Path, channels: int) -> np.ndarray:
-    with Image.open(path) as img:
-        converted = img.convert("L" if channels == 1 else "RGB")
-        array = np.array(converted, dtype=np.uint8)
+def _entry_problem(path: Path, inside: Path) -> str | None:
+    if path.is_symlink():
+        target = path.resolve()
+        if not target.is_relative_to(inside):
+            return f"symlink to {target}, outside the dataset folder {inside}"
+        if not target.exists():
+            return f"broken symlink (to {target})"
+    if path.is_dir():
+        return "a folder; images/ and masks/ must hold the files themselves"
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return f"not an image file (expected {', '.join(sorted(IMAGE_SUFFIXES))})"
+    return None
+
+
+def _stem_problems(stem: str, found: list[Path], kind: str, partners: list[Path], partner_kind: str) -> list[Problem]:
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found)
+        return [Problem(p, f"{len(found)} files in {kind}/ share the stem {stem!r} ({names}); keep one") for p in found]
+    if found and not partners:
+        return [Problem(found[0], f"no usable file with stem {stem!r} in {partner_kind}/")]
+    return []
+
+
+@contextmanager
+def pixel_limit(max_pixels: int | None) -> Iterator[None]:
+    """Pillow refuses images over `max_pixels`; its warning zone (up to twice that) is refused too."""
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
+@contextmanager
+def open_image(path: Path, max_pixels: int) -> Iterator[Image.Image]:
+    """The fully decoded image; BadFileError, with the reason, if it cannot be decoded."""
+    with _decoded(path, max_pixels) as img:
+        yield img
+
+
+def _decoded(path: Path, max_pixels: int) -> Image.Image:
+    img = None
+    with pixel_limit(max_pixels):
+        try:
+            img = Image.open(path)
+            img.load()  # Image.open reads only the header: a truncated file fails here
+            return img
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            reason = (
+                f"{_header_size(path)} pixels, over data.max_image_pixels = {max_pixels:,} (a decompression-bomb guard)"
+            )
+        except UnidentifiedImageError:
+            reason = "not an image that can be read (unknown or damaged format)"
+        except (OSError, SyntaxError, ValueError, EOFError) as err:  # what Pillow raises for damaged data
+            reason = _unreadable_reason(err)
+    if img is not None:
+        img.close()
+    raise BadFileError(path, reason)
+
+
+def _unreadable_reason(err: Exception) -> str:
+    if isinstance(err, OSError) and err.errno is not None:  # the file system's refusal, not the data's
+        return f"cannot be read: {err.strerror}"
+    return f"damaged or truncated image ({err})"
+
+
+def _header_size(path: Path) -> str:
+    """'W x H = N' from the header alone (no pixel data is decoded)."""
+    with pixel_limit(None), Image.open(path) as img:
+        width, height = img.size
+    return f"{width}x{height} = {width * height:,}"
+
+
+def read_image(path: Path, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """(H, W, C) uint8, grey or RGB; BadFileError if the file cannot be decoded."""
+    with open_image(path, max_pixels) as img:
+        array = np.array(img.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
     return array[..., None] if array.ndim == 2 else array
 
 
 def decode_mask(path: Path, cfg: DataConfig) -> np.ndarray:
-    """Class ids (H, W) from a mask file in the configured format."""
-    with Image.open(path) as img:
-        if cfg.mask_format == "rgb":
-            return _decode_rgb(np.asarray(img.convert("RGB")), cfg, path)
-        if img.mode in ("RGB", "RGBA"):
-            raise DataError(f"{path}: mask is {img.mode}; set data.mask_format: rgb with a palette")
-        values = np.asarray(img if img.mode == "P" else img.convert("L"), dtype=np.uint8)
+    """Class ids (H, W) from a mask file in the configured format; BadFileError says what is wrong."""
+    with open_image(path, cfg.max_image_pixels) as img:
+        try:
+            return mask_to_ids(img, cfg)
+        except ValueError as err:
+            raise BadFileError(path, str(err)) from None
+
+
+def mask_to_ids(img: Image.Image, cfg: DataConfig) -> np.ndarray:
+    """Class ids (H, W) uint8 from a mask image; ValueError for values the class map does not know."""
+    if cfg.mask_format == "rgb":
+        return _rgb_to_ids(np.asarray(img.convert("RGB")), cfg)
+    if img.mode in ("RGB", "RGBA"):
+        raise ValueError(f"mask is {img.mode}; set data.mask_format: rgb with a palette")
+    keep_values = img.mode == "P" or img.mode.startswith("I")  # palette indices or 16/32-bit ids, unscaled
+    values = np.asarray(img if keep_values else img.convert("L")).astype(np.int64)
     if cfg.mask_format == "binary":
         return (values >= 128).astype(np.uint8)  # tolerant of JPEG noise around 0 and 255
-    too_big = np.unique(values[values >= cfg.num_classes])
-    if too_big.size:
-        raise DataError(
-            f"{path}: mask values {too_big[:8].tolist()} are not class ids 0..{cfg.num_classes - 1}"
+    unknown = np.unique(values[(values < 0) | (values >= cfg.num_classes)])
+    if unknown.size:
+        raise ValueError(
+            f"mask values {unknown[:8].tolist()} are not class ids 0..{cfg.num_classes - 1}"
             " (binary 0/255 masks need data.mask_format: binary)"
         )
-    return values
+    return values.astype(np.uint8)
 
 
-def _decode_rgb(rgb: np.ndarray, cfg: DataConfig, path: Path) -> np.ndarray:
+def _rgb_to_ids(rgb: np.ndarray, cfg: DataConfig) -> np.ndarray:
     mask = np.full(rgb.shape[:2], 255, np.uint8)
     for key, class_id in cfg.palette.items():
         colour = np.array([int(c) for c in key.split(",")], np.uint8)
         mask[(rgb == colour).all(axis=-1)] = class_id
     if (mask == 255).any():
         unknown = np.unique(rgb[mask == 255].reshape(-1, 3), axis=0)[:5]
-        raise DataError(f"{path}: colours {[tuple(c) for c in unknown.tolist()]} are not in data.palette")
+        raise ValueError(f"mask colours {[tuple(c) for c in unknown.tolist()]} are not in data.palette")
     return mask
+
+
+def load_pair(stem: str, image_path: Path, mask_path: Path, cfg: DataConfig) -> tuple[Sample | None, list[Problem]]:
+    """The decoded pair, or None and what is wrong with either file (both are tried)."""
+    image = mask = None
+    problems = []
+    try:
+        image = read_image(image_path, cfg.channels, cfg.max_image_pixels)
+    except BadFileError as err:
+        problems.append(Problem(err.path, err.reason))
+    try:
+        mask = decode_mask(mask_path, cfg)
+    except BadFileError as err:
+        problems.append(Problem(err.path, err.reason))
+    if image is not None and mask is not None and image.shape[:2] != mask.shape:
+        sizes = f"image is {_size(image.shape)} but its mask {mask_path.name} is {_size(mask.shape)}"
+        problems.append(Problem(image_path, sizes))
+    if problems:
+        return None, problems
+    return Sample(stem, image, mask, str(image_path), str(mask_path)), []
+
+
+def _size(shape: tuple) -> str:
+    return f"{shape[1]}x{shape[0]} px"
 
 
 def fit_to_size(sample: Sample, size: int, mode: str) -> list[Sample]:
@@ -140,18 +293,40 @@ def _resize(array: np.ndarray, size: int, resample: int) -> np.ndarray:
     return out[..., None] if squeeze else out
 
 
-def iter_samples(cfg: DataConfig, seed: int) -> Iterator[Sample]:
-    if cfg.source == "synthetic":
-        for index in range(cfg.synthetic.num_images):
-            image, mask = synthetic.generate_sample(seed, index, cfg.synthetic.size)
-            image = np.repeat(image[..., None], cfg.channels, axis=2)
+class SourceReader:
+    """The samples of data.source one at a time; files that cannot be used gather in `problems`."""
+
+    def __init__(self, cfg: DataConfig, seed: int):
+        self.cfg, self.seed = cfg, seed
+        self.folder: Path | None = None
+        self.pairs: list[tuple[str, Path, Path]] = []
+        self.problems: list[Problem] = []
+        self.used = 0
+        if cfg.source != "synthetic":
+            self.folder = source_folder(cfg)
+            scan = scan_folder(self.folder)
+            self.pairs, self.problems = scan.pairs, list(scan.problems)
+
+    def __len__(self) -> int:
+        return self.cfg.synthetic.num_images if self.folder is None else len(self.pairs)
+
+    def __iter__(self) -> Iterator[Sample]:
+        if self.folder is None:
+            yield from self._synthetic()
+            return
+        for stem, image_path, mask_path in self.pairs:
+            sample, problems = load_pair(stem, image_path, mask_path, self.cfg)
+            self.problems += problems
+            if sample is not None:
+                self.used += 1
+                yield sample
+
+    def _synthetic(self) -> Iterator[Sample]:
+        for index in range(self.cfg.synthetic.num_images):
+            image, mask = synthetic.generate_sample(self.seed, index, self.cfg.synthetic.size)
+            image = np.repeat(image[..., None], self.cfg.channels, axis=2)
+            self.used += 1
             yield Sample(f"synth_{index:05d}", image, mask, "synthetic", "synthetic")
-        return
-    for stem, image_path, mask_path in find_pairs(source_folder(cfg)):
-        image, mask = read_image(image_path, cfg.channels), decode_mask(mask_path, cfg)
-        if image.shape[:2] != mask.shape:
-            raise DataError(f"{image_path}: image is {image.shape[:2]} but its mask is {mask.shape}")
-        yield Sample(stem, image, mask, str(image_path), str(mask_path))
 
 
 def source_folder(cfg: DataConfig) -> Path:
@@ -161,23 +336,27 @@ def source_folder(cfg: DataConfig) -> Path:
     return folder
 
 
-def count_sources(cfg: DataConfig) -> int:
-    if cfg.source == "synthetic":
-        return cfg.synthetic.num_images
-    return len(find_pairs(source_folder(cfg)))
+def describe_problems(folder: Path, problems: list[Problem]) -> str:
+    """One line per unusable file, its path relative to the dataset folder."""
+    return "\n".join(f"  {_relative(p.file, folder)}: {p.reason}" for p in problems)
+
+
+def _relative(path: Path, folder: Path) -> Path:
+    return path.relative_to(folder) if path.is_relative_to(folder) else path
 
 
 def prepare_dataset(cfg: DataConfig, seed: int, out_dir: str | Path, progress: bool = True) -> dict:
-    """Read, fit and split every pair, then write the prepared folder in one atomic move."""
+    """Read, fit and split every usable pair, then write the prepared folder in one atomic move.
+
+    Every file is checked before anything is written. Unusable files stop the stage with one
+    DataError listing them all (data.on_error: fail), or are left out and listed in skipped.csv
+    (data.on_error: skip).
+    """
+    reader = SourceReader(cfg, seed)
     tiles: dict[str, list[Sample]] = {name: [] for name in SPLITS}
-    total = count_sources(cfg)
-    for sample in tqdm(iter_samples(cfg, seed), total=total, desc="prepare", unit="img", disable=not progress):
+    for sample in tqdm(reader, total=len(reader), desc="prepare", unit="img", disable=not progress):
         tiles[split_of(sample.stem, cfg.split)].extend(fit_to_size(sample, cfg.image_size, cfg.fit))
-    empty = [name for name, items in tiles.items() if not items]
-    if empty:
-        raise DataError(
-            f"split(s) {empty} came out empty from {total} images: add images or change data.split"
-        )
+    _check_usable(cfg, reader, tiles)
     with atomic_dir(out_dir) as staging:
         rows = []
         for name, items in tiles.items():
@@ -190,9 +369,29 @@ def prepare_dataset(cfg: DataConfig, seed: int, out_dir: str | Path, progress: b
                 for i, s in enumerate(items)
             ]
         pd.DataFrame(rows).to_csv(staging / "manifest.csv", index=False)
-        stats = _stats(cfg, tiles)
+        skipped = [{"file": str(p.file), "reason": p.reason} for p in reader.problems]
+        pd.DataFrame(skipped, columns=["file", "reason"]).to_csv(staging / SKIPPED_REPORT, index=False)
+        stats = _stats(cfg, tiles) | {"skipped_files": len(reader.problems)}
         write_json(staging / "stats.json", stats)
     return stats
+
+
+def _check_usable(cfg: DataConfig, reader: SourceReader, tiles: dict[str, list[Sample]]) -> None:
+    if reader.problems and (cfg.on_error == "fail" or not any(tiles.values())):
+        advice = (
+            "Fix or remove them, or set data.on_error: skip to leave them out (listed in skipped.csv)."
+            if cfg.on_error == "fail" else "No usable pair is left."
+        )
+        raise DataError(
+            f"{len(reader.problems)} file(s) in {reader.folder} cannot be used:\n"
+            f"{describe_problems(reader.folder, reader.problems)}\n{advice}"
+        )
+    empty = [name for name, items in tiles.items() if not items]
+    if empty:
+        raise DataError(
+            f"split(s) {empty} came out empty from {reader.used} usable images:"
+            " add images or change data.split"
+        )
 
 
 def _stats(cfg: DataConfig, tiles: dict[str, list[Sample]]) -> dict:

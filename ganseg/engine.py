@@ -7,10 +7,13 @@ discriminator is skipped entirely and the step is the supervised baseline.
 
 from __future__ import annotations
 
+import pickle
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,10 +22,31 @@ from torch import nn
 
 from ganseg.config import ModelConfig, Params, TrainConfig
 from ganseg.data import to_input
+from ganseg.errors import GansegError
 from ganseg.fileio import read_json, write_json
 from ganseg.losses import discriminator_loss, generator_adversarial_loss, segmentation_loss
 from ganseg.metrics import confusion_matrix
 from ganseg.models import UNet, build_discriminator, build_generator
+
+
+class CheckpointError(GansegError, ValueError):
+    """A checkpoint or model file cannot be loaded: the message names the file and what differs."""
+
+
+class NonFiniteLossError(GansegError, ArithmeticError):
+    """A loss became NaN or infinite; raised before that step changes the weights it would ruin."""
+
+    def __init__(self, loss: str, value: float, epoch: int | None = None, step: int | None = None, note: str = ""):
+        super().__init__(loss, value, epoch, step, note)  # all in args, so the error pickles back whole
+        self.loss, self.value, self.epoch, self.step, self.note = loss, value, epoch, step, note
+
+    def __str__(self) -> str:
+        where = ", ".join(f"{name} {n}" for name, n in (("epoch", self.epoch), ("step", self.step)) if n is not None)
+        text = (
+            f"training stopped: {self.loss} is {self.value} at {where or 'a training step'}"
+            " (lower train.lr_g or train.lr_d, or train.lambda_adv)"
+        )
+        return f"{text}; {self.note}" if self.note else text
 
 
 @dataclass
@@ -99,17 +123,20 @@ def train_step(parts: GanParts, images: torch.Tensor, masks: torch.Tensor, cfg: 
             both = parts.discriminator(torch.cat([x, x]), torch.cat([real, logits.detach().softmax(1)]))
         real_scores, fake_scores = both.float().chunk(2)
         loss_d = discriminator_loss(cfg.adv_loss, real_scores, fake_scores)
+        require_finite(loss_d=loss_d)
         parts.opt_d.zero_grad(set_to_none=True)
         parts.scaler.scale(loss_d).backward()
         parts.scaler.step(parts.opt_d)
         stats |= {"loss_d": loss_d.item(), "d_real": real_scores.mean().item(), "d_fake": fake_scores.mean().item()}
     loss_seg = segmentation_loss(logits, masks, cfg.dice_weight)
+    require_finite(loss_seg=loss_seg)
     loss_g = loss_seg
     if adversarial:
         with parts.autocast():
             fake_scores = parts.discriminator(x, logits.softmax(1)).float()
         loss_adv = generator_adversarial_loss(cfg.adv_loss, fake_scores)
         loss_g = loss_seg + cfg.lambda_adv * loss_adv
+        require_finite(loss_adv=loss_adv, loss_g=loss_g)
         stats["loss_adv"] = loss_adv.item()
     parts.opt_g.zero_grad(set_to_none=True)
     parts.scaler.scale(loss_g).backward()
@@ -119,8 +146,19 @@ def train_step(parts: GanParts, images: torch.Tensor, masks: torch.Tensor, cfg: 
     return stats | {"loss_g": loss_g.item(), "loss_seg": loss_seg.item()}
 
 
-def train_epoch(parts: GanParts, loader, cfg: TrainConfig, device: torch.device | str = "cpu") -> dict[str, float]:
-    """Mean step statistics over one pass of `loader`, plus images/s; then one scheduler step."""
+def require_finite(**losses: torch.Tensor) -> None:
+    for name, loss in losses.items():
+        if not torch.isfinite(loss).all():
+            raise NonFiniteLossError(name, loss.item())
+
+
+def train_epoch(
+    parts: GanParts, loader, cfg: TrainConfig, device: torch.device | str = "cpu", *, epoch: int | None = None
+) -> dict[str, float]:
+    """Mean step statistics over one pass of `loader`, plus images/s; then one scheduler step.
+
+    A NaN or infinite loss raises NonFiniteLossError naming `epoch` and the step (1-based).
+    """
     parts.generator.train()
     parts.discriminator.train()
     totals: dict[str, float] = {}
@@ -128,13 +166,18 @@ def train_epoch(parts: GanParts, loader, cfg: TrainConfig, device: torch.device 
     rates = parts.learning_rates()
     for images, masks in loader:
         images, masks = images.to(device), masks.to(device)
-        for key, value in train_step(parts, images, masks, cfg).items():
+        try:
+            step_stats = train_step(parts, images, masks, cfg)
+        except NonFiniteLossError as err:
+            raise NonFiniteLossError(err.loss, err.value, epoch, steps + 1) from None
+        for key, value in step_stats.items():
             totals[key] = totals.get(key, 0.0) + value
         steps += 1
         images_seen += len(images)
     elapsed = time.perf_counter() - start
     parts.sched_g.step()
-    parts.sched_d.step()
+    if cfg.lambda_adv > 0:  # the baseline never steps the discriminator's optimiser
+        parts.sched_d.step()
     means = {key: value / max(steps, 1) for key, value in totals.items()}
     return means | rates | {"images_per_s": images_seen / elapsed if elapsed > 0 else 0.0}
 
@@ -178,12 +221,23 @@ def training_state(parts: GanParts, epoch: int, history: list[dict], extra: dict
     }
 
 
+TRAINING_STATE_KEYS = ("generator", "discriminator", "opt_g", "opt_d", "sched_g", "sched_d", "scaler",
+                       "epoch", "global_step", "rng", "history")
+
+
 def restore_training_state(parts: GanParts, path: Path) -> dict:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    unwrap(parts.generator).load_state_dict(state["generator"])
-    unwrap(parts.discriminator).load_state_dict(state["discriminator"])
+    """Load a checkpoint written by `training_state`; CheckpointError if it is not one for these networks."""
+    state = load_weights_file(path)
+    missing = [key for key in TRAINING_STATE_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise CheckpointError(f"{path}: not a ganseg training checkpoint (no {', '.join(missing)})")
+    load_matching(unwrap(parts.generator), state["generator"], path, "generator")
+    load_matching(unwrap(parts.discriminator), state["discriminator"], path, "discriminator")
     for name in ("opt_g", "opt_d", "sched_g", "sched_d", "scaler"):
-        getattr(parts, name).load_state_dict(state[name])
+        try:
+            getattr(parts, name).load_state_dict(state[name])
+        except (ValueError, KeyError) as err:
+            raise CheckpointError(f"{path}: the {name} state does not fit these networks ({err})") from None
     parts.global_step = state["global_step"]
     set_rng_state(state["rng"])
     return state
@@ -205,6 +259,67 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state(("MT19937", keys, state["numpy"]["pos"], 0, 0.0))
 
 
+def load_weights_file(path: Path) -> Any:
+    """torch.load limited to tensors and plain containers (weights_only): a file can never run code."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        detail = _unpickler_detail(err)
+        if "GLOBAL" in detail:  # a reference to Python code, which only a full unpickler would run
+            reason = f"refused: it holds Python objects, not just weights ({detail})"
+        else:
+            reason = f"not a readable PyTorch weights file ({detail})"
+    except Exception as err:  # on arbitrary bytes torch.load fails in many ways (even KeyError)
+        reason = f"not a readable PyTorch weights file ({type(err).__name__}: {_first_line(err)})"
+    raise CheckpointError(f"{path}: {reason}")
+
+
+def _unpickler_detail(err: Exception) -> str:
+    """The specific line of torch's weights-only refusal, without its generic advice."""
+    boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    lines = [line.strip() for line in str(err).splitlines()]
+    specific = [line for line in lines if line and not line.startswith(boilerplate)]
+    return specific[0] if specific else _first_line(err)
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def load_matching(module: nn.Module, weights: Any, path: Path, what: str) -> None:
+    """load_state_dict, or a CheckpointError naming the file and how its tensors differ from `module`'s."""
+    if not isinstance(weights, Mapping) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise CheckpointError(f"{path}: the {what} entry is not a state dict of tensors")
+    differences = state_dict_differences(module.state_dict(), weights)
+    if differences:
+        raise CheckpointError(
+            f"{path}: the {what} weights are for another architecture: {'; '.join(differences)}"
+        )
+    module.load_state_dict(weights)
+
+
+def state_dict_differences(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]) -> list[str]:
+    """Missing, unexpected and reshaped tensors, with examples; empty when `found` fits."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    reshaped = [k for k in expected if k in found and found[k].shape != expected[k].shape]
+    differences = [
+        f"{len(keys)} {label} tensor(s) ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
+        for label, keys in (("missing", missing), ("unexpected", unexpected))
+        if keys
+    ]
+    if reshaped:
+        first = reshaped[0]
+        differences.append(
+            f"{len(reshaped)} tensor(s) of another shape (e.g. {first}: {tuple(found[first].shape)} in the file,"
+            f" {tuple(expected[first].shape)} in the model)"
+        )
+    return differences
+
+
 MODEL_WEIGHTS = "generator.pt"
 MODEL_CARD = "model.json"
 
@@ -224,10 +339,35 @@ def export_model(out_dir: Path, weights: dict, model_cfg: ModelConfig, stats: di
 
 
 def load_model(model_dir: str | Path) -> tuple[UNet, dict]:
+    """The generator of an exported model folder; CheckpointError if its files do not fit together."""
     model_dir = Path(model_dir)
-    if not (model_dir / MODEL_CARD).is_file():
+    card_path = model_dir / MODEL_CARD
+    if not card_path.is_file():
         raise FileNotFoundError(f"{model_dir} is not a ganseg model folder (no {MODEL_CARD})")
-    card = read_json(model_dir / MODEL_CARD)
+    card = _read_card(card_path)
     generator = build_generator(ModelConfig(**card["model"]), card["in_channels"], card["num_classes"])
-    generator.load_state_dict(torch.load(model_dir / MODEL_WEIGHTS, map_location="cpu", weights_only=True))
+    weights_path = model_dir / MODEL_WEIGHTS
+    weights = load_weights_file(weights_path)
+    try:
+        load_matching(generator, weights, weights_path, "generator")
+    except CheckpointError as err:
+        raise CheckpointError(f"{err}\n  ({card_path} describes {describe_card(card)})") from None
     return generator.eval(), card
+
+
+def _read_card(path: Path) -> dict:
+    try:
+        card = read_json(path)
+        ModelConfig(**card["model"])
+        int(card["in_channels"]), int(card["num_classes"])
+    except (ValueError, KeyError, TypeError) as err:  # bad JSON, a missing key or an invalid model section
+        raise CheckpointError(f"{path}: not a valid model card ({type(err).__name__}: {_first_line(err)})") from None
+    return card
+
+
+def describe_card(card: dict) -> str:
+    model = card["model"]
+    return (
+        f"a U-Net of depth {model['depth']}, base_channels {model['base_channels']}, norm {model['norm']},"
+        f" {card['in_channels']} input channel(s) and {card['num_classes']} classes"
+    )

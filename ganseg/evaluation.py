@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ganseg.data import PreparedSplit
-from ganseg.engine import predict
+from ganseg.engine import CheckpointError, predict
 from ganseg.fileio import write_json
 from ganseg.metrics import confusion_matrix, majority_class_confusion, scores
 from ganseg.viz import comparison_strip, save_confusion_matrix, save_per_class_bars
@@ -23,6 +23,17 @@ def predict_split(generator: nn.Module, data_dir: Path, split: str, batch_size: 
     dataset = PreparedSplit(data_dir, split)
     preds = [predict(generator, images) for images, _ in DataLoader(dataset, batch_size=batch_size)]
     return np.array(dataset.images), np.array(dataset.masks), torch.cat(preds).numpy().astype(np.uint8)
+
+
+def check_model_fits_data(card: dict, stats: dict, model_dir: Path, data_dir: Path) -> None:
+    """A model trained for other classes or channels would give meaningless scores: refuse it."""
+    model = (card["num_classes"], card["in_channels"], card.get("class_names"))
+    data = (stats["num_classes"], stats["channels"], stats["class_names"])
+    if model != data:
+        raise CheckpointError(
+            f"{model_dir} was trained for classes {model[2]} on {model[1]}-channel images, but {data_dir} holds"
+            f" classes {data[2]} with {data[1]} channel(s): train again on this data (ganseg train)"
+        )
 
 
 def _clean(value: float) -> float | None:

@@ -27,8 +27,30 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     shutil.rmtree(backup, ignore_errors=True)
     if target.exists():
         target.rename(backup)
-    staging.rename(target)
+    try:
+        staging.rename(target)
+    except BaseException:
+        if backup.exists():
+            backup.rename(target)  # put the previous output back
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     shutil.rmtree(backup, ignore_errors=True)
+
+
+@contextmanager
+def atomic_add_files(target: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary folder; on success its files move into `target`, which may hold
+    other files (a user's folder is never replaced), replacing those with the same names."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield staging
+        target.mkdir(exist_ok=True)
+        for path in sorted(staging.iterdir()):
+            os.replace(path, target / path.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

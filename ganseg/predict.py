@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from ganseg.data import IMAGE_SUFFIXES, read_image
-from ganseg.data import to_input
+from ganseg.data import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, BadFileError, read_image, to_input
 from ganseg.engine import load_model
+from ganseg.fileio import atomic_add_files
 from ganseg.viz import overlay
 
 
@@ -29,24 +29,38 @@ def segment_image(generator: nn.Module, image: np.ndarray, multiple: int) -> np.
     return generator(x)[0, :, :height, :width].argmax(0).numpy().astype(np.uint8)
 
 
-def predict_folder(model_dir: str | Path, input_dir: Path, output_dir: Path, overlays: bool = False) -> dict:
+def predict_folder(
+    model_dir: str | Path,
+    input_dir: Path,
+    output_dir: Path,
+    overlays: bool = False,
+    max_image_pixels: int = DEFAULT_MAX_PIXELS,
+) -> dict:
+    """Masks land in output_dir only once every image is done: a failure adds nothing there."""
     generator, card = load_model(model_dir)
     multiple = 2 ** card["model"]["depth"]
-    files = sorted(p for p in input_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise FileNotFoundError(f"{input_dir} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    output_dir.mkdir(parents=True, exist_ok=True)
+    files = _image_files(Path(input_dir))
     failed: dict[str, str] = {}
-    for path in tqdm(files, desc="predict", unit="img"):
-        try:
-            image = read_image(path, card["in_channels"])
-        except (UnidentifiedImageError, OSError) as err:
-            failed[path.name] = str(err)
-            continue
-        mask = segment_image(generator, image, multiple)
-        Image.fromarray(mask).save(output_dir / f"{path.stem}.png")
-        if overlays:
-            Image.fromarray(overlay(image, mask)).save(output_dir / f"{path.stem}_overlay.png")
+    with atomic_add_files(output_dir) as staging:
+        for path in tqdm(files, desc="predict", unit="img"):
+            try:
+                image = read_image(path, card["in_channels"], max_image_pixels)
+            except BadFileError as err:
+                failed[path.name] = err.reason
+                continue
+            mask = segment_image(generator, image, multiple)
+            Image.fromarray(mask).save(staging / f"{path.stem}.png")
+            if overlays:
+                Image.fromarray(overlay(image, mask)).save(staging / f"{path.stem}_overlay.png")
     for name, reason in failed.items():
         print(f"skipped {name}: {reason}")
     return {"written": len(files) - len(failed), "failed": failed}
+
+
+def _image_files(input_dir: Path) -> list[Path]:
+    if not input_dir.is_dir():
+        raise FileNotFoundError(f"{input_dir} is not a folder")
+    files = sorted(p for p in input_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"{input_dir} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return files

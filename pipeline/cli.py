@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from ganseg.config import ParamsError, load_params
-from ganseg.data import DataError
+from ganseg.config import load_params
+from ganseg.errors import GansegError
 
 BEST_CONFIG = Path("results/tune/best_config.json")
 MODELS_DIR = Path("models")
@@ -75,7 +75,7 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif args.stage == "predict":
         from ganseg.predict import predict_folder
 
-        summary = predict_folder(args.model, args.input, args.output, args.overlays)
+        summary = predict_folder(args.model, args.input, args.output, args.overlays, params.data.max_image_pixels)
         print(f"wrote {summary['written']} masks to {args.output}; {len(summary['failed'])} files skipped")
 
 
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         _dispatch(args)
-    except (ParamsError, DataError, FileNotFoundError) as err:
+    except (GansegError, FileNotFoundError) as err:  # a user's mistake: the message alone, no traceback
         print(f"ganseg {args.stage}: error: {err}", file=sys.stderr)
         return 2
     print(f"ganseg {args.stage} finished in {time.perf_counter() - start:.1f} s")

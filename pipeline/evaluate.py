@@ -10,7 +10,7 @@ from ganseg import tracking
 from ganseg.config import Params
 from ganseg.data import read_stats
 from ganseg.engine import load_model
-from ganseg.evaluation import predict_split, write_report
+from ganseg.evaluation import check_model_fits_data, predict_split, write_report
 from ganseg.fileio import atomic_dir
 
 REPORT_FILES = ("metrics.json", "per_class.csv", "confusion_matrix.png", "per_class_iou.png", "overlays")
@@ -20,6 +20,7 @@ def run(params: Params, project_root: Path, models_dir: Path, out_dir: Path) -> 
     data_dir = project_root / params.data.output_dir
     stats = read_stats(data_dir)
     generator, card = load_model(models_dir)
+    check_model_fits_data(card, stats, models_dir, data_dir)
     images, truth, preds = predict_split(generator, data_dir, "test", params.evaluate.batch_size)
     with atomic_dir(out_dir) as staging:
         metrics = write_report(images, truth, preds, stats, staging, params.evaluate.num_overlays)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ganseg.config import Params
-from ganseg.data import prepare_dataset
+from ganseg.data import SKIPPED_REPORT, prepare_dataset
 
 
 def run(params: Params, project_root: Path) -> dict:
@@ -14,4 +14,7 @@ def run(params: Params, project_root: Path) -> dict:
     counts = ", ".join(f"{k} {v}" for k, v in stats["counts"].items())
     shares = ", ".join(f"{n} {f:.1%}" for n, f in zip(stats["class_names"], stats["class_frequency"]["train"]))
     print(f"prepared {out_dir}: {counts} tiles of {stats['image_size']}px; train pixels: {shares}")
+    if stats["skipped_files"]:
+        skipped = stats["skipped_files"]
+        print(f"skipped {skipped} unusable file(s) (data.on_error: skip): see {out_dir / SKIPPED_REPORT}")
     return stats

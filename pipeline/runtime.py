@@ -9,6 +9,8 @@ from pathlib import Path
 import ray
 
 from ganseg.config import Params, ParamsError, TrainConfig
+from ganseg.engine import NonFiniteLossError
+from ganseg.errors import GansegError
 
 log = logging.getLogger(__name__)
 # Ray's 60 s default is too short for a worker to import torch on a busy 2-core machine.
@@ -18,9 +20,10 @@ WORKER_START_TIMEOUT_S = os.environ.get("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
 def start_ray() -> None:
     """Join the cluster in RAY_ADDRESS (as under `ray job submit`), or start a private local one.
 
-    address="local" keeps a local run from joining whatever cluster `ray start` last recorded
-    on this machine. The local runtime starts with its dashboard: without it, Tune trials that
-    each launch a TorchTrainer were seen to hang on a 2-CPU machine.
+    The local runtime starts with its dashboard: without it, Tune trials that each launch a
+    TorchTrainer were seen to hang on a 2-CPU machine. It is always a new one (address "local"):
+    a bare ray.init() would join whatever cluster `ray start` last recorded on this machine, and
+    wait minutes for it if that cluster has since gone.
     """
     if ray.is_initialized():
         return
@@ -32,15 +35,45 @@ def start_ray() -> None:
     log.info("Ray resources: %s", ray.cluster_resources())
 
 
-def resolve_scaling(cfg: TrainConfig, num_workers: int | str | None = None) -> tuple[int, bool]:
-    """(workers, use_gpu) with 'auto' resolved against the cluster: one worker per GPU, else per CPU."""
-    resources = ray.cluster_resources()
-    gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 1))
+class ClusterResourcesError(GansegError, RuntimeError):
+    """The params ask for more workers or GPUs than the Ray cluster has: Ray would wait forever."""
+
+
+def resolve_scaling(
+    cfg: TrainConfig, num_workers: int | str | None = None, workers_key: str = "train.num_workers"
+) -> tuple[int, bool]:
+    """(workers, use_gpu) for the running Ray cluster; see `scaling_for`."""
+    return scaling_for(ray.cluster_resources(), cfg, num_workers, workers_key)
+
+
+def scaling_for(
+    resources: dict[str, float],
+    cfg: TrainConfig,
+    num_workers: int | str | None = None,
+    workers_key: str = "train.num_workers",
+) -> tuple[int, bool]:
+    """(workers, use_gpu) with 'auto' resolved against `resources` (as from ray.cluster_resources()):
+    one worker per GPU, else per CPU. ClusterResourcesError if the cluster cannot hold them all.
+
+    Ray Train gives each worker one GPU when use_gpu is on, else one CPU.
+    """
+    gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
+    if cfg.use_gpu is True and gpus == 0:
+        raise ClusterResourcesError(
+            f"train.use_gpu is true but the Ray cluster has no GPU ({cpus} CPUs): set train.use_gpu to auto or false"
+        )
     use_gpu = gpus > 0 if cfg.use_gpu == "auto" else bool(cfg.use_gpu)
     wanted = cfg.num_workers if num_workers is None else num_workers
     if wanted == "auto":
         wanted = gpus if use_gpu else cpus
-    return max(1, int(wanted)), use_gpu
+    workers = max(1, int(wanted))
+    unit, available = ("GPU", gpus) if use_gpu else ("CPU", cpus)
+    if workers > available:
+        raise ClusterResourcesError(
+            f"{workers_key} = {workers} needs {workers} {unit}s (one per worker) but the Ray cluster has"
+            f" {available}: lower {workers_key} or set it to auto"
+        )
+    return workers, use_gpu
 
 
 def check_device_support(cfg: TrainConfig, use_gpu: bool) -> None:
@@ -84,3 +117,37 @@ def make_trainer(
             callbacks=callbacks or [],
         ),
     )
+
+
+def fit_or_explain(trainer, run_dir: str):
+    """trainer.fit(); a worker's NaN or infinite loss comes back as NonFiniteLossError, with where
+    Ray keeps the last good checkpoint (the one reported after the last complete epoch)."""
+    from ray.train import TrainingFailedError
+
+    try:
+        return trainer.fit()
+    except TrainingFailedError as err:
+        cause = non_finite_cause(err)
+        if cause is None:
+            raise
+        note = last_checkpoint_note(run_dir)
+        raise NonFiniteLossError(cause.loss, cause.value, cause.epoch, cause.step, note) from None
+
+
+def non_finite_cause(error: BaseException) -> NonFiniteLossError | None:
+    """The NonFiniteLossError a worker raised, if that is why Ray Train failed."""
+    failures = getattr(error, "worker_failures", None) or {}
+    return next((e for e in failures.values() if isinstance(e, NonFiniteLossError)), None)
+
+
+def last_checkpoint_note(run_dir: str) -> str:
+    from ray.train import Result
+
+    try:
+        result = Result.from_path(run_dir)
+    except RuntimeError:  # no run folder or no checkpoint record yet
+        result = None
+    if result is None or result.checkpoint is None:
+        return "no epoch had finished, so there is no checkpoint; models/ is unchanged"
+    epoch = (result.metrics or {}).get("epoch", "?")
+    return f"the last good checkpoint (epoch {epoch}) is kept in {result.checkpoint.path}; models/ is unchanged"

@@ -29,6 +29,7 @@ from ganseg.engine import (
     build_optimizers,
     confusion_over,
     export_model,
+    load_weights_file,
     restore_training_state,
     shard_indices,
     train_epoch,
@@ -73,7 +74,7 @@ def train_loop_per_worker(config: dict) -> None:
         _maybe_inject_fault(params, epoch, rank, resumed)
         if world > 1:
             train_loader.sampler.set_epoch(epoch)
-        step_stats = train_epoch(parts, train_loader, params.train, device)
+        step_stats = train_epoch(parts, train_loader, params.train, device, epoch=epoch)
         confusion = confusion_over(parts.generator, val_loader, num_classes, device)
         throughput = torch.tensor([step_stats.pop("images_per_s")], device=device)
         if world > 1:  # every rank saw a different shard: sum to score the whole validation set
@@ -183,7 +184,7 @@ def apply_best_config(params: Params, best_config: Path) -> Params:
 
 
 def run(params: Params, project_root: Path, best_config: Path, models_dir: Path, history_csv: Path) -> dict:
-    from pipeline.runtime import check_device_support, make_trainer, resolve_scaling, start_ray
+    from pipeline.runtime import check_device_support, fit_or_explain, make_trainer, resolve_scaling, start_ray, storage_path
 
     params = apply_best_config(params, best_config)
     data_dir = project_root / params.data.output_dir
@@ -207,8 +208,9 @@ def run(params: Params, project_root: Path, best_config: Path, models_dir: Path,
         print(f"MLflow run {run_id} in experiment {params.mlflow.experiment!r} ({uri})")
     try:
         # The Ray run is named after the MLflow run: a rerun after a crash finds its checkpoints.
-        trainer = make_trainer(params, loop_config(params, data_dir, uri, run_id), f"train-{run_id}", project_root)
-        result = trainer.fit()
+        name = f"train-{run_id}"
+        trainer = make_trainer(params, loop_config(params, data_dir, uri, run_id), name, project_root)
+        result = fit_or_explain(trainer, f"{storage_path(params, project_root)}/{name}")
         latest = _load_state(result.checkpoint)
         best = _load_state(result.get_best_checkpoint(metric="val_miou", mode="max"))
         summary = _export(params, stats, latest, best, run_id, models_dir, history_csv)
@@ -246,15 +248,16 @@ def _unfinished_run(client: MlflowClient, experiment: str, key: str) -> str | No
 
 def _load_state(checkpoint) -> dict:
     with checkpoint.as_directory() as folder:
-        return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+        return load_weights_file(Path(folder) / STATE_FILE)
 
 
 def _export(params: Params, stats: dict, latest: dict, best: dict, run_id: str, models_dir: Path, history_csv: Path) -> dict:
     best_metrics = best["history"][-1]
     summary = {"best_epoch": best["epoch"], "best_val_miou": best_metrics["val_miou"], "mlflow_run_id": run_id}
+    history = pd.DataFrame(latest["history"]).to_csv(index=False)  # ready before either output moves
     with atomic_dir(models_dir) as staging:
         export_model(staging, best["generator"], params.model, stats, summary)
-    atomic_write_text(history_csv, pd.DataFrame(latest["history"]).to_csv(index=False))
+    atomic_write_text(history_csv, history)
     print(f"best validation mIoU {best_metrics['val_miou']:.4f} at epoch {best['epoch']}; model in {models_dir}")
     return summary
 

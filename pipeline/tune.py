@@ -75,7 +75,7 @@ def max_concurrent(params: Params) -> int:
         return params.tune.max_concurrent_trials
     from pipeline.runtime import resolve_scaling
 
-    _, use_gpu = resolve_scaling(params.train)
+    _, use_gpu = resolve_scaling(params.train, params.tune.workers_per_trial, "tune.workers_per_trial")
     available = ray.cluster_resources().get("GPU" if use_gpu else "CPU", 1)
     return max(1, int(available // params.tune.workers_per_trial))
 
@@ -85,11 +85,12 @@ def run(params: Params, project_root: Path, best_config_path: Path) -> dict:
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import BasicVariantGenerator
 
-    from pipeline.runtime import start_ray, storage_path
+    from pipeline.runtime import resolve_scaling, start_ray, storage_path
 
     data_dir = (project_root / params.data.output_dir).resolve()
     read_stats(data_dir)
     start_ray()
+    resolve_scaling(params.train, params.tune.workers_per_trial, "tune.workers_per_trial")  # fail now, not in a trial
     uri = tracking.tracking_uri(project_root)
     client = MlflowClient(uri)
     space = {key: to_domain(dim) for key, dim in params.tune.search_space.items()}

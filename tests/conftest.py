@@ -34,3 +34,16 @@ def tiny_params() -> Params:
             "train": {"epochs": 1, "batch_size": 4, "num_workers": 1},
         }
     )
+
+
+@pytest.fixture(scope="module")
+def two_cpu_ray():
+    """A fresh local Ray runtime with 2 CPUs for the tests of one module (never someone else's cluster)."""
+    import ray
+
+    from pipeline.runtime import WORKER_START_TIMEOUT_S
+
+    runtime_env = {"env_vars": {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": WORKER_START_TIMEOUT_S}}
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=runtime_env)
+    yield ray
+    ray.shutdown()

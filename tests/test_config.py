@@ -81,3 +81,16 @@ def test_rgb_masks_need_a_palette():
         validate_params({"data": {"mask_format": "rgb"}})
     with pytest.raises(ParamsError, match="outside 0..2"):
         validate_params({"data": {"mask_format": "rgb", "palette": {"255,0,0": 7}}})
+
+
+def test_negative_discriminator_learning_rate_rejected():
+    with pytest.raises(ParamsError, match=r"train\.lr_d: Input should be greater than 0 \(got -0\.5\)"):
+        validate_params({"train": {"lr_d": -0.5}})
+
+
+def test_bad_file_policy_and_pixel_limit_are_named():
+    with pytest.raises(ParamsError, match=r"data\.on_error: Input should be 'fail' or 'skip' \(got 'ignore'\)"):
+        validate_params({"data": {"on_error": "ignore"}})
+    with pytest.raises(ParamsError, match=r"data\.max_image_pixels: Input should be greater than or equal to 1"):
+        validate_params({"data": {"max_image_pixels": 0}})
+    assert validate_params({"data": {"on_error": "skip"}}).data.on_error == "skip"

@@ -1,0 +1,127 @@
+"""Checkpoints and model folders: a clear error for another architecture, and weights-only loading."""
+
+import ast
+import os
+
+import pytest
+import torch
+
+from ganseg.engine import (
+    CheckpointError,
+    build_networks,
+    build_optimizers,
+    export_model,
+    load_model,
+    restore_training_state,
+    training_state,
+)
+from ganseg.evaluation import check_model_fits_data
+from tests.conftest import ROOT
+
+STATS = {"channels": 1, "num_classes": 3, "class_names": ["a", "b", "c"], "image_size": 32}
+
+
+def export(folder, params, stats=STATS):
+    generator, _ = build_networks(params, stats["channels"], stats["num_classes"])
+    export_model(folder, generator.state_dict(), params.model, stats, {})
+    return folder
+
+
+def test_weights_of_another_width_name_the_file_and_the_shapes(tmp_path, tiny_params):
+    export(tmp_path / "model", tiny_params)
+    wider, _ = build_networks(tiny_params.with_overrides({"model.base_channels": 16}), 1, 3)
+    torch.save(wider.state_dict(), tmp_path / "model" / "generator.pt")
+    with pytest.raises(CheckpointError) as err:
+        load_model(tmp_path / "model")
+    message = str(err.value)
+    assert f"{tmp_path / 'model' / 'generator.pt'}: the generator weights are for another architecture" in message
+    assert "of another shape (e.g. down.0.0.weight: (16, 1, 3, 3) in the file, (8, 1, 3, 3) in the model)" in message
+    assert "model.json describes a U-Net of depth 2, base_channels 8" in message
+
+
+def test_weights_of_another_depth_list_missing_and_unexpected_tensors(tmp_path, tiny_params):
+    export(tmp_path / "model", tiny_params.with_overrides({"model.depth": 3}))
+    shallow, _ = build_networks(tiny_params, 1, 3)
+    torch.save(shallow.state_dict(), tmp_path / "model" / "generator.pt")
+    with pytest.raises(CheckpointError, match=r"missing tensor\(s\) \(down\.3\.0\.weight"):
+        load_model(tmp_path / "model")
+
+
+def test_training_checkpoint_of_another_architecture(tmp_path, tiny_params):
+    parts = build_optimizers(*build_networks(tiny_params, 1, 3), tiny_params.train)
+    torch.save(training_state(parts, 2, [], {}), tmp_path / "state.pt")
+    other = tiny_params.with_overrides({"model.disc_channels": 16})
+    fresh = build_optimizers(*build_networks(other, 1, 3), other.train)
+    with pytest.raises(CheckpointError, match=r"state.pt: the discriminator weights are for another architecture"):
+        restore_training_state(fresh, tmp_path / "state.pt")
+
+
+def test_a_file_that_is_not_a_checkpoint(tmp_path, tiny_params):
+    parts = build_optimizers(*build_networks(tiny_params, 1, 3), tiny_params.train)
+    (tmp_path / "state.pt").write_bytes(b"just some bytes")
+    with pytest.raises(CheckpointError, match="state.pt: not a readable PyTorch weights file"):
+        restore_training_state(parts, tmp_path / "state.pt")
+    torch.save({"epoch": 1}, tmp_path / "partial.pt")
+    with pytest.raises(CheckpointError, match="not a ganseg training checkpoint .*no generator"):
+        restore_training_state(parts, tmp_path / "partial.pt")
+
+
+class CodeOnLoad:
+    """Pickles to a call of os.mkdir: a full unpickler would run it."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.mkdir, (self.marker,)
+
+
+def test_pickled_code_in_a_model_is_refused_and_never_run(tmp_path, tiny_params):
+    export(tmp_path / "model", tiny_params)
+    marker = tmp_path / "code_ran"
+    torch.save({"head.weight": CodeOnLoad(marker)}, tmp_path / "model" / "generator.pt")
+    with pytest.raises(CheckpointError, match="generator.pt: refused: it holds Python objects.*GLOBAL posix.mkdir"):
+        load_model(tmp_path / "model")
+    assert not marker.exists()
+
+
+def test_a_broken_model_card_is_named(tmp_path, tiny_params):
+    export(tmp_path / "model", tiny_params)
+    (tmp_path / "model" / "model.json").write_text('{"model": {"depth": "deep"}}')
+    with pytest.raises(CheckpointError, match="model.json: not a valid model card"):
+        load_model(tmp_path / "model")
+
+
+def test_a_model_for_other_classes_is_not_evaluated(tmp_path):
+    card = {"num_classes": 2, "in_channels": 1, "class_names": ["x", "y"]}
+    with pytest.raises(CheckpointError, match=r"trained for classes \['x', 'y'\] .* holds classes \['a', 'b', 'c'\]"):
+        check_model_fits_data(card, STATS, tmp_path / "models", tmp_path / "prepared")
+    matching = {"num_classes": 3, "in_channels": 1, "class_names": ["a", "b", "c"]}
+    check_model_fits_data(matching, STATS, tmp_path, tmp_path)
+
+
+def loader_calls(tree):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            owner = node.func.value
+            if isinstance(owner, ast.Name) and (owner.id, node.func.attr) in {
+                ("torch", "load"), ("pickle", "load"), ("pickle", "loads"), ("np", "load"), ("numpy", "load"),
+            }:
+                yield owner.id, node
+
+
+def test_every_loader_in_the_code_is_weights_only():
+    sources = sorted((ROOT / "ganseg").glob("*.py")) + sorted((ROOT / "pipeline").glob("*.py"))
+    seen = 0
+    for path in sources:
+        for module, call in loader_calls(ast.parse(path.read_text())):
+            seen += 1
+            keywords = {k.arg: k.value for k in call.keywords}
+            where = f"{path.name}:{call.lineno}"
+            assert module != "pickle", f"{where}: pickle can run code from a file"
+            if module == "torch":
+                assert isinstance(keywords.get("weights_only"), ast.Constant), where
+                assert keywords["weights_only"].value is True, where
+            else:
+                assert "allow_pickle" not in keywords, where
+    assert seen >= 3  # torch.load in engine, np.load in data: the scan does find the loaders

@@ -1,0 +1,60 @@
+"""User mistakes end in `ganseg <stage>: error: ...` and exit status 2, never a traceback."""
+
+import numpy as np
+import pytest
+import yaml
+
+from ganseg.config import ParamsError
+from ganseg.data import BadFileError, DataError
+from ganseg.engine import CheckpointError, NonFiniteLossError
+from ganseg.errors import GansegError
+from pipeline.cli import main
+from pipeline.runtime import ClusterResourcesError
+from tests.conftest import ROOT, write_pair
+
+
+def params_file(tmp_path, raw):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+def test_bad_params_exit_2_with_the_key(tmp_path, capsys):
+    assert main(["prepare", "--params", params_file(tmp_path, {"train": {"lr_g": -1}})]) == 2
+    err = capsys.readouterr().err
+    assert "ganseg prepare: error:" in err and "train.lr_g" in err and "Traceback" not in err
+
+
+def test_bad_data_exit_2_listing_the_files(tmp_path, capsys):
+    write_pair(tmp_path / "ds", "a", np.zeros((8, 8), np.uint8), np.full((8, 8), 9, np.uint8))
+    (tmp_path / "ds" / "images" / "notes.txt").write_text("hello")
+    raw = {"data": {"source": str(tmp_path / "ds"), "class_names": ["x", "y"], "output_dir": str(tmp_path / "out")}}
+    assert main(["prepare", "--params", params_file(tmp_path, raw)]) == 2
+    err = capsys.readouterr().err
+    assert "ganseg prepare: error: 2 file(s)" in err
+    assert "images/notes.txt: not an image file" in err and "masks/a.png: mask values [9]" in err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+def test_missing_model_folder_exit_2(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    args = ["predict", "--params", params_file(tmp_path, {}), "--model", str(tmp_path / "none"),
+            "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")]
+    assert main(args) == 2
+    assert "is not a ganseg model folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "error",
+    [ParamsError("x"), DataError("x"), BadFileError("a.png", "x"), CheckpointError("x"),
+     NonFiniteLossError("loss_g", float("nan"), 1, 1), ClusterResourcesError("x")],
+    ids=lambda e: type(e).__name__,
+)
+def test_every_user_error_is_printed_without_traceback(monkeypatch, capsys, error):
+    def fail(params, root):
+        raise error
+
+    monkeypatch.setattr("pipeline.prepare.run", fail)
+    assert main(["prepare", "--params", str(ROOT / "params.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"ganseg prepare: error: {error}\n"

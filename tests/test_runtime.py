@@ -1,0 +1,77 @@
+"""Asking for more workers or GPUs than the Ray cluster has is an error at once, not a wait forever."""
+
+import threading
+
+import pytest
+
+from ganseg.config import TrainConfig
+from ganseg.data import prepare_dataset
+from pipeline.runtime import ClusterResourcesError, scaling_for
+
+CPUS_ONLY = {"CPU": 4.0, "memory": 8e9}
+TWO_GPUS = {"CPU": 16.0, "GPU": 2.0}
+
+
+def test_auto_uses_one_worker_per_gpu_else_per_cpu():
+    assert scaling_for(CPUS_ONLY, TrainConfig()) == (4, False)
+    assert scaling_for(TWO_GPUS, TrainConfig()) == (2, True)
+    assert scaling_for(TWO_GPUS, TrainConfig(use_gpu=False)) == (16, False)
+    assert scaling_for(CPUS_ONLY, TrainConfig(num_workers=3)) == (3, False)
+
+
+def test_more_workers_than_cpus_names_param_request_and_cluster():
+    with pytest.raises(ClusterResourcesError) as err:
+        scaling_for(CPUS_ONLY, TrainConfig(num_workers=6))
+    assert "train.num_workers = 6 needs 6 CPUs (one per worker) but the Ray cluster has 4" in str(err.value)
+
+
+def test_more_workers_than_gpus():
+    with pytest.raises(ClusterResourcesError, match="train.num_workers = 3 needs 3 GPUs .* has 2"):
+        scaling_for(TWO_GPUS, TrainConfig(num_workers=3))
+
+
+def test_gpu_asked_on_a_cluster_without_gpus():
+    with pytest.raises(ClusterResourcesError, match="train.use_gpu is true but the Ray cluster has no GPU"):
+        scaling_for(CPUS_ONLY, TrainConfig(use_gpu=True))
+
+
+def test_the_error_names_the_param_that_asked():
+    with pytest.raises(ClusterResourcesError, match="tune.workers_per_trial = 5 needs 5 CPUs"):
+        scaling_for(CPUS_ONLY, TrainConfig(), 5, "tune.workers_per_trial")
+
+
+def outcome_within(seconds, function, *args):
+    """What `function` raised or returned; a still-running call (Ray waiting for resources) fails the test."""
+    box = {}
+
+    def call():
+        try:
+            box["value"] = function(*args)
+        except BaseException as err:  # handed to the test thread
+            box["error"] = err
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"no answer within {seconds} s: Ray is waiting for resources it will never get"
+    return box
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("stage", ["train", "tune"])
+def test_real_cluster_too_small_fails_at_once(two_cpu_ray, tmp_path, tiny_params, stage):
+    from pipeline import train, tune
+
+    params = tiny_params.with_overrides(
+        {"train.num_workers": 3, "tune.workers_per_trial": 3, "data.output_dir": str(tmp_path / "prep")}
+    )
+    prepare_dataset(params.data, 0, tmp_path / "prep", progress=False)
+    if stage == "train":
+        outputs = (tmp_path / "best.json", tmp_path / "models", tmp_path / "h.csv")
+        box = outcome_within(60, train.run, params, tmp_path, *outputs)
+    else:
+        box = outcome_within(60, tune.run, params, tmp_path, tmp_path / "best.json")
+    key = "train.num_workers" if stage == "train" else "tune.workers_per_trial"
+    assert isinstance(box.get("error"), ClusterResourcesError), box
+    assert f"{key} = 3 needs 3 CPUs (one per worker) but the Ray cluster has 2" in str(box["error"])
+    assert not (tmp_path / "models").exists() and not (tmp_path / "best.json").exists()
