@@ -111,9 +111,17 @@ class _EpochLogger:
 
 
 def _build_parts(params: Params, stats: dict, device: torch.device) -> GanParts:
+    import ray.train
     import ray.train.torch
 
     generator, discriminator = build_networks(params, stats["channels"], stats["num_classes"])
+    world = ray.train.get_context().get_world_size()
+    if params.model.norm == "batch" and world > 1:
+        if device.type == "cuda":
+            generator = torch.nn.SyncBatchNorm.convert_sync_batchnorm(generator)
+        else:  # torch's SyncBatchNorm cannot sync CPU tensors
+            log.warning("model.norm batch on %d CPU workers: batch statistics stay per worker; "
+                        "use group or instance norm for results independent of the worker count", world)
     if params.train.channels_last:
         generator = generator.to(memory_format=torch.channels_last)
         discriminator = discriminator.to(memory_format=torch.channels_last)
