@@ -6,6 +6,8 @@ neighbour, so class ids stay class ids); brightness and contrast touch the image
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
@@ -45,3 +47,9 @@ def augment_pair(transform: v2.Compose, image: torch.Tensor, mask: torch.Tensor)
     """uint8 image (C, H, W) and int64 mask (H, W), transformed together."""
     out_image, out_mask = transform(tv_tensors.Image(image), tv_tensors.Mask(mask))
     return out_image.as_subclass(torch.Tensor), out_mask.as_subclass(torch.Tensor)
+
+
+def pair_transform(cfg: AugmentConfig, size: int):
+    """A (image, mask) -> (image, mask) callable for PreparedSplit, or None when augmentation is off."""
+    transform = build_augmentation(cfg, size)
+    return None if transform is None else functools.partial(augment_pair, transform)

@@ -139,6 +139,7 @@ class TrainConfig(_Strict):
     num_workers: int | Literal["auto"] = Field("auto", description="Ray Train workers; auto = GPUs or CPUs")
     use_gpu: bool | Literal["auto"] = "auto"
     lr_schedule: Literal["constant", "cosine"] = "constant"
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="fp16 needs a GPU")
     channels_last: bool = False
     storage_path: str = Field("runs/ray", description="Ray Train storage (local folder, shared mount or URI)")

@@ -423,13 +423,17 @@ def to_input(images: torch.Tensor) -> torch.Tensor:
 
 
 class PreparedSplit(torch.utils.data.Dataset):
-    """One split of a prepared folder, memory-mapped; yields (uint8 image, int64 mask)."""
+    """One split of a prepared folder, memory-mapped; yields (uint8 image, int64 mask).
 
-    def __init__(self, data_dir: str | Path, split: str):
+    `transform(image, mask) -> (image, mask)` is applied to every item (training augmentation).
+    """
+
+    def __init__(self, data_dir: str | Path, split: str, transform=None):
         data_dir = Path(data_dir)
         read_stats(data_dir)
         self.images = np.load(data_dir / f"{split}_images.npy", mmap_mode="r")
         self.masks = np.load(data_dir / f"{split}_masks.npy", mmap_mode="r")
+        self.transform = transform
 
     def __len__(self) -> int:
         return len(self.masks)
@@ -437,4 +441,4 @@ class PreparedSplit(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image = torch.from_numpy(np.array(self.images[index]))
         mask = torch.from_numpy(np.array(self.masks[index])).long()
-        return image, mask
+        return self.transform(image, mask) if self.transform else (image, mask)

@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 from torch.utils.data import DataLoader, Subset
 
 from ganseg import tracking
+from ganseg.augment import pair_transform
 from ganseg.config import Params
 from ganseg.data import PreparedSplit, read_stats
 from ganseg.engine import (
@@ -55,7 +56,7 @@ def train_loop_per_worker(config: dict) -> None:
     num_classes, class_names = stats["num_classes"], stats["class_names"]
 
     parts = _build_parts(params, stats, device)
-    train_set = PreparedSplit(data_dir, "train")
+    train_set = PreparedSplit(data_dir, "train", pair_transform(params.train.augment, stats["image_size"]))
     train_loader = ray.train.torch.prepare_data_loader(
         DataLoader(train_set, batch_size=params.train.batch_size, shuffle=True,
                    drop_last=len(train_set) >= params.train.batch_size * world)

@@ -48,3 +48,17 @@ def test_brightness_contrast_touch_the_image_only():
     image, mask = pair()
     out_image, out_mask = augment_pair(build_augmentation(cfg, 32), image, mask)
     assert torch.equal(out_mask, mask) and not torch.equal(out_image, image)
+
+
+def test_prepared_training_split_applies_the_transform(tmp_path, tiny_params):
+    from ganseg.augment import pair_transform
+    from ganseg.data import PreparedSplit, prepare_dataset
+
+    prepare_dataset(tiny_params.data, 0, tmp_path / "prep", progress=False)
+    plain = PreparedSplit(tmp_path / "prep", "train")
+    cfg = AugmentConfig(enabled=True, crop_scale=1.0, affine_degrees=0, brightness=0, contrast=0)
+    augmented = PreparedSplit(tmp_path / "prep", "train", pair_transform(cfg, 32))
+    torch.manual_seed(3)
+    differs = sum(not torch.equal(augmented[i][1], plain[i][1]) for i in range(len(plain)))
+    assert differs > 0
+    assert pair_transform(AugmentConfig(enabled=False), 32) is None
