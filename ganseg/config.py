@@ -109,6 +109,9 @@ class TrainConfig(_Strict):
     use_gpu: bool | Literal["auto"] = "auto"
     storage_path: str = Field("runs/ray", description="Ray Train storage (local folder or URI)")
     checkpoints_to_keep: int = Field(2, ge=1)
+    log_images_every: int = Field(
+        5, ge=0, description="log a grid of validation overlays every N epochs and at the last; 0 = never"
+    )
 
     @field_validator("num_workers")
     @classmethod
@@ -154,6 +157,11 @@ class EvaluateConfig(_Strict):
 
 class MlflowConfig(_Strict):
     experiment: str = Field("ganseg", min_length=1)
+    registered_model: str = Field(
+        "ganseg-segmenter",
+        pattern=r"^[A-Za-z0-9_.\-]+$",
+        description="model registry name; every train run registers a version under it",
+    )
 
 
 class Params(_Strict):

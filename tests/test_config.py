@@ -81,3 +81,8 @@ def test_rgb_masks_need_a_palette():
         validate_params({"data": {"mask_format": "rgb"}})
     with pytest.raises(ParamsError, match="outside 0..2"):
         validate_params({"data": {"mask_format": "rgb", "palette": {"255,0,0": 7}}})
+
+
+def test_registered_model_name_must_fit_in_a_models_uri(tmp_path):
+    with pytest.raises(ParamsError, match=r"mlflow\.registered_model"):
+        load_params(write(tmp_path, {"mlflow": {"registered_model": "a/b@champion"}}))
