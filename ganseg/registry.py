@@ -85,6 +85,7 @@ def find_model_folder(root: Path) -> Path:
 
 def download_model(uri: str, tracking_uri: str, destination: Path) -> Path:
     """Download a models:/ or runs:/ URI and return the ganseg model folder inside it."""
+    import mlflow
     import mlflow.artifacts
 
     if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
@@ -95,10 +96,11 @@ def download_model(uri: str, tracking_uri: str, destination: Path) -> Path:
     bare_run = BARE_RUN_URI.match(uri)
     if bare_run:
         uri = f"runs:/{bare_run.group(1)}/model"
+    # MLflow resolves models:/ names through the global registry URI, whatever it is passed.
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
     try:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=uri, dst_path=str(destination), tracking_uri=tracking_uri, registry_uri=tracking_uri
-        )
+        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(destination))
     except MlflowException as err:
         raise ModelSourceError(f"cannot fetch {uri} from {tracking_uri}: {err.message}") from None
     return find_model_folder(Path(local))
