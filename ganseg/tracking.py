@@ -66,7 +66,7 @@ def run_name(stage: str) -> str:
 def experiment_id(client: MlflowClient, name: str, project_root: Path) -> str:
     found = client.get_experiment_by_name(name)
     if found is not None:
-        _check_artifact_access(client, found)
+        require_artifact_access(client, found.artifact_location, f"experiment {name!r}")
         return found.experiment_id
     artifacts = None
     if client.tracking_uri.startswith("sqlite:"):
@@ -75,13 +75,12 @@ def experiment_id(client: MlflowClient, name: str, project_root: Path) -> str:
     return client.create_experiment(name, artifact_location=artifacts)
 
 
-def _check_artifact_access(client: MlflowClient, experiment) -> None:
+def require_artifact_access(client: MlflowClient, location: str, owner: str) -> None:
     """Artifacts behind a server's proxy (mlflow-artifacts:) cannot be written without that server."""
-    if experiment.artifact_location.startswith("mlflow-artifacts:") and not client.tracking_uri.startswith("http"):
+    if location.startswith("mlflow-artifacts:") and not client.tracking_uri.startswith("http"):
         raise TrackingServerError(
-            f"experiment {experiment.name!r} keeps its artifacts behind an MLflow server "
-            f"({experiment.artifact_location}); start it (`{SERVER_COMMAND}`) and set "
-            "MLFLOW_TRACKING_URI=http://127.0.0.1:5000, or choose another mlflow.experiment"
+            f"{owner} keeps its artifacts behind an MLflow server ({location}); start it "
+            f"(`{SERVER_COMMAND}`) and set MLFLOW_TRACKING_URI=http://127.0.0.1:5000"
         )
 
 

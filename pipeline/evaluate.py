@@ -20,6 +20,10 @@ def run(params: Params, project_root: Path, models_dir: Path, out_dir: Path) -> 
     data_dir = project_root / params.data.output_dir
     stats = read_stats(data_dir)
     generator, card = load_model(models_dir)
+    run_id = card.get("mlflow_run_id")
+    client = MlflowClient(tracking.tracking_uri(project_root)) if run_id else None
+    if client:  # before evaluating: the results must be able to reach the train run
+        tracking.require_artifact_access(client, client.get_run(run_id).info.artifact_uri, f"train run {run_id}")
     images, truth, preds = predict_split(generator, data_dir, "test", params.evaluate.batch_size)
     with atomic_dir(out_dir) as staging:
         metrics = write_report(images, truth, preds, stats, staging, params.evaluate.num_overlays)
@@ -28,9 +32,8 @@ def run(params: Params, project_root: Path, models_dir: Path, out_dir: Path) -> 
         f"test mIoU {test['miou']:.4f}  mean Dice {test['mdice']:.4f}  pixel accuracy {test['pixel_accuracy']:.4f}"
         f"  (majority-class baseline mIoU {test['majority_baseline']['miou']:.4f}) on {metrics['num_test_images']} images"
     )
-    if card.get("mlflow_run_id"):
-        client = MlflowClient(tracking.tracking_uri(project_root))
-        _log_to_run(client, card["mlflow_run_id"], test, out_dir)
+    if client:
+        _log_to_run(client, run_id, test, out_dir)
         name, version = card.get("registered_model"), card.get("registered_model_version")
         if name and version and test["miou"] is not None:
             print(registry.record_and_promote(client, name, version, test["miou"]))

@@ -262,13 +262,12 @@ def look(url: str, expected: list[str], screenshots: Path, name: str, capsys) ->
     The UI is a single-page app that fills in as its API calls return: a page read too early is
     read again, a bounded number of times.
     """
-    profile = screenshots / f"profile-{name}"
+    profile, shot = screenshots / f"profile-{name}", screenshots / f"{name}.png"
     for _ in range(RENDER_ATTEMPTS):
-        text = page_text(chromium(url, profile, "--dump-dom"))
+        # One page load gives both the DOM and the picture: the screenshot shows what was checked.
+        text = page_text(chromium(url, profile, "--dump-dom", f"--screenshot={shot}"))
         if all(item in text for item in expected):
             break
-    shot = screenshots / f"{name}.png"
-    chromium(url, profile, f"--screenshot={shot}")
     assert Image.open(shot).size == (1600, 1200)
     extra = os.environ.get("GANSEG_UI_SCREENSHOTS")
     if extra:

@@ -38,8 +38,10 @@ def test_params_metrics_and_tags_with_awkward_names_are_logged(sqlite_client, tm
 
 def test_local_store_refuses_an_experiment_whose_artifacts_sit_behind_a_server(sqlite_client, tmp_path):
     sqlite_client.create_experiment("served", artifact_location="mlflow-artifacts:/7")
-    with pytest.raises(TrackingServerError, match="MLFLOW_TRACKING_URI"):
+    with pytest.raises(TrackingServerError, match="experiment 'served' keeps its artifacts behind an MLflow server"):
         tracking.experiment_id(sqlite_client, "served", tmp_path)
+    tracking.require_artifact_access(MlflowClient("http://127.0.0.1:5000"), "mlflow-artifacts:/7", "through a server")
+    tracking.require_artifact_access(sqlite_client, (tmp_path / "artifacts").as_uri(), "a local folder")
 
 
 def closed_port() -> int:
