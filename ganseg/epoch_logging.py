@@ -1,5 +1,6 @@
-"""What the chief training worker logs to MLflow after every epoch: metrics, learning rates and,
-every `train.log_images_every` epochs, a grid of validation overlays. Pure PyTorch + MLflow, no Ray."""
+"""Per-epoch extras for MLflow: the learning rates (added to the epoch's metrics) and, every
+`train.log_images_every` epochs, a grid of validation overlays logged by the chief worker.
+Pure PyTorch + MLflow, no Ray."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import torch
 from mlflow.tracking import MlflowClient
 from torch import nn
 
-from ganseg import tracking
 from ganseg.config import Params
 from ganseg.engine import GanParts, predict, unwrap
 from ganseg.viz import overlay_grid
@@ -40,10 +40,8 @@ def preview_grid(generator: nn.Module, dataset, count: int = PREVIEW_IMAGES):
     return overlay_grid(images.numpy(), truth.numpy().astype(np.uint8), preds.numpy().astype(np.uint8))
 
 
-def log_epoch(
-    client: MlflowClient, run_id: str, metrics: dict, parts: GanParts, val_set, params: Params, epoch: int
-) -> None:
-    tracking.log_metrics(client, run_id, metrics | learning_rates(parts), step=epoch)
+def log_overlays_if_due(client: MlflowClient, run_id: str, parts: GanParts, val_set, params: Params, epoch: int) -> None:
+    """The validation overlay grid of this epoch, as an image artifact, when `images_due`."""
     if images_due(epoch, params.train.log_images_every, params.train.epochs):
         # The plain module: a DDP wrapper's forward on one rank alone could wait for the others.
         grid = preview_grid(unwrap(parts.generator), val_set)

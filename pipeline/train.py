@@ -30,7 +30,7 @@ from ganseg.engine import (
     train_epoch,
     training_state,
 )
-from ganseg.epoch_logging import log_epoch
+from ganseg.epoch_logging import learning_rates, log_overlays_if_due
 from ganseg.fileio import atomic_dir, atomic_write_text, read_json, write_json
 from ganseg.metrics import scores
 
@@ -76,12 +76,14 @@ def train_loop_per_worker(config: dict) -> None:
             dist.all_reduce(confusion)
             dist.all_reduce(throughput)
         metrics = {"epoch": epoch, **step_stats, "images_per_s": throughput.item()} | _val_metrics(confusion, class_names)
+        metrics |= learning_rates(parts)
         history.append(metrics)
         if metrics["val_miou"] > best.get("val_miou", -1.0):
             weights = {k: v.detach().cpu().clone() for k, v in _plain(parts.generator).state_dict().items()}
             best = {"epoch": epoch, "val_miou": metrics["val_miou"], "generator": weights}
         if client:
-            log_epoch(client, config["run_id"], metrics, parts, val_set, params, epoch)
+            tracking.log_metrics(client, config["run_id"], metrics, step=epoch)
+            log_overlays_if_due(client, config["run_id"], parts, val_set, params, epoch)
         _report(metrics, parts, epoch, history, best, is_chief=rank == 0)
 
 
