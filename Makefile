@@ -1,10 +1,11 @@
 # Quick start:  make repro   (set up .venv, run the whole DVC pipeline on the built-in data)
 #               make test    (set up .venv, run the test suite)
+#               make ui      (the MLflow tracking server and UI on http://127.0.0.1:5000)
 PYTHON ?= python3
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup repro test unit
+.PHONY: setup repro test unit ui
 
 setup: $(VENV)/.installed
 
@@ -22,3 +23,8 @@ test: setup
 
 unit: setup
 	python -m pytest -q -m "not integration"
+
+# The same command as in the README; telemetry off, like every ganseg command.
+ui: setup
+	MLFLOW_DISABLE_TELEMETRY=true mlflow server --host 127.0.0.1 --port 5000 --workers 1 \
+		--backend-store-uri sqlite:///mlflow.db --artifacts-destination ./mlartifacts

@@ -147,6 +147,9 @@ class TrainConfig(_Strict):
     max_failures: int = Field(2, ge=-1, description="worker-group restarts from the last checkpoint; -1 = no limit")
     resume: bool = Field(True, description="continue an unfinished run of the same config instead of starting over")
     fault_injection: FaultInjection | None = None
+    log_images_every: int = Field(
+        5, ge=0, description="log a grid of validation overlays every N epochs and at the last; 0 = never"
+    )
 
     @field_validator("num_workers")
     @classmethod
@@ -192,6 +195,11 @@ class EvaluateConfig(_Strict):
 
 class MlflowConfig(_Strict):
     experiment: str = Field("ganseg", min_length=1)
+    registered_model: str = Field(
+        "ganseg-segmenter",
+        pattern=r"^[A-Za-z0-9_.\-]+$",
+        description="model registry name; every train run registers a version under it",
+    )
 
 
 class Params(_Strict):

@@ -1,4 +1,8 @@
-"""Segment a folder of new images with an exported model: one class-id mask PNG per image."""
+"""Segment a folder of new images with an exported model: one class-id mask PNG per image.
+
+Images of any size go through the network as overlapping windows of the training tile size;
+where windows overlap their logits are averaged, so the seams do not show.
+"""
 
 from __future__ import annotations
 
@@ -16,17 +20,55 @@ from ganseg.engine import load_model
 from ganseg.fileio import atomic_add_files
 from ganseg.viz import overlay
 
+OVERLAP = 0.25  # of the tile side
+WINDOWS_PER_BATCH = 8
+
+
+def window_starts(length: int, tile: int, stride: int) -> list[int]:
+    """Offsets of `tile`-long windows, `stride` apart, covering 0..length; the last ends flush with it."""
+    if length <= tile:
+        return [0]
+    return list(range(0, length - tile, stride)) + [length - tile]
+
+
+def pad_to_tile(x: torch.Tensor, tile: int) -> torch.Tensor:
+    """Pad (bottom, right) so that both sides are at least `tile` (reflect where the image allows)."""
+    height, width = x.shape[-2:]
+    pad_h, pad_w = max(0, tile - height), max(0, tile - width)
+    if not (pad_h or pad_w):
+        return x
+    mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+
 
 @torch.no_grad()
-def segment_image(generator: nn.Module, image: np.ndarray, multiple: int) -> np.ndarray:
-    """Class ids (H, W) for one (H, W, C) uint8 image of any size (reflect-padded to `multiple`)."""
-    height, width = image.shape[:2]
+def sliding_logits(generator: nn.Module, x: torch.Tensor, tile: int, overlap: float = OVERLAP) -> torch.Tensor:
+    """Logits (1, K, H, W) for one input (1, C, H, W) of any size, from overlapping tile x tile windows."""
+    height, width = x.shape[-2:]
+    x = pad_to_tile(x, tile)
+    stride = max(1, round(tile * (1 - overlap)))
+    corners = [
+        (top, left)
+        for top in window_starts(x.shape[-2], tile, stride)
+        for left in window_starts(x.shape[-1], tile, stride)
+    ]
+    total: torch.Tensor | None = None
+    count = torch.zeros(1, 1, *x.shape[-2:], device=x.device)
+    for start in range(0, len(corners), WINDOWS_PER_BATCH):
+        batch = corners[start : start + WINDOWS_PER_BATCH]
+        logits = generator(torch.cat([x[..., t : t + tile, l : l + tile] for t, l in batch]))
+        if total is None:
+            total = x.new_zeros(1, logits.shape[1], *x.shape[-2:])
+        for window, (t, l) in zip(logits, batch):
+            total[0, :, t : t + tile, l : l + tile] += window
+            count[..., t : t + tile, l : l + tile] += 1
+    return (total / count)[..., :height, :width]
+
+
+def segment_image(generator: nn.Module, image: np.ndarray, tile: int) -> np.ndarray:
+    """Class ids (H, W) for one (H, W, C) uint8 image of any size."""
     x = to_input(torch.from_numpy(image).permute(2, 0, 1)[None])
-    pad_h, pad_w = -height % multiple, -width % multiple
-    if pad_h or pad_w:
-        mode = "reflect" if pad_h < height and pad_w < width else "replicate"
-        x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
-    return generator(x)[0, :, :height, :width].argmax(0).numpy().astype(np.uint8)
+    return sliding_logits(generator, x, tile)[0].argmax(0).numpy().astype(np.uint8)
 
 
 def predict_folder(
@@ -38,7 +80,6 @@ def predict_folder(
 ) -> dict:
     """Masks land in output_dir only once every image is done: a failure adds nothing there."""
     generator, card = load_model(model_dir)
-    multiple = 2 ** card["model"]["depth"]
     files = _image_files(Path(input_dir))
     failed: dict[str, str] = {}
     with atomic_add_files(output_dir) as staging:
@@ -48,7 +89,7 @@ def predict_folder(
             except BadFileError as err:
                 failed[path.name] = err.reason
                 continue
-            mask = segment_image(generator, image, multiple)
+            mask = segment_image(generator, image, card["image_size"])
             Image.fromarray(mask).save(staging / f"{path.stem}.png")
             if overlays:
                 Image.fromarray(overlay(image, mask)).save(staging / f"{path.stem}_overlay.png")

@@ -3,9 +3,14 @@ so a training job never opens a second run for itself."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
 import time
+import urllib.error
+import urllib.request
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +19,15 @@ from mlflow.tracking import MlflowClient
 
 DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
+SERVER_COMMAND = (
+    "mlflow server --host 127.0.0.1 --port 5000 --workers 1"
+    " --backend-store-uri sqlite:///mlflow.db --artifacts-destination ./mlartifacts"
+)
+_UNSAFE_KEY_CHARS = re.compile(r"[^\w.\- :]")
+
+
+class TrackingServerError(RuntimeError):
+    """The MLflow tracking server in MLFLOW_TRACKING_URI cannot be used; the message says why."""
 
 
 def tracking_uri(project_root: Path) -> str:
@@ -21,9 +35,38 @@ def tracking_uri(project_root: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(project_root / DEFAULT_DB).resolve()}"
 
 
+def require_reachable(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail at once, with a clear message, when an http(s) tracking URI does not answer as MLflow.
+
+    MLflow's own client retries for minutes; a stage should not train first and fail later.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    probe = f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1"
+    hint = f"start it with `{SERVER_COMMAND}`, or unset MLFLOW_TRACKING_URI to use the local store"
+    try:
+        with urllib.request.urlopen(probe, timeout=timeout_s) as response:
+            json.load(response)
+    except urllib.error.HTTPError as err:
+        if err.code in (401, 403):
+            return  # a server with authentication: MLflow's client brings the credentials
+        raise TrackingServerError(
+            f"the MLflow tracking server {uri} answered HTTP {err.code} to {probe}: is it an MLflow server?"
+        ) from None
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        raise TrackingServerError(f"cannot reach the MLflow tracking server {uri} ({reason}); {hint}") from None
+
+
+def run_name(stage: str) -> str:
+    """'train-20250101-120000': distinct, sortable names to tell runs apart in the UI."""
+    return f"{stage}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
 def experiment_id(client: MlflowClient, name: str, project_root: Path) -> str:
     found = client.get_experiment_by_name(name)
     if found is not None:
+        require_artifact_access(client, found.artifact_location, f"experiment {name!r}")
         return found.experiment_id
     artifacts = None
     if client.tracking_uri.startswith("sqlite:"):
@@ -32,11 +75,28 @@ def experiment_id(client: MlflowClient, name: str, project_root: Path) -> str:
     return client.create_experiment(name, artifact_location=artifacts)
 
 
+def require_artifact_access(client: MlflowClient, location: str, owner: str) -> None:
+    """Artifacts behind a server's proxy (mlflow-artifacts:) cannot be written without that server."""
+    if location.startswith("mlflow-artifacts:") and not client.tracking_uri.startswith("http"):
+        raise TrackingServerError(
+            f"{owner} keeps its artifacts behind an MLflow server ({location}); start it "
+            f"(`{SERVER_COMMAND}`) and set MLFLOW_TRACKING_URI=http://127.0.0.1:5000"
+        )
+
+
+def safe_key(name: str) -> str:
+    """A valid MLflow param / metric / tag name: characters MLflow rejects (',', '+', '/', ...) become '_'."""
+    return _UNSAFE_KEY_CHARS.sub("_", name)[:250]
+
+
 def flatten(tree: dict, prefix: str = "") -> dict[str, str]:
-    """{'train': {'lr_g': 0.1}} -> {'train.lr_g': '0.1'}; lists and None become strings."""
+    """{'train': {'lr_g': 0.1}} -> {'train.lr_g': '0.1'}; lists and None become strings.
+
+    Keys are made valid MLflow names, so user-given keys (palette colours 'R,G,B') do not crash.
+    """
     flat: dict[str, str] = {}
     for key, value in tree.items():
-        name = f"{prefix}{key}"
+        name = safe_key(f"{prefix}{key}")
         if isinstance(value, dict) and value:
             flat |= flatten(value, f"{name}.")
         else:
@@ -53,7 +113,7 @@ def create_run(
     params: dict[str, Any] | None = None,
     parent_run_id: str | None = None,
 ) -> str:
-    all_tags = dict(tags)
+    all_tags = {safe_key(k): str(v) for k, v in tags.items()}
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
     run = client.create_run(experiment_id(client, experiment, project_root), run_name=run_name, tags=all_tags)
@@ -71,7 +131,7 @@ def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> Non
 def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int) -> None:
     now = int(time.time() * 1000)
     kept = [
-        Metric(k, float(v), now, step)
+        Metric(safe_key(k), float(v), now, step)
         for k, v in metrics.items()
         if isinstance(v, (int, float)) and math.isfinite(v)
     ]
@@ -79,4 +139,4 @@ def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], st
 
 
 def set_tags(client: MlflowClient, run_id: str, tags: dict[str, str]) -> None:
-    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+    client.log_batch(run_id, tags=[RunTag(safe_key(k), str(v)) for k, v in tags.items()])

@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
 
 _COLOURS = np.array(
     [[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200],
@@ -68,3 +68,20 @@ def save_per_class_bars(values: dict[str, float], title: str, path: Path) -> Non
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def overlay_grid(images: np.ndarray, truth: np.ndarray, preds: np.ndarray, scale: int = 3) -> Image.Image:
+    """A titled grid, one comparison strip (image | truth | prediction) per row, for uint8 images (N, C, H, W)."""
+    strips = [np.asarray(comparison_strip(i.transpose(1, 2, 0), t, p, scale)) for i, t, p in zip(images, truth, preds)]
+    gap = np.full((4 * scale, strips[0].shape[1], 3), 255, np.uint8)
+    rows = [part for strip in strips for part in (strip, gap)][:-1]
+    return _with_titles(Image.fromarray(np.concatenate(rows, axis=0)), images.shape[-1] * scale, 4 * scale)
+
+
+def _with_titles(grid: Image.Image, panel_width: int, gap: int) -> Image.Image:
+    titled = Image.new("RGB", (grid.width, grid.height + 16), "white")
+    titled.paste(grid, (0, 16))
+    draw = ImageDraw.Draw(titled)
+    for column, title in enumerate(("image", "truth", "prediction")):
+        draw.text((column * (panel_width + gap) + 2, 2), title, fill="black")
+    return titled

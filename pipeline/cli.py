@@ -11,6 +11,8 @@ from pathlib import Path
 
 from ganseg.config import load_params
 from ganseg.errors import GansegError
+from ganseg.registry import ModelSourceError
+from ganseg.tracking import TrackingServerError, require_reachable, tracking_uri
 
 BEST_CONFIG = Path("results/tune/best_config.json")
 MODELS_DIR = Path("models")
@@ -36,8 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("tune", parents=[common], help="Ray Tune search; writes results/tune/best_config.json")
     sub.add_parser("train", parents=[common], help="Ray Train DDP with the tuned config; writes models/")
     sub.add_parser("evaluate", parents=[common], help="test metrics, plots and overlays in results/evaluation")
-    predict = sub.add_parser("predict", parents=[common], help="segment a folder of images")
-    predict.add_argument("--model", default=str(MODELS_DIR), help="model folder (default: models)")
+    predict = sub.add_parser("predict", parents=[common], help="segment a folder of images with a model folder or an MLflow model URI")
+    predict.add_argument(
+        "--model", default=str(MODELS_DIR),
+        help="a model folder (default: models), a registry URI such as models:/ganseg-segmenter@champion,"
+        " or a run URI runs:/<run_id>/model (fetched from MLFLOW_TRACKING_URI, else ./mlflow.db)",
+    )
     predict.add_argument("--input", required=True, type=Path, help="folder of images")
     predict.add_argument("--output", required=True, type=Path, help="folder for the mask PNGs")
     predict.add_argument("--overlays", action="store_true", help="also write <stem>_overlay.png")
@@ -50,8 +56,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _dispatch(args: argparse.Namespace) -> None:
-    params = load_params(args.params, args.overrides)
     root = args.root.resolve()
+    params = load_params(args.params, args.overrides)
+    if args.stage == "predict":
+        _predict(args, root, params.data.max_image_pixels)
+        return
+    if args.stage in ("tune", "train", "evaluate"):
+        require_reachable(tracking_uri(root))  # before any training, not after it
     if args.stage == "prepare":
         from pipeline import prepare
 
@@ -72,11 +83,24 @@ def _dispatch(args: argparse.Namespace) -> None:
         from pipeline import bench
 
         bench.run(params, args.out)
-    elif args.stage == "predict":
-        from ganseg.predict import predict_folder
 
-        summary = predict_folder(args.model, args.input, args.output, args.overlays, params.data.max_image_pixels)
-        print(f"wrote {summary['written']} masks to {args.output}; {len(summary['failed'])} files skipped")
+
+def _predict(args: argparse.Namespace, root: Path, max_image_pixels: int) -> None:
+    """The model card carries everything the model needs; params only limit the image size."""
+    import tempfile
+
+    from ganseg.predict import predict_folder
+    from ganseg.registry import download_model, is_mlflow_uri
+
+    with tempfile.TemporaryDirectory(prefix="ganseg-model-") as scratch:
+        model_dir = Path(args.model)
+        if is_mlflow_uri(args.model):
+            uri = tracking_uri(root)
+            require_reachable(uri)
+            model_dir = download_model(args.model, uri, Path(scratch))
+            print(f"model {args.model} fetched from {uri}")
+        summary = predict_folder(model_dir, args.input, args.output, args.overlays, max_image_pixels)
+    print(f"wrote {summary['written']} masks to {args.output}; {len(summary['failed'])} files skipped")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         _dispatch(args)
-    except (GansegError, FileNotFoundError) as err:  # a user's mistake: the message alone, no traceback
+    except (GansegError, FileNotFoundError, TrackingServerError, ModelSourceError) as err:  # the message alone
         print(f"ganseg {args.stage}: error: {err}", file=sys.stderr)
         return 2
     print(f"ganseg {args.stage} finished in {time.perf_counter() - start:.1f} s")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from ganseg import tracking
+from ganseg import registry, tracking
 from ganseg.config import Params
 from ganseg.data import read_stats
 from ganseg.engine import load_model
@@ -21,6 +21,10 @@ def run(params: Params, project_root: Path, models_dir: Path, out_dir: Path) -> 
     stats = read_stats(data_dir)
     generator, card = load_model(models_dir)
     check_model_fits_data(card, stats, models_dir, data_dir)
+    run_id = card.get("mlflow_run_id")
+    client = MlflowClient(tracking.tracking_uri(project_root)) if run_id else None
+    if client:  # before evaluating: the results must be able to reach the train run
+        tracking.require_artifact_access(client, client.get_run(run_id).info.artifact_uri, f"train run {run_id}")
     images, truth, preds = predict_split(generator, data_dir, "test", params.evaluate.batch_size)
     with atomic_dir(out_dir) as staging:
         metrics = write_report(images, truth, preds, stats, staging, params.evaluate.num_overlays)
@@ -29,13 +33,15 @@ def run(params: Params, project_root: Path, models_dir: Path, out_dir: Path) -> 
         f"test mIoU {test['miou']:.4f}  mean Dice {test['mdice']:.4f}  pixel accuracy {test['pixel_accuracy']:.4f}"
         f"  (majority-class baseline mIoU {test['majority_baseline']['miou']:.4f}) on {metrics['num_test_images']} images"
     )
-    if card.get("mlflow_run_id"):
-        _log_to_run(project_root, card["mlflow_run_id"], test, out_dir)
+    if client:
+        _log_to_run(client, run_id, test, out_dir)
+        name, version = card.get("registered_model"), card.get("registered_model_version")
+        if name and version and test["miou"] is not None:
+            print(registry.record_and_promote(client, name, version, test["miou"]))
     return metrics
 
 
-def _log_to_run(project_root: Path, run_id: str, test: dict, out_dir: Path) -> None:
-    client = MlflowClient(tracking.tracking_uri(project_root))
+def _log_to_run(client: MlflowClient, run_id: str, test: dict, out_dir: Path) -> None:
     flat = {"test_miou": test["miou"], "test_mdice": test["mdice"], "test_pixel_accuracy": test["pixel_accuracy"]}
     flat |= {f"test_iou_{k}": v for k, v in test["iou"].items() if v is not None}
     flat |= {f"test_dice_{k}": v for k, v in test["dice"].items() if v is not None}

@@ -31,6 +31,8 @@ def start_ray() -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(runtime_env=runtime_env)
     else:
+        # 'local' always starts a fresh instance: a bare ray.init() would join whatever cluster
+        # /tmp/ray/ray_current_cluster names, even a stopped one, and hang there.
         ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", runtime_env=runtime_env)
     log.info("Ray resources: %s", ray.cluster_resources())
 

@@ -20,7 +20,7 @@ import torch.distributed as dist
 from mlflow.tracking import MlflowClient
 from torch.utils.data import DataLoader, Subset
 
-from ganseg import tracking
+from ganseg import provenance, tracking
 from ganseg.augment import pair_transform
 from ganseg.config import Params
 from ganseg.data import PreparedSplit, read_stats
@@ -36,7 +36,8 @@ from ganseg.engine import (
     train_epoch,
     training_state,
 )
-from ganseg.fileio import atomic_dir, atomic_write_text, read_json
+from ganseg.epoch_logging import log_overlays_if_due
+from ganseg.fileio import atomic_dir, atomic_write_text, read_json, write_json
 from ganseg.metrics import scores
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ def train_loop_per_worker(config: dict) -> None:
         _report(metrics, parts, epoch, history, is_chief=rank == 0)
         if logger:
             logger.log_new(history)
+            log_overlays_if_due(logger.client, logger.run_id, parts, val_set, params, epoch)
 
 
 class _EpochLogger:
@@ -210,8 +212,8 @@ def run(params: Params, project_root: Path, best_config: Path, models_dir: Path,
         print(f"resuming MLflow run {run_id}: an earlier attempt with the same config did not finish")
     else:
         run_id = tracking.create_run(
-            client, params.mlflow.experiment, project_root, run_name="train",
-            tags={"ganseg.stage": "train", "ganseg.dataset": str(params.data.source), RUN_KEY_TAG: key},
+            client, params.mlflow.experiment, project_root, run_name=tracking.run_name("train"),
+            tags=provenance.run_tags(project_root, params, "train") | {RUN_KEY_TAG: key},
             params=params.model_dump() | {"resolved": {"num_workers": workers, "use_gpu": use_gpu}},
         )
         print(f"MLflow run {run_id} in experiment {params.mlflow.experiment!r} ({uri})")
@@ -223,7 +225,7 @@ def run(params: Params, project_root: Path, best_config: Path, models_dir: Path,
         latest = _load_state(result.checkpoint)
         best = _load_state(result.get_best_checkpoint(metric="val_miou", mode="max"))
         summary = _export(params, stats, latest, best, run_id, models_dir, history_csv)
-        _log_model(uri, run_id, models_dir)
+        summary |= _log_model(uri, run_id, models_dir, params.mlflow.registered_model)
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
@@ -271,13 +273,15 @@ def _export(params: Params, stats: dict, latest: dict, best: dict, run_id: str, 
     return summary
 
 
-def _log_model(uri: str, run_id: str, models_dir: Path) -> None:
+def _log_model(uri: str, run_id: str, models_dir: Path, registered_name: str) -> dict:
+    """Log the generator (with signature, input example and the model folder as extra files),
+    register it as a new version of `registered_name`, and note that version in the model card."""
     import mlflow
     import mlflow.pytorch
     import numpy as np
     from mlflow.models import infer_signature
 
-    from ganseg.engine import load_model
+    from ganseg.engine import MODEL_CARD, MODEL_WEIGHTS, load_model
 
     generator, card = load_model(models_dir)
     size = card["image_size"]
@@ -285,13 +289,21 @@ def _log_model(uri: str, run_id: str, models_dir: Path) -> None:
     with torch.no_grad():
         output = generator(torch.from_numpy(example)).numpy()
     mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     with mlflow.start_run(run_id=run_id):
-        mlflow.pytorch.log_model(
+        info = mlflow.pytorch.log_model(
             generator,
             name="model",
             signature=infer_signature(example, output),
             input_example=example,
             serialization_format="pickle",  # pt2 would freeze the batch and image size
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+            # The plain model folder travels with the logged model: `ganseg predict` needs no pickle.
+            extra_files=[str(models_dir / MODEL_CARD), str(models_dir / MODEL_WEIGHTS)],
+            registered_model_name=registered_name,
         )
-        mlflow.log_artifact(str(models_dir / "model.json"), artifact_path="model_card")
+        registered = {"registered_model": registered_name, "registered_model_version": str(info.registered_model_version)}
+        write_json(models_dir / MODEL_CARD, card | registered)
+        mlflow.log_artifact(str(models_dir / MODEL_CARD), artifact_path="model_card")
+    print(f"registered {registered_name} version {info.registered_model_version} (models:/{registered_name}/{info.registered_model_version})")
+    return registered

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from ganseg import tracking
+from ganseg import provenance, tracking
 from ganseg.config import Params, SearchDimension
 from ganseg.data import read_stats
 from ganseg.fileio import write_json
@@ -52,7 +52,7 @@ def run_trial(overrides: dict, base: dict, context: dict) -> None:
     client = MlflowClient(context["tracking_uri"])
     run_id = tracking.create_run(
         client, params.mlflow.experiment, project_root, run_name=f"trial-{trial_id}",
-        tags={"ganseg.stage": "tune-trial", "ganseg.trial_id": trial_id},
+        tags=context["trial_tags"] | {"ganseg.trial_id": trial_id},
         params=params.model_dump() | {"overrides": overrides},
         parent_run_id=context["parent_run_id"],
     )
@@ -94,15 +94,17 @@ def run(params: Params, project_root: Path, best_config_path: Path) -> dict:
     uri = tracking.tracking_uri(project_root)
     client = MlflowClient(uri)
     space = {key: to_domain(dim) for key, dim in params.tune.search_space.items()}
+    tags = provenance.run_tags(project_root, params, "tune")
     parent_id = tracking.create_run(
-        client, params.mlflow.experiment, project_root, run_name="tune",
-        tags={"ganseg.stage": "tune", "ganseg.dataset": str(params.data.source)},
-        params=params.model_dump(),
+        client, params.mlflow.experiment, project_root, run_name=tracking.run_name("tune"),
+        tags=tags, params=params.model_dump(),
     )
+    client.log_dict(parent_id, search_space_record(params), "tune/search_space.json")
     concurrency = max_concurrent(params)
     print(f"MLflow parent run {parent_id}; {params.tune.num_samples} trials, {concurrency} at a time")
     context = {"project_root": str(project_root.resolve()), "tracking_uri": uri,
-               "parent_run_id": parent_id, "data_dir": str(data_dir)}
+               "parent_run_id": parent_id, "data_dir": str(data_dir),
+               "trial_tags": tags | {provenance.STAGE_TAG: "tune-trial"}}
     trainable = tune.with_parameters(run_trial, base=params.model_dump(), context=context)
     try:
         tuner = tune.Tuner(
@@ -130,11 +132,38 @@ def run(params: Params, project_root: Path, best_config_path: Path) -> dict:
         raise
     tracking.log_params(client, parent_id, {"best": best["overrides"]})
     tracking.log_metrics(client, parent_id, {f"best_{params.tune.metric}": best["value"]}, step=0)
-    tracking.set_tags(client, parent_id, {"ganseg.best_trial_id": best["trial_id"]})
+    best_run = _mark_best_child(client, parent_id, best)
+    tracking.set_tags(client, parent_id, {"ganseg.best_trial_id": best["trial_id"]} | best_run)
+    client.log_dict(parent_id, best, "tune/best_config.json")
     client.set_terminated(parent_id, "FINISHED")
     write_json(best_config_path, best | {"mlflow_parent_run_id": parent_id})
     print(f"best trial {best['trial_id']}: {params.tune.metric} = {best['value']:.4f} with {best['overrides']}")
     return best
+
+
+def search_space_record(params: Params) -> dict:
+    """The search space as the parent run records it, beside the fixed settings of the search."""
+    return {
+        "search_space": {key: dim.model_dump(exclude_none=True) for key, dim in params.tune.search_space.items()},
+        "num_samples": params.tune.num_samples,
+        "epochs_per_trial": params.tune.epochs,
+        "metric": params.tune.metric,
+        "mode": params.tune.mode,
+        "scheduler": {"type": "ASHA", "grace_period": params.tune.grace_period, "max_t": params.tune.epochs},
+    }
+
+
+def _mark_best_child(client: MlflowClient, parent_id: str, best: dict) -> dict:
+    """Tag the best trial's run and return the parent's pointer to it."""
+    experiment = client.get_run(parent_id).info.experiment_id
+    found = client.search_runs(
+        [experiment],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_id}' and tags.`ganseg.trial_id` = '{best['trial_id']}'",
+    )
+    if not found:
+        return {}
+    tracking.set_tags(client, found[0].info.run_id, {"ganseg.best_trial": "true"})
+    return {"ganseg.best_run_id": found[0].info.run_id}
 
 
 def _best(results, params: Params) -> dict:

@@ -7,7 +7,6 @@ import yaml
 from ganseg.config import ParamsError
 from ganseg.data import BadFileError, DataError
 from ganseg.engine import CheckpointError, NonFiniteLossError
-from ganseg.errors import GansegError
 from pipeline.cli import main
 from pipeline.runtime import ClusterResourcesError
 from tests.conftest import ROOT, write_pair

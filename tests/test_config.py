@@ -94,3 +94,8 @@ def test_bad_file_policy_and_pixel_limit_are_named():
     with pytest.raises(ParamsError, match=r"data\.max_image_pixels: Input should be greater than or equal to 1"):
         validate_params({"data": {"max_image_pixels": 0}})
     assert validate_params({"data": {"on_error": "skip"}}).data.on_error == "skip"
+
+
+def test_registered_model_name_must_fit_in_a_models_uri(tmp_path):
+    with pytest.raises(ParamsError, match=r"mlflow\.registered_model"):
+        load_params(write(tmp_path, {"mlflow": {"registered_model": "a/b@champion"}}))

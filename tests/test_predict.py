@@ -1,8 +1,11 @@
 import numpy as np
+import pytest
+import torch
 from PIL import Image
+from torch import nn
 
 from ganseg.engine import build_networks, export_model
-from ganseg.predict import predict_folder
+from ganseg.predict import predict_folder, segment_image, sliding_logits, window_starts
 
 
 def test_predict_any_size_and_report_unreadable(tmp_path, tiny_params):
@@ -21,3 +24,49 @@ def test_predict_any_size_and_report_unreadable(tmp_path, tiny_params):
     assert small.shape == (13, 21) and small.max() <= 2
     assert np.asarray(Image.open(tmp_path / "out" / "big.png")).shape == (70, 45)
     assert (tmp_path / "out" / "big_overlay.png").is_file()
+
+
+@pytest.mark.parametrize("length, tile, stride", [(100, 32, 24), (32, 32, 24), (33, 32, 24), (10, 32, 24), (97, 16, 1)])
+def test_windows_cover_every_pixel_and_stay_inside(length, tile, stride):
+    starts = window_starts(length, tile, stride)
+    covered = np.zeros(max(length, tile), bool)
+    for start in starts:
+        covered[start : start + tile] = True
+    assert covered[:length].all()
+    assert starts[0] == 0 and starts[-1] == max(0, length - tile)
+    assert all(b - a <= stride for a, b in zip(starts, starts[1:]))
+
+
+class ConstantLogits(nn.Module):
+    def __init__(self, values):
+        super().__init__()
+        self.values = torch.tensor(values).view(1, -1, 1, 1)
+
+    def forward(self, x):
+        return self.values.expand(x.shape[0], -1, *x.shape[-2:]).clone()
+
+
+def test_constant_model_output_is_stitched_without_seams():
+    x = torch.rand(1, 1, 150, 97) * 2 - 1
+    logits = sliding_logits(ConstantLogits([0.1, 0.7, -0.3]), x, tile=32)
+    assert logits.shape == (1, 3, 150, 97)
+    expected = torch.tensor([0.1, 0.7, -0.3]).view(1, 3, 1, 1).expand_as(logits)
+    torch.testing.assert_close(logits, expected, rtol=0, atol=1e-6)
+
+
+def test_pixelwise_model_gives_the_same_logits_as_one_whole_pass():
+    # A 1x1 convolution sees no context, so however the windows fall, their average must equal
+    # the whole image in one pass: any gap, double count or misplaced window would show.
+    torch.manual_seed(0)
+    model = nn.Conv2d(3, 4, kernel_size=1)
+    x = torch.rand(1, 3, 131, 77)
+    with torch.no_grad():
+        whole = model(x)
+    torch.testing.assert_close(sliding_logits(model, x, tile=32), whole, rtol=1e-5, atol=1e-5)
+
+
+def test_large_image_keeps_its_shape_with_the_real_generator(tiny_params):
+    generator, _ = build_networks(tiny_params, 3, 3)
+    image = np.random.default_rng(1).integers(0, 255, (203, 150, 3), dtype=np.uint8)
+    mask = segment_image(generator.eval(), image, tile=32)
+    assert mask.shape == (203, 150) and mask.dtype == np.uint8 and mask.max() <= 2

@@ -1,0 +1,73 @@
+"""Where a run came from: the code (git commit, uncommitted changes) and the exact prepared data."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+from ganseg.config import Params
+
+GIT_COMMIT_TAG = "mlflow.source.git.commit"  # the tag MLflow's UI shows as the run's git commit
+GIT_DIRTY_TAG = "ganseg.git_dirty"
+DATA_HASH_TAG = "ganseg.data_md5"
+DATASET_TAG = "ganseg.dataset"
+STAGE_TAG = "ganseg.stage"
+
+
+def _git(project_root: Path, *args: str) -> str | None:
+    """git's stdout, or None where git is missing, this is not a repository, or it has no commit yet."""
+    try:
+        done = subprocess.run(["git", *args], cwd=project_root, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def git_tags(project_root: Path) -> dict[str, str]:
+    commit = _git(project_root, "rev-parse", "HEAD")
+    if commit is None:
+        return {"ganseg.git": "no git commit (not a git repository, or git is missing)"}
+    changes = _git(project_root, "status", "--porcelain")
+    tags = {GIT_COMMIT_TAG: commit}
+    if changes is not None:
+        tags[GIT_DIRTY_TAG] = "true" if changes else "false"
+    return tags
+
+
+def _file_md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def dvc_dir_md5(folder: Path) -> str:
+    """The hash DVC records for a directory output in dvc.lock ('<md5>.dir').
+
+    DVC hashes each file, then the JSON of the [{"md5", "relpath"}] list sorted by relpath;
+    computing it here keeps it right even when the stage runs outside `dvc repro`.
+    """
+    entries = [
+        {"md5": _file_md5(path), "relpath": path.relative_to(folder).as_posix()}
+        for path in folder.rglob("*")
+        if path.is_file()
+    ]
+    entries.sort(key=lambda entry: entry["relpath"])
+    listing = json.dumps(entries, sort_keys=True).encode("utf-8")
+    return hashlib.md5(listing).hexdigest() + ".dir"
+
+
+def dataset_name(source: str) -> str:
+    return source if source == "synthetic" else Path(source).expanduser().resolve().name
+
+
+def run_tags(project_root: Path, params: Params, stage: str) -> dict[str, str]:
+    """Tags every run of a stage gets: stage, dataset, prepared-data hash, git commit and dirty flag."""
+    data_dir = project_root / params.data.output_dir
+    tags = {STAGE_TAG: stage, DATASET_TAG: dataset_name(params.data.source), "ganseg.data_path": params.data.output_dir}
+    if data_dir.is_dir():
+        tags[DATA_HASH_TAG] = dvc_dir_md5(data_dir)
+    return tags | git_tags(project_root)

@@ -1,0 +1,106 @@
+"""The model registry: the champion rule, and turning a model URI into a local model folder.
+
+Every train run registers a version under `mlflow.registered_model`. The evaluate stage tags the
+version with its test mIoU and moves the `champion` alias to it only when it strictly beats the
+current champion's.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from ganseg.engine import MODEL_CARD, MODEL_WEIGHTS
+
+CHAMPION = "champion"
+TEST_MIOU = "test_miou"  # the version tag (and train-run metric) the champion rule compares
+MLFLOW_URI = re.compile(r"^[a-z][a-z0-9+.\-]*:/")
+BARE_RUN_URI = re.compile(r"^runs:/([0-9a-f]+)/?$")
+
+
+class ModelSourceError(ValueError):
+    """A --model argument that names no usable ganseg model; the message says why."""
+
+
+def beats(candidate: float, champion: float | None) -> bool:
+    """Strictly better: an equal score keeps the champion; anything beats a missing score."""
+    if champion is None or math.isnan(champion):
+        return True
+    return candidate > champion
+
+
+def _score_of(client: MlflowClient, version) -> float | None:
+    if TEST_MIOU in version.tags:
+        return float(version.tags[TEST_MIOU])
+    if version.run_id:  # a version registered before the rule existed: its run may hold the metric
+        return client.get_run(version.run_id).data.metrics.get(TEST_MIOU)
+    return None
+
+
+def current_champion(client: MlflowClient, name: str):
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException as err:
+        if err.error_code == "RESOURCE_DOES_NOT_EXIST" or "not found" in str(err).lower():
+            return None
+        raise
+
+
+def record_and_promote(client: MlflowClient, name: str, version: str, test_miou: float) -> str:
+    """Tag `version` with its test mIoU; move `champion` to it when it beats the current one. Says what happened."""
+    version = str(version)
+    client.set_model_version_tag(name, version, TEST_MIOU, f"{test_miou:.6f}")
+    champion = current_champion(client, name)
+    if champion is not None and str(champion.version) == version:
+        return f"{name} version {version} is already the {CHAMPION} (test mIoU {test_miou:.4f})"
+    score = _score_of(client, champion) if champion is not None else None
+    if not beats(test_miou, score):
+        return (
+            f"{name} version {version} (test mIoU {test_miou:.4f}) does not beat the {CHAMPION}, "
+            f"version {champion.version} ({score:.4f}): alias unchanged"
+        )
+    client.set_registered_model_alias(name, CHAMPION, version)
+    before = "no champion before" if champion is None else f"was version {champion.version}"
+    if champion is not None and score is not None:
+        before += f" with {score:.4f}"
+    return f"{name} version {version} (test mIoU {test_miou:.4f}) is now the {CHAMPION} ({before})"
+
+
+def is_mlflow_uri(text: str) -> bool:
+    """models:/..., runs:/... and other MLflow artifact URIs, as opposed to a local folder."""
+    return bool(MLFLOW_URI.match(text)) and not Path(text).exists()
+
+
+def find_model_folder(root: Path) -> Path:
+    """The folder under `root` that holds a ganseg model card and its weights."""
+    for card in sorted(root.rglob(MODEL_CARD)):
+        if (card.parent / MODEL_WEIGHTS).is_file():
+            return card.parent
+    raise ModelSourceError(f"no ganseg model ({MODEL_CARD} + {MODEL_WEIGHTS}) among the downloaded files in {root}")
+
+
+def download_model(uri: str, tracking_uri: str, destination: Path) -> Path:
+    """Download a models:/ or runs:/ URI and return the ganseg model folder inside it."""
+    import mlflow
+    import mlflow.artifacts
+
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
+        raise ModelSourceError(
+            f"no MLflow store at {tracking_uri} to fetch {uri} from: run where mlflow.db is, "
+            "or set MLFLOW_TRACKING_URI to the tracking server"
+        )
+    bare_run = BARE_RUN_URI.match(uri)
+    if bare_run:
+        uri = f"runs:/{bare_run.group(1)}/model"
+    # MLflow resolves models:/ names through the global registry URI, whatever it is passed.
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    try:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(destination))
+    except MlflowException as err:
+        raise ModelSourceError(f"cannot fetch {uri} from {tracking_uri}: {err.message}") from None
+    return find_model_folder(Path(local))

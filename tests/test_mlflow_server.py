@@ -1,0 +1,292 @@
+"""End to end against a real `mlflow server` on a free loopback port: `dvc repro` with tiny params,
+a second train run, checks through MLflow's client, predict from the registry, and the UI in
+headless Chromium."""
+
+import html
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from ganseg.registry import CHAMPION
+from tests.e2e import TINY, clean_env, copy_project, run
+
+pytestmark = pytest.mark.integration
+
+PARAMS = TINY | {"train.log_images_every": 1}
+SECOND_TRAIN_EPOCHS = 1
+MODEL_NAME = "ganseg-segmenter"
+CHROMIUM = Path("/usr/bin/chromium")
+SERVER_START_LIMIT_S = 240
+RENDER_ATTEMPTS = 3
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_healthy(url: str, server: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + SERVER_START_LIMIT_S
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"mlflow server exited with {server.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"mlflow server did not answer {url}/health within {SERVER_START_LIMIT_S} s:\n{log.read_text()[-4000:]}")
+
+
+def stop(server: subprocess.Popen) -> None:
+    """The server runs in its own process group (uvicorn and a job runner under it): stop them all."""
+    if server.poll() is None:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mlflow-server")
+    url = f"http://127.0.0.1:{free_port()}"
+    log = folder / "server.log"
+    command = [
+        str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1],
+        "--workers", "1", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+        "--artifacts-destination", str(folder / "mlartifacts"),
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")} | {"MLFLOW_DISABLE_TELEMETRY": "true"}
+    with log.open("w") as out:
+        process = subprocess.Popen(command, cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    try:
+        wait_until_healthy(url, process, log)
+        yield url
+    finally:
+        stop(process)
+
+
+@pytest.fixture(scope="module")
+def pipeline(server, tmp_path_factory):
+    """dvc repro (tune + train + evaluate), then a second, shorter train + evaluate, all against the server."""
+    repo = copy_project(tmp_path_factory.mktemp("repo"), PARAMS)
+    env = clean_env(MLFLOW_TRACKING_URI=server, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.org",
+                    GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.org")
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-q", "-m", "snapshot"], repo, env)
+    run(["dvc", "repro"], repo, env)
+    run(["ganseg", "train", "--set", f"train.epochs={SECOND_TRAIN_EPOCHS}"], repo, env)
+    evaluated = run(["ganseg", "evaluate"], repo, env)
+    return repo, env, evaluated.stdout
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return MlflowClient(server)
+
+
+@pytest.fixture(scope="module")
+def runs(pipeline, client) -> dict[str, list]:
+    experiment = client.get_experiment_by_name("ganseg")
+    by_stage: dict[str, list] = {}
+    for found in client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"]):
+        by_stage.setdefault(found.data.tags["ganseg.stage"], []).append(found)
+    return by_stage
+
+
+def history(client, run_id: str, metric: str) -> list[int]:
+    return [m.step for m in client.get_metric_history(run_id, metric)]
+
+
+def artifact_files(client, run_id: str, path: str | None = None) -> set[str]:
+    files = set()
+    for entry in client.list_artifacts(run_id, path):
+        files |= artifact_files(client, run_id, entry.path) if entry.is_dir else {entry.path}
+    return files
+
+
+def test_experiment_lives_on_the_server_with_its_artifacts_proxied(pipeline, client):
+    experiment = client.get_experiment_by_name("ganseg")
+    assert experiment.artifact_location.startswith("mlflow-artifacts:")
+
+
+def test_tune_parent_records_search_space_and_best_trial(runs, client):
+    (parent,) = runs["tune"]
+    children = runs["tune-trial"]
+    assert len(children) == PARAMS["tune.num_samples"]
+    assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
+    assert {"best.train.lr_g", "best.train.lambda_adv", "tune.search_space.train.lr_g.low"} <= parent.data.params.keys()
+    assert 0 <= parent.data.metrics["best_val_miou"] <= 1
+    space = json.loads(Path(client.download_artifacts(parent.info.run_id, "tune/search_space.json")).read_text())
+    assert set(space["search_space"]) == {"train.lr_g", "train.lambda_adv"}
+    best_run = parent.data.tags["ganseg.best_run_id"]
+    assert [c.info.run_id for c in children if c.data.tags.get("ganseg.best_trial") == "true"] == [best_run]
+
+
+def test_each_trial_has_its_own_curves_and_images(runs, client):
+    epochs = PARAMS["tune.epochs"]
+    for child in runs["tune-trial"]:
+        for metric in ("val_miou", "loss_g", "lr_g"):
+            assert history(client, child.info.run_id, metric) == list(range(1, epochs + 1)), metric
+        assert f"training/overlays/epoch_{epochs:04d}.png" in artifact_files(client, child.info.run_id)
+
+
+def test_train_runs_have_full_curves_tags_and_images(pipeline, runs, client):
+    repo, _, _ = pipeline
+    first, second = runs["train"]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    (prepared,) = [o for o in lock["stages"]["prepare"]["outs"] if o["path"] == "data/prepared"]
+    for train, epochs in ((first, PARAMS["train.epochs"]), (second, SECOND_TRAIN_EPOCHS)):
+        run_id = train.info.run_id
+        assert train.info.status == "FINISHED" and train.info.run_name.startswith("train-")
+        for metric in ("loss_g", "loss_d", "d_real", "d_fake", "val_miou", "val_dice_membrane", "lr_g", "lr_d",
+                       "images_per_s"):
+            assert history(client, run_id, metric) == list(range(1, epochs + 1)), metric
+        tags = train.data.tags
+        assert tags["mlflow.source.git.commit"] == head and tags["ganseg.git_dirty"] in ("true", "false")
+        assert tags["ganseg.data_md5"] == prepared["md5"] and tags["ganseg.dataset"] == "synthetic"
+        files = artifact_files(client, run_id)
+        assert {f"training/overlays/epoch_{e:04d}.png" for e in range(1, epochs + 1)} <= files
+        assert {"evaluation/confusion_matrix.png", "evaluation/per_class_iou.png", "model_card/model.json"} <= files
+        assert "test_miou" in train.data.metrics
+    assert first.data.params["train.epochs"] == str(PARAMS["train.epochs"])
+    assert second.data.params["train.epochs"] == str(SECOND_TRAIN_EPOCHS)
+    grid = client.download_artifacts(first.info.run_id, "training/overlays/epoch_0002.png")
+    assert Image.open(grid).size[0] > 3 * PARAMS["data.image_size"]
+
+
+def test_every_train_run_registers_a_version_and_the_best_is_champion(pipeline, runs, client):
+    _, _, evaluate_output = pipeline
+    versions = sorted(client.search_model_versions(f"name='{MODEL_NAME}'"), key=lambda v: int(v.version))
+    assert [v.run_id for v in versions] == [r.info.run_id for r in runs["train"]]
+    scores = [float(v.tags["test_miou"]) for v in versions]
+    assert scores == pytest.approx([r.data.metrics["test_miou"] for r in runs["train"]], abs=1e-6)
+    expected = "2" if scores[1] > scores[0] else "1"  # strictly better moves the alias; a tie keeps it
+    assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == expected
+    assert f"{MODEL_NAME} version 2" in evaluate_output
+
+
+def test_registered_model_has_a_signature_and_an_input_example(pipeline, server, client, tmp_path):
+    from mlflow.artifacts import download_artifacts
+    from mlflow.models import Model
+
+    location = client.get_model_version_download_uri(MODEL_NAME, "1")
+    local = download_artifacts(artifact_uri=location, dst_path=str(tmp_path), tracking_uri=server)
+    model = Model.load(Path(local) / "MLmodel")
+    assert model.signature is not None and model.saved_input_example_info is not None
+    assert (Path(local) / "extra_files" / "generator.pt").is_file()
+
+
+def test_predict_from_the_registry_uri(pipeline, tmp_path):
+    repo, env, _ = pipeline
+    images = tmp_path / "new"
+    images.mkdir()
+    rng = np.random.default_rng(3)
+    Image.fromarray(rng.integers(0, 255, (90, 70), dtype=np.uint8)).save(images / "large.png")
+    Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(images / "small.jpg")
+    (images / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "masks"
+    done = run(["ganseg", "predict", "--model", f"models:/{MODEL_NAME}@{CHAMPION}", "--input", str(images),
+                "--output", str(out), "--overlays"], tmp_path, env)
+    assert "skipped broken.png" in done.stdout and "wrote 2 masks" in done.stdout
+    assert np.asarray(Image.open(out / "large.png")).shape == (90, 70)
+    assert np.asarray(Image.open(out / "small.png")).shape == (20, 24)
+    assert (out / "large_overlay.png").is_file()
+
+
+# --- the UI in a real browser -------------------------------------------------------------------
+
+def chromium(url: str, profile: Path, *options: str) -> str:
+    command = [
+        str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={profile}", "--virtual-time-budget=30000", "--window-size=1600,1200", *options, url,
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def page_text(dom: str) -> str:
+    """What a reader sees: the DOM without styles, scripts and tags, whitespace collapsed."""
+    visible = re.sub(r"<(style|script)\b.*?</\1>", " ", dom, flags=re.S)
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", visible)))
+
+
+def ui_number(value: float) -> str:
+    """How MLflow's UI writes a metric between 0.001 and 10: rounded to 3 decimals, no trailing zeros."""
+    assert 1e-3 <= abs(value) < 10
+    return f"{round(value, 3):g}"
+
+
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory):
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} is absent (Debian: apt-get install chromium; .ci/run installs it)")
+    return tmp_path_factory.mktemp("ui-screenshots")
+
+
+def look(url: str, expected: list[str], screenshots: Path, name: str, capsys) -> str:
+    """The page's text once everything expected shows, and a screenshot saved as <name>.png.
+
+    The UI is a single-page app that fills in as its API calls return: a page read too early is
+    read again, a bounded number of times.
+    """
+    profile, shot = screenshots / f"profile-{name}", screenshots / f"{name}.png"
+    for _ in range(RENDER_ATTEMPTS):
+        # One page load gives both the DOM and the picture: the screenshot shows what was checked.
+        text = page_text(chromium(url, profile, "--dump-dom", f"--screenshot={shot}"))
+        if all(item in text for item in expected):
+            break
+    assert Image.open(shot).size == (1600, 1200)
+    extra = os.environ.get("GANSEG_UI_SCREENSHOTS")
+    if extra:
+        Path(extra).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(extra) / shot.name)
+    with capsys.disabled():
+        print(f"\n  {url}\n  screenshot: {shot}" + (f" (copied to {extra})" if extra else ""))
+    missing = [item for item in expected if item not in text]
+    assert not missing, f"{missing} not on the page; it reads:\n{text[:3000]}"
+    return text
+
+
+def test_experiment_page_shows_the_runs_and_their_curves(server, runs, client, screenshots, capsys):
+    experiment = client.get_experiment_by_name("ganseg").experiment_id
+    names = [r.info.run_name for r in runs["train"] + runs["tune"]]
+    # Chart view: one chart per metric, each with a curve per run, labelled '<run name> (<metric>)'.
+    curves = [f"{r.info.run_name} ({metric})" for r in runs["train"] for metric in ("loss_g", "d_real")]
+    look(f"{server}/#/experiments/{experiment}/runs?compareRunsMode=CHART", names + curves, screenshots,
+         "experiment", capsys)
+
+
+def test_compare_page_shows_both_runs_the_param_that_differs_and_metrics(server, runs, screenshots, capsys):
+    first, second = runs["train"]
+    ids = json.dumps([first.info.run_id, second.info.run_id])
+    experiment = json.dumps([first.info.experiment_id])
+    expected = [
+        first.info.run_name, second.info.run_name,
+        f"train.epochs {PARAMS['train.epochs']} {SECOND_TRAIN_EPOCHS}",  # the param row, one value per run
+        "loss_g", ui_number(first.data.metrics["loss_g"]), ui_number(second.data.metrics["loss_g"]),
+    ]
+    look(f"{server}/#/compare-runs?runs={ids}&experiments={experiment}", expected, screenshots, "compare", capsys)

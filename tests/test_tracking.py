@@ -1,0 +1,120 @@
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from ganseg import tracking
+from ganseg.tracking import TrackingServerError, flatten, require_reachable, safe_key
+from pipeline.cli import main
+from tests.conftest import ROOT
+
+
+def test_flatten_nested_config_into_valid_param_names():
+    flat = flatten({"data": {"palette": {"255,0,0": 1}, "split": {"train": 0.7}, "empty": {}}, "seed": 3})
+    assert flat == {"data.palette.255_0_0": "1", "data.split.train": "0.7", "data.empty": "{}", "seed": "3"}
+
+
+@pytest.mark.parametrize("raw, safe", [("val_dice_cell wall", "val_dice_cell wall"), ("a+b/c", "a_b_c"), ("x,y", "x_y")])
+def test_safe_key(raw, safe):
+    assert safe_key(raw) == safe
+
+
+@pytest.fixture(scope="module")
+def sqlite_client(tmp_path_factory):
+    return MlflowClient(f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}")
+
+
+def test_params_metrics_and_tags_with_awkward_names_are_logged(sqlite_client, tmp_path):
+    params = {"data": {"palette": {"255,0,0": 1, "0,0,0": 0}}, "model": {"depth": 3}}
+    run_id = tracking.create_run(sqlite_client, "awkward", tmp_path, "r", tags={"a+b": "1"}, params=params)
+    tracking.log_metrics(sqlite_client, run_id, {"val_dice_cell+wall": 0.5, "nan": float("nan")}, step=1)
+    data = sqlite_client.get_run(run_id).data
+    assert data.params["data.palette.255_0_0"] == "1" and data.params["model.depth"] == "3"
+    assert data.metrics == {"val_dice_cell_wall": 0.5}
+    assert data.tags["a_b"] == "1"
+
+
+def test_local_store_refuses_an_experiment_whose_artifacts_sit_behind_a_server(sqlite_client, tmp_path):
+    sqlite_client.create_experiment("served", artifact_location="mlflow-artifacts:/7")
+    with pytest.raises(TrackingServerError, match="experiment 'served' keeps its artifacts behind an MLflow server"):
+        tracking.experiment_id(sqlite_client, "served", tmp_path)
+    tracking.require_artifact_access(MlflowClient("http://127.0.0.1:5000"), "mlflow-artifacts:/7", "through a server")
+    tracking.require_artifact_access(sqlite_client, (tmp_path / "artifacts").as_uri(), "a local folder")
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_unreachable_server_is_named_in_the_error():
+    uri = f"http://127.0.0.1:{closed_port()}"
+    with pytest.raises(TrackingServerError, match=f"cannot reach the MLflow tracking server {uri}"):
+        require_reachable(uri, timeout_s=2)
+
+
+class _Answer(BaseHTTPRequestHandler):
+    status = 200
+    body = b'{"experiments": []}'
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        self.send_response(self.status)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_server(request):
+    handler = type("Handler", (_Answer,), {"status": request.param})
+    server = HTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("http_server", [404], indirect=True)
+def test_a_server_that_is_not_mlflow_is_reported(http_server):
+    with pytest.raises(TrackingServerError, match="HTTP 404.*is it an MLflow server"):
+        require_reachable(http_server)
+
+
+@pytest.mark.parametrize("http_server", [200, 401], indirect=True)
+def test_an_answering_server_passes(http_server):
+    require_reachable(http_server)
+
+
+def test_local_uris_are_not_probed():
+    require_reachable("sqlite:///nowhere/mlflow.db")
+
+
+@pytest.mark.parametrize("stage", ["tune", "train", "evaluate"])
+def test_stage_fails_at_once_when_the_server_is_down(stage, tmp_path, monkeypatch, capsys):
+    import ray
+
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    uri = f"http://127.0.0.1:{closed_port()}"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    assert main([stage]) == 2
+    err = capsys.readouterr().err
+    assert f"ganseg {stage}: error: cannot reach the MLflow tracking server {uri}" in err
+    assert "mlflow server --host 127.0.0.1" in err
+    assert not ray.is_initialized()  # failed before any training was started
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_server_command_matches_the_readme():
+    assert tracking.SERVER_COMMAND in (ROOT / "README.md").read_text()
+
+
+def test_run_names_tell_runs_apart():
+    assert tracking.run_name("train").startswith("train-20")
