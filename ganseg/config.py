@@ -282,11 +282,12 @@ def validate_params(raw: dict, source: str = "params.yaml") -> Params:
         raise ParamsError(f"{source} is not valid:\n" + "\n".join(lines)) from None
 
 
-def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:
+def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None, required: bool = True) -> Params:
+    """Validated params from `path` plus overrides; with required=False a missing file means the defaults."""
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file() and required:
         raise ParamsError(f"params file not found: {path}")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = yaml.safe_load(path.read_text()) or {} if path.is_file() else {}
     if not isinstance(raw, dict):
         raise ParamsError(f"{path} must hold a mapping of sections, got {type(raw).__name__}")
     raw = copy.deepcopy(raw)

@@ -18,11 +18,12 @@ BEST_CONFIG = Path("results/tune/best_config.json")
 MODELS_DIR = Path("models")
 HISTORY_CSV = Path("results/train_history.csv")
 EVAL_DIR = Path("results/evaluation")
+DEFAULT_PARAMS = "params.yaml"
 
 
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    common.add_argument("--params", default=DEFAULT_PARAMS, help="params file (default: params.yaml)")
     common.add_argument(
         "--root", default=".", type=Path,
         help="folder holding data/, models/, results/ and the default MLflow store (default: the current"
@@ -57,7 +58,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _dispatch(args: argparse.Namespace) -> None:
     root = args.root.resolve()
-    params = load_params(args.params, args.overrides)
+    # predict may run anywhere: without params.yaml beside it, the defaults apply (an explicit --params must exist)
+    optional = args.stage == "predict" and args.params == DEFAULT_PARAMS
+    params = load_params(args.params, args.overrides, required=not optional)
     if args.stage == "predict":
         _predict(args, root, params.data.max_image_pixels)
         return

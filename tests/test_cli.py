@@ -57,3 +57,13 @@ def test_every_user_error_is_printed_without_traceback(monkeypatch, capsys, erro
     assert main(["prepare", "--params", str(ROOT / "params.yaml")]) == 2
     err = capsys.readouterr().err
     assert err == f"ganseg prepare: error: {error}\n"
+
+
+def test_predict_runs_without_a_params_file_but_an_explicit_one_must_exist(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in").mkdir()
+    args = ["predict", "--model", str(tmp_path / "none"), "--input", "in", "--output", "out"]
+    assert main(args) == 2
+    assert "is not a ganseg model folder" in capsys.readouterr().err  # got past params loading
+    assert main([*args, "--params", "missing.yaml"]) == 2
+    assert "params file not found: missing.yaml" in capsys.readouterr().err
