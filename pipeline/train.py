@@ -84,10 +84,11 @@ def train_loop_per_worker(config: dict) -> None:
             dist.all_reduce(throughput)
         metrics = {"epoch": epoch, **step_stats, "images_per_s": throughput.item()} | _val_metrics(confusion, class_names)
         history.append(metrics)
+        if logger:  # an image may be logged again after a restart: it just replaces itself
+            log_overlays_if_due(logger.client, logger.run_id, parts, val_set, params, epoch)
         _report(metrics, parts, epoch, history, is_chief=rank == 0)
         if logger:
             logger.log_new(history)
-            log_overlays_if_due(logger.client, logger.run_id, parts, val_set, params, epoch)
 
 
 class _EpochLogger:

@@ -63,8 +63,8 @@ def run_trial(overrides: dict, base: dict, context: dict) -> None:
         project_root=project_root,
         callbacks=[TuneReportCallback()],
     )
-    # Tune stops every trial at its last epoch (ASHA's max_t) before fit() can return, so
-    # the tune driver, which knows each trial's outcome, closes this run afterwards.
+    # ASHA may stop this trial at any report, killing this function: the tune driver, which
+    # knows each trial's outcome, closes the run afterwards.
     trainer.fit()
 
 
@@ -117,7 +117,9 @@ def run(params: Params, project_root: Path, best_config_path: Path) -> dict:
                 mode=params.tune.mode,
                 num_samples=params.tune.num_samples,
                 max_concurrent_trials=concurrency,
-                scheduler=ASHAScheduler(max_t=params.tune.epochs, grace_period=params.tune.grace_period),
+                # max_t one past the last epoch: ASHA still stops weak trials early, but never
+                # kills a trial that is finishing on its own before its last epoch is logged.
+                scheduler=ASHAScheduler(max_t=params.tune.epochs + 1, grace_period=params.tune.grace_period),
                 # An explicit generator ignores max_concurrent_trials: it needs its own limit.
                 search_alg=BasicVariantGenerator(random_state=params.seed, max_concurrent=concurrency),
             ),
