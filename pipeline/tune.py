@@ -198,7 +198,28 @@ def _close_children(client: MlflowClient, parent_id: str, epochs: int, results) 
         if result is None or result.error:
             client.set_terminated(child.info.run_id, "FAILED")
             continue
+        backfill_epochs(client, child.info.run_id, result)
         ran = int(result.metrics.get("epoch", 0))
         tracking.set_tags(client, child.info.run_id, {"ganseg.epochs_run": ran, "ganseg.stopped_early": ran < epochs})
         end_ms = int(result.metrics["timestamp"] * 1000) if "timestamp" in result.metrics else None
         client.set_terminated(child.info.run_id, "FINISHED", end_time=end_ms)
+
+
+def backfill_epochs(client: MlflowClient, run_id: str, result) -> None:
+    """Log the epochs Tune received but the trial's run lacks.
+
+    Tune may stop a trial as soon as its last report arrives, before the worker has logged that
+    epoch itself; Tune's own record of every report fills the gap.
+    """
+    from ray.tune.result import AUTO_RESULT_KEYS
+
+    frame = result.metrics_dataframe
+    if frame is None or "epoch" not in frame:
+        return
+    logged = {m.step for m in client.get_metric_history(run_id, "epoch")}
+    bookkeeping = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint"}
+    for row in frame.to_dict("records"):
+        epoch = int(row["epoch"])
+        if epoch not in logged:
+            metrics = {k: v for k, v in row.items() if k not in bookkeeping and not k.startswith("config/")}
+            tracking.log_metrics(client, run_id, metrics, step=epoch)

@@ -1,0 +1,31 @@
+from types import SimpleNamespace
+
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from ganseg import tracking
+from pipeline.tune import backfill_epochs, search_space_record
+
+
+def test_epochs_tune_received_but_the_run_lacks_are_logged_once(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = client.create_run(client.create_experiment("e", (tmp_path / "a").as_uri())).info.run_id
+    tracking.log_metrics(client, run_id, {"epoch": 1, "val_miou": 0.3}, step=1)  # the worker logged epoch 1 only
+    reports = pd.DataFrame([
+        {"epoch": 1, "val_miou": 0.3, "timestamp": 1.7e9, "trial_id": "t1", "done": False, "config/train.lr_g": 0.1},
+        {"epoch": 2, "val_miou": 0.4, "timestamp": 1.7e9, "trial_id": "t1", "done": True, "config/train.lr_g": 0.1},
+    ])
+    result = SimpleNamespace(metrics_dataframe=reports)  # the part of Tune's Result that is read
+    backfill_epochs(client, run_id, result)
+    backfill_epochs(client, run_id, result)
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "val_miou")] == [(1, 0.3), (2, 0.4)]
+    assert set(client.get_run(run_id).data.metrics) == {"epoch", "val_miou"}
+
+
+def test_search_space_record_lists_every_dimension(tiny_params):
+    params = tiny_params.with_overrides(
+        {"tune.search_space": {"train.lr_g": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}}
+    )
+    record = search_space_record(params)
+    assert record["search_space"] == {"train.lr_g": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}
+    assert record["metric"] == params.tune.metric and record["scheduler"]["type"] == "ASHA"
