@@ -68,6 +68,12 @@ def run_trial(overrides: dict, base: dict, context: dict) -> None:
     trainer.fit()
 
 
+def asha_max_t(params: Params) -> int:
+    """One past the last epoch: ASHA still stops weak trials early, but never kills a trial that
+    is finishing on its own before its last epoch is logged."""
+    return params.tune.epochs + 1
+
+
 def max_concurrent(params: Params) -> int:
     import ray
 
@@ -117,9 +123,7 @@ def run(params: Params, project_root: Path, best_config_path: Path) -> dict:
                 mode=params.tune.mode,
                 num_samples=params.tune.num_samples,
                 max_concurrent_trials=concurrency,
-                # max_t one past the last epoch: ASHA still stops weak trials early, but never
-                # kills a trial that is finishing on its own before its last epoch is logged.
-                scheduler=ASHAScheduler(max_t=params.tune.epochs + 1, grace_period=params.tune.grace_period),
+                scheduler=ASHAScheduler(max_t=asha_max_t(params), grace_period=params.tune.grace_period),
                 # An explicit generator ignores max_concurrent_trials: it needs its own limit.
                 search_alg=BasicVariantGenerator(random_state=params.seed, max_concurrent=concurrency),
             ),
@@ -151,7 +155,7 @@ def search_space_record(params: Params) -> dict:
         "epochs_per_trial": params.tune.epochs,
         "metric": params.tune.metric,
         "mode": params.tune.mode,
-        "scheduler": {"type": "ASHA", "grace_period": params.tune.grace_period, "max_t": params.tune.epochs},
+        "scheduler": {"type": "ASHA", "grace_period": params.tune.grace_period, "max_t": asha_max_t(params)},
     }
 
 
