@@ -74,14 +74,11 @@ def asha_max_t(params: Params) -> int:
     return params.tune.epochs + 1
 
 
-def max_concurrent(params: Params) -> int:
+def max_concurrent(params: Params, use_gpu: bool) -> int:
     import ray
 
     if params.tune.max_concurrent_trials != "auto":
         return params.tune.max_concurrent_trials
-    from pipeline.runtime import resolve_scaling
-
-    _, use_gpu = resolve_scaling(params.train, params.tune.workers_per_trial, "tune.workers_per_trial")
     available = ray.cluster_resources().get("GPU" if use_gpu else "CPU", 1)
     return max(1, int(available // params.tune.workers_per_trial))
 
@@ -96,7 +93,8 @@ def run(params: Params, project_root: Path, best_config_path: Path) -> dict:
     data_dir = (project_root / params.data.output_dir).resolve()
     read_stats(data_dir)
     start_ray()
-    resolve_scaling(params.train, params.tune.workers_per_trial, "tune.workers_per_trial")  # fail now, not in a trial
+    # fail now, not in a trial, if the cluster cannot hold one trial's workers
+    _, use_gpu = resolve_scaling(params.train, params.tune.workers_per_trial, "tune.workers_per_trial")
     uri = tracking.tracking_uri(project_root)
     client = MlflowClient(uri)
     space = {key: to_domain(dim) for key, dim in params.tune.search_space.items()}
@@ -106,7 +104,7 @@ def run(params: Params, project_root: Path, best_config_path: Path) -> dict:
         tags=tags, params=params.model_dump(),
     )
     client.log_dict(parent_id, search_space_record(params), "tune/search_space.json")
-    concurrency = max_concurrent(params)
+    concurrency = max_concurrent(params, use_gpu)
     print(f"MLflow parent run {parent_id}; {params.tune.num_samples} trials, {concurrency} at a time")
     context = {"project_root": str(project_root.resolve()), "tracking_uri": uri,
                "parent_run_id": parent_id, "data_dir": str(data_dir),
