@@ -106,6 +106,23 @@ class ModelConfig(_Strict):
     disc_channels: int = Field(32, ge=4)
     disc_layers: int = Field(3, ge=1, le=5)
     spectral_norm: bool = True
+    disc_input: Literal["concat", "product"] = Field(
+        "concat",
+        description="concat: image ⊕ class probabilities; product: image × each class probability (Luc et al. 2016)",
+    )
+
+
+class SemiConfig(_Strict):
+    """Semi-supervised training (Hung et al. 2018): part of the training images is used without masks.
+
+    On those images the discriminator's confidence map picks the pixels whose predicted class
+    becomes a target for the segmenter. Active only with lambda_adv > 0 (it needs a discriminator).
+    """
+
+    label_fraction: float = Field(1.0, gt=0, le=1, description="share of training images whose masks are used")
+    lambda_semi: float = Field(0.1, ge=0, description="weight of the self-taught cross-entropy")
+    threshold: float = Field(0.2, ge=0, le=1, description="discriminator confidence above which a pixel is trusted")
+    start_epoch: int = Field(2, ge=1, description="first epoch with the self-taught loss")
 
 
 class AugmentConfig(_Strict):
@@ -136,6 +153,13 @@ class TrainConfig(_Strict):
     lambda_adv: float = Field(0.05, ge=0, description="0 trains the supervised baseline")
     adv_loss: Literal["hinge", "vanilla", "lsgan"] = "hinge"
     dice_weight: float = Field(1.0, ge=0)
+    adv_warmup_epochs: int = Field(0, ge=0, description="supervised-only epochs before the adversarial term starts")
+    class_weights: Literal["none", "inverse_sqrt"] | list[float] = Field(
+        "none",
+        description="cross-entropy and Dice weight per class: none, inverse_sqrt (of the training pixel share), or a list",
+    )
+    ema_decay: float = Field(0.0, ge=0, lt=1, description="exponential moving average of the generator; 0 = off")
+    semi: SemiConfig = Field(default_factory=SemiConfig)
     num_workers: int | Literal["auto"] = Field("auto", description="Ray Train workers; auto = GPUs or CPUs")
     use_gpu: bool | Literal["auto"] = "auto"
     lr_schedule: Literal["constant", "cosine"] = "constant"
@@ -150,6 +174,13 @@ class TrainConfig(_Strict):
     log_images_every: int = Field(
         5, ge=0, description="log a grid of validation overlays every N epochs and at the last; 0 = never"
     )
+
+    @field_validator("class_weights")
+    @classmethod
+    def _positive_weights(cls, value):
+        if isinstance(value, list) and (not value or any(w < 0 for w in value) or not any(w > 0 for w in value)):
+            raise ValueError("a list of class weights must hold one non-negative number per class, not all 0")
+        return value
 
     @field_validator("num_workers")
     @classmethod
@@ -191,6 +222,7 @@ class TuneConfig(_Strict):
 class EvaluateConfig(_Strict):
     num_overlays: int = Field(8, ge=0)
     batch_size: int = Field(32, ge=1)
+    boundary_tolerance: int = Field(2, ge=0, description="boundary F1: pixels of slack between predicted and true edges")
 
 
 class MlflowConfig(_Strict):
@@ -217,6 +249,11 @@ class Params(_Strict):
         if self.data.image_size % factor:
             raise ValueError(
                 f"data.image_size {self.data.image_size} is not divisible by 2**model.depth = {factor}"
+            )
+        weights = self.train.class_weights
+        if isinstance(weights, list) and len(weights) != self.data.num_classes:
+            raise ValueError(
+                f"train.class_weights has {len(weights)} values for {self.data.num_classes} classes (data.class_names)"
             )
         for key in self.tune.search_space:
             if not _has_dotted_key(self.model_dump(), key):

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import pickle
 import random
+import re
 import time
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,12 +21,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ganseg.config import ModelConfig, Params, TrainConfig
 from ganseg.data import to_input
 from ganseg.errors import GansegError
 from ganseg.fileio import read_json, write_json
-from ganseg.losses import discriminator_loss, generator_adversarial_loss, segmentation_loss
+from ganseg.losses import (
+    class_weight_tensor,
+    discriminator_loss,
+    generator_adversarial_loss,
+    segmentation_loss,
+    self_taught_loss,
+)
 from ganseg.metrics import confusion_matrix
 from ganseg.models import UNet, build_discriminator, build_generator
 
@@ -61,10 +70,17 @@ class GanParts:
     precision: str = "fp32"
     channels_last: bool = False
     global_step: int = 0
+    class_weights: torch.Tensor | None = None
+    ema: AveragedModel | None = None  # moving average of the generator, evaluated and exported instead of it
 
     @property
     def device_type(self) -> str:
         return next(self.generator.parameters()).device.type
+
+    @property
+    def eval_generator(self) -> nn.Module:
+        """The generator to validate and export: the moving average when there is one."""
+        return self.ema.module if self.ema is not None else unwrap(self.generator)
 
     def autocast(self):
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
@@ -93,15 +109,26 @@ def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
 
 
-def build_optimizers(generator: nn.Module, discriminator: nn.Module, cfg: TrainConfig) -> GanParts:
-    """Optimisers, per-epoch schedulers and the fp16 grad scaler around already-placed networks."""
+def build_optimizers(
+    generator: nn.Module, discriminator: nn.Module, cfg: TrainConfig, class_frequency: list[float] | None = None
+) -> GanParts:
+    """Optimisers, per-epoch schedulers, the fp16 grad scaler, class weights (from the training
+    pixel shares `class_frequency`) and the generator's moving average, around placed networks."""
     opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr_g, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr_d, betas=(0.5, 0.999))
-    device_type = next(generator.parameters()).device.type
+    device = next(generator.parameters()).device
+    weights = class_weight_tensor(cfg.class_weights, class_frequency or [])
+    if cfg.class_weights == "inverse_sqrt" and not class_frequency:
+        raise ValueError("train.class_weights inverse_sqrt needs the training class frequencies")
+    ema = None
+    if cfg.ema_decay > 0:
+        ema = AveragedModel(unwrap(generator), multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
     return GanParts(
         generator, discriminator, opt_g, opt_d, _scheduler(opt_g, cfg), _scheduler(opt_d, cfg),
-        torch.amp.GradScaler(device_type, enabled=cfg.precision == "fp16"),
+        torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16"),
         cfg.precision, cfg.channels_last,
+        class_weights=None if weights is None else weights.to(device),
+        ema=ema,
     )
 
 
@@ -110,40 +137,75 @@ def _prepare_input(parts: GanParts, images: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if parts.channels_last else x
 
 
-def train_step(parts: GanParts, images: torch.Tensor, masks: torch.Tensor, cfg: TrainConfig) -> dict[str, float]:
+def train_step(
+    parts: GanParts,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    cfg: TrainConfig,
+    *,
+    adversarial: bool = True,
+    unlabelled: torch.Tensor | None = None,
+) -> dict[str, float]:
+    """One discriminator update, then one generator update.
+
+    The adversarial term (and with it the discriminator) runs when `adversarial` and lambda_adv > 0.
+    `unlabelled` images (no masks) add, in that case, the adversarial term on their predictions and
+    the self-taught loss on the pixels the discriminator trusts (semi-supervised mode).
+    """
+    adversarial = adversarial and cfg.lambda_adv > 0
     x = _prepare_input(parts, images)
+    u = _prepare_input(parts, unlabelled) if unlabelled is not None and adversarial else None
     with parts.autocast():
-        logits = parts.generator(x)
-    logits = logits.float()
+        logits_all = parts.generator(x if u is None else torch.cat([x, u]))
+    logits_all = logits_all.float()
+    logits = logits_all[: len(x)]
     stats: dict[str, float] = {}
-    adversarial = cfg.lambda_adv > 0
     if adversarial:
-        real = F.one_hot(masks, logits.shape[1]).permute(0, 3, 1, 2).to(logits.dtype)
-        with parts.autocast():
-            both = parts.discriminator(torch.cat([x, x]), torch.cat([real, logits.detach().softmax(1)]))
-        real_scores, fake_scores = both.float().chunk(2)
-        loss_d = discriminator_loss(cfg.adv_loss, real_scores, fake_scores)
-        require_finite(loss_d=loss_d)
-        parts.opt_d.zero_grad(set_to_none=True)
-        parts.scaler.scale(loss_d).backward()
-        parts.scaler.step(parts.opt_d)
-        stats |= {"loss_d": loss_d.item(), "d_real": real_scores.mean().item(), "d_fake": fake_scores.mean().item()}
-    loss_seg = segmentation_loss(logits, masks, cfg.dice_weight)
+        stats |= _discriminator_step(parts, x, masks, logits.detach(), cfg)
+    loss_seg = segmentation_loss(logits, masks, cfg.dice_weight, parts.class_weights)
     require_finite(loss_seg=loss_seg)
     loss_g = loss_seg
     if adversarial:
+        inputs = x if u is None else torch.cat([x, u])
         with parts.autocast():
-            fake_scores = parts.discriminator(x, logits.softmax(1)).float()
+            fake_scores = parts.discriminator(inputs, logits_all.softmax(1)).float()
         loss_adv = generator_adversarial_loss(cfg.adv_loss, fake_scores)
-        loss_g = loss_seg + cfg.lambda_adv * loss_adv
-        require_finite(loss_adv=loss_adv, loss_g=loss_g)
+        loss_g = loss_g + cfg.lambda_adv * loss_adv
         stats["loss_adv"] = loss_adv.item()
+        if u is not None:
+            loss_semi, used = _self_taught(logits_all[len(x):], fake_scores[len(x):], cfg)
+            loss_g = loss_g + cfg.semi.lambda_semi * loss_semi
+            stats |= {"loss_semi": loss_semi.item(), "semi_pixels": used.item()}
+        require_finite(loss_g=loss_g)
     parts.opt_g.zero_grad(set_to_none=True)
     parts.scaler.scale(loss_g).backward()
     parts.scaler.step(parts.opt_g)
     parts.scaler.update()
+    if parts.ema is not None:
+        parts.ema.update_parameters(unwrap(parts.generator))
     parts.global_step += 1
     return stats | {"loss_g": loss_g.item(), "loss_seg": loss_seg.item()}
+
+
+def _discriminator_step(parts: GanParts, x: torch.Tensor, masks: torch.Tensor, logits: torch.Tensor,
+                        cfg: TrainConfig) -> dict[str, float]:
+    """Real pairs (image, one-hot truth) against fake ones (image, predicted probabilities)."""
+    real = F.one_hot(masks, logits.shape[1]).permute(0, 3, 1, 2).to(logits.dtype)
+    with parts.autocast():
+        both = parts.discriminator(torch.cat([x, x]), torch.cat([real, logits.softmax(1)]))
+    real_scores, fake_scores = both.float().chunk(2)
+    loss_d = discriminator_loss(cfg.adv_loss, real_scores, fake_scores)
+    require_finite(loss_d=loss_d)
+    parts.opt_d.zero_grad(set_to_none=True)
+    parts.scaler.scale(loss_d).backward()
+    parts.scaler.step(parts.opt_d)
+    return {"loss_d": loss_d.item(), "d_real": real_scores.mean().item(), "d_fake": fake_scores.mean().item()}
+
+
+def _self_taught(logits: torch.Tensor, scores: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The discriminator's patch scores, upsampled to pixels and squashed to (0, 1), pick the trusted pixels."""
+    confidence = F.interpolate(scores.detach(), size=logits.shape[-2:], mode="bilinear", align_corners=False)
+    return self_taught_loss(logits, confidence.sigmoid()[:, 0], cfg.semi.threshold)
 
 
 def require_finite(**losses: torch.Tensor) -> None:
@@ -153,21 +215,32 @@ def require_finite(**losses: torch.Tensor) -> None:
 
 
 def train_epoch(
-    parts: GanParts, loader, cfg: TrainConfig, device: torch.device | str = "cpu", *, epoch: int | None = None
+    parts: GanParts,
+    loader,
+    cfg: TrainConfig,
+    device: torch.device | str = "cpu",
+    *,
+    epoch: int | None = None,
+    unlabelled: Iterator[torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """Mean step statistics over one pass of `loader`, plus images/s; then one scheduler step.
 
-    A NaN or infinite loss raises NonFiniteLossError naming `epoch` and the step (1-based).
+    The adversarial term starts after train.adv_warmup_epochs; batches drawn from `unlabelled`
+    (an endless iterator of image batches) join from train.semi.start_epoch. Without `epoch`, both
+    are on. A NaN or infinite loss raises NonFiniteLossError naming `epoch` and the step (1-based).
     """
     parts.generator.train()
     parts.discriminator.train()
+    adversarial = epoch is None or epoch > cfg.adv_warmup_epochs
+    semi = unlabelled is not None and adversarial and (epoch is None or epoch >= cfg.semi.start_epoch)
     totals: dict[str, float] = {}
     steps, images_seen, start = 0, 0, time.perf_counter()
     rates = parts.learning_rates()
     for images, masks in loader:
         images, masks = images.to(device), masks.to(device)
+        extra = next(unlabelled).to(device) if semi else None
         try:
-            step_stats = train_step(parts, images, masks, cfg)
+            step_stats = train_step(parts, images, masks, cfg, adversarial=adversarial, unlabelled=extra)
         except NonFiniteLossError as err:
             raise NonFiniteLossError(err.loss, err.value, epoch, steps + 1) from None
         for key, value in step_stats.items():
@@ -177,7 +250,9 @@ def train_epoch(
     elapsed = time.perf_counter() - start
     parts.sched_g.step()
     if cfg.lambda_adv > 0:  # the baseline never steps the discriminator's optimiser
-        parts.sched_d.step()
+        with warnings.catch_warnings():  # in warm-up epochs D has not stepped yet; its schedule runs on regardless
+            warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
+            parts.sched_d.step()
     means = {key: value / max(steps, 1) for key, value in totals.items()}
     return means | rates | {"images_per_s": images_seen / elapsed if elapsed > 0 else 0.0}
 
@@ -217,8 +292,20 @@ def training_state(parts: GanParts, epoch: int, history: list[dict], extra: dict
         "global_step": parts.global_step,
         "rng": rng_state(),
         "history": history,
+        **_ema_state(parts),
         **(extra or {}),
     }
+
+
+def _ema_state(parts: GanParts) -> dict:
+    if parts.ema is None:
+        return {}
+    return {"ema_generator": parts.ema.module.state_dict(), "ema_updates": parts.ema.n_averaged.clone()}
+
+
+def export_weights(state: dict) -> dict:
+    """The generator weights to export from a training state: the moving average when there is one."""
+    return state.get("ema_generator", state["generator"])
 
 
 TRAINING_STATE_KEYS = ("generator", "discriminator", "opt_g", "opt_d", "sched_g", "sched_d", "scaler",
@@ -238,6 +325,11 @@ def restore_training_state(parts: GanParts, path: Path) -> dict:
             getattr(parts, name).load_state_dict(state[name])
         except (ValueError, KeyError) as err:
             raise CheckpointError(f"{path}: the {name} state does not fit these networks ({err})") from None
+    if parts.ema is not None:
+        if "ema_generator" not in state:
+            raise CheckpointError(f"{path}: has no generator moving average, but train.ema_decay is on")
+        load_matching(parts.ema.module, state["ema_generator"], path, "ema_generator")
+        parts.ema.n_averaged.copy_(state["ema_updates"])
     parts.global_step = state["global_step"]
     set_rng_state(state["rng"])
     return state
@@ -334,6 +426,7 @@ def export_model(out_dir: Path, weights: dict, model_cfg: ModelConfig, stats: di
         "num_classes": stats["num_classes"],
         "class_names": stats["class_names"],
         "image_size": stats["image_size"],
+        "fit": stats.get("fit", "tile"),
     }
     write_json(out_dir / MODEL_CARD, card | extra)
 

@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 from torch import nn
 
 from ganseg.config import Params
-from ganseg.engine import GanParts, predict, unwrap
+from ganseg.engine import GanParts, predict
 from ganseg.viz import overlay_grid
 
 PREVIEW_IMAGES = 4
@@ -40,5 +40,5 @@ def log_overlays_if_due(client: MlflowClient, run_id: str, parts: GanParts, val_
     """The validation overlay grid of this epoch, as an image artifact, when `images_due`."""
     if images_due(epoch, params.train.log_images_every, params.train.epochs):
         # The plain module: a DDP wrapper's forward on one rank alone could wait for the others.
-        grid = preview_grid(unwrap(parts.generator), val_set)
+        grid = preview_grid(parts.eval_generator, val_set)
         client.log_image(run_id, grid, artifact_file=f"{OVERLAY_DIR}/epoch_{epoch:04d}.png")

@@ -6,8 +6,11 @@ import torch
 import torch.nn.functional as F
 
 
-def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
-    """1 - soft Dice between softmax(logits) and one-hot target, per image and class, averaged.
+def soft_dice_loss(
+    logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0, class_weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """1 - soft Dice between softmax(logits) and one-hot target, per image and class, averaged
+    (over classes with `class_weights` when given).
 
     Per image rather than over the whole batch, so the loss of a batch is the mean of its
     images' losses and data-parallel shards average to exactly the single-process gradient.
@@ -18,11 +21,50 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0)
     dims = (2, 3)
     intersection = (probs * one_hot).sum(dims)
     total = probs.sum(dims) + one_hot.sum(dims)
-    return 1.0 - ((2 * intersection + eps) / (total + eps)).mean()
+    dice = (2 * intersection + eps) / (total + eps)  # (N, K)
+    if class_weights is None:
+        return 1.0 - dice.mean()
+    return 1.0 - ((dice * class_weights).sum(1) / class_weights.sum()).mean()
 
 
-def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, dice_weight: float = 1.0) -> torch.Tensor:
-    return F.cross_entropy(logits, target) + dice_weight * soft_dice_loss(logits, target)
+def segmentation_loss(
+    logits: torch.Tensor, target: torch.Tensor, dice_weight: float = 1.0, class_weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Cross-entropy + dice_weight * soft Dice; both weighted per class when `class_weights` is given.
+
+    The weighted cross-entropy is normalised by the weights of the pixels (PyTorch's 'mean'),
+    so its scale does not depend on how rare a batch's classes are.
+    """
+    cross_entropy = F.cross_entropy(logits, target, weight=class_weights)
+    return cross_entropy + dice_weight * soft_dice_loss(logits, target, class_weights=class_weights)
+
+
+def class_weight_tensor(setting: str | list[float], train_frequency: list[float]) -> torch.Tensor | None:
+    """Per-class loss weights: None for 'none'; for 'inverse_sqrt' 1/sqrt(pixel share), scaled to mean 1.
+
+    A class absent from the training pixels gets the weight of the rarest present class.
+    """
+    if setting == "none":
+        return None
+    if isinstance(setting, list):
+        return torch.tensor(setting, dtype=torch.float32)
+    share = torch.tensor(train_frequency, dtype=torch.float64)
+    present = share > 0
+    share = torch.where(present, share, share[present].min())
+    weights = share.rsqrt()
+    return (weights / weights.mean()).float()
+
+
+def self_taught_loss(logits: torch.Tensor, confidence: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hung et al.'s semi-supervised loss: cross-entropy against the segmenter's own predicted
+    classes, on the pixels whose discriminator confidence (N, H, W) exceeds `threshold`.
+
+    Returns (loss, share of pixels used). With no pixel above the threshold the loss is 0.
+    """
+    pseudo = logits.detach().argmax(1)
+    trusted = (confidence > threshold).to(logits.dtype)
+    per_pixel = F.cross_entropy(logits, pseudo, reduction="none")
+    return (per_pixel * trusted).sum() / trusted.sum().clamp(min=1), trusted.mean()
 
 
 def discriminator_loss(kind: str, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:

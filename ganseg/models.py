@@ -63,12 +63,16 @@ class UNet(nn.Module):
 class PatchDiscriminator(nn.Module):
     """Conditional PatchGAN: scores each receptive-field patch of an (image, mask) pair.
 
-    The mask arrives as class probabilities (softmax of the generator, or one-hot truth) and is
-    concatenated with the image along channels.
+    The mask arrives as class probabilities (softmax of the generator, or one-hot truth). With
+    input "concat" it is stacked with the image along channels; with "product" (Luc et al. 2016)
+    the discriminator sees the image multiplied by each class's probability, one copy per class,
+    so it cannot tell real from predicted masks by their values alone (one-hot vs soft).
     """
 
-    def __init__(self, in_channels: int, width: int = 32, layers: int = 3, use_spectral_norm: bool = True):
+    def __init__(self, in_channels: int, width: int = 32, layers: int = 3, use_spectral_norm: bool = True,
+                 input_mode: str = "concat"):
         super().__init__()
+        self.input_mode = input_mode
         wrap = spectral_norm if use_spectral_norm else (lambda m: m)
         blocks: list[nn.Module] = []
         channels = in_channels
@@ -80,7 +84,11 @@ class PatchDiscriminator(nn.Module):
         self.net = nn.Sequential(*blocks)
 
     def forward(self, image: torch.Tensor, mask_probs: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([image, mask_probs], dim=1))
+        if self.input_mode == "product":  # (N, C, H, W) x (N, K, H, W) -> (N, K*C, H, W)
+            pair = (mask_probs[:, :, None] * image[:, None]).flatten(1, 2)
+        else:
+            pair = torch.cat([image, mask_probs], dim=1)
+        return self.net(pair)
 
 
 def build_generator(cfg: ModelConfig, in_channels: int, num_classes: int) -> UNet:
@@ -88,4 +96,5 @@ def build_generator(cfg: ModelConfig, in_channels: int, num_classes: int) -> UNe
 
 
 def build_discriminator(cfg: ModelConfig, in_channels: int, num_classes: int) -> PatchDiscriminator:
-    return PatchDiscriminator(in_channels + num_classes, cfg.disc_channels, cfg.disc_layers, cfg.spectral_norm)
+    channels = in_channels * num_classes if cfg.disc_input == "product" else in_channels + num_classes
+    return PatchDiscriminator(channels, cfg.disc_channels, cfg.disc_layers, cfg.spectral_norm, cfg.disc_input)

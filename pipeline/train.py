@@ -23,13 +23,14 @@ from torch.utils.data import DataLoader, Subset
 from ganseg import provenance, tracking
 from ganseg.augment import pair_transform
 from ganseg.config import Params
-from ganseg.data import PreparedSplit, read_stats
+from ganseg.data import ImagesOnly, PreparedSplit, endless, labelled_split, read_stats
 from ganseg.engine import (
     GanParts,
     build_networks,
     build_optimizers,
     confusion_over,
     export_model,
+    export_weights,
     load_weights_file,
     restore_training_state,
     shard_indices,
@@ -58,10 +59,11 @@ def train_loop_per_worker(config: dict) -> None:
 
     parts = _build_parts(params, stats, device)
     train_set = PreparedSplit(data_dir, "train", pair_transform(params.train.augment, stats["image_size"]))
-    train_loader = ray.train.torch.prepare_data_loader(
-        DataLoader(train_set, batch_size=params.train.batch_size, shuffle=True,
-                   drop_last=len(train_set) >= params.train.batch_size * world)
-    )
+    labelled, unlabelled = labelled_split(data_dir, params.train.semi.label_fraction, params.seed)
+    train_loader = _loader(Subset(train_set, labelled), params.train.batch_size, world)
+    unlabelled_batches = None
+    if unlabelled and params.train.lambda_adv > 0:  # without a discriminator the unlabelled images are unused
+        unlabelled_batches = endless(_loader(ImagesOnly(Subset(train_set, unlabelled)), params.train.batch_size, world))
     val_set = PreparedSplit(data_dir, "val")
     val_loader = DataLoader(Subset(val_set, shard_indices(len(val_set), rank, world)),
                             batch_size=params.evaluate.batch_size)
@@ -76,8 +78,8 @@ def train_loop_per_worker(config: dict) -> None:
         _maybe_inject_fault(params, epoch, rank, resumed)
         if world > 1:
             train_loader.sampler.set_epoch(epoch)
-        step_stats = train_epoch(parts, train_loader, params.train, device, epoch=epoch)
-        confusion = confusion_over(parts.generator, val_loader, num_classes, device)
+        step_stats = train_epoch(parts, train_loader, params.train, device, epoch=epoch, unlabelled=unlabelled_batches)
+        confusion = confusion_over(parts.eval_generator, val_loader, num_classes, device)
         throughput = torch.tensor([step_stats.pop("images_per_s")], device=device)
         if world > 1:  # every rank saw a different shard: sum to score the whole validation set
             dist.all_reduce(confusion)
@@ -89,6 +91,14 @@ def train_loop_per_worker(config: dict) -> None:
         _report(metrics, parts, epoch, history, is_chief=rank == 0)
         if logger:
             logger.log_new(history)
+
+
+def _loader(dataset, batch_size: int, world: int) -> DataLoader:
+    """Shuffled, and sharded across workers by Ray (with a DistributedSampler) when world > 1."""
+    import ray.train.torch
+
+    drop_last = len(dataset) >= batch_size * world
+    return ray.train.torch.prepare_data_loader(DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=drop_last))
 
 
 class _EpochLogger:
@@ -131,7 +141,8 @@ def _build_parts(params: Params, stats: dict, device: torch.device) -> GanParts:
         discriminator = discriminator.to(memory_format=torch.channels_last)
     # prepare_model moves each network to the device and wraps it in DDP when world > 1.
     return build_optimizers(
-        ray.train.torch.prepare_model(generator), ray.train.torch.prepare_model(discriminator), params.train
+        ray.train.torch.prepare_model(generator), ray.train.torch.prepare_model(discriminator), params.train,
+        stats["class_frequency"]["train"],
     )
 
 
@@ -268,7 +279,7 @@ def _export(params: Params, stats: dict, latest: dict, best: dict, run_id: str, 
     summary = {"best_epoch": best["epoch"], "best_val_miou": best_metrics["val_miou"], "mlflow_run_id": run_id}
     history = pd.DataFrame(latest["history"]).to_csv(index=False)  # ready before either output moves
     with atomic_dir(models_dir) as staging:
-        export_model(staging, best["generator"], params.model, stats, summary)
+        export_model(staging, export_weights(best), params.model, stats, summary)
     atomic_write_text(history_csv, history)
     print(f"best validation mIoU {best_metrics['val_miou']:.4f} at epoch {best['epoch']}; model in {models_dir}")
     return summary

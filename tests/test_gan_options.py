@@ -1,0 +1,132 @@
+"""Model and loss options of the GAN segmenter: product discriminator input, class weights,
+adversarial warm-up, the generator's moving average and the semi-supervised step."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ganseg.engine import build_networks, build_optimizers, export_weights, restore_training_state, train_epoch, train_step, training_state
+from ganseg.losses import class_weight_tensor, segmentation_loss, self_taught_loss, soft_dice_loss
+from ganseg.models import build_discriminator
+
+
+def batch(n=4, size=32, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 255, (n, 1, size, size), generator=gen, dtype=torch.uint8)
+    masks = (images[:, 0] > 170).long() + (images[:, 0] > 220).long()
+    return images, masks
+
+
+def parts_for(params, frequency=None):
+    return build_optimizers(*build_networks(params, 1, 3), params.train, frequency)
+
+
+def weights_of(module):
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def changed(before, module):
+    return any(not torch.equal(a, b) for a, b in zip(before, module.parameters()))
+
+
+def test_product_input_multiplies_the_image_by_each_class_probability(tiny_params):
+    cfg = tiny_params.model.model_copy(update={"disc_input": "product", "spectral_norm": False})
+    disc = build_discriminator(cfg, 3, 4)
+    assert disc.net[0].in_channels == 12
+    seen = {}
+    disc.net.register_forward_pre_hook(lambda _, args: seen.update(x=args[0]))
+    image, probs = torch.rand(2, 3, 16, 16), torch.rand(2, 4, 16, 16)
+    disc(image, probs)
+    torch.testing.assert_close(seen["x"][:, 3 * 2 : 3 * 3], image * probs[:, 2:3])  # class 2's copy
+
+
+def test_inverse_sqrt_weights_favour_rare_classes_and_average_one():
+    weights = class_weight_tensor("inverse_sqrt", [0.81, 0.18, 0.01, 0.0])
+    assert weights.mean().item() == pytest.approx(1.0)
+    assert weights[0] < weights[1] < weights[2]
+    assert weights[3] == weights[2]  # an absent class gets the rarest present class's weight
+    assert class_weight_tensor("none", [0.5, 0.5]) is None
+    assert class_weight_tensor([1.0, 3.0], []).tolist() == [1.0, 3.0]
+
+
+def test_class_weights_change_the_loss_only_through_the_weighted_classes():
+    logits = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    target = torch.randint(0, 3, (2, 8, 8), generator=torch.Generator().manual_seed(2))
+    uniform = torch.ones(3)
+    assert segmentation_loss(logits, target, 1.0, uniform).item() == pytest.approx(segmentation_loss(logits, target).item())
+    only_class_1 = torch.tensor([0.0, 1.0, 0.0])
+    ce = F.cross_entropy(logits, target, reduction="none")[target == 1].mean()
+    probs = logits.softmax(1)[:, 1]
+    hit = (target == 1).float()
+    dice = ((2 * (probs * hit).sum((1, 2)) + 1) / (probs.sum((1, 2)) + hit.sum((1, 2)) + 1)).mean()
+    expected = ce + (1 - dice)
+    assert segmentation_loss(logits, target, 1.0, only_class_1).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert soft_dice_loss(logits, target, class_weights=only_class_1).item() == pytest.approx(1 - dice.item(), rel=1e-5)
+
+
+def test_self_taught_loss_uses_only_trusted_pixels():
+    logits = torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(3), requires_grad=True)
+    confidence = torch.zeros(1, 4, 4)
+    confidence[0, 0, :2] = 0.9
+    loss, used = self_taught_loss(logits, confidence, threshold=0.5)
+    expected = F.cross_entropy(logits, logits.argmax(1), reduction="none")[0, 0, :2].mean()
+    assert loss.item() == pytest.approx(expected.item()) and used.item() == pytest.approx(2 / 16)
+    loss.backward()
+    assert logits.grad[0, :, 1:].abs().sum() == 0  # untrusted pixels get no gradient
+    nothing, none_used = self_taught_loss(logits, torch.zeros(1, 4, 4), threshold=0.5)
+    assert nothing.item() == 0 and none_used.item() == 0
+
+
+def test_warmup_epochs_leave_the_discriminator_untouched(tiny_params):
+    params = tiny_params.with_overrides({"train.adv_warmup_epochs": 1})
+    parts = parts_for(params)
+    before = weights_of(parts.discriminator)
+    stats = train_epoch(parts, [batch()], params.train, epoch=1)
+    assert "loss_adv" not in stats and not changed(before, parts.discriminator)
+    stats = train_epoch(parts, [batch()], params.train, epoch=2)
+    assert "loss_adv" in stats and changed(before, parts.discriminator)
+
+
+def test_ema_is_evaluated_exported_and_restored(tiny_params, tmp_path):
+    params = tiny_params.with_overrides({"train.ema_decay": 0.5})
+    parts = parts_for(params)
+    for seed in range(3):
+        train_step(parts, *batch(seed=seed), params.train)
+    live, average = parts.generator.state_dict(), parts.eval_generator.state_dict()
+    assert parts.eval_generator is parts.ema.module
+    assert any(not torch.equal(live[k], average[k]) for k in live)
+    state = training_state(parts, epoch=1, history=[])
+    assert all(torch.equal(export_weights(state)[k], average[k]) for k in average)
+    torch.save(state, tmp_path / "state.pt")
+    fresh = parts_for(params)
+    restore_training_state(fresh, tmp_path / "state.pt")
+    assert all(torch.equal(fresh.eval_generator.state_dict()[k], average[k]) for k in average)
+    assert int(fresh.ema.n_averaged) == 3
+
+
+def test_semi_supervised_step_trains_on_trusted_unlabelled_pixels(tiny_params):
+    params = tiny_params.with_overrides({"train.semi.threshold": 0.0, "train.semi.lambda_semi": 1.0})
+    parts = parts_for(params)
+    images, masks = batch()
+    unlabelled, _ = batch(seed=5)
+    stats = train_step(parts, images, masks, params.train, unlabelled=unlabelled)
+    assert stats["semi_pixels"] == pytest.approx(1.0)  # threshold 0: every pixel is trusted
+    assert stats["loss_semi"] > 0
+    baseline = tiny_params.with_overrides({"train.lambda_adv": 0.0})
+    stats = train_step(parts_for(baseline), images, masks, baseline.train, unlabelled=unlabelled)
+    assert "loss_semi" not in stats  # no discriminator, no confidence map: unlabelled images are unused
+
+
+def test_semi_supervised_batches_join_from_the_start_epoch(tiny_params):
+    params = tiny_params.with_overrides({"train.semi.start_epoch": 2})
+    parts = parts_for(params)
+    unlabelled = iter([batch(seed=7)[0]] * 4)
+    assert "loss_semi" not in train_epoch(parts, [batch()], params.train, epoch=1, unlabelled=unlabelled)
+    assert "loss_semi" in train_epoch(parts, [batch()], params.train, epoch=2, unlabelled=unlabelled)
+
+
+def test_class_weights_list_must_match_the_classes(tiny_params):
+    from ganseg.config import ParamsError
+
+    with pytest.raises(ParamsError, match="class_weights has 2 values for 3 classes"):
+        tiny_params.with_overrides({"train.class_weights": [1.0, 2.0]})
