@@ -354,10 +354,15 @@ def prepare_dataset(cfg: DataConfig, seed: int, out_dir: str | Path, progress: b
     """
     reader = SourceReader(cfg, seed)
     tiles: dict[str, list[Sample]] = {name: [] for name in SPLITS}
+    full_test: list[Sample] = []  # the test images at their own size, for full-resolution evaluation
     for sample in tqdm(reader, total=len(reader), desc="prepare", unit="img", disable=not progress):
-        tiles[split_of(sample.stem, cfg.split)].extend(fit_to_size(sample, cfg.image_size, cfg.fit))
+        split = split_of(sample.stem, cfg.split)
+        tiles[split].extend(fit_to_size(sample, cfg.image_size, cfg.fit))
+        if split == "test":
+            full_test.append(sample)
     _check_usable(cfg, reader, tiles)
     with atomic_dir(out_dir) as staging:
+        _save_full_size(full_test, staging / FULL_TEST_DIR)
         rows = []
         for name, items in tiles.items():
             images = np.stack([s.image.transpose(2, 0, 1) for s in items])
@@ -371,7 +376,7 @@ def prepare_dataset(cfg: DataConfig, seed: int, out_dir: str | Path, progress: b
         pd.DataFrame(rows).to_csv(staging / "manifest.csv", index=False)
         skipped = [{"file": str(p.file), "reason": p.reason} for p in reader.problems]
         pd.DataFrame(skipped, columns=["file", "reason"]).to_csv(staging / SKIPPED_REPORT, index=False)
-        stats = _stats(cfg, tiles) | {"skipped_files": len(reader.problems)}
+        stats = _stats(cfg, tiles) | {"skipped_files": len(reader.problems), "test_images": len(full_test)}
         write_json(staging / "stats.json", stats)
     return stats
 
@@ -405,9 +410,34 @@ def _stats(cfg: DataConfig, tiles: dict[str, list[Sample]]) -> dict:
         "num_classes": cfg.num_classes,
         "channels": cfg.channels,
         "image_size": cfg.image_size,
+        "fit": cfg.fit,
         "counts": {name: len(items) for name, items in tiles.items()},
         "class_frequency": {name: frequencies(items) for name, items in tiles.items()},
     }
+
+
+FULL_TEST_DIR = "test_full"
+
+
+def _save_full_size(samples: list[Sample], folder: Path) -> None:
+    """images/NNNNN.png and masks/NNNNN.png (class ids), in the order of the stems in stems.txt."""
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    for i, sample in enumerate(samples):
+        image = sample.image[..., 0] if sample.image.shape[2] == 1 else sample.image
+        Image.fromarray(image).save(folder / "images" / f"{i:05d}.png")
+        Image.fromarray(sample.mask).save(folder / "masks" / f"{i:05d}.png")
+    (folder / "stems.txt").write_text("".join(f"{s.stem}\n" for s in samples))
+
+
+def full_size_test(data_dir: str | Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(image (H, W, C) uint8, mask (H, W) uint8) of every test image at its own size."""
+    folder = Path(data_dir) / FULL_TEST_DIR
+    if not folder.is_dir():
+        raise DataError(f"{data_dir} has no {FULL_TEST_DIR}/ (prepared by an older ganseg): run `ganseg prepare` again")
+    for image_path in sorted((folder / "images").glob("*.png")):
+        image = np.array(Image.open(image_path))
+        yield (image[..., None] if image.ndim == 2 else image), np.array(Image.open(folder / "masks" / image_path.name))
 
 
 def read_stats(data_dir: str | Path) -> dict:
@@ -442,3 +472,36 @@ class PreparedSplit(torch.utils.data.Dataset):
         image = torch.from_numpy(np.array(self.images[index]))
         mask = torch.from_numpy(np.array(self.masks[index])).long()
         return self.transform(image, mask) if self.transform else (image, mask)
+
+
+def labelled_split(data_dir: str | Path, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Training-tile indices (labelled, unlabelled): whole source images, a seeded `fraction` of them
+    (at least one) keep their masks; the tiles of the rest are used as images only."""
+    manifest = pd.read_csv(Path(data_dir) / "manifest.csv")
+    train = manifest[manifest["split"] == "train"]
+    stems = sorted(train["stem"].astype(str).unique())
+    if fraction >= 1:
+        return train["index"].tolist(), []
+    order = np.random.default_rng(seed).permutation(len(stems))
+    kept = {stems[i] for i in order[: max(1, round(fraction * len(stems)))]}
+    is_labelled = train["stem"].astype(str).isin(kept)
+    return train.loc[is_labelled, "index"].tolist(), train.loc[~is_labelled, "index"].tolist()
+
+
+class ImagesOnly(torch.utils.data.Dataset):
+    """The images of a dataset of (image, mask) pairs, masks dropped (the semi-supervised unlabelled set)."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.dataset[index][0]
+
+
+def endless(loader) -> Iterator:
+    """Batches of `loader`, pass after pass (reshuffled each pass when the loader shuffles)."""
+    while True:
+        yield from loader

@@ -1,28 +1,55 @@
-"""Held-out evaluation: metrics, the majority-class baseline, and report files."""
+"""Held-out evaluation at full resolution: metrics (with boundary F1), the majority-class baseline, report files."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
-from ganseg.data import PreparedSplit
-from ganseg.engine import CheckpointError, predict
+from tqdm import tqdm
+
+from ganseg.data import full_size_test
+from ganseg.engine import CheckpointError
 from ganseg.fileio import write_json
-from ganseg.metrics import confusion_matrix, majority_class_confusion, scores
+from ganseg.metrics import BoundaryF1, confusion_matrix, majority_class_confusion, scores
+from ganseg.predict import segment_image
 from ganseg.viz import comparison_strip, save_confusion_matrix, save_per_class_bars
 
 
-def predict_split(generator: nn.Module, data_dir: Path, split: str, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(images, truth, predictions) of a whole prepared split, as numpy arrays."""
-    dataset = PreparedSplit(data_dir, split)
-    preds = [predict(generator, images) for images, _ in DataLoader(dataset, batch_size=batch_size)]
-    return np.array(dataset.images), np.array(dataset.masks), torch.cat(preds).numpy().astype(np.uint8)
+@dataclass
+class FullSizeResult:
+    confusion: torch.Tensor  # (K, K) pixel counts over every test image at its own size
+    boundary_f1: list[float]  # per class
+    num_images: int
+    samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # (image, truth, prediction) of the first few
+
+
+@torch.no_grad()
+def evaluate_full_size(
+    generator: nn.Module, data_dir: Path, stats: dict, tolerance: int = 2, keep: int = 8, progress: bool = True
+) -> FullSizeResult:
+    """Segment every test image at its own size (sliding windows or resize, as the model was trained)."""
+    generator.eval()
+    num_classes = stats["num_classes"]
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    boundary = BoundaryF1(num_classes, tolerance)
+    samples, count = [], 0
+    test_images = full_size_test(data_dir)
+    for image, truth in tqdm(test_images, total=stats.get("test_images"), desc="evaluate", unit="img",
+                             disable=not progress):
+        pred = segment_image(generator, image, stats["image_size"], stats.get("fit", "tile"))
+        pred_t, truth_t = torch.from_numpy(pred), torch.from_numpy(truth)
+        confusion += confusion_matrix(pred_t, truth_t, num_classes)
+        boundary.update(pred_t[None], truth_t[None])
+        if len(samples) < keep:
+            samples.append((image, truth, pred))
+        count += 1
+    return FullSizeResult(confusion, boundary.scores(), count, samples)
 
 
 def check_model_fits_data(card: dict, stats: dict, model_dir: Path, data_dir: Path) -> None:
@@ -40,9 +67,18 @@ def _clean(value: float) -> float | None:
     return None if value is None or math.isnan(value) else round(float(value), 6)
 
 
-def summarise(confusion: torch.Tensor, class_names: list[str], train_frequency: list[float]) -> dict:
+def summarise(
+    confusion: torch.Tensor, class_names: list[str], train_frequency: list[float], boundary_f1: list[float] | None = None
+) -> dict:
     """Test scores, plus those of the trivial predictor that outputs the training majority class."""
     s = scores(confusion)
+    boundary = {}
+    if boundary_f1 is not None:
+        kept = [v for v in boundary_f1 if not math.isnan(v)]
+        boundary = {
+            "boundary_f1": {n: _clean(v) for n, v in zip(class_names, boundary_f1)},
+            "mean_boundary_f1": _clean(sum(kept) / len(kept)) if kept else None,
+        }
     trivial = scores(majority_class_confusion(confusion, int(np.argmax(train_frequency))))
     return {
         "miou": _clean(s["miou"]),
@@ -50,30 +86,31 @@ def summarise(confusion: torch.Tensor, class_names: list[str], train_frequency: 
         "pixel_accuracy": _clean(s["pixel_accuracy"]),
         "iou": {n: _clean(v) for n, v in zip(class_names, s["iou"])},
         "dice": {n: _clean(v) for n, v in zip(class_names, s["dice"])},
+        **boundary,
         "majority_baseline": {"miou": _clean(trivial["miou"]), "pixel_accuracy": _clean(trivial["pixel_accuracy"])},
     }
 
 
-def write_report(
-    images: np.ndarray,
-    truth: np.ndarray,
-    preds: np.ndarray,
-    stats: dict,
-    out_dir: Path,
-    num_overlays: int,
-) -> dict:
+def write_report(result: FullSizeResult, stats: dict, out_dir: Path, num_overlays: int, tolerance: int) -> dict:
     """metrics.json, per_class.csv, confusion_matrix.png, per_class_iou.png and overlays/ in out_dir."""
     class_names = stats["class_names"]
-    confusion = confusion_matrix(torch.from_numpy(preds), torch.from_numpy(truth), len(class_names))
-    summary = summarise(confusion, class_names, stats["class_frequency"]["train"])
-    metrics = {"test": summary, "num_test_images": int(len(images))}
+    summary = summarise(result.confusion, class_names, stats["class_frequency"]["train"], result.boundary_f1)
+    metrics = {
+        "test": summary,
+        "num_test_images": result.num_images,
+        "resolution": "full: every test image at its own size",
+        "boundary_tolerance_px": tolerance,
+    }
     write_json(out_dir / "metrics.json", metrics)
-    table = pd.DataFrame({"class": class_names, "iou": summary["iou"].values(), "dice": summary["dice"].values()})
+    table = pd.DataFrame({
+        "class": class_names, "iou": summary["iou"].values(), "dice": summary["dice"].values(),
+        "boundary_f1": summary["boundary_f1"].values(),
+    })
     table.to_csv(out_dir / "per_class.csv", index=False)
-    save_confusion_matrix(confusion.numpy(), class_names, out_dir / "confusion_matrix.png")
+    save_confusion_matrix(result.confusion.numpy(), class_names, out_dir / "confusion_matrix.png")
     save_per_class_bars(summary["iou"], "Test IoU per class", out_dir / "per_class_iou.png")
     overlays = out_dir / "overlays"
     overlays.mkdir(parents=True, exist_ok=True)
-    for i in range(min(num_overlays, len(images))):
-        comparison_strip(images[i].transpose(1, 2, 0), truth[i], preds[i]).save(overlays / f"test_{i:03d}.png")
+    for i, (image, truth, pred) in enumerate(result.samples[:num_overlays]):
+        comparison_strip(image, truth, pred).save(overlays / f"test_{i:03d}.png")
     return metrics

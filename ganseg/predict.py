@@ -1,7 +1,10 @@
 """Segment a folder of new images with an exported model: one class-id mask PNG per image.
 
-Images of any size go through the network as overlapping windows of the training tile size;
-where windows overlap their logits are averaged, so the seams do not show.
+Every image is segmented at its own size, the way the model saw its training data. A model
+trained on tiles (data.fit: tile) slides overlapping windows of the tile size over the image and
+averages the logits where windows overlap, so the seams do not show; a model trained on whole
+images resized to the tile size (data.fit: resize) sees the image resized the same way, and its
+logits are resized back.
 """
 
 from __future__ import annotations
@@ -65,10 +68,19 @@ def sliding_logits(generator: nn.Module, x: torch.Tensor, tile: int, overlap: fl
     return (total / count)[..., :height, :width]
 
 
-def segment_image(generator: nn.Module, image: np.ndarray, tile: int) -> np.ndarray:
+@torch.no_grad()
+def resized_logits(generator: nn.Module, x: torch.Tensor, tile: int) -> torch.Tensor:
+    """Logits (1, K, H, W) for one input (1, C, H, W): through the network at tile x tile, then resized back."""
+    small = F.interpolate(x, size=(tile, tile), mode="bilinear", antialias=True, align_corners=False)
+    return F.interpolate(generator(small), size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def segment_image(generator: nn.Module, image: np.ndarray, tile: int, fit: str = "tile") -> np.ndarray:
     """Class ids (H, W) for one (H, W, C) uint8 image of any size."""
-    x = to_input(torch.from_numpy(image).permute(2, 0, 1)[None])
-    return sliding_logits(generator, x, tile)[0].argmax(0).numpy().astype(np.uint8)
+    x = to_input(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None])
+    x = x.to(next(generator.parameters()).device)
+    logits = resized_logits(generator, x, tile) if fit == "resize" else sliding_logits(generator, x, tile)
+    return logits[0].argmax(0).cpu().numpy().astype(np.uint8)
 
 
 def predict_folder(
@@ -89,7 +101,7 @@ def predict_folder(
             except BadFileError as err:
                 failed[path.name] = err.reason
                 continue
-            mask = segment_image(generator, image, card["image_size"])
+            mask = segment_image(generator, image, card["image_size"], card.get("fit", "tile"))
             Image.fromarray(mask).save(staging / f"{path.stem}.png")
             if overlays:
                 Image.fromarray(overlay(image, mask)).save(staging / f"{path.stem}_overlay.png")

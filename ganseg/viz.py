@@ -31,8 +31,14 @@ def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndar
     return np.where((mask > 0)[..., None], tinted, rgb).astype(np.uint8)
 
 
-def comparison_strip(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, scale: int = 3) -> Image.Image:
-    """image | truth overlay | prediction overlay, side by side, enlarged for viewing."""
+def strip_scale(height: int) -> int:
+    """Small images are enlarged (up to 3x, nearest neighbour) so their pixels can be seen; large ones are not."""
+    return min(3, max(1, 256 // height))
+
+
+def comparison_strip(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, scale: int | None = None) -> Image.Image:
+    """image | truth overlay | prediction overlay, side by side, small images enlarged for viewing."""
+    scale = strip_scale(image.shape[0]) if scale is None else scale
     rgb = image.repeat(3, axis=2) if image.shape[2] == 1 else image
     gap = np.full((rgb.shape[0], 4, 3), 255, np.uint8)
     strip = np.concatenate([rgb, gap, overlay(image, truth), gap, overlay(image, pred)], axis=1)

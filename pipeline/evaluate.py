@@ -10,7 +10,7 @@ from ganseg import registry, tracking
 from ganseg.config import Params
 from ganseg.data import read_stats
 from ganseg.engine import load_model
-from ganseg.evaluation import check_model_fits_data, predict_split, write_report
+from ganseg.evaluation import check_model_fits_data, evaluate_full_size, write_report
 from ganseg.fileio import atomic_dir
 
 REPORT_FILES = ("metrics.json", "per_class.csv", "confusion_matrix.png", "per_class_iou.png", "overlays")
@@ -25,13 +25,16 @@ def run(params: Params, project_root: Path, models_dir: Path, out_dir: Path) -> 
     client = MlflowClient(tracking.tracking_uri(project_root)) if run_id else None
     if client:  # before evaluating: the results must be able to reach the train run
         tracking.require_artifact_access(client, client.get_run(run_id).info.artifact_uri, f"train run {run_id}")
-    images, truth, preds = predict_split(generator, data_dir, "test", params.evaluate.batch_size)
+    tolerance = params.evaluate.boundary_tolerance
+    result = evaluate_full_size(generator, data_dir, stats, tolerance, keep=params.evaluate.num_overlays)
     with atomic_dir(out_dir) as staging:
-        metrics = write_report(images, truth, preds, stats, staging, params.evaluate.num_overlays)
+        metrics = write_report(result, stats, staging, params.evaluate.num_overlays, tolerance)
     test = metrics["test"]
     print(
         f"test mIoU {test['miou']:.4f}  mean Dice {test['mdice']:.4f}  pixel accuracy {test['pixel_accuracy']:.4f}"
-        f"  (majority-class baseline mIoU {test['majority_baseline']['miou']:.4f}) on {metrics['num_test_images']} images"
+        f"  boundary F1 {test['mean_boundary_f1'] or float('nan'):.4f}"
+        f"  (majority-class baseline mIoU {test['majority_baseline']['miou']:.4f})"
+        f" on {metrics['num_test_images']} images at full resolution"
     )
     if client:
         _log_to_run(client, run_id, test, out_dir)
@@ -45,6 +48,7 @@ def _log_to_run(client: MlflowClient, run_id: str, test: dict, out_dir: Path) ->
     flat = {"test_miou": test["miou"], "test_mdice": test["mdice"], "test_pixel_accuracy": test["pixel_accuracy"]}
     flat |= {f"test_iou_{k}": v for k, v in test["iou"].items() if v is not None}
     flat |= {f"test_dice_{k}": v for k, v in test["dice"].items() if v is not None}
+    flat |= {f"test_boundary_f1_{k}": v for k, v in test["boundary_f1"].items() if v is not None}
     tracking.log_metrics(client, run_id, flat, step=0)
     for name in ("confusion_matrix.png", "per_class_iou.png"):
         client.log_artifact(run_id, str(out_dir / name), artifact_path="evaluation")

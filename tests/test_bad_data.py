@@ -160,11 +160,11 @@ def test_fail_lists_every_offending_file_in_one_message(dataset, tmp_path):
 
 def test_failed_check_keeps_the_previous_output(dataset, tmp_path):
     prepare_dataset(config(dataset), 0, tmp_path / "out", progress=False)
-    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
     truncated_image(dataset)
     with pytest.raises(DataError, match="truncated"):
         prepare_dataset(config(dataset), 0, tmp_path / "out", progress=False)
-    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
+    assert {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "out"]
 
 
