@@ -1,7 +1,11 @@
-"""`ganseg bench throughput`: the GAN step in a plain loop, and under Ray Train with 1 and 2 workers.
+"""`ganseg bench throughput` and `ganseg bench quality`.
 
-Every runner trains the same model on the same in-memory batches with one thread per worker,
-so the differences are the cost of Ray and of DDP. Images/s is steady state (after warm-up).
+throughput: the GAN step in a plain loop, and under Ray Train with 1 and 2 workers. Every runner
+trains the same model on the same in-memory batches with one thread per worker, so the
+differences are the cost of Ray and of DDP. Images/s is steady state (after warm-up).
+
+quality: the supervised baseline against the GAN segmenter (and, with a label fraction,
+supervised against semi-supervised on that fraction) on a dataset folder; see ganseg/quality.py.
 """
 
 from __future__ import annotations
@@ -106,3 +110,21 @@ def markdown_table(report: dict) -> str:
                  f"{report['gflop_per_step']:.2f} GFLOP per step; matmul peak "
                  + json.dumps({k: round(v, 1) for k, v in report["matmul_peak_gflops"].items()}) + " GFLOP/s")
     return "\n".join(lines)
+
+
+def quality(params: Params, data: str, seeds: int, steps: int, label_fraction: float | None, out: Path | None) -> dict:
+    from ganseg import quality as q
+    from ganseg.data import prepare_dataset
+
+    with tempfile.TemporaryDirectory(prefix="ganseg-bench-") as scratch:
+        data_dir = Path(scratch) / "prepared"
+        stats = prepare_dataset(params.data.model_copy(update={"source": data}), params.seed, data_dir)
+        print(f"prepared {data}: {stats['counts']} tiles of {stats['image_size']} px, {stats['test_images']} test images;"
+              f" {len(q.contenders(label_fraction))} configs x {seeds} seeds x {steps} steps")
+        report = q.run_benchmark(params, data_dir, seeds, steps, label_fraction)
+    report["data"] = data
+    print(q.markdown_table(report))
+    if out:
+        write_json(out, report)
+        print(f"wrote {out}")
+    return report

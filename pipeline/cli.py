@@ -53,7 +53,33 @@ def _parser() -> argparse.ArgumentParser:
     throughput = kinds.add_parser("throughput", parents=[common],
                                   help="training images/s: plain loop vs Ray Train with 1 and 2 workers")
     throughput.add_argument("--out", type=Path, help="also write the figures as JSON here")
+    quality = kinds.add_parser(
+        "quality", parents=[common],
+        help="supervised baseline vs GAN segmenter (and supervised vs semi-supervised on a label fraction):"
+        " trained for the same steps on the same split, scored on the test images at full size",
+    )
+    quality.add_argument("--data", required=True,
+                         help="folder with images/ and masks/ (read with the data section of params), or 'synthetic'")
+    quality.add_argument("--seeds", type=_positive_int, default=3, help="seeds per config (default 3)")
+    quality.add_argument("--steps", type=_positive_int, default=600, help="generator updates per run (default 600)")
+    quality.add_argument("--label-fraction", type=_fraction, default=None,
+                         help="also compare supervised and semi-supervised with this share of the training images labelled")
+    quality.add_argument("--out", type=Path, help="also write the table as JSON here")
     return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {value}")
+    return value
 
 
 def _dispatch(args: argparse.Namespace) -> None:
@@ -82,6 +108,10 @@ def _dispatch(args: argparse.Namespace) -> None:
         from pipeline import evaluate
 
         evaluate.run(params, root, root / MODELS_DIR, root / EVAL_DIR)
+    elif args.stage == "bench" and args.bench == "quality":
+        from pipeline import bench
+
+        bench.quality(params, args.data, args.seeds, args.steps, args.label_fraction, args.out)
     elif args.stage == "bench":
         from pipeline import bench
 

@@ -1,0 +1,94 @@
+"""Full-resolution evaluation, labelled/unlabelled splits and `ganseg bench quality`."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from ganseg.data import full_size_test, labelled_split, prepare_dataset
+from ganseg.predict import resized_logits, segment_image
+from pipeline.cli import main
+from tests.conftest import write_pair
+
+
+@pytest.fixture
+def sized_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    sizes = [(40, 56), (64, 64), (72, 50), (33, 90)]
+    for i in range(24):
+        height, width = sizes[i % len(sizes)]
+        image = rng.integers(0, 255, (height, width), dtype=np.uint8)
+        write_pair(tmp_path / "src", f"img_{i:02d}", image, (image > 128).astype(np.uint8))
+    return tmp_path / "src"
+
+
+def test_prepare_keeps_the_test_images_at_their_own_size(tmp_path, tiny_params, sized_folder):
+    cfg = tiny_params.data.model_copy(update={"source": str(sized_folder), "class_names": ["dark", "bright"]})
+    stats = prepare_dataset(cfg, 0, tmp_path / "out", progress=False)
+    full = list(full_size_test(tmp_path / "out"))
+    assert stats["fit"] == "resize" and len(full) == stats["test_images"] == stats["counts"]["test"]
+    stems = (tmp_path / "out/test_full/stems.txt").read_text().split()
+    for stem, (image, mask) in zip(stems, full):
+        source = np.asarray(Image.open(sized_folder / "images" / f"{stem}.png"))
+        assert image.shape == (*source.shape, 1) and np.array_equal(image[..., 0], source)
+        assert np.array_equal(mask, (source > 128).astype(np.uint8))
+
+
+def test_labelled_split_keeps_whole_images_together(tmp_path, tiny_params, sized_folder):
+    cfg = tiny_params.data.model_copy(
+        update={"source": str(sized_folder), "class_names": ["dark", "bright"], "fit": "tile", "image_size": 16}
+    )
+    prepare_dataset(cfg, 0, tmp_path / "out", progress=False)
+    manifest = __import__("pandas").read_csv(tmp_path / "out/manifest.csv")
+    train = manifest[manifest["split"] == "train"]
+    labelled, unlabelled = labelled_split(tmp_path / "out", 0.25, seed=3)
+    assert sorted(labelled + unlabelled) == sorted(train["index"])
+    stems_of = lambda idx: set(train.set_index("index").loc[idx, "stem"])  # noqa: E731
+    assert not stems_of(labelled) & stems_of(unlabelled)
+    assert len(stems_of(labelled)) == round(0.25 * train["stem"].nunique())
+    assert labelled_split(tmp_path / "out", 0.25, seed=3) == (labelled, unlabelled)  # seeded
+    assert labelled_split(tmp_path / "out", 1.0, seed=3)[1] == []
+
+
+def test_resize_models_see_the_whole_image_at_their_training_size():
+    seen = []
+    probe = nn.Conv2d(1, 2, 1)
+    probe.register_forward_pre_hook(lambda _, args: seen.append(args[0].shape))
+    logits = resized_logits(probe, torch.rand(1, 1, 70, 130), tile=32)
+    assert seen == [(1, 1, 32, 32)] and logits.shape == (1, 2, 70, 130)
+    mask = segment_image(probe, np.zeros((70, 130, 1), np.uint8), tile=32, fit="resize")
+    assert mask.shape == (70, 130)
+
+
+def test_bench_quality_writes_a_table_and_json(tmp_path, capsys):
+    out = tmp_path / "quality.json"
+    code = main([
+        "bench", "quality", "--data", "synthetic", "--seeds", "2", "--steps", "4", "--label-fraction", "0.5",
+        "--params", "params.yaml", "--set", "data.synthetic.num_images=30", "--set", "data.image_size=32",
+        "--set", "data.synthetic.size=32", "--set", "model.base_channels=8", "--set", "train.epochs=2",
+        "--out", str(out),
+    ])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| supervised baseline |" in printed and "| semi-supervised, 50% labels |" in printed
+    report = json.loads(out.read_text())
+    assert [r["config"] for r in report["runs"]] == [
+        "supervised baseline", "supervised baseline", "GAN segmenter", "GAN segmenter",
+        "supervised, 50% labels", "supervised, 50% labels", "semi-supervised, 50% labels", "semi-supervised, 50% labels",
+    ]
+    assert [r["seed"] for r in report["runs"][:2]] == [42, 43]
+    full, half = report["runs"][0]["labelled_tiles"], report["runs"][4]["labelled_tiles"]
+    assert half < full  # tiles of fewer images
+    gan = report["summary"]["GAN segmenter"]
+    assert gan["miou"]["n"] == 2 and 0 <= gan["miou"]["mean"] <= 1 and gan["images_per_s"]["mean"] > 0
+    assert set(gan["boundary_f1"]) == set(report["class_names"])
+
+
+@pytest.mark.parametrize("flag, value", [("--seeds", "0"), ("--label-fraction", "1.5"), ("--steps", "-3")])
+def test_bench_quality_refuses_bad_arguments(flag, value, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "quality", "--data", "synthetic", flag, value])
+    assert exit_info.value.code == 2 and "must be" in capsys.readouterr().err
