@@ -54,21 +54,21 @@ def train_and_score(params: Params, data_dir: Path, steps: int, progress: bool =
     train_set = PreparedSplit(data_dir, "train", pair_transform(params.train.augment, stats["image_size"]))
     labelled, unlabelled = labelled_split(data_dir, params.train.semi.label_fraction, params.seed)
     batches = endless(_shuffled(Subset(train_set, labelled), params))
-    extra = endless(_shuffled(ImagesOnly(Subset(train_set, unlabelled)), params)) if unlabelled else None
-    if params.train.lambda_adv == 0:
-        extra = None
+    extra = None
+    if unlabelled and params.train.lambda_adv > 0:  # without a discriminator the unlabelled images are unused
+        extra = endless(_shuffled(ImagesOnly(Subset(train_set, unlabelled)), params))
     epochs = params.train.epochs
     per_epoch = math.ceil(steps / epochs)
-    seconds, images = 0.0, 0
+    images, started = 0, time.perf_counter()
     for epoch in range(1, epochs + 1):
         count = min(per_epoch, steps - (epoch - 1) * per_epoch)
         if count <= 0:
             break
         step_stats = train_epoch(parts, itertools.islice(batches, count), params.train, epoch=epoch, unlabelled=extra)
         images += count * params.train.batch_size
-        seconds += count * params.train.batch_size / step_stats["images_per_s"]
         if progress:
             print(f"    epoch {epoch}/{epochs}: loss_seg {step_stats['loss_seg']:.4f}", flush=True)
+    seconds = time.perf_counter() - started
     result = evaluate_full_size(parts.eval_generator, data_dir, stats, params.evaluate.boundary_tolerance, keep=0,
                                 progress=False)
     summary = summarise(result.confusion, stats["class_names"], stats["class_frequency"]["train"], result.boundary_f1)
