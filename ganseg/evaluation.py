@@ -31,9 +31,16 @@ class FullSizeResult:
 
 @torch.no_grad()
 def evaluate_full_size(
-    generator: nn.Module, data_dir: Path, stats: dict, tolerance: int = 2, keep: int = 8, progress: bool = True
+    generator: nn.Module,
+    data_dir: Path,
+    stats: dict,
+    tolerance: int = 2,
+    keep: int = 8,
+    progress: bool = True,
+    flips: bool = False,
 ) -> FullSizeResult:
-    """Segment every test image at its own size (sliding windows or resize, as the model was trained)."""
+    """Segment every test image at its own size (sliding windows or resize, as the model was trained;
+    with `flips`, averaged over the mirror images)."""
     generator.eval()
     num_classes = stats["num_classes"]
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
@@ -42,7 +49,7 @@ def evaluate_full_size(
     test_images = full_size_test(data_dir)
     for image, truth in tqdm(test_images, total=stats.get("test_images"), desc="evaluate", unit="img",
                              disable=not progress):
-        pred = segment_image(generator, image, stats["image_size"], stats.get("fit", "tile"))
+        pred = segment_image(generator, image, stats["image_size"], stats.get("fit", "tile"), flips)
         pred_t, truth_t = torch.from_numpy(pred), torch.from_numpy(truth)
         confusion += confusion_matrix(pred_t, truth_t, num_classes)
         boundary.update(pred_t[None], truth_t[None])

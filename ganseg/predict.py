@@ -4,7 +4,8 @@ Every image is segmented at its own size, the way the model saw its training dat
 trained on tiles (data.fit: tile) slides overlapping windows of the tile size over the image and
 averages the logits where windows overlap, so the seams do not show; a model trained on whole
 images resized to the tile size (data.fit: resize) sees the image resized the same way, and its
-logits are resized back.
+logits are resized back. With `flips`, the logits are averaged over the image and its three
+mirror images (test-time augmentation: four passes, slightly better edges).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ganseg.viz import overlay
 
 OVERLAP = 0.25  # of the tile side
 WINDOWS_PER_BATCH = 8
+MIRRORS = ((), (-1,), (-2,), (-2, -1))  # as is, left-right, up-down, both
 
 
 def window_starts(length: int, tile: int, stride: int) -> list[int]:
@@ -75,12 +77,23 @@ def resized_logits(generator: nn.Module, x: torch.Tensor, tile: int) -> torch.Te
     return F.interpolate(generator(small), size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
-def segment_image(generator: nn.Module, image: np.ndarray, tile: int, fit: str = "tile") -> np.ndarray:
+def image_logits(generator: nn.Module, x: torch.Tensor, tile: int, fit: str = "tile", flips: bool = False) -> torch.Tensor:
+    """Logits (1, K, H, W) for one input (1, C, H, W) of any size, the way the model was trained."""
+    def once(view: torch.Tensor) -> torch.Tensor:
+        return resized_logits(generator, view, tile) if fit == "resize" else sliding_logits(generator, view, tile)
+
+    if not flips:
+        return once(x)
+    return sum(once(x.flip(dims)).flip(dims) for dims in MIRRORS) / len(MIRRORS)
+
+
+def segment_image(
+    generator: nn.Module, image: np.ndarray, tile: int, fit: str = "tile", flips: bool = False
+) -> np.ndarray:
     """Class ids (H, W) for one (H, W, C) uint8 image of any size."""
     x = to_input(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None])
     x = x.to(next(generator.parameters()).device)
-    logits = resized_logits(generator, x, tile) if fit == "resize" else sliding_logits(generator, x, tile)
-    return logits[0].argmax(0).cpu().numpy().astype(np.uint8)
+    return image_logits(generator, x, tile, fit, flips)[0].argmax(0).cpu().numpy().astype(np.uint8)
 
 
 def predict_folder(
@@ -89,6 +102,7 @@ def predict_folder(
     output_dir: Path,
     overlays: bool = False,
     max_image_pixels: int = DEFAULT_MAX_PIXELS,
+    flips: bool = False,
 ) -> dict:
     """Masks land in output_dir only once every image is done: a failure adds nothing there."""
     generator, card = load_model(model_dir)
@@ -101,7 +115,7 @@ def predict_folder(
             except BadFileError as err:
                 failed[path.name] = err.reason
                 continue
-            mask = segment_image(generator, image, card["image_size"], card.get("fit", "tile"))
+            mask = segment_image(generator, image, card["image_size"], card.get("fit", "tile"), flips)
             Image.fromarray(mask).save(staging / f"{path.stem}.png")
             if overlays:
                 Image.fromarray(overlay(image, mask)).save(staging / f"{path.stem}_overlay.png")

@@ -70,7 +70,7 @@ def train_and_score(params: Params, data_dir: Path, steps: int, progress: bool =
             print(f"    epoch {epoch}/{epochs}: loss_seg {step_stats['loss_seg']:.4f}", flush=True)
     seconds = time.perf_counter() - started
     result = evaluate_full_size(parts.eval_generator, data_dir, stats, params.evaluate.boundary_tolerance, keep=0,
-                                progress=False)
+                                progress=False, flips=params.evaluate.flip_tta)
     summary = summarise(result.confusion, stats["class_names"], stats["class_frequency"]["train"], result.boundary_f1)
     return {
         "miou": summary["miou"],
@@ -154,7 +154,8 @@ def markdown_table(report: dict) -> str:
     lines.append(
         f"\nmean ± std over {report['seeds']} seed(s); {report['steps']} steps each; test: {report['test_images']}"
         f" images at full size; tiles {report['image_size']} px ({report['fit']}); BF1 = boundary F1"
-        f" ({report['params']['evaluate']['boundary_tolerance']} px tolerance); {report['machine']}"
+        f" ({report['params']['evaluate']['boundary_tolerance']} px tolerance)"
+        f"{'; flip test-time augmentation' if report['params']['evaluate'].get('flip_tta') else ''}; {report['machine']}"
     )
     return "\n".join(lines)
 

@@ -26,7 +26,9 @@ def run(params: Params, project_root: Path, models_dir: Path, out_dir: Path) -> 
     if client:  # before evaluating: the results must be able to reach the train run
         tracking.require_artifact_access(client, client.get_run(run_id).info.artifact_uri, f"train run {run_id}")
     tolerance = params.evaluate.boundary_tolerance
-    result = evaluate_full_size(generator, data_dir, stats, tolerance, keep=params.evaluate.num_overlays)
+    result = evaluate_full_size(
+        generator, data_dir, stats, tolerance, keep=params.evaluate.num_overlays, flips=params.evaluate.flip_tta
+    )
     with atomic_dir(out_dir) as staging:
         metrics = write_report(result, stats, staging, params.evaluate.num_overlays, tolerance)
     test = metrics["test"]

@@ -5,7 +5,7 @@ from PIL import Image
 from torch import nn
 
 from ganseg.engine import build_networks, export_model
-from ganseg.predict import predict_folder, segment_image, sliding_logits, window_starts
+from ganseg.predict import image_logits, predict_folder, segment_image, sliding_logits, window_starts
 
 
 def test_predict_any_size_and_report_unreadable(tmp_path, tiny_params):
@@ -70,3 +70,41 @@ def test_large_image_keeps_its_shape_with_the_real_generator(tiny_params):
     image = np.random.default_rng(1).integers(0, 255, (203, 150, 3), dtype=np.uint8)
     mask = segment_image(generator.eval(), image, tile=32)
     assert mask.shape == (203, 150) and mask.dtype == np.uint8 and mask.max() <= 2
+
+
+class WidthRamp(nn.Module):
+    """Scales each column by its position, 0 at the left edge to 1 at the right: not mirror-symmetric."""
+
+    def __init__(self):
+        super().__init__()
+        self.unused = nn.Parameter(torch.zeros(1))  # segment_image reads the device from the parameters
+
+    def forward(self, x):
+        return x * torch.linspace(0, 1, x.shape[-1])
+
+
+@pytest.mark.parametrize("fit", ["tile", "resize"])
+def test_flips_average_the_mirror_images(fit):
+    x = torch.rand(1, 2, 40, 40)
+    plain = image_logits(WidthRamp(), x, tile=40, fit=fit)
+    torch.testing.assert_close(plain, x * torch.linspace(0, 1, 40), rtol=1e-5, atol=1e-5)
+    # left-right mirrors see the ramp reversed, so the four-way average scales every column by 1/2
+    torch.testing.assert_close(image_logits(WidthRamp(), x, tile=40, fit=fit, flips=True), x / 2, rtol=1e-5, atol=1e-5)
+
+
+def test_flips_leave_a_mirror_symmetric_model_unchanged():
+    torch.manual_seed(0)
+    model = nn.Conv2d(1, 3, kernel_size=1)
+    x = torch.rand(1, 1, 70, 45)
+    with torch.no_grad():
+        torch.testing.assert_close(image_logits(model, x, 32, flips=True), image_logits(model, x, 32), rtol=1e-5, atol=1e-5)
+
+
+def test_predict_folder_with_flips_writes_masks(tmp_path, tiny_params):
+    generator, _ = build_networks(tiny_params, 1, 2)
+    stats = {"channels": 1, "num_classes": 2, "class_names": ["a", "b"], "image_size": 32}
+    export_model(tmp_path / "model", generator.state_dict(), tiny_params.model, stats, {})
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 37), dtype=np.uint8)).save(tmp_path / "in" / "a.png")
+    assert predict_folder(tmp_path / "model", tmp_path / "in", tmp_path / "out", flips=True)["written"] == 1
+    assert np.asarray(Image.open(tmp_path / "out" / "a.png")).shape == (50, 37)
