@@ -128,14 +128,14 @@ class SemiConfig(_Strict):
 class AugmentConfig(_Strict):
     """Joint image/mask augmentation of training tiles (validation and test are never augmented)."""
 
-    enabled: bool = False
-    crop_scale: float = Field(0.6, gt=0, le=1, description="random crop of this share of the area or more, resized back")
+    enabled: bool = True
+    crop_scale: float = Field(1.0, gt=0, le=1, description="random crop of this share of the area or more, resized back")
     flips: bool = True
     rot90: bool = True
-    affine_degrees: float = Field(10.0, ge=0, le=180)
+    affine_degrees: float = Field(0.0, ge=0, le=180)
     elastic_alpha: float = Field(0.0, ge=0, description="0 = no elastic deformation")
-    brightness: float = Field(0.2, ge=0, le=1, description="image only")
-    contrast: float = Field(0.2, ge=0, le=1, description="image only")
+    brightness: float = Field(0.1, ge=0, le=1, description="image only")
+    contrast: float = Field(0.1, ge=0, le=1, description="image only")
 
 
 class FaultInjection(_Strict):
@@ -153,16 +153,16 @@ class TrainConfig(_Strict):
     lambda_adv: float = Field(0.05, ge=0, description="0 trains the supervised baseline")
     adv_loss: Literal["hinge", "vanilla", "lsgan"] = "hinge"
     dice_weight: float = Field(1.0, ge=0)
-    adv_warmup_epochs: int = Field(0, ge=0, description="supervised-only epochs before the adversarial term starts")
+    adv_warmup_epochs: int = Field(2, ge=0, description="supervised-only epochs before the adversarial term starts")
     class_weights: Literal["none", "inverse_sqrt"] | list[float] = Field(
         "none",
         description="cross-entropy and Dice weight per class: none, inverse_sqrt (of the training pixel share), or a list",
     )
-    ema_decay: float = Field(0.0, ge=0, lt=1, description="exponential moving average of the generator; 0 = off")
+    ema_decay: float = Field(0.99, ge=0, lt=1, description="exponential moving average of the generator; 0 = off")
     semi: SemiConfig = Field(default_factory=SemiConfig)
     num_workers: int | Literal["auto"] = Field("auto", description="Ray Train workers; auto = GPUs or CPUs")
     use_gpu: bool | Literal["auto"] = "auto"
-    lr_schedule: Literal["constant", "cosine"] = "constant"
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="fp16 needs a GPU")
     channels_last: bool = False
@@ -223,6 +223,7 @@ class EvaluateConfig(_Strict):
     num_overlays: int = Field(8, ge=0)
     batch_size: int = Field(32, ge=1)
     boundary_tolerance: int = Field(2, ge=0, description="boundary F1: pixels of slack between predicted and true edges")
+    flip_tta: bool = Field(True, description="test and predict: average the logits over the image's mirror images")
 
 
 class MlflowConfig(_Strict):

@@ -31,7 +31,7 @@ def tiny_params() -> Params:
         {
             "data": {"image_size": 32, "synthetic": {"num_images": 30, "size": 32}},
             "model": {"base_channels": 8, "depth": 2, "disc_channels": 8, "disc_layers": 2},
-            "train": {"epochs": 1, "batch_size": 4, "num_workers": 1},
+            "train": {"epochs": 1, "batch_size": 4, "num_workers": 1, "adv_warmup_epochs": 0},
         }
     )
 

@@ -22,6 +22,7 @@ TINY = {
     "model.base_channels": 8,
     "model.disc_channels": 8,
     "train.epochs": 2,
+    "train.adv_warmup_epochs": 0,  # the default warm-up would leave the discriminator out of 2-epoch runs
     "train.num_workers": 2,
     "tune.num_samples": 2,
     "tune.epochs": 1,

@@ -78,7 +78,7 @@ def test_self_taught_loss_uses_only_trusted_pixels():
 
 
 def test_warmup_epochs_leave_the_discriminator_untouched(tiny_params):
-    params = tiny_params.with_overrides({"train.adv_warmup_epochs": 1})
+    params = tiny_params.with_overrides({"train.adv_warmup_epochs": 1, "train.epochs": 2})
     parts = parts_for(params)
     before = weights_of(parts.discriminator)
     stats = train_epoch(parts, [batch()], params.train, epoch=1)
