@@ -117,9 +117,9 @@ def build_optimizers(
     opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr_g, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr_d, betas=(0.5, 0.999))
     device = next(generator.parameters()).device
-    weights = class_weight_tensor(cfg.class_weights, class_frequency or [])
     if cfg.class_weights == "inverse_sqrt" and not class_frequency:
         raise ValueError("train.class_weights inverse_sqrt needs the training class frequencies")
+    weights = class_weight_tensor(cfg.class_weights, class_frequency or [])
     ema = None
     if cfg.ema_decay > 0:
         ema = AveragedModel(unwrap(generator), multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
@@ -155,8 +155,9 @@ def train_step(
     adversarial = adversarial and cfg.lambda_adv > 0
     x = _prepare_input(parts, images)
     u = _prepare_input(parts, unlabelled) if unlabelled is not None and adversarial else None
+    inputs = x if u is None else torch.cat([x, u])
     with parts.autocast():
-        logits_all = parts.generator(x if u is None else torch.cat([x, u]))
+        logits_all = parts.generator(inputs)
     logits_all = logits_all.float()
     logits = logits_all[: len(x)]
     stats: dict[str, float] = {}
@@ -166,7 +167,6 @@ def train_step(
     require_finite(loss_seg=loss_seg)
     loss_g = loss_seg
     if adversarial:
-        inputs = x if u is None else torch.cat([x, u])
         with parts.autocast():
             fake_scores = parts.discriminator(inputs, logits_all.softmax(1)).float()
         loss_adv = generator_adversarial_loss(cfg.adv_loss, fake_scores)

@@ -130,3 +130,10 @@ def test_class_weights_list_must_match_the_classes(tiny_params):
 
     with pytest.raises(ParamsError, match="class_weights has 2 values for 3 classes"):
         tiny_params.with_overrides({"train.class_weights": [1.0, 2.0]})
+
+
+def test_inverse_sqrt_weights_without_frequencies_say_what_is_missing(tiny_params):
+    params = tiny_params.with_overrides({"train.class_weights": "inverse_sqrt"})
+    generator, discriminator = build_networks(params, 1, 3)
+    with pytest.raises(ValueError, match="inverse_sqrt needs the training class frequencies"):
+        build_optimizers(generator, discriminator, params.train)
