@@ -42,6 +42,29 @@ class SyntheticConfig(_Strict):
     size: int = Field(64, ge=16, description="side of each generated square image, in pixels")
 
 
+class IntensityConfig(_Strict):
+    """How image values of any bit depth map to the network's 0..255 input (see ganseg/intensity.py)."""
+
+    mode: Literal["auto", "dtype", "fixed", "image_percentiles", "dataset_percentiles"] = Field(
+        "auto",
+        description="auto: dtype for 8-bit images, else image_percentiles; dtype: the full range of the"
+        " image's type (0..255, 0..65535, 0..1 for floats); fixed: low..high in the images' own values;"
+        " image_percentiles / dataset_percentiles: the percentiles of each image / of the training images",
+    )
+    low: float | None = Field(None, description="fixed: the value that becomes 0")
+    high: float | None = Field(None, description="fixed: the value that becomes 255")
+    percentiles: tuple[float, float] = Field((1.0, 99.8), description="lower and upper percentile")
+
+    @model_validator(mode="after")
+    def _complete(self) -> "IntensityConfig":
+        if self.mode == "fixed" and (self.low is None or self.high is None or self.low >= self.high):
+            raise ValueError("mode 'fixed' needs low < high")
+        lower, upper = self.percentiles
+        if not 0 <= lower < upper <= 100:
+            raise ValueError(f"percentiles must satisfy 0 <= lower < upper <= 100, got {list(self.percentiles)}")
+        return self
+
+
 class DataConfig(_Strict):
     source: str = Field("synthetic", description="'synthetic' or a folder holding images/ and masks/")
     output_dir: str = "data/prepared"
@@ -54,6 +77,12 @@ class DataConfig(_Strict):
         default_factory=dict, description="for rgb masks: 'R,G,B' -> class id"
     )
     split: SplitConfig = Field(default_factory=SplitConfig)
+    split_file: str | None = Field(
+        None,
+        description="CSV of stem,split (train/val/test) fixing each image's split instead of the hash split;"
+        " without val rows a seeded data.split.val share of the train images validates",
+    )
+    intensity: IntensityConfig = Field(default_factory=IntensityConfig)
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
     on_error: Literal["fail", "skip"] = Field(
         "fail",

@@ -9,7 +9,6 @@ Prepared layout (one folder, a DVC output):
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,22 +18,19 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from ganseg import synthetic
-from ganseg.config import DataConfig, SplitConfig
-from ganseg.errors import GansegError
+from ganseg.config import DataConfig
+from ganseg.errors import DataError
 from ganseg.fileio import atomic_dir, read_json, write_json
+from ganseg.intensity import IntensityRule, is_eight_bit, map_to_uint8, resolve
+from ganseg.splits import SPLITS, assign_splits, split_of  # noqa: F401  (split_of: part of this module's API)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
-SPLITS = ("train", "val", "test")
 DEFAULT_MAX_PIXELS: int = DataConfig.model_fields["max_image_pixels"].default
 SKIPPED_REPORT = "skipped.csv"
-
-
-class DataError(GansegError, ValueError):
-    """The dataset folder or one of its files cannot be used; the message says which and why."""
 
 
 @dataclass
@@ -44,15 +40,6 @@ class Sample:
     mask: np.ndarray  # (H, W) uint8 class ids
     image_path: str = ""
     mask_path: str = ""
-
-
-def split_of(stem: str, split: SplitConfig) -> str:
-    """Stable split from a hash of the stem: adding files never moves existing ones."""
-    digest = hashlib.sha1(stem.encode()).digest()
-    position = int.from_bytes(digest[:8], "big") / 2**64
-    if position < split.train:
-        return "train"
-    return "val" if position < split.train + split.val else "test"
 
 
 @dataclass(frozen=True)
@@ -170,6 +157,8 @@ def _decoded(path: Path, max_pixels: int) -> Image.Image:
         try:
             img = Image.open(path)
             img.load()  # Image.open reads only the header: a truncated file fails here
+            # Viewers and annotation tools show a photo turned by its EXIF orientation; so do we.
+            ImageOps.exif_transpose(img, in_place=True)
             return img
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             reason = (
@@ -198,10 +187,36 @@ def _header_size(path: Path) -> str:
 
 
 def read_image(path: Path, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """(H, W, C) uint8, grey or RGB; BadFileError if the file cannot be decoded."""
+    """(H, W, C) at the file's full depth (uint8, uint16, int32 or float32); BadFileError if it cannot be decoded.
+
+    Greyscale images of more than 8 bits keep their values (and are repeated for 3 channels);
+    8-bit images are converted by Pillow to grey or RGB. Pillow reads colour images at 8 bits per channel.
+    """
     with open_image(path, max_pixels) as img:
-        array = np.array(img.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
-    return array[..., None] if array.ndim == 2 else array
+        if is_eight_bit(img.mode):
+            array = np.array(img.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
+        else:
+            array = np.array(img)
+            array = array.astype(array.dtype.newbyteorder("="))  # big-endian 16-bit TIFFs to native order
+    if array.ndim == 2:
+        array = array[..., None]
+    return np.repeat(array, 3, axis=2) if channels == 3 and array.shape[2] == 1 else array
+
+
+def read_model_input(
+    path: Path, channels: int, rule: IntensityRule, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[np.ndarray, int]:
+    """(H, W, C) uint8 as the network sees it, by the intensity rule; and how many values were clipped."""
+    return map_to_uint8(read_image(path, channels, max_pixels), rule)
+
+
+def image_is_eight_bit(path: Path) -> bool:
+    """From the header alone; a file that cannot be opened counts as 8-bit (prepare reports it later)."""
+    try:
+        with pixel_limit(None), Image.open(path) as img:
+            return is_eight_bit(img.mode)
+    except (OSError, SyntaxError, ValueError):
+        return True
 
 
 def decode_mask(path: Path, cfg: DataConfig) -> np.ndarray:
@@ -243,12 +258,15 @@ def _rgb_to_ids(rgb: np.ndarray, cfg: DataConfig) -> np.ndarray:
     return mask
 
 
-def load_pair(stem: str, image_path: Path, mask_path: Path, cfg: DataConfig) -> tuple[Sample | None, list[Problem]]:
-    """The decoded pair, or None and what is wrong with either file (both are tried)."""
+def load_pair(
+    stem: str, image_path: Path, mask_path: Path, cfg: DataConfig, rule: IntensityRule
+) -> tuple[Sample | None, list[Problem], int]:
+    """The decoded pair (image mapped by `rule`), or None and what is wrong with either file (both are
+    tried); and how many image values the rule clipped."""
     image = mask = None
-    problems = []
+    problems, clipped = [], 0
     try:
-        image = read_image(image_path, cfg.channels, cfg.max_image_pixels)
+        image, clipped = read_model_input(image_path, cfg.channels, rule, cfg.max_image_pixels)
     except BadFileError as err:
         problems.append(Problem(err.path, err.reason))
     try:
@@ -259,8 +277,8 @@ def load_pair(stem: str, image_path: Path, mask_path: Path, cfg: DataConfig) -> 
         sizes = f"image is {_size(image.shape)} but its mask {mask_path.name} is {_size(mask.shape)}"
         problems.append(Problem(image_path, sizes))
     if problems:
-        return None, problems
-    return Sample(stem, image, mask, str(image_path), str(mask_path)), []
+        return None, problems, 0
+    return Sample(stem, image, mask, str(image_path), str(mask_path)), [], clipped
 
 
 def _size(shape: tuple) -> str:
@@ -294,7 +312,12 @@ def _resize(array: np.ndarray, size: int, resample: int) -> np.ndarray:
 
 
 class SourceReader:
-    """The samples of data.source one at a time; files that cannot be used gather in `problems`."""
+    """The samples of data.source one at a time, each with its split; files that cannot be used gather
+    in `problems`.
+
+    The split of every stem and the intensity rule are settled before the first sample is read:
+    the rule may need the training images' percentiles.
+    """
 
     def __init__(self, cfg: DataConfig, seed: int):
         self.cfg, self.seed = cfg, seed
@@ -302,31 +325,61 @@ class SourceReader:
         self.pairs: list[tuple[str, Path, Path]] = []
         self.problems: list[Problem] = []
         self.used = 0
-        if cfg.source != "synthetic":
-            self.folder = source_folder(cfg)
-            scan = scan_folder(self.folder)
-            self.pairs, self.problems = scan.pairs, list(scan.problems)
+        self.clipped = self.pixels = 0  # image values the intensity rule clipped, of all values read
+        if cfg.source == "synthetic":
+            stems = [_synthetic_stem(i) for i in range(cfg.synthetic.num_images)]
+            self.splits = assign_splits(stems, cfg, seed)
+            self.rule = IntensityRule("dtype")
+            return
+        self.folder = source_folder(cfg)
+        scan = scan_folder(self.folder)
+        self.pairs, self.problems = scan.pairs, list(scan.problems)
+        in_images = {stem for stem, _, _ in self.pairs} | {
+            p.file.stem for p in self.problems if p.file.parent.name == "images"
+        }
+        self.splits = assign_splits([stem for stem, _, _ in self.pairs], cfg, seed, present=in_images)
+        self.rule = self._intensity_rule()
 
     def __len__(self) -> int:
         return self.cfg.synthetic.num_images if self.folder is None else len(self.pairs)
 
-    def __iter__(self) -> Iterator[Sample]:
+    def __iter__(self) -> Iterator[tuple[Sample, str]]:
         if self.folder is None:
             yield from self._synthetic()
             return
         for stem, image_path, mask_path in self.pairs:
-            sample, problems = load_pair(stem, image_path, mask_path, self.cfg)
+            sample, problems, clipped = load_pair(stem, image_path, mask_path, self.cfg, self.rule)
             self.problems += problems
             if sample is not None:
                 self.used += 1
-                yield sample
+                self.clipped += clipped
+                self.pixels += sample.image.size
+                yield sample, self.splits[stem]
 
-    def _synthetic(self) -> Iterator[Sample]:
+    def _intensity_rule(self) -> IntensityRule:
+        eight_bit = all(image_is_eight_bit(image) for _, image, _ in self.pairs)
+        return resolve(self.cfg.intensity, eight_bit, self._raw_training_images())
+
+    def _raw_training_images(self) -> Iterator[np.ndarray]:
+        """Training images at full depth; unreadable ones are left to the main pass to report."""
+        for stem, image_path, _ in self.pairs:
+            if self.splits[stem] == "train":
+                try:
+                    yield read_image(image_path, self.cfg.channels, self.cfg.max_image_pixels)
+                except BadFileError:
+                    continue
+
+    def _synthetic(self) -> Iterator[tuple[Sample, str]]:
         for index in range(self.cfg.synthetic.num_images):
             image, mask = synthetic.generate_sample(self.seed, index, self.cfg.synthetic.size)
             image = np.repeat(image[..., None], self.cfg.channels, axis=2)
             self.used += 1
-            yield Sample(f"synth_{index:05d}", image, mask, "synthetic", "synthetic")
+            stem = _synthetic_stem(index)
+            yield Sample(stem, image, mask, "synthetic", "synthetic"), self.splits[stem]
+
+
+def _synthetic_stem(index: int) -> str:
+    return f"synth_{index:05d}"
 
 
 def source_folder(cfg: DataConfig) -> Path:
@@ -355,8 +408,7 @@ def prepare_dataset(cfg: DataConfig, seed: int, out_dir: str | Path, progress: b
     reader = SourceReader(cfg, seed)
     tiles: dict[str, list[Sample]] = {name: [] for name in SPLITS}
     full_test: list[Sample] = []  # the test images at their own size, for full-resolution evaluation
-    for sample in tqdm(reader, total=len(reader), desc="prepare", unit="img", disable=not progress):
-        split = split_of(sample.stem, cfg.split)
+    for sample, split in tqdm(reader, total=len(reader), desc="prepare", unit="img", disable=not progress):
         tiles[split].extend(fit_to_size(sample, cfg.image_size, cfg.fit))
         if split == "test":
             full_test.append(sample)
@@ -376,7 +428,13 @@ def prepare_dataset(cfg: DataConfig, seed: int, out_dir: str | Path, progress: b
         pd.DataFrame(rows).to_csv(staging / "manifest.csv", index=False)
         skipped = [{"file": str(p.file), "reason": p.reason} for p in reader.problems]
         pd.DataFrame(skipped, columns=["file", "reason"]).to_csv(staging / SKIPPED_REPORT, index=False)
-        stats = _stats(cfg, tiles) | {"skipped_files": len(reader.problems), "test_images": len(full_test)}
+        stats = _stats(cfg, tiles) | {
+            "skipped_files": len(reader.problems),
+            "test_images": len(full_test),
+            "split_source": "split_file" if cfg.split_file else "hash",
+            "intensity": reader.rule.to_dict(),
+            "clipped_share": round(reader.clipped / max(reader.pixels, 1), 6),
+        }
         write_json(staging / "stats.json", stats)
     return stats
 

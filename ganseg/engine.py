@@ -427,6 +427,7 @@ def export_model(out_dir: Path, weights: dict, model_cfg: ModelConfig, stats: di
         "class_names": stats["class_names"],
         "image_size": stats["image_size"],
         "fit": stats.get("fit", "tile"),
+        "intensity": stats.get("intensity", {"mode": "dtype"}),  # predict maps new images exactly like prepare
     }
     write_json(out_dir / MODEL_CARD, card | extra)
 

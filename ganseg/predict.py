@@ -4,8 +4,10 @@ Every image is segmented at its own size, the way the model saw its training dat
 trained on tiles (data.fit: tile) slides overlapping windows of the tile size over the image and
 averages the logits where windows overlap, so the seams do not show; a model trained on whole
 images resized to the tile size (data.fit: resize) sees the image resized the same way, and its
-logits are resized back. With `flips`, the logits are averaged over the image and its three
-mirror images (test-time augmentation: four passes, slightly better edges).
+logits are resized back. Image values are mapped to the network's input by the intensity rule
+recorded in the model card, exactly as prepare mapped the training images. With `flips`, the
+logits are averaged over the image and its three mirror images (test-time augmentation: four
+passes, slightly better edges).
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from ganseg.data import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, BadFileError, read_image, to_input
+from ganseg.data import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, BadFileError, read_model_input, to_input
 from ganseg.engine import load_model
 from ganseg.fileio import atomic_add_files
+from ganseg.intensity import IntensityRule
 from ganseg.viz import overlay
 
 OVERLAP = 0.25  # of the tile side
@@ -106,12 +109,13 @@ def predict_folder(
 ) -> dict:
     """Masks land in output_dir only once every image is done: a failure adds nothing there."""
     generator, card = load_model(model_dir)
+    rule = IntensityRule.from_dict(card.get("intensity"))
     files = _image_files(Path(input_dir))
     failed: dict[str, str] = {}
     with atomic_add_files(output_dir) as staging:
         for path in tqdm(files, desc="predict", unit="img"):
             try:
-                image = read_image(path, card["in_channels"], max_image_pixels)
+                image, _ = read_model_input(path, card["in_channels"], rule, max_image_pixels)
             except BadFileError as err:
                 failed[path.name] = err.reason
                 continue
