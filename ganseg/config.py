@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ganseg.errors import GansegError
+from ganseg.void import VOID
 
 
 class ParamsError(GansegError, ValueError):
@@ -51,7 +52,10 @@ class DataConfig(_Strict):
     class_names: list[str] = Field(default_factory=lambda: ["background", "membrane", "organelle"])
     mask_format: Literal["ids", "binary", "rgb"] = "ids"
     palette: dict[str, int] = Field(
-        default_factory=dict, description="for rgb masks: 'R,G,B' -> class id"
+        default_factory=dict, description="for rgb masks: 'R,G,B' -> class id (or -> ignore_index: void)"
+    )
+    ignore_index: int | None = Field(
+        None, ge=0, description="mask value (ids, binary) or palette id (rgb) of unannotated pixels: no loss, no metric"
     )
     split: SplitConfig = Field(default_factory=SplitConfig)
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
@@ -74,6 +78,8 @@ class DataConfig(_Strict):
     def _at_least_two(cls, names: list[str]) -> list[str]:
         if len(names) < 2:
             raise ValueError("at least two classes are needed")
+        if len(names) > VOID:
+            raise ValueError(f"at most {VOID} classes: masks are stored as uint8 with {VOID} reserved for void pixels")
         if len(set(names)) != len(names):
             raise ValueError("class names must be unique")
         return names
@@ -91,12 +97,26 @@ class DataConfig(_Strict):
     def _palette_matches(self) -> "DataConfig":
         if self.mask_format == "rgb" and not self.palette:
             raise ValueError("mask_format 'rgb' needs a palette ('R,G,B': class id)")
-        bad = [v for v in self.palette.values() if not 0 <= v < self.num_classes]
+        bad = [v for v in self.palette.values() if not 0 <= v < self.num_classes and v != self.ignore_index]
         if bad:
-            raise ValueError(f"palette class ids {bad} are outside 0..{self.num_classes - 1}")
+            raise ValueError(
+                f"palette class ids {bad} are outside 0..{self.num_classes - 1}"
+                + ("" if self.ignore_index is None else f" and are not data.ignore_index {self.ignore_index}")
+            )
         if self.mask_format == "binary" and self.num_classes != 2:
             raise ValueError("mask_format 'binary' needs exactly two class_names")
+        self._check_ignore_index()
         return self
+
+    def _check_ignore_index(self) -> None:
+        if self.ignore_index is None:
+            return
+        if self.ignore_index < self.num_classes:
+            raise ValueError(
+                f"ignore_index {self.ignore_index} is a class id (0..{self.num_classes - 1}); void needs a value of its own"
+            )
+        if self.mask_format == "binary" and self.ignore_index == 255:
+            raise ValueError("ignore_index 255 is class 1 of binary masks (0 / 255); void needs a value of its own")
 
 
 class ModelConfig(_Strict):
