@@ -3,11 +3,14 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from ganseg.config import DataConfig, SplitConfig
 from ganseg.data import DataError, mask_to_ids, prepare_dataset
+from ganseg.engine import build_networks, build_optimizers, train_step
 from ganseg.evaluation import summarise
+from ganseg.losses import segmentation_loss, soft_dice_loss, valid_one_hot
 from ganseg.void import VOID
 from tests.conftest import write_pair
 
@@ -109,4 +112,89 @@ def test_class_frequencies_and_the_majority_class_ignore_void_pixels(tmp_path):
     # the trivial predictor outputs class 0, the majority of annotated pixels, not "void"
     confusion = torch.tensor([[30, 0], [10, 0]])
     assert summarise(confusion, ["a", "b"], stats["class_frequency"]["train"])["majority_baseline"]["pixel_accuracy"] == 0.75
+
+
+# --- losses and the discriminator's input ------------------------------------------------------
+
+
+def logits_and_void_masks(seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(2, 3, 6, 6, generator=gen)
+    target = torch.randint(0, 3, (2, 6, 6), generator=gen)
+    target[0, :, :2] = V  # 12 void pixels in the first image
+    target[1, 4:, :] = V  # 12 in the second, elsewhere
+    target[1, 0, 0] = V
+    return logits, target
+
+
+def valid_only_loss(logits, target, class_weights=None):
+    """The loss of each image on its valid pixels alone (gathered into a 1 x M image), averaged over images."""
+    losses = []
+    for one_logits, one_target in zip(logits, target):
+        valid = one_target != V
+        kept_logits = one_logits[:, valid][None, :, None, :]  # (1, K, 1, M)
+        kept_target = one_target[valid][None, None, :]  # (1, 1, M)
+        losses.append(segmentation_loss(kept_logits, kept_target, 1.0, class_weights))
+    return torch.stack(losses).mean()
+
+
+@pytest.mark.parametrize("class_weights", [None, torch.tensor([0.5, 2.0, 1.0])])
+def test_loss_with_void_pixels_equals_the_loss_on_the_valid_pixels_only(class_weights):
+    logits, target = logits_and_void_masks()
+    with_void = segmentation_loss(logits, target, 1.0, class_weights)
+    torch.testing.assert_close(with_void, valid_only_loss(logits, target, class_weights))
+
+
+def test_cross_entropy_part_matches_pytorch_on_the_valid_pixels():
+    logits, target = logits_and_void_masks(1)
+    ce_only = segmentation_loss(logits, target, dice_weight=0.0)
+    per_image = [F.cross_entropy(logits[i][:, target[i] != V].T, target[i][target[i] != V]) for i in range(2)]
+    torch.testing.assert_close(ce_only, (per_image[0] + per_image[1]) / 2)
+
+
+def test_gradient_is_zero_at_void_pixels_and_not_elsewhere():
+    logits, target = logits_and_void_masks(2)
+    logits.requires_grad_(True)
+    segmentation_loss(logits, target, 1.0).backward()
+    void = (target == V)[:, None].expand_as(logits)
+    assert logits.grad[void].abs().max() == 0
+    assert (logits.grad[~void].abs() > 0).float().mean() > 0.9
+
+
+def test_an_image_without_valid_pixels_adds_nothing_but_counts_as_an_image():
+    logits, target = logits_and_void_masks(3)
+    target[1] = V
+    both = segmentation_loss(logits, target)
+    assert torch.isfinite(both)
+    torch.testing.assert_close(both, segmentation_loss(logits[:1], target[:1]) / 2)
+    assert soft_dice_loss(logits[1:], target[1:]).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_one_hot_of_a_mask_with_void_is_zero_there():
+    target = torch.tensor([[[0, 2], [V, 1]]])
+    one_hot = valid_one_hot(target, 3)
+    assert one_hot[0, :, 1, 0].tolist() == [0, 0, 0]
+    assert one_hot[0, :, 0, 1].tolist() == [0, 0, 1] and one_hot[0, :, 1, 1].tolist() == [0, 1, 0]
+
+
+def test_discriminator_sees_zeros_at_void_pixels_for_truth_and_prediction(tiny_params):
+    params = tiny_params.with_overrides({"train.lambda_adv": 0.1})
+    generator, discriminator = build_networks(params, 1, 3)
+    parts = build_optimizers(generator, discriminator, params.train)
+    seen = []
+    discriminator.register_forward_pre_hook(lambda _, args: seen.append(args[1].detach().clone()))
+    images = torch.randint(0, 255, (2, 1, 16, 16), dtype=torch.uint8)
+    masks = torch.randint(0, 3, (2, 16, 16))
+    masks[:, :, :5] = V
+    unlabelled = torch.randint(0, 255, (2, 1, 16, 16), dtype=torch.uint8)
+    train_step(parts, images, masks, params.train, unlabelled=unlabelled)
+    d_step, g_step = seen  # (real truth + fake prediction) for D; (labelled + unlabelled predictions) for G
+    real, fake = d_step.chunk(2)
+    void = (masks == V)[:, None].expand_as(real)
+    assert real[void].abs().max() == 0 and fake[void].abs().max() == 0
+    torch.testing.assert_close(real[~void], F.one_hot(masks.clamp(max=2), 3).permute(0, 3, 1, 2).float()[~void])
+    assert (fake[~void] > 0).all()  # softmax probabilities outside void
+    labelled, unlabelled_probs = g_step[:2], g_step[2:]
+    assert labelled[void].abs().max() == 0 and (labelled[~void] > 0).all()
+    assert (unlabelled_probs > 0).all()  # unlabelled images have no masks, so nothing is void there
 
