@@ -1,5 +1,7 @@
 """Void (unannotated) pixels, data.ignore_index: decoding, losses, discriminator input, metrics, overlays."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -9,8 +11,10 @@ from PIL import Image
 from ganseg.config import DataConfig, SplitConfig
 from ganseg.data import DataError, mask_to_ids, prepare_dataset
 from ganseg.engine import build_networks, build_optimizers, train_step
-from ganseg.evaluation import summarise
+from ganseg.evaluation import evaluate_full_size, summarise, write_report
 from ganseg.losses import segmentation_loss, soft_dice_loss, valid_one_hot
+from ganseg.metrics import BoundaryF1, confusion_matrix, scores
+from ganseg.viz import VOID_GREY, comparison_strip, overlay
 from ganseg.void import VOID
 from tests.conftest import write_pair
 
@@ -198,3 +202,103 @@ def test_discriminator_sees_zeros_at_void_pixels_for_truth_and_prediction(tiny_p
     assert labelled[void].abs().max() == 0 and (labelled[~void] > 0).all()
     assert (unlabelled_probs > 0).all()  # unlabelled images have no masks, so nothing is void there
 
+
+# --- metrics -----------------------------------------------------------------------------------
+
+
+def test_metrics_leave_void_pixels_out_against_a_hand_computed_confusion_matrix():
+    truth = torch.tensor([
+        [0, 0, 1, V],
+        [1, 1, V, 2],
+        [2, 0, V, V],
+    ])
+    pred = torch.tensor([
+        [0, 1, 1, 2],
+        [1, 0, 0, 2],
+        [2, 0, 1, 0],
+    ])
+    confusion = confusion_matrix(pred, truth, 3)
+    # the 8 annotated pixels, by hand (rows truth, columns prediction):
+    #   truth 0 at (0,0) (0,1) (2,1) -> predicted 0, 1, 0
+    #   truth 1 at (0,2) (1,0) (1,1) -> predicted 1, 1, 0
+    #   truth 2 at (1,3) (2,0)       -> predicted 2, 2
+    # the 4 void pixels (predicted 2, 0, 1, 0) are in no cell
+    assert confusion.tolist() == [[2, 1, 0], [1, 2, 0], [0, 0, 2]]
+    s = scores(confusion)
+    # IoU = TP / (row + column - TP): class 0: 2 / (3 + 3 - 2) = 0.5, class 1: 2 / 4 = 0.5, class 2: 2 / 2 = 1
+    assert s["iou"] == pytest.approx([0.5, 0.5, 1.0])
+    # Dice = 2 TP / (row + column): 4 / 6, 4 / 6, 4 / 4
+    assert s["dice"] == pytest.approx([2 / 3, 2 / 3, 1.0])
+    assert s["miou"] == pytest.approx(2 / 3)
+    assert s["mdice"] == pytest.approx(7 / 9)
+    # pixel accuracy: 6 of the 8 annotated pixels are right
+    assert s["pixel_accuracy"] == pytest.approx(0.75)
+
+
+def test_an_edge_between_a_class_and_void_is_not_a_boundary():
+    truth = torch.zeros(1, 12, 12, dtype=torch.long)
+    truth[:, :, 6:] = V  # left half class 0, right half void
+    pred = torch.zeros_like(truth)
+    pred[:, :, 6:] = 1  # the prediction changes class exactly where the void starts
+    metric = BoundaryF1(2, tolerance=0)
+    metric.update(pred, truth)
+    assert metric.counts.sum() == 0  # no boundary pixel, predicted or true, in either class
+
+
+def test_predicted_edges_inside_void_are_not_counted():
+    truth = torch.zeros(1, 16, 16, dtype=torch.long)
+    truth[:, 2:6, 2:6] = 1
+    truth[:, 8:, 8:] = V
+    pred = truth.clone()
+    pred[:, 8:, 8:] = 0
+    pred[:, 10:14, 10:14] = 1  # an object the truth does not annotate
+    metric = BoundaryF1(2, tolerance=0)
+    metric.update(pred, truth)
+    assert metric.scores() == pytest.approx([1.0, 1.0])
+    assert metric.counts[1].tolist() == [12, 12, 12, 12]  # the ring of the annotated 4 x 4 square only
+
+
+# --- evaluation report and overlays ------------------------------------------------------------
+
+
+def test_overlay_draws_void_pixels_grey():
+    image = np.zeros((2, 3, 3), np.uint8)
+    image[...] = (200, 40, 10)
+    mask = np.array([[0, 1, V], [V, 0, 1]], np.uint8)
+    out = overlay(image, mask)
+    assert out[0, 2].tolist() == list(VOID_GREY) and out[1, 0].tolist() == list(VOID_GREY)
+    assert out[0, 0].tolist() == [200, 40, 10]  # background: the image as it is
+    assert out[0, 1].tolist() not in ([200, 40, 10], list(VOID_GREY))  # class 1: tinted
+
+
+def test_truth_panel_is_grey_at_void_and_prediction_panel_shows_the_prediction():
+    image = np.full((4, 4, 1), 90, np.uint8)
+    truth = np.zeros((4, 4), np.uint8)
+    truth[:, 2:] = V
+    pred = np.ones((4, 4), np.uint8)
+    strip = np.asarray(comparison_strip(image, truth, pred, scale=1))
+    truth_panel, pred_panel = strip[:, 4 + 4 : 8 + 4], strip[:, 16:20]
+    assert (truth_panel[:, 2:] == VOID_GREY).all() and (truth_panel[:, :2] == 90).all()
+    assert (pred_panel == overlay(image, pred)).all()
+
+
+def test_evaluation_scores_only_annotated_pixels(tmp_path, tiny_params):
+    rng = np.random.default_rng(0)
+    for i in range(15):
+        mask = rng.integers(0, 2, (20, 24)).astype(np.uint8)
+        mask[:, :7] = 255  # 140 of 480 pixels outside the annotated area
+        write_pair(tmp_path / "ds", f"e{i:02d}", rng.integers(0, 255, (20, 24), dtype=np.uint8), mask)
+    cfg = DataConfig(source=str(tmp_path / "ds"), class_names=["a", "b"], image_size=16, ignore_index=255)
+    stats = prepare_dataset(cfg, 0, tmp_path / "prep", False)
+    generator, _ = build_networks(tiny_params, 1, 2)
+    result = evaluate_full_size(generator, tmp_path / "prep", stats, keep=2, progress=False)
+    images = stats["test_images"]
+    assert images > 0 and result.num_images == images
+    assert int(result.confusion.sum()) == images * (480 - 140) and result.void_pixels == images * 140
+    metrics = write_report(result, stats, tmp_path / "report", num_overlays=2, tolerance=2)
+    assert metrics["scored_pixels"] == images * 340 and metrics["void_pixels"] == images * 140
+    assert json.loads((tmp_path / "report/metrics.json").read_text())["void_pixels"] == images * 140
+    strip = np.asarray(Image.open(tmp_path / "report/overlays/test_000.png"))
+    scale = strip.shape[0] // 20
+    truth_panel = strip[:, (24 + 4) * scale : (48 + 4) * scale]
+    assert (truth_panel[:, : 7 * scale] == VOID_GREY).all()
