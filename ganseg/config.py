@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from ganseg.errors import GansegError
 from ganseg.void import VOID
@@ -84,6 +84,18 @@ class DataConfig(_Strict):
             raise ValueError("class names must be unique")
         return names
 
+    @field_validator("ignore_index")
+    @classmethod
+    def _not_a_class(cls, value: int | None, info: ValidationInfo) -> int | None:
+        names, mask_format = info.data.get("class_names"), info.data.get("mask_format")
+        if value is None or names is None:  # no value, or class_names already reported as invalid
+            return value
+        if value < len(names):
+            raise ValueError(f"{value} is a class id (0..{len(names) - 1}); void needs a value of its own")
+        if mask_format == "binary" and value == 255:
+            raise ValueError("255 is class 1 of binary masks (0 / 255); void needs a value of its own")
+        return value
+
     @field_validator("palette")
     @classmethod
     def _palette_keys(cls, palette: dict[str, int]) -> dict[str, int]:
@@ -105,18 +117,7 @@ class DataConfig(_Strict):
             )
         if self.mask_format == "binary" and self.num_classes != 2:
             raise ValueError("mask_format 'binary' needs exactly two class_names")
-        self._check_ignore_index()
         return self
-
-    def _check_ignore_index(self) -> None:
-        if self.ignore_index is None:
-            return
-        if self.ignore_index < self.num_classes:
-            raise ValueError(
-                f"ignore_index {self.ignore_index} is a class id (0..{self.num_classes - 1}); void needs a value of its own"
-            )
-        if self.mask_format == "binary" and self.ignore_index == 255:
-            raise ValueError("ignore_index 255 is class 1 of binary masks (0 / 255); void needs a value of its own")
 
 
 class ModelConfig(_Strict):

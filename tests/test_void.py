@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ganseg.config import DataConfig, SplitConfig
+from ganseg.config import DataConfig, ParamsError, SplitConfig, validate_params
 from ganseg.data import DataError, mask_to_ids, prepare_dataset
 from ganseg.engine import build_networks, build_optimizers, train_step
 from ganseg.evaluation import evaluate_full_size, summarise, write_report
@@ -29,12 +29,13 @@ def data_config(**extra) -> DataConfig:
 
 
 def test_ignore_index_must_not_be_a_class_id():
-    with pytest.raises(ValueError, match="ignore_index 2 is a class id"):
-        data_config(ignore_index=2)
+    with pytest.raises(ParamsError, match=r"data.ignore_index: 2 is a class id \(0..2\).* \(got 2\)"):
+        validate_params({"data": {"class_names": ["a", "b", "c"], "ignore_index": 2}})
+    assert data_config(ignore_index=3).ignore_index == 3
 
 
 def test_binary_masks_cannot_use_their_foreground_value_as_void():
-    with pytest.raises(ValueError, match="ignore_index 255 is class 1 of binary masks"):
+    with pytest.raises(ValueError, match="255 is class 1 of binary masks"):
         DataConfig(class_names=["bg", "fg"], mask_format="binary", ignore_index=255)
 
 
