@@ -1,9 +1,9 @@
 """The GAN segmenter's training step, validation and checkpoint state: pure PyTorch, no Ray.
 
 One step updates the discriminator on (image, one-hot truth) against (image, softmax prediction),
-then the generator on cross-entropy + Dice + lambda_adv * adversarial. Void pixels of the masks
-count in no loss: both the one-hot truth and the prediction the discriminator sees are zero there. With lambda_adv = 0 the
-discriminator is skipped entirely and the step is the supervised baseline.
+then the generator on cross-entropy + Dice + lambda_adv * adversarial. With lambda_adv = 0 the
+discriminator is skipped entirely and the step is the supervised baseline. Void pixels of the
+masks count in no loss: the one-hot truth and the prediction the discriminator sees are both zero there.
 """
 
 from __future__ import annotations
