@@ -1,7 +1,9 @@
 """Training-time augmentation, applied jointly to image and mask with torchvision.transforms.v2.
 
 Geometric transforms move image and mask together (the mask is resampled with nearest
-neighbour, so class ids stay class ids); brightness and contrast touch the image only.
+neighbour, so class ids stay class ids, and void stays void); where they reach past the image
+border, the mask is filled with VOID: those pixels were never annotated. Brightness and contrast
+touch the image only.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from ganseg.config import AugmentConfig
+from ganseg.void import VOID
+
+FILL = {tv_tensors.Image: 0, tv_tensors.Mask: VOID}  # what geometric transforms put where nothing maps
 
 
 class RandomRot90(torch.nn.Module):
@@ -35,9 +40,11 @@ def build_augmentation(cfg: AugmentConfig, size: int) -> v2.Compose | None:
     if cfg.rot90:
         steps.append(RandomRot90())
     if cfg.affine_degrees > 0:
-        steps.append(v2.RandomAffine(degrees=cfg.affine_degrees, scale=(0.9, 1.1), interpolation=v2.InterpolationMode.BILINEAR))
+        steps.append(v2.RandomAffine(
+            degrees=cfg.affine_degrees, scale=(0.9, 1.1), interpolation=v2.InterpolationMode.BILINEAR, fill=FILL
+        ))
     if cfg.elastic_alpha > 0:
-        steps.append(v2.ElasticTransform(alpha=cfg.elastic_alpha, sigma=5.0))
+        steps.append(v2.ElasticTransform(alpha=cfg.elastic_alpha, sigma=5.0, fill=FILL))
     if cfg.brightness > 0 or cfg.contrast > 0:
         steps.append(v2.ColorJitter(brightness=cfg.brightness, contrast=cfg.contrast))
     return v2.Compose(steps)

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from ganseg.errors import GansegError
+from ganseg.void import VOID
 
 
 class ParamsError(GansegError, ValueError):
@@ -74,7 +75,10 @@ class DataConfig(_Strict):
     class_names: list[str] = Field(default_factory=lambda: ["background", "membrane", "organelle"])
     mask_format: Literal["ids", "binary", "rgb"] = "ids"
     palette: dict[str, int] = Field(
-        default_factory=dict, description="for rgb masks: 'R,G,B' -> class id"
+        default_factory=dict, description="for rgb masks: 'R,G,B' -> class id (or -> ignore_index: void)"
+    )
+    ignore_index: int | None = Field(
+        None, ge=0, description="mask value (ids, binary) or palette id (rgb) of unannotated pixels: no loss, no metric"
     )
     split: SplitConfig = Field(default_factory=SplitConfig)
     split_file: str | None = Field(
@@ -103,9 +107,23 @@ class DataConfig(_Strict):
     def _at_least_two(cls, names: list[str]) -> list[str]:
         if len(names) < 2:
             raise ValueError("at least two classes are needed")
+        if len(names) > VOID:
+            raise ValueError(f"at most {VOID} classes: masks are stored as uint8 with {VOID} reserved for void pixels")
         if len(set(names)) != len(names):
             raise ValueError("class names must be unique")
         return names
+
+    @field_validator("ignore_index")
+    @classmethod
+    def _not_a_class(cls, value: int | None, info: ValidationInfo) -> int | None:
+        names, mask_format = info.data.get("class_names"), info.data.get("mask_format")
+        if value is None or names is None:  # no value, or class_names already reported as invalid
+            return value
+        if value < len(names):
+            raise ValueError(f"{value} is a class id (0..{len(names) - 1}); void needs a value of its own")
+        if mask_format == "binary" and value == 255:
+            raise ValueError("255 is class 1 of binary masks (0 / 255); void needs a value of its own")
+        return value
 
     @field_validator("palette")
     @classmethod
@@ -120,9 +138,12 @@ class DataConfig(_Strict):
     def _palette_matches(self) -> "DataConfig":
         if self.mask_format == "rgb" and not self.palette:
             raise ValueError("mask_format 'rgb' needs a palette ('R,G,B': class id)")
-        bad = [v for v in self.palette.values() if not 0 <= v < self.num_classes]
+        bad = [v for v in self.palette.values() if not 0 <= v < self.num_classes and v != self.ignore_index]
         if bad:
-            raise ValueError(f"palette class ids {bad} are outside 0..{self.num_classes - 1}")
+            raise ValueError(
+                f"palette class ids {bad} are outside 0..{self.num_classes - 1}"
+                + ("" if self.ignore_index is None else f" and are not data.ignore_index {self.ignore_index}")
+            )
         if self.mask_format == "binary" and self.num_classes != 2:
             raise ValueError("mask_format 'binary' needs exactly two class_names")
         return self

@@ -27,6 +27,7 @@ from ganseg.errors import DataError
 from ganseg.fileio import atomic_dir, read_json, write_json
 from ganseg.intensity import IntensityRule, is_eight_bit, map_to_uint8, resolve
 from ganseg.splits import SPLITS, assign_splits, split_of  # noqa: F401  (split_of: part of this module's API)
+from ganseg.void import VOID
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 DEFAULT_MAX_PIXELS: int = DataConfig.model_fields["max_image_pixels"].default
@@ -229,31 +230,45 @@ def decode_mask(path: Path, cfg: DataConfig) -> np.ndarray:
 
 
 def mask_to_ids(img: Image.Image, cfg: DataConfig) -> np.ndarray:
-    """Class ids (H, W) uint8 from a mask image; ValueError for values the class map does not know."""
+    """Class ids (H, W) uint8 from a mask image, VOID where it holds data.ignore_index;
+    ValueError for values the class map does not know."""
     if cfg.mask_format == "rgb":
         return _rgb_to_ids(np.asarray(img.convert("RGB")), cfg)
     if img.mode in ("RGB", "RGBA"):
         raise ValueError(f"mask is {img.mode}; set data.mask_format: rgb with a palette")
     keep_values = img.mode == "P" or img.mode.startswith("I")  # palette indices or 16/32-bit ids, unscaled
     values = np.asarray(img if keep_values else img.convert("L")).astype(np.int64)
+    void = values == cfg.ignore_index if cfg.ignore_index is not None else np.zeros(values.shape, bool)
     if cfg.mask_format == "binary":
-        return (values >= 128).astype(np.uint8)  # tolerant of JPEG noise around 0 and 255
-    unknown = np.unique(values[(values < 0) | (values >= cfg.num_classes)])
+        ids = (values >= 128).astype(np.uint8)  # tolerant of JPEG noise around 0 and 255
+    else:
+        ids = _checked_ids(values, void, cfg)
+    ids[void] = VOID
+    return ids
+
+
+def _checked_ids(values: np.ndarray, void: np.ndarray, cfg: DataConfig) -> np.ndarray:
+    unknown = np.unique(values[((values < 0) | (values >= cfg.num_classes)) & ~void])
     if unknown.size:
+        void_note = "" if cfg.ignore_index is None else f" nor data.ignore_index {cfg.ignore_index}"
         raise ValueError(
-            f"mask values {unknown[:8].tolist()} are not class ids 0..{cfg.num_classes - 1}"
+            f"mask values {unknown[:8].tolist()} are not class ids 0..{cfg.num_classes - 1}{void_note}"
             " (binary 0/255 masks need data.mask_format: binary)"
         )
-    return values.astype(np.uint8)
+    return np.where(void, 0, values).astype(np.uint8)
 
 
 def _rgb_to_ids(rgb: np.ndarray, cfg: DataConfig) -> np.ndarray:
-    mask = np.full(rgb.shape[:2], 255, np.uint8)
+    """Palette colours to class ids; a colour mapped to data.ignore_index becomes VOID."""
+    mask = np.zeros(rgb.shape[:2], np.uint8)
+    known = np.zeros(rgb.shape[:2], bool)
     for key, class_id in cfg.palette.items():
         colour = np.array([int(c) for c in key.split(",")], np.uint8)
-        mask[(rgb == colour).all(axis=-1)] = class_id
-    if (mask == 255).any():
-        unknown = np.unique(rgb[mask == 255].reshape(-1, 3), axis=0)[:5]
+        hit = (rgb == colour).all(axis=-1)
+        mask[hit] = VOID if class_id == cfg.ignore_index else class_id
+        known |= hit
+    if not known.all():
+        unknown = np.unique(rgb[~known].reshape(-1, 3), axis=0)[:5]
         raise ValueError(f"mask colours {[tuple(c) for c in unknown.tolist()]} are not in data.palette")
     return mask
 
@@ -458,11 +473,19 @@ def _check_usable(cfg: DataConfig, reader: SourceReader, tiles: dict[str, list[S
 
 
 def _stats(cfg: DataConfig, tiles: dict[str, list[Sample]]) -> dict:
-    def frequencies(items: list[Sample]) -> list[float]:
-        counts = sum(np.bincount(s.mask.ravel(), minlength=cfg.num_classes) for s in items)
-        return (counts / counts.sum()).round(6).tolist()
+    def counts(items: list[Sample]) -> np.ndarray:
+        """Pixels per class, void pixels left out."""
+        return sum(np.bincount(s.mask[s.mask != VOID], minlength=cfg.num_classes) for s in items)
 
-    return {
+    def frequencies(items: list[Sample]) -> list[float]:
+        per_class = counts(items)
+        return (per_class / max(per_class.sum(), 1)).round(6).tolist()
+
+    def void_fraction(items: list[Sample]) -> float:
+        pixels = sum(s.mask.size for s in items)
+        return round(float(pixels - counts(items).sum()) / max(pixels, 1), 6)
+
+    stats = {
         "source": cfg.source,
         "class_names": cfg.class_names,
         "num_classes": cfg.num_classes,
@@ -472,6 +495,9 @@ def _stats(cfg: DataConfig, tiles: dict[str, list[Sample]]) -> dict:
         "counts": {name: len(items) for name, items in tiles.items()},
         "class_frequency": {name: frequencies(items) for name, items in tiles.items()},
     }
+    if cfg.ignore_index is not None:
+        stats["void_fraction"] = {name: void_fraction(items) for name, items in tiles.items()}
+    return stats
 
 
 FULL_TEST_DIR = "test_full"

@@ -2,7 +2,8 @@
 
 One step updates the discriminator on (image, one-hot truth) against (image, softmax prediction),
 then the generator on cross-entropy + Dice + lambda_adv * adversarial. With lambda_adv = 0 the
-discriminator is skipped entirely and the step is the supervised baseline.
+discriminator is skipped entirely and the step is the supervised baseline. Void pixels of the
+masks count in no loss: the one-hot truth and the prediction the discriminator sees are both zero there.
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ from ganseg.losses import (
     class_weight_tensor,
     discriminator_loss,
     generator_adversarial_loss,
+    hide_void,
     segmentation_loss,
     self_taught_loss,
+    valid_one_hot,
 )
 from ganseg.metrics import confusion_matrix
 from ganseg.models import UNet, build_discriminator, build_generator
@@ -167,8 +170,10 @@ def train_step(
     require_finite(loss_seg=loss_seg)
     loss_g = loss_seg
     if adversarial:
+        probs_all = logits_all.softmax(1)
+        probs_all = torch.cat([hide_void(probs_all[: len(x)], masks), probs_all[len(x):]])  # unlabelled: no void
         with parts.autocast():
-            fake_scores = parts.discriminator(inputs, logits_all.softmax(1)).float()
+            fake_scores = parts.discriminator(inputs, probs_all).float()
         loss_adv = generator_adversarial_loss(cfg.adv_loss, fake_scores)
         loss_g = loss_g + cfg.lambda_adv * loss_adv
         stats["loss_adv"] = loss_adv.item()
@@ -189,10 +194,14 @@ def train_step(
 
 def _discriminator_step(parts: GanParts, x: torch.Tensor, masks: torch.Tensor, logits: torch.Tensor,
                         cfg: TrainConfig) -> dict[str, float]:
-    """Real pairs (image, one-hot truth) against fake ones (image, predicted probabilities)."""
-    real = F.one_hot(masks, logits.shape[1]).permute(0, 3, 1, 2).to(logits.dtype)
+    """Real pairs (image, one-hot truth) against fake ones (image, predicted probabilities).
+
+    Both are zero at void pixels, so the discriminator cannot tell them apart there.
+    """
+    real = valid_one_hot(masks, logits.shape[1], logits.dtype)
+    fake = hide_void(logits.softmax(1), masks)
     with parts.autocast():
-        both = parts.discriminator(torch.cat([x, x]), torch.cat([real, logits.softmax(1)]))
+        both = parts.discriminator(torch.cat([x, x]), torch.cat([real, fake]))
     real_scores, fake_scores = both.float().chunk(2)
     loss_d = discriminator_loss(cfg.adv_loss, real_scores, fake_scores)
     require_finite(loss_d=loss_d)

@@ -19,14 +19,16 @@ from ganseg.fileio import write_json
 from ganseg.metrics import BoundaryF1, confusion_matrix, majority_class_confusion, scores
 from ganseg.predict import segment_image
 from ganseg.viz import comparison_strip, save_confusion_matrix, save_per_class_bars
+from ganseg.void import VOID
 
 
 @dataclass
 class FullSizeResult:
-    confusion: torch.Tensor  # (K, K) pixel counts over every test image at its own size
+    confusion: torch.Tensor  # (K, K) pixel counts over every test image at its own size, void left out
     boundary_f1: list[float]  # per class
     num_images: int
     samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # (image, truth, prediction) of the first few
+    void_pixels: int = 0  # test pixels whose truth is void, scored by no metric
 
 
 @torch.no_grad()
@@ -45,7 +47,7 @@ def evaluate_full_size(
     num_classes = stats["num_classes"]
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
     boundary = BoundaryF1(num_classes, tolerance)
-    samples, count = [], 0
+    samples, count, void = [], 0, 0
     test_images = full_size_test(data_dir)
     for image, truth in tqdm(test_images, total=stats.get("test_images"), desc="evaluate", unit="img",
                              disable=not progress):
@@ -53,10 +55,11 @@ def evaluate_full_size(
         pred_t, truth_t = torch.from_numpy(pred), torch.from_numpy(truth)
         confusion += confusion_matrix(pred_t, truth_t, num_classes)
         boundary.update(pred_t[None], truth_t[None])
+        void += int((truth == VOID).sum())
         if len(samples) < keep:
             samples.append((image, truth, pred))
         count += 1
-    return FullSizeResult(confusion, boundary.scores(), count, samples)
+    return FullSizeResult(confusion, boundary.scores(), count, samples, void)
 
 
 def check_model_fits_data(card: dict, stats: dict, model_dir: Path, data_dir: Path) -> None:
@@ -77,7 +80,8 @@ def _clean(value: float) -> float | None:
 def summarise(
     confusion: torch.Tensor, class_names: list[str], train_frequency: list[float], boundary_f1: list[float] | None = None
 ) -> dict:
-    """Test scores, plus those of the trivial predictor that outputs the training majority class."""
+    """Test scores, plus those of the trivial predictor that outputs the training majority class
+    (both on the pixels in `confusion`: void pixels are never in it)."""
     s = scores(confusion)
     boundary = {}
     if boundary_f1 is not None:
@@ -105,6 +109,8 @@ def write_report(result: FullSizeResult, stats: dict, out_dir: Path, num_overlay
     metrics = {
         "test": summary,
         "num_test_images": result.num_images,
+        "scored_pixels": int(result.confusion.sum()),
+        "void_pixels": result.void_pixels,
         "resolution": "full: every test image at its own size",
         "boundary_tolerance_px": tolerance,
     }

@@ -5,37 +5,69 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ganseg.void import VOID
+
+
+def valid_one_hot(target: torch.Tensor, num_classes: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(N, K, H, W) one-hot of class ids (N, H, W); all zeros at void pixels."""
+    valid = target != VOID
+    one_hot = F.one_hot(torch.where(valid, target, 0), num_classes).permute(0, 3, 1, 2).to(dtype)
+    return one_hot * valid[:, None].to(dtype)
+
+
+def hide_void(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Class probabilities (N, K, H, W) zeroed at the void pixels of `target` (N, H, W), like its one-hot."""
+    return probs * (target != VOID)[:, None].to(probs.dtype)
+
 
 def soft_dice_loss(
     logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0, class_weights: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """1 - soft Dice between softmax(logits) and one-hot target, per image and class, averaged
-    (over classes with `class_weights` when given).
+    """1 - soft Dice between softmax(logits) and one-hot target over the valid (non-void) pixels,
+    per image and class, averaged (over classes with `class_weights` when given).
 
     Per image rather than over the whole batch, so the loss of a batch is the mean of its
     images' losses and data-parallel shards average to exactly the single-process gradient.
     """
-    num_classes = logits.shape[1]
-    probs = logits.softmax(dim=1)
-    one_hot = F.one_hot(target, num_classes).permute(0, 3, 1, 2).to(probs.dtype)
+    probs = hide_void(logits.softmax(dim=1), target)
+    one_hot = valid_one_hot(target, logits.shape[1], probs.dtype)
     dims = (2, 3)
     intersection = (probs * one_hot).sum(dims)
     total = probs.sum(dims) + one_hot.sum(dims)
-    dice = (2 * intersection + eps) / (total + eps)  # (N, K)
+    dice = (2 * intersection + eps) / (total + eps)  # (N, K); 1 for a class absent from an image, or a void image
     if class_weights is None:
         return 1.0 - dice.mean()
     return 1.0 - ((dice * class_weights).sum(1) / class_weights.sum()).mean()
 
 
+def cross_entropy_per_image(
+    logits: torch.Tensor, target: torch.Tensor, class_weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Cross-entropy averaged over each image's valid pixels (weighted by class when given), then over images.
+
+    Void pixels have no loss and no gradient. An image without valid pixels adds 0 but still
+    counts as an image, so data-parallel shards average to exactly the single-process loss.
+    """
+    valid = target != VOID
+    per_pixel = F.cross_entropy(logits, target, reduction="none", ignore_index=VOID)
+    weight = valid.to(per_pixel.dtype)
+    if class_weights is not None:
+        weight = weight * class_weights[torch.where(valid, target, 0)]
+    dims = (1, 2)
+    # an image without weighted pixels has a zero numerator; the clamp only avoids 0 / 0
+    return ((per_pixel * weight).sum(dims) / weight.sum(dims).clamp(min=1e-12)).mean()
+
+
 def segmentation_loss(
     logits: torch.Tensor, target: torch.Tensor, dice_weight: float = 1.0, class_weights: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Cross-entropy + dice_weight * soft Dice; both weighted per class when `class_weights` is given.
+    """Cross-entropy + dice_weight * soft Dice over the valid pixels; both weighted per class when
+    `class_weights` is given.
 
-    The weighted cross-entropy is normalised by the weights of the pixels (PyTorch's 'mean'),
-    so its scale does not depend on how rare a batch's classes are.
+    The weighted cross-entropy of an image is normalised by the weights of its pixels (PyTorch's
+    'mean'), so its scale does not depend on how rare the image's classes are.
     """
-    cross_entropy = F.cross_entropy(logits, target, weight=class_weights)
+    cross_entropy = cross_entropy_per_image(logits, target, class_weights)
     return cross_entropy + dice_weight * soft_dice_loss(logits, target, class_weights=class_weights)
 
 

@@ -1,7 +1,7 @@
 """Segmentation metrics from a confusion matrix.
 
 A class absent from both the prediction and the truth has no IoU or Dice (NaN) and is left out
-of the means, rather than counting as 0 or 1.
+of the means, rather than counting as 0 or 1. Pixels whose truth is void count in no metric.
 """
 
 from __future__ import annotations
@@ -9,10 +9,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ganseg.void import VOID
+
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """(num_classes, num_classes) int64 counts; rows are the truth, columns the prediction."""
-    index = target.reshape(-1).long() * num_classes + pred.reshape(-1).long()
+    """(num_classes, num_classes) int64 counts; rows are the truth, columns the prediction.
+    Pixels whose truth is void are left out."""
+    target, pred = target.reshape(-1).long(), pred.reshape(-1).long()
+    valid = target != VOID
+    index = target[valid] * num_classes + pred[valid]
     return torch.bincount(index, minlength=num_classes**2).reshape(num_classes, num_classes)
 
 
@@ -49,11 +54,18 @@ def majority_class_confusion(confusion: torch.Tensor, majority: int) -> torch.Te
     return trivial
 
 
-def boundary(binary: torch.Tensor) -> torch.Tensor:
-    """Pixels of a (N, H, W) boolean region that touch a pixel outside it (8-neighbourhood)."""
-    inside = binary.float()[:, None]
-    eroded = -F.max_pool2d(-inside, 3, stride=1, padding=1)
-    return (inside - eroded)[:, 0] > 0
+def boundary(binary: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Pixels of a (N, H, W) boolean region that touch a pixel outside it (8-neighbourhood).
+
+    With a `valid` map, the region is taken within it and only valid pixels count as outside:
+    like the image border, a void pixel next to the region makes no boundary.
+    """
+    if valid is None:
+        valid = torch.ones_like(binary)
+    region = binary & valid
+    outside = (valid & ~region).float()[:, None]
+    touches_outside = F.max_pool2d(outside, 3, stride=1, padding=1)[:, 0] > 0
+    return region & touches_outside
 
 
 def within(points: torch.Tensor, tolerance: int) -> torch.Tensor:
@@ -68,7 +80,9 @@ class BoundaryF1:
     """Boundary F1 per class, from counts summed over every image seen (so it streams and sums across workers).
 
     Precision: the share of predicted boundary pixels within `tolerance` of a true boundary pixel;
-    recall: the share of true boundary pixels within `tolerance` of a predicted one.
+    recall: the share of true boundary pixels within `tolerance` of a predicted one. Both are found
+    on the pixels whose truth is not void only: an edge between a class and void is no boundary,
+    and predicted edges inside void are not counted.
     """
 
     def __init__(self, num_classes: int, tolerance: int = 2):
@@ -78,8 +92,9 @@ class BoundaryF1:
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         pred, target = pred.reshape(-1, *pred.shape[-2:]), target.reshape(-1, *target.shape[-2:])
+        valid = target != VOID
         for c in range(self.num_classes):
-            pred_edge, true_edge = boundary(pred == c), boundary(target == c)
+            pred_edge, true_edge = boundary(pred == c, valid), boundary(target == c, valid)
             self.counts[c] += torch.stack([
                 pred_edge.sum(), (pred_edge & within(true_edge, self.tolerance)).sum(),
                 true_edge.sum(), (true_edge & within(pred_edge, self.tolerance)).sum(),

@@ -11,11 +11,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
+from ganseg.void import VOID  # noqa: E402
+
 _COLOURS = np.array(
     [[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200],
      [245, 130, 48], [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60]],
     np.uint8,
 )
+VOID_GREY = (128, 128, 128)  # void pixels, drawn solid so that they read as "not annotated", not as a class
 
 
 def class_colours(num_classes: int) -> np.ndarray:
@@ -24,11 +27,15 @@ def class_colours(num_classes: int) -> np.ndarray:
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """RGB uint8: the image with every non-background class tinted by its colour."""
+    """RGB uint8: the image with every non-background class tinted by its colour; void pixels grey."""
     rgb = image.repeat(3, axis=2) if image.shape[2] == 1 else image
-    colours = class_colours(int(mask.max()) + 1)[mask]
+    void = mask == VOID
+    ids = np.where(void, 0, mask)
+    colours = class_colours(int(ids.max()) + 1)[ids]
     tinted = (1 - alpha) * rgb + alpha * colours
-    return np.where((mask > 0)[..., None], tinted, rgb).astype(np.uint8)
+    out = np.where((ids > 0)[..., None], tinted, rgb).astype(np.uint8)
+    out[void] = VOID_GREY
+    return out
 
 
 def strip_scale(height: int) -> int:
@@ -37,7 +44,10 @@ def strip_scale(height: int) -> int:
 
 
 def comparison_strip(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, scale: int | None = None) -> Image.Image:
-    """image | truth overlay | prediction overlay, side by side, small images enlarged for viewing."""
+    """image | truth overlay | prediction overlay, side by side, small images enlarged for viewing.
+
+    Void pixels of the truth are grey; the prediction panel shows what the model predicts everywhere.
+    """
     scale = strip_scale(image.shape[0]) if scale is None else scale
     rgb = image.repeat(3, axis=2) if image.shape[2] == 1 else image
     gap = np.full((rgb.shape[0], 4, 3), 255, np.uint8)

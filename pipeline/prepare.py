@@ -15,7 +15,9 @@ def run(params: Params, project_root: Path) -> dict:
     stats = prepare_dataset(params.data, params.seed, out_dir)
     counts = ", ".join(f"{k} {v}" for k, v in stats["counts"].items())
     shares = ", ".join(f"{n} {f:.1%}" for n, f in zip(stats["class_names"], stats["class_frequency"]["train"]))
-    print(f"prepared {out_dir}: {counts} tiles of {stats['image_size']}px; train pixels: {shares}")
+    void = stats.get("void_fraction")
+    void_note = f" (of the annotated ones; void: {void['train']:.1%}, in no loss or metric)" if void else ""
+    print(f"prepared {out_dir}: {counts} tiles of {stats['image_size']}px; train pixels: {shares}{void_note}")
     _report_intensity(stats)
     if stats["skipped_files"]:
         skipped = stats["skipped_files"]

@@ -1,7 +1,9 @@
+import pytest
 import torch
 
 from ganseg.augment import augment_pair, build_augmentation
 from ganseg.config import AugmentConfig
+from ganseg.void import VOID
 
 
 def pair(size=32):
@@ -32,14 +34,47 @@ def test_geometry_moves_image_and_mask_together_and_keeps_class_ids():
     assert changed > 10
 
 
-def test_crops_affine_and_elastic_keep_mask_values_as_class_ids():
+def test_crops_affine_and_elastic_keep_mask_values_as_class_ids_or_void():
     torch.manual_seed(1)
     cfg = AugmentConfig(enabled=True, crop_scale=0.5, affine_degrees=15, elastic_alpha=20.0)
     transform = build_augmentation(cfg, 32)
     image, mask = pair()
     for _ in range(10):
         _, out_mask = augment_pair(transform, image, mask)
-        assert set(out_mask.unique().tolist()) <= {0, 1, 2}
+        assert set(out_mask.unique().tolist()) <= {0, 1, 2, VOID}  # VOID where the transform reached past the border
+
+
+def with_void(size=32):
+    image, mask = pair(size)
+    mask[:, :5] = VOID  # a void strip down the left side
+    return torch.full_like(image, 200), mask  # a constant image: a 0 in the output can only be padding
+
+
+def test_flips_and_turns_carry_void_pixels_with_the_mask():
+    torch.manual_seed(4)
+    cfg = AugmentConfig(enabled=True, crop_scale=1.0, affine_degrees=0, brightness=0, contrast=0)
+    transform = build_augmentation(cfg, 32)
+    image, mask = with_void()
+    for _ in range(10):
+        _, out_mask = augment_pair(transform, image, mask)
+        # exact moves: the same number of pixels of every value, void included
+        assert torch.equal(out_mask.flatten().sort().values, mask.flatten().sort().values)
+
+
+@pytest.mark.parametrize("setting", [{"affine_degrees": 30.0}, {"elastic_alpha": 60.0}])
+def test_affine_and_elastic_fill_the_mask_with_void_where_they_pad(setting):
+    torch.manual_seed(5)
+    cfg = AugmentConfig(enabled=True, flips=False, rot90=False, brightness=0, contrast=0, **setting)
+    transform = build_augmentation(cfg, 32)
+    image, mask = with_void()
+    padded = 0
+    for _ in range(10):
+        out_image, out_mask = augment_pair(transform, image, mask)
+        outside = out_image[0] == 0
+        assert (out_mask[outside] == VOID).all()  # never background where nothing was annotated
+        assert set(out_mask.unique().tolist()) <= {0, 1, 2, VOID}  # nearest neighbour: no blended ids
+        padded += int(outside.sum())
+    assert padded > 0, "no transform reached past the border: the check above proved nothing"
 
 
 def test_brightness_contrast_touch_the_image_only():

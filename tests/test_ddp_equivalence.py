@@ -10,6 +10,7 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
 from ganseg.engine import build_networks, build_optimizers, train_step
+from ganseg.void import VOID
 
 # float32 sums are taken in a different order across shards: allow rounding, nothing more.
 TOLERANCE = 1e-5
@@ -21,10 +22,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def batch(n: int = 8, size: int = 32):
+def batch(n: int = 8, size: int = 32, void: bool = False):
     gen = torch.Generator().manual_seed(1)
     images = torch.randint(0, 255, (n, 1, size, size), generator=gen, dtype=torch.uint8)
     masks = (images[:, 0] > 150).long() + (images[:, 0] > 215).long()
+    if void:  # a different number of void pixels in every image, one image void throughout
+        for i in range(n):
+            masks[i, :, : 3 * i] = VOID
+        masks[1] = VOID
     return images, masks
 
 
@@ -37,12 +42,12 @@ def one_step(params, images, masks, wrap=lambda m: m) -> dict:
     }
 
 
-def ddp_worker(rank: int, world: int, port: int, params, out: dict) -> None:
+def ddp_worker(rank: int, world: int, port: int, params, void: bool, out: dict) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        images, masks = batch()
+        images, masks = batch(void=void)
         shard = slice(rank * len(images) // world, (rank + 1) * len(images) // world)
         weights = one_step(params, images[shard], masks[shard], DistributedDataParallel)
         if rank == 0:
@@ -51,17 +56,18 @@ def ddp_worker(rank: int, world: int, port: int, params, out: dict) -> None:
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("norm", ["group", "none"])
-def test_two_workers_match_one_process_with_double_batch(tiny_params, norm):
+@pytest.mark.parametrize("norm, void", [("group", False), ("none", False), ("group", True)])
+def test_two_workers_match_one_process_with_double_batch(tiny_params, norm, void):
+    """With void pixels too: the shards hold different numbers of valid pixels."""
     params = tiny_params.with_overrides({"model.norm": norm, "train.batch_size": 4, "train.lambda_adv": 0.1})
     torch.set_num_threads(1)
-    reference = one_step(params, *batch())
+    reference = one_step(params, *batch(void=void))
     with mp.Manager() as manager:
         shared = manager.dict()
-        mp.spawn(ddp_worker, args=(2, free_port(), params, shared), nprocs=2, join=True)
+        mp.spawn(ddp_worker, args=(2, free_port(), params, void, shared), nprocs=2, join=True)
         distributed = dict(shared)
     assert distributed.keys() == reference.keys()
-    initial = one_step(params.with_overrides({"train.lr_g": 1e-12, "train.lr_d": 1e-12}), *batch())
+    initial = one_step(params.with_overrides({"train.lr_g": 1e-12, "train.lr_d": 1e-12}), *batch(void=void))
     moved = max((reference[k] - initial[k]).abs().max().item() for k in reference if reference[k].is_floating_point())
     assert moved > 1e-4, "the step should change the weights, or the comparison proves nothing"
     worst = max((distributed[k] - reference[k]).abs().max().item() for k in reference)

@@ -1,0 +1,54 @@
+"""DRIVE retinal vessels (255 = outside the camera's field of view) with data.ignore_index: prepare, train, evaluate."""
+
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from ganseg.augment import pair_transform
+from ganseg.data import PreparedSplit, endless, prepare_dataset
+from ganseg.engine import build_networks, build_optimizers, train_epoch
+from ganseg.evaluation import evaluate_full_size, write_report
+from ganseg.void import VOID
+from tests.conftest import shared_dataset
+
+STEPS = 4
+
+
+def test_drive_prepares_trains_and_evaluates_without_the_void_outside_the_field_of_view(tmp_path, tiny_params):
+    source = shared_dataset("drive_retina")
+    params = tiny_params.with_overrides({
+        "data.source": str(source), "data.mask_format": "ids", "data.class_names": ["background", "vessel"],
+        "data.ignore_index": 255, "data.channels": 3, "data.fit": "tile", "data.image_size": 64,
+        "train.lambda_adv": 0.1, "train.augment.affine_degrees": 10.0,  # the adversarial path and VOID padding too
+    })
+    prepared = tmp_path / "prepared"
+    stats = prepare_dataset(params.data, params.seed, prepared, progress=False)
+
+    # the field of view is about 70 % of each image; vessels about 12.6 % of it (the dataset's notes)
+    assert 0.2 < stats["void_fraction"]["train"] < 0.45
+    assert stats["class_frequency"]["train"][1] == pytest.approx(0.126, abs=0.03)
+    train_set = PreparedSplit(prepared, "train", pair_transform(params.train.augment, 64))
+    assert set(np.unique(train_set.masks)) == {0, 1, VOID}
+
+    generator, discriminator = build_networks(params, 3, 2)
+    parts = build_optimizers(generator, discriminator, params.train, stats["class_frequency"]["train"])
+    batches = endless(DataLoader(train_set, batch_size=params.train.batch_size, shuffle=True))
+    step_stats = train_epoch(parts, itertools.islice(batches, STEPS), params.train, epoch=1)
+    assert math.isfinite(step_stats["loss_seg"]) and math.isfinite(step_stats["loss_d"])
+
+    result = evaluate_full_size(parts.eval_generator, prepared, stats, keep=1, progress=False)
+    annotated, void = 0, 0
+    for stem in (prepared / "test_full/stems.txt").read_text().split():
+        truth = np.asarray(Image.open(source / "masks" / f"{stem}.png"))
+        annotated, void = annotated + int((truth != 255).sum()), void + int((truth == 255).sum())
+    assert result.num_images == stats["test_images"] > 0
+    assert int(result.confusion.sum()) == annotated and result.void_pixels == void > 0
+    metrics = write_report(result, stats, tmp_path / "evaluation", num_overlays=1, tolerance=2)
+    saved = json.loads((tmp_path / "evaluation/metrics.json").read_text())
+    assert saved["scored_pixels"] == annotated and saved["void_pixels"] == void
+    assert 0 <= metrics["test"]["miou"] <= 1 and metrics["test"]["majority_baseline"]["miou"] is not None
