@@ -103,7 +103,9 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif args.stage == "train":
         from pipeline import train
 
-        train.run(params, root, root / BEST_CONFIG, root / MODELS_DIR, root / HISTORY_CSV)
+        # --set goes over the tuned config, so train starts from the params file alone
+        train.run(load_params(args.params), root, root / BEST_CONFIG, root / MODELS_DIR, root / HISTORY_CSV,
+                  overrides=args.overrides, params_file=args.params)
     elif args.stage == "evaluate":
         from pipeline import evaluate
 

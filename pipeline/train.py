@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Subset
 
 from ganseg import provenance, tracking
 from ganseg.augment import pair_transform
-from ganseg.config import Params
+from ganseg.config import Params, parse_override
 from ganseg.data import ImagesOnly, PreparedSplit, endless, labelled_split, read_stats
 from ganseg.engine import (
     GanParts,
@@ -197,19 +197,60 @@ def loop_config(params: Params, data_dir: Path, tracking_uri: str, run_id: str |
     }
 
 
-def apply_best_config(params: Params, best_config: Path) -> Params:
+def tuned_overrides(best_config: Path) -> dict:
+    """The tune stage's best overrides, or none when the stage has not run."""
     if not best_config.is_file():
-        log.info("no %s: training with params.yaml as it is", best_config)
-        return params
-    overrides = read_json(best_config)["overrides"]
-    log.info("training with the tuned overrides %s", overrides)
-    return params.with_overrides(overrides)
+        log.info("no %s: no tuned settings to apply", best_config)
+        return {}
+    return read_json(best_config)["overrides"]
 
 
-def run(params: Params, project_root: Path, best_config: Path, models_dir: Path, history_csv: Path) -> dict:
+def layered_params(params: Params, tuned: dict, overrides: list[str], tuned_from: str) -> tuple[Params, list[str]]:
+    """Params by precedence: the params file (over the defaults) < the tuned best config < --set.
+
+    Also one line per effective value that differs from the params file, naming where it came from.
+    """
+    cli = dict(parse_override(text) for text in overrides)
+    effective = params.with_overrides(tuned | cli)
+    sources = {key: f"tuned: {tuned_from}" for key in tuned} | {key: "--set" for key in cli}
+    before, after = params.model_dump(), effective.model_dump()
+    lines = [
+        f"{key} = {_shown(_dotted(after, key))} ({source})"
+        for key, source in sources.items()
+        if _dotted(after, key) != _dotted(before, key)
+    ]
+    return effective, lines
+
+
+def _dotted(tree: dict, key: str):
+    for part in key.split("."):
+        tree = tree[part]
+    return tree
+
+
+def _shown(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def run(
+    params: Params,
+    project_root: Path,
+    best_config: Path,
+    models_dir: Path,
+    history_csv: Path,
+    overrides: list[str] = (),
+    params_file: str = "params.yaml",
+) -> dict:
+    """`params` as in the params file; the tuned best config, then `overrides` (--set) go over them."""
     from pipeline.runtime import check_device_support, fit_or_explain, make_trainer, resolve_scaling, start_ray, storage_path
 
-    params = apply_best_config(params, best_config)
+    shown_path = best_config.relative_to(project_root) if best_config.is_relative_to(project_root) else best_config
+    params, changed = layered_params(params, tuned_overrides(best_config), overrides, str(shown_path))
+    print(f"settings that differ from {params_file}:" if changed else f"settings as in {params_file}")
+    for line in changed:
+        print(f"  {line}")
     data_dir = project_root / params.data.output_dir
     stats = read_stats(data_dir)
     start_ray()
