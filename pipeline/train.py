@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import tempfile
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -40,6 +41,7 @@ from ganseg.engine import (
 from ganseg.epoch_logging import log_overlays_if_due
 from ganseg.fileio import atomic_dir, atomic_write_text, read_json, write_json
 from ganseg.metrics import scores
+from pipeline.console import LOG_DIR, epoch_line, say
 
 log = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
@@ -69,7 +71,7 @@ def train_loop_per_worker(config: dict) -> None:
                             batch_size=params.evaluate.batch_size)
 
     epoch, history = _resume(parts)
-    resumed = epoch > 0
+    resumed, first_epoch, started = epoch > 0, epoch, time.monotonic()
     logger = _EpochLogger(config) if rank == 0 and config.get("run_id") else None
     if logger:
         logger.log_new(history)  # epochs checkpointed before a crash but never logged
@@ -91,6 +93,9 @@ def train_loop_per_worker(config: dict) -> None:
         _report(metrics, parts, epoch, history, is_chief=rank == 0)
         if logger:
             logger.log_new(history)
+        if config.get("progress") and rank == 0:
+            seconds_left = (time.monotonic() - started) / (epoch - first_epoch) * (params.train.epochs - epoch)
+            say(epoch_line(metrics, params.train.epochs, seconds_left))
 
 
 def _loader(dataset, batch_size: int, world: int) -> DataLoader:
@@ -134,8 +139,9 @@ def _build_parts(params: Params, stats: dict, device: torch.device) -> GanParts:
         if device.type == "cuda":
             generator = torch.nn.SyncBatchNorm.convert_sync_batchnorm(generator)
         else:  # torch's SyncBatchNorm cannot sync CPU tensors
-            log.warning("model.norm batch on %d CPU workers: batch statistics stay per worker; "
-                        "use group or instance norm for results independent of the worker count", world)
+            if ray.train.get_context().get_world_rank() == 0:
+                say(f"warning: model.norm batch on {world} CPU workers: batch statistics stay per worker;"
+                    " use group or instance norm for results independent of the worker count")
     if params.train.channels_last:
         generator = generator.to(memory_format=torch.channels_last)
         discriminator = discriminator.to(memory_format=torch.channels_last)
@@ -154,7 +160,7 @@ def _maybe_inject_fault(params: Params, epoch: int, rank: int, resumed: bool) ->
     if fault and not resumed and epoch == fault.at_epoch and rank == fault.kill_rank:
         # Die only once the previous epoch's checkpoint is committed, so recovery starts there.
         ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
-        print(f"fault injection: killing worker rank {rank} (pid {os.getpid()}) at the start of epoch {epoch}")
+        say(f"fault injection: killing worker rank {rank} (pid {os.getpid()}) at the start of epoch {epoch}")
         os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -172,7 +178,8 @@ def _resume(parts: GanParts) -> tuple[int, list[dict]]:
         return 0, []
     with checkpoint.as_directory() as folder:
         state = restore_training_state(parts, Path(folder) / STATE_FILE)
-    print(f"resumed from the checkpoint of epoch {state['epoch']} (step {state['global_step']})")
+    if ray.train.get_context().get_world_rank() == 0:
+        say(f"resumed from the checkpoint of epoch {state['epoch']} (step {state['global_step']})")
     return state["epoch"], state["history"]
 
 
@@ -188,12 +195,14 @@ def _report(metrics: dict, parts: GanParts, epoch: int, history: list, is_chief:
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 
-def loop_config(params: Params, data_dir: Path, tracking_uri: str, run_id: str | None) -> dict:
+def loop_config(params: Params, data_dir: Path, tracking_uri: str, run_id: str | None, progress: bool = False) -> dict:
+    """What every worker gets; with `progress`, rank 0 prints a line per epoch for the console."""
     return {
         "params": params.model_dump(),
         "data_dir": str(data_dir.resolve()),
         "tracking_uri": tracking_uri,
         "run_id": run_id,
+        "progress": progress,
     }
 
 
@@ -253,7 +262,7 @@ def run(
         print(f"  {line}")
     data_dir = project_root / params.data.output_dir
     stats = read_stats(data_dir)
-    start_ray()
+    start_ray(project_root / LOG_DIR / "train.log")
     uri = tracking.tracking_uri(project_root)
     client = MlflowClient(uri)
     workers, use_gpu = resolve_scaling(params.train)
@@ -273,7 +282,7 @@ def run(
     try:
         # The Ray run is named after the MLflow run: a rerun after a crash finds its checkpoints.
         name = f"train-{run_id}"
-        trainer = make_trainer(params, loop_config(params, data_dir, uri, run_id), name, project_root)
+        trainer = make_trainer(params, loop_config(params, data_dir, uri, run_id, progress=True), name, project_root)
         result = fit_or_explain(trainer, f"{storage_path(params, project_root)}/{name}")
         latest = _load_state(result.checkpoint)
         best = _load_state(result.get_best_checkpoint(metric="val_miou", mode="max"))
