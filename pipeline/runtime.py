@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
@@ -13,7 +12,6 @@ from ganseg.engine import NonFiniteLossError
 from ganseg.errors import GansegError
 from pipeline.console import RayOutput
 
-log = logging.getLogger(__name__)
 # Ray's 60 s default is too short for a worker to import torch on a busy 2-core machine.
 WORKER_START_TIMEOUT_S = os.environ.get("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
 
