@@ -232,8 +232,9 @@ def layered_params(params: Params, tuned: dict, overrides: list[str], tuned_from
 
 
 def _dotted(tree: dict, key: str):
+    """The value at a dotted key; None inside a section that is unset (e.g. train.fault_injection)."""
     for part in key.split("."):
-        tree = tree[part]
+        tree = tree.get(part) if isinstance(tree, dict) else None
     return tree
 
 

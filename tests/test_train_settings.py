@@ -36,6 +36,12 @@ def test_without_a_tune_only_set_applies():
     assert not effective.train.augment.flips and lines == ["train.augment.flips = false (--set)"]
 
 
+def test_set_inside_a_section_the_file_leaves_unset():
+    effective, lines = layered_params(Params(), {}, ["train.fault_injection.at_epoch=3"], FROM)
+    assert effective.train.fault_injection.at_epoch == 3
+    assert lines == ["train.fault_injection.at_epoch = 3 (--set)"]
+
+
 def test_train_stage_prints_the_differences_first(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": {"lambda_adv": 0.05}}))
