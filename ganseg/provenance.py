@@ -13,6 +13,7 @@ GIT_COMMIT_TAG = "mlflow.source.git.commit"  # the tag MLflow's UI shows as the 
 GIT_DIRTY_TAG = "ganseg.git_dirty"
 DATA_HASH_TAG = "ganseg.data_md5"
 DATASET_TAG = "ganseg.dataset"
+DATA_PATH_TAG = "ganseg.data_path"
 STAGE_TAG = "ganseg.stage"
 
 
@@ -67,7 +68,7 @@ def dataset_name(source: str) -> str:
 def run_tags(project_root: Path, params: Params, stage: str) -> dict[str, str]:
     """Tags every run of a stage gets: stage, dataset, prepared-data hash, git commit and dirty flag."""
     data_dir = project_root / params.data.output_dir
-    tags = {STAGE_TAG: stage, DATASET_TAG: dataset_name(params.data.source), "ganseg.data_path": params.data.output_dir}
+    tags = {STAGE_TAG: stage, DATASET_TAG: dataset_name(params.data.source), DATA_PATH_TAG: params.data.output_dir}
     if data_dir.is_dir():
         tags[DATA_HASH_TAG] = dvc_dir_md5(data_dir)
     return tags | git_tags(project_root)

@@ -14,8 +14,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+from ganseg.provenance import DATA_HASH_TAG, DATA_PATH_TAG, DATASET_TAG
 
 DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
@@ -24,6 +27,9 @@ SERVER_COMMAND = (
     " --backend-store-uri sqlite:///mlflow.db --artifacts-destination ./mlartifacts"
 )
 _UNSAFE_KEY_CHARS = re.compile(r"[^\w.\- :]")
+# The experiment's type as MLflow's UI names it ("Machine learning", not a GenAI app). MLflow 3.17's UI
+# still opens an experiment in the view its GenAI / Model training switch selects.
+EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 
 
 class TrackingServerError(RuntimeError):
@@ -67,12 +73,14 @@ def experiment_id(client: MlflowClient, name: str, project_root: Path) -> str:
     found = client.get_experiment_by_name(name)
     if found is not None:
         require_artifact_access(client, found.artifact_location, f"experiment {name!r}")
+        if found.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING:
+            client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
         return found.experiment_id
     artifacts = None
     if client.tracking_uri.startswith("sqlite:"):
         # Keep artifacts beside the local store, wherever the process creating the experiment runs.
         artifacts = (project_root / DEFAULT_ARTIFACTS).resolve().as_uri()
-    return client.create_experiment(name, artifact_location=artifacts)
+    return client.create_experiment(name, artifact_location=artifacts, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING})
 
 
 def require_artifact_access(client: MlflowClient, location: str, owner: str) -> None:
@@ -119,7 +127,19 @@ def create_run(
     run = client.create_run(experiment_id(client, experiment, project_root), run_name=run_name, tags=all_tags)
     if params:
         log_params(client, run.info.run_id, params)
+    log_dataset_input(client, run.info.run_id, project_root, tags)
     return run.info.run_id
+
+
+def log_dataset_input(client: MlflowClient, run_id: str, project_root: Path, tags: dict[str, str]) -> None:
+    """The prepared data as the run's input (the UI's Dataset column): '<dataset>@<first 8 of its DVC md5>',
+    the whole md5 as its digest. Nothing when the tags name no prepared data."""
+    md5 = tags.get(DATA_HASH_TAG)
+    if not md5:
+        return
+    source = json.dumps({"uri": str((project_root / tags[DATA_PATH_TAG]).resolve())})
+    dataset = Dataset(name=f"{tags[DATASET_TAG]}@{md5[:8]}", digest=md5, source_type="local", source=source)
+    client.log_inputs(run_id, datasets=[DatasetInput(dataset, [InputTag(MLFLOW_DATASET_CONTEXT, "training")])])
 
 
 def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:

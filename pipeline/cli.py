@@ -103,7 +103,9 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif args.stage == "train":
         from pipeline import train
 
-        train.run(params, root, root / BEST_CONFIG, root / MODELS_DIR, root / HISTORY_CSV)
+        # --set goes over the tuned config, so train starts from the params file alone
+        train.run(load_params(args.params), root, root / BEST_CONFIG, root / MODELS_DIR, root / HISTORY_CSV,
+                  overrides=args.overrides, params_file=args.params)
     elif args.stage == "evaluate":
         from pipeline import evaluate
 
@@ -143,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     # Nothing leaves the machine: no usage statistics from Ray or MLflow.
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # MLflow draws a progress bar for each artifact it moves, even a model card of a few bytes.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = _parser().parse_args(argv)
     start = time.perf_counter()

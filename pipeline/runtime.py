@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
@@ -11,14 +10,17 @@ import ray
 from ganseg.config import Params, ParamsError, TrainConfig
 from ganseg.engine import NonFiniteLossError
 from ganseg.errors import GansegError
+from pipeline.console import RayOutput
 
-log = logging.getLogger(__name__)
 # Ray's 60 s default is too short for a worker to import torch on a busy 2-core machine.
 WORKER_START_TIMEOUT_S = os.environ.get("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
 
 
-def start_ray() -> None:
+def start_ray(log_path: Path | None = None) -> None:
     """Join the cluster in RAY_ADDRESS (as under `ray job submit`), or start a private local one.
+
+    With `log_path`, Ray's own output (its driver loggers and everything its workers print) goes
+    to that file and the console gets only our progress lines and Ray's warnings and errors.
 
     The local runtime starts with its dashboard: without it, Tune trials that each launch a
     TorchTrainer were seen to hang on a 2-CPU machine. It is always a new one (address "local"):
@@ -27,14 +29,25 @@ def start_ray() -> None:
     """
     if ray.is_initialized():
         return
+    output = RayOutput(log_path) if log_path else None
+    if output:
+        output.take_over_driver_loggers()
     runtime_env = {"env_vars": {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": WORKER_START_TIMEOUT_S}}
     if os.environ.get("RAY_ADDRESS"):
         ray.init(runtime_env=runtime_env)
     else:
-        # 'local' always starts a fresh instance: a bare ray.init() would join whatever cluster
-        # /tmp/ray/ray_current_cluster names, even a stopped one, and hang there.
         ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", runtime_env=runtime_env)
-    log.info("Ray resources: %s", ray.cluster_resources())
+    resources = ray.cluster_resources()
+    where = ""
+    if output:
+        output.take_over_worker_output()
+        where = f"; Ray's log: {_shown_path(log_path)}"
+    print(f"Ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs{where}")
+
+
+def _shown_path(path: Path) -> Path:
+    path = path.resolve()
+    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
 
 
 class ClusterResourcesError(GansegError, RuntimeError):

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import tempfile
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -22,7 +23,7 @@ from torch.utils.data import DataLoader, Subset
 
 from ganseg import provenance, tracking
 from ganseg.augment import pair_transform
-from ganseg.config import Params
+from ganseg.config import Params, parse_override
 from ganseg.data import ImagesOnly, PreparedSplit, endless, labelled_split, read_stats
 from ganseg.engine import (
     GanParts,
@@ -40,6 +41,7 @@ from ganseg.engine import (
 from ganseg.epoch_logging import log_overlays_if_due
 from ganseg.fileio import atomic_dir, atomic_write_text, read_json, write_json
 from ganseg.metrics import scores
+from pipeline.console import LOG_DIR, epoch_line, say
 
 log = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
@@ -69,7 +71,7 @@ def train_loop_per_worker(config: dict) -> None:
                             batch_size=params.evaluate.batch_size)
 
     epoch, history = _resume(parts)
-    resumed = epoch > 0
+    resumed, first_epoch, started = epoch > 0, epoch, time.monotonic()
     logger = _EpochLogger(config) if rank == 0 and config.get("run_id") else None
     if logger:
         logger.log_new(history)  # epochs checkpointed before a crash but never logged
@@ -91,6 +93,9 @@ def train_loop_per_worker(config: dict) -> None:
         _report(metrics, parts, epoch, history, is_chief=rank == 0)
         if logger:
             logger.log_new(history)
+        if config.get("progress") and rank == 0:
+            seconds_left = (time.monotonic() - started) / (epoch - first_epoch) * (params.train.epochs - epoch)
+            say(epoch_line(metrics, params.train.epochs, seconds_left))
 
 
 def _loader(dataset, batch_size: int, world: int) -> DataLoader:
@@ -134,8 +139,9 @@ def _build_parts(params: Params, stats: dict, device: torch.device) -> GanParts:
         if device.type == "cuda":
             generator = torch.nn.SyncBatchNorm.convert_sync_batchnorm(generator)
         else:  # torch's SyncBatchNorm cannot sync CPU tensors
-            log.warning("model.norm batch on %d CPU workers: batch statistics stay per worker; "
-                        "use group or instance norm for results independent of the worker count", world)
+            if ray.train.get_context().get_world_rank() == 0:
+                say(f"warning: model.norm batch on {world} CPU workers: batch statistics stay per worker;"
+                    " use group or instance norm for results independent of the worker count")
     if params.train.channels_last:
         generator = generator.to(memory_format=torch.channels_last)
         discriminator = discriminator.to(memory_format=torch.channels_last)
@@ -154,7 +160,7 @@ def _maybe_inject_fault(params: Params, epoch: int, rank: int, resumed: bool) ->
     if fault and not resumed and epoch == fault.at_epoch and rank == fault.kill_rank:
         # Die only once the previous epoch's checkpoint is committed, so recovery starts there.
         ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
-        print(f"fault injection: killing worker rank {rank} (pid {os.getpid()}) at the start of epoch {epoch}")
+        say(f"fault injection: killing worker rank {rank} (pid {os.getpid()}) at the start of epoch {epoch}")
         os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -172,7 +178,8 @@ def _resume(parts: GanParts) -> tuple[int, list[dict]]:
         return 0, []
     with checkpoint.as_directory() as folder:
         state = restore_training_state(parts, Path(folder) / STATE_FILE)
-    print(f"resumed from the checkpoint of epoch {state['epoch']} (step {state['global_step']})")
+    if ray.train.get_context().get_world_rank() == 0:
+        say(f"resumed from the checkpoint of epoch {state['epoch']} (step {state['global_step']})")
     return state["epoch"], state["history"]
 
 
@@ -188,31 +195,75 @@ def _report(metrics: dict, parts: GanParts, epoch: int, history: list, is_chief:
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 
-def loop_config(params: Params, data_dir: Path, tracking_uri: str, run_id: str | None) -> dict:
+def loop_config(params: Params, data_dir: Path, tracking_uri: str, run_id: str | None, progress: bool = False) -> dict:
+    """What every worker gets; with `progress`, rank 0 prints a line per epoch for the console."""
     return {
         "params": params.model_dump(),
         "data_dir": str(data_dir.resolve()),
         "tracking_uri": tracking_uri,
         "run_id": run_id,
+        "progress": progress,
     }
 
 
-def apply_best_config(params: Params, best_config: Path) -> Params:
+def tuned_overrides(best_config: Path) -> dict:
+    """The tune stage's best overrides, or none when the stage has not run."""
     if not best_config.is_file():
-        log.info("no %s: training with params.yaml as it is", best_config)
-        return params
-    overrides = read_json(best_config)["overrides"]
-    log.info("training with the tuned overrides %s", overrides)
-    return params.with_overrides(overrides)
+        log.info("no %s: no tuned settings to apply", best_config)
+        return {}
+    return read_json(best_config)["overrides"]
 
 
-def run(params: Params, project_root: Path, best_config: Path, models_dir: Path, history_csv: Path) -> dict:
+def layered_params(params: Params, tuned: dict, overrides: list[str], tuned_from: str) -> tuple[Params, list[str]]:
+    """Params by precedence: the params file (over the defaults) < the tuned best config < --set.
+
+    Also one line per effective value that differs from the params file, naming where it came from.
+    """
+    cli = dict(parse_override(text) for text in overrides)
+    effective = params.with_overrides(tuned | cli)
+    sources = {key: f"tuned: {tuned_from}" for key in tuned} | {key: "--set" for key in cli}
+    before, after = params.model_dump(), effective.model_dump()
+    lines = [
+        f"{key} = {_shown(_dotted(after, key))} ({source})"
+        for key, source in sources.items()
+        if _dotted(after, key) != _dotted(before, key)
+    ]
+    return effective, lines
+
+
+def _dotted(tree: dict, key: str):
+    """The value at a dotted key; None inside a section that is unset (e.g. train.fault_injection)."""
+    for part in key.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree
+
+
+def _shown(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def run(
+    params: Params,
+    project_root: Path,
+    best_config: Path,
+    models_dir: Path,
+    history_csv: Path,
+    overrides: list[str] = (),
+    params_file: str = "params.yaml",
+) -> dict:
+    """`params` as in the params file; the tuned best config, then `overrides` (--set) go over them."""
     from pipeline.runtime import check_device_support, fit_or_explain, make_trainer, resolve_scaling, start_ray, storage_path
 
-    params = apply_best_config(params, best_config)
+    shown_path = best_config.relative_to(project_root) if best_config.is_relative_to(project_root) else best_config
+    params, changed = layered_params(params, tuned_overrides(best_config), overrides, str(shown_path))
+    print(f"settings that differ from {params_file}:" if changed else f"settings as in {params_file}")
+    for line in changed:
+        print(f"  {line}")
     data_dir = project_root / params.data.output_dir
     stats = read_stats(data_dir)
-    start_ray()
+    start_ray(project_root / LOG_DIR / "train.log")
     uri = tracking.tracking_uri(project_root)
     client = MlflowClient(uri)
     workers, use_gpu = resolve_scaling(params.train)
@@ -232,7 +283,7 @@ def run(params: Params, project_root: Path, best_config: Path, models_dir: Path,
     try:
         # The Ray run is named after the MLflow run: a rerun after a crash finds its checkpoints.
         name = f"train-{run_id}"
-        trainer = make_trainer(params, loop_config(params, data_dir, uri, run_id), name, project_root)
+        trainer = make_trainer(params, loop_config(params, data_dir, uri, run_id, progress=True), name, project_root)
         result = fit_or_explain(trainer, f"{storage_path(params, project_root)}/{name}")
         latest = _load_state(result.checkpoint)
         best = _load_state(result.get_best_checkpoint(metric="val_miou", mode="max"))

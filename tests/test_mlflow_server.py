@@ -29,7 +29,7 @@ pytestmark = pytest.mark.integration
 PARAMS = TINY | {"train.log_images_every": 1}
 SECOND_TRAIN_EPOCHS = 1
 MODEL_NAME = "ganseg-segmenter"
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path(os.environ.get("GANSEG_CHROMIUM", "/usr/bin/chromium"))
 SERVER_START_LIMIT_S = 240
 RENDER_ATTEMPTS = 3
 
@@ -130,6 +130,25 @@ def test_experiment_lives_on_the_server_with_its_artifacts_proxied(pipeline, cli
     assert experiment.artifact_location.startswith("mlflow-artifacts:")
 
 
+def test_experiment_is_tagged_as_model_training(pipeline, client):
+    assert client.get_experiment_by_name("ganseg").tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def prepared_md5(repo: Path) -> str:
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    (prepared,) = [o for o in lock["stages"]["prepare"]["outs"] if o["path"] == "data/prepared"]
+    return prepared["md5"]
+
+
+def test_every_run_has_the_prepared_data_as_its_input(pipeline, runs):
+    repo, _, _ = pipeline
+    md5 = prepared_md5(repo)
+    for run in runs["train"] + runs["tune"] + runs["tune-trial"]:
+        (used,) = run.inputs.dataset_inputs
+        assert (used.dataset.name, used.dataset.digest) == (f"synthetic@{md5[:8]}", md5), run.info.run_name
+        assert str(repo / "data" / "prepared") in used.dataset.source
+
+
 def test_tune_parent_records_search_space_and_best_trial(runs, client):
     (parent,) = runs["tune"]
     children = runs["tune-trial"]
@@ -155,8 +174,7 @@ def test_train_runs_have_full_curves_tags_and_images(pipeline, runs, client):
     repo, _, _ = pipeline
     first, second = runs["train"]
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
-    lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    (prepared,) = [o for o in lock["stages"]["prepare"]["outs"] if o["path"] == "data/prepared"]
+    md5 = prepared_md5(repo)
     for train, epochs in ((first, PARAMS["train.epochs"]), (second, SECOND_TRAIN_EPOCHS)):
         run_id = train.info.run_id
         assert train.info.status == "FINISHED" and train.info.run_name.startswith("train-")
@@ -165,7 +183,7 @@ def test_train_runs_have_full_curves_tags_and_images(pipeline, runs, client):
             assert history(client, run_id, metric) == list(range(1, epochs + 1)), metric
         tags = train.data.tags
         assert tags["mlflow.source.git.commit"] == head and tags["ganseg.git_dirty"] in ("true", "false")
-        assert tags["ganseg.data_md5"] == prepared["md5"] and tags["ganseg.dataset"] == "synthetic"
+        assert tags["ganseg.data_md5"] == md5 and tags["ganseg.dataset"] == "synthetic"
         files = artifact_files(client, run_id)
         assert {f"training/overlays/epoch_{e:04d}.png" for e in range(1, epochs + 1)} <= files
         assert {"evaluation/confusion_matrix.png", "evaluation/per_class_iou.png", "model_card/model.json"} <= files
@@ -278,6 +296,17 @@ def test_experiment_page_shows_the_runs_and_their_curves(server, runs, client, s
     curves = [f"{r.info.run_name} ({metric})" for r in runs["train"] for metric in ("loss_g", "d_real")]
     look(f"{server}/#/experiments/{experiment}/runs?compareRunsMode=CHART", names + curves, screenshots,
          "experiment", capsys)
+
+
+def test_model_training_view_opens_the_experiment_on_its_runs_with_their_dataset(pipeline, server, runs, client,
+                                                                               screenshots, capsys):
+    """The link as the UI's Model training view makes it (MLflow 3.17 chooses the page by that view, which a
+    fresh browser starts in GenAI, not by the experiment's kind tag)."""
+    repo, _, _ = pipeline
+    experiment = client.get_experiment_by_name("ganseg").experiment_id
+    expected = [f"Runs - Experiment {experiment}", "Dataset", f"synthetic@{prepared_md5(repo)[:8]}"]
+    expected += [r.info.run_name for r in runs["train"]]
+    look(f"{server}/#/experiments/{experiment}?workflowType=machine_learning", expected, screenshots, "runs", capsys)
 
 
 def test_compare_page_shows_both_runs_the_param_that_differs_and_metrics(server, runs, screenshots, capsys):

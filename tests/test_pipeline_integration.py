@@ -56,3 +56,18 @@ def test_mlflow_holds_tune_parent_children_and_train_model(repro):
     assert "test_miou" in train.data.metrics
     models = client.search_logged_models(experiment_ids=[experiment.experiment_id])
     assert any(m.source_run_id == train.info.run_id for m in models)
+
+
+def test_console_shows_our_progress_and_leaves_ray_output_in_the_stage_logs(repro):
+    repo, _, result = repro
+    console = result.stdout + result.stderr
+    assert "TrainingReport(" not in console
+    for stage in ("tune", "train"):
+        log = f"results/logs/{stage}.log"
+        assert f"Ray's log: {log}" in result.stdout
+        assert "TrainingReport(" in (repo / log).read_text()  # Ray's output went there instead
+    epochs, trials = TINY["train.epochs"], TINY["tune.num_samples"]
+    assert [line.split()[1] for line in result.stdout.splitlines() if line.startswith("epoch ")] == [
+        f"{e}/{epochs}" for e in range(1, epochs + 1)
+    ]
+    assert f"trial {trials}/{trials}  " in result.stdout

@@ -44,6 +44,26 @@ def test_local_store_refuses_an_experiment_whose_artifacts_sit_behind_a_server(s
     tracking.require_artifact_access(sqlite_client, (tmp_path / "artifacts").as_uri(), "a local folder")
 
 
+def test_experiment_is_tagged_for_model_training_when_created_and_when_reused(sqlite_client, tmp_path):
+    created = tracking.experiment_id(sqlite_client, "fresh", tmp_path)
+    assert sqlite_client.get_experiment(created).tags["mlflow.experimentKind"] == "custom_model_development"
+    older = sqlite_client.create_experiment("made-before", artifact_location=(tmp_path / "a").as_uri())
+    assert tracking.experiment_id(sqlite_client, "made-before", tmp_path) == older
+    assert sqlite_client.get_experiment(older).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_a_run_with_prepared_data_has_it_as_its_input(sqlite_client, tmp_path):
+    md5 = "0123456789abcdef0123456789abcdef.dir"
+    tags = {"ganseg.dataset": "synthetic", "ganseg.data_md5": md5, "ganseg.data_path": "data/prepared"}
+    run_id = tracking.create_run(sqlite_client, "inputs", tmp_path, "r", tags=tags)
+    (logged,) = sqlite_client.get_run(run_id).inputs.dataset_inputs
+    assert (logged.dataset.name, logged.dataset.digest) == ("synthetic@01234567", md5)
+    assert str(tmp_path / "data" / "prepared") in logged.dataset.source
+    assert {t.key: t.value for t in logged.tags} == {"mlflow.data.context": "training"}
+    no_data = tracking.create_run(sqlite_client, "inputs", tmp_path, "r2", tags={"ganseg.dataset": "synthetic"})
+    assert sqlite_client.get_run(no_data).inputs.dataset_inputs == []
+
+
 def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

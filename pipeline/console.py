@@ -1,0 +1,96 @@
+"""What a stage prints: our own progress lines on the console, Ray's output in the stage's log file.
+
+Ray streams everything its workers and actors print to the driver. The driver here writes all of
+it to `results/logs/<stage>.log` and shows on the console only the lines our code marked for it
+(`say`) and Ray's warnings and errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from pathlib import Path
+
+MARK = "[ganseg] "
+LOG_DIR = Path("results/logs")
+# Ray's Python log lines carry their level, its autoscaler writes 'Warning:' / 'Error:', and a Python
+# warning reads '<Category>Warning: ...'. (Ray Train's own lines carry no level: they stay in the file.)
+_WARNING_OR_ERROR = re.compile(r"\b(WARNING|ERROR|CRITICAL|FATAL)\b|\b(Warning|Error): |\wWarning: ")
+
+
+def say(text: str) -> None:
+    """A line for the console from a Ray worker: the driver shows it without Ray's prefix."""
+    # Not print(): Ray Train patches it to log as well as print, which would stream the line twice.
+    sys.stdout.write(f"{MARK}{text}\n")
+    sys.stdout.flush()
+
+
+def duration(seconds: float) -> str:
+    """45 -> '45s', 80 -> '1m20s', 3725 -> '1h02m'."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def metrics_text(metrics: dict) -> str:
+    """'loss_g 0.412  loss_d 1.23  val mIoU 0.812  38 img/s': the losses only once they exist."""
+    parts = [f"{key} {metrics[key]:.3g}" for key in ("loss_g", "loss_d") if key in metrics]
+    if "val_miou" in metrics:
+        parts.append(f"val mIoU {metrics['val_miou']:.3f}")
+    if "images_per_s" in metrics:
+        parts.append(f"{metrics['images_per_s']:.0f} img/s")
+    return "  ".join(parts)
+
+
+def epoch_line(metrics: dict, epochs: int, seconds_left: float | None) -> str:
+    eta = f"  ETA {duration(seconds_left)}" if seconds_left else ""
+    return f"epoch {metrics['epoch']}/{epochs}  {metrics_text(metrics)}{eta}"
+
+
+def is_warning_or_error(line: str) -> bool:
+    return bool(_WARNING_OR_ERROR.search(line))
+
+
+class RayOutput:
+    """Sends Ray's output (the driver's Ray loggers, and every line its workers stream) to `log_path`."""
+
+    def __init__(self, log_path: Path):
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = log_path
+        self.file = log_path.open("w", buffering=1)
+
+    def take_over_driver_loggers(self) -> None:
+        """Before ray.init: Ray's driver-side loggers write to the file; only warnings and errors to the console."""
+        handler = logging.StreamHandler(self.file)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        ray_logger = logging.getLogger("ray")  # Ray's loggers print to the console, not through the root logger
+        for console in ray_logger.handlers:
+            console.setLevel(logging.WARNING)
+        ray_logger.addHandler(handler)
+
+    def take_over_worker_output(self) -> None:
+        """After ray.init: route the lines Ray streams from workers through `route` instead of printing them."""
+        # Ray has no public hook for this; its client server registers the same way.
+        from ray._private.ray_logging import global_worker_stdstream_dispatcher
+
+        global_worker_stdstream_dispatcher.remove_handler("ray_print_logs")
+        global_worker_stdstream_dispatcher.add_handler("ganseg", self.route)
+
+    def route(self, data: dict) -> None:
+        from ray._private.worker import filter_autoscaler_events
+
+        lines = data.get("lines", [])
+        if data.get("pid") == "autoscaler":  # its status dumps are noise; Ray itself shows only its events
+            lines = list(filter_autoscaler_events(lines))
+        name = data.get("actor_name") or data.get("task_name") or ""
+        source = f"({name} pid={data.get('pid')})".replace("( ", "(")
+        for line in lines:
+            self.file.write(f"{source} {line}\n")
+            if line.startswith(MARK):
+                print(line[len(MARK):], flush=True)
+            elif is_warning_or_error(line):
+                print(f"{source} {line}", file=sys.stderr, flush=True)

@@ -1,0 +1,63 @@
+"""The console lines of a stage, and where Ray's streamed output goes."""
+
+import pytest
+
+from pipeline.console import MARK, RayOutput, duration, epoch_line, is_warning_or_error
+from pipeline.tune import trial_line
+
+
+@pytest.mark.parametrize("seconds, text", [(0.4, "0s"), (45, "45s"), (80, "1m20s"), (3725, "1h02m")])
+def test_duration(seconds, text):
+    assert duration(seconds) == text
+
+
+def test_epoch_line_has_losses_miou_throughput_and_time_left():
+    metrics = {"epoch": 3, "loss_g": 0.4123, "loss_d": 1.234, "val_miou": 0.81234, "images_per_s": 38.4, "lr_g": 0.1}
+    assert epoch_line(metrics, 20, 80) == "epoch 3/20  loss_g 0.412  loss_d 1.23  val mIoU 0.812  38 img/s  ETA 1m20s"
+
+
+def test_epoch_line_during_warm_up_and_at_the_end():
+    # No discriminator loss before the adversarial term starts; nothing left after the last epoch.
+    metrics = {"epoch": 20, "loss_g": 0.4, "val_miou": 0.8, "images_per_s": 40.0}
+    assert epoch_line(metrics, 20, 0.0) == "epoch 20/20  loss_g 0.4  val mIoU 0.800  40 img/s"
+
+
+def test_trial_line_names_settings_epochs_and_early_stop():
+    result = {"epoch": 2, "loss_g": 0.5, "loss_d": 1.9, "val_miou": 0.7, "images_per_s": 60.2, "time_total_s": 70}
+    line = trial_line(1, 4, 6, {"train.lr_g": 0.0029711, "train.lambda_adv": 0.03}, result, 130)
+    assert line == ("trial 1/4  lr_g 0.00297  lambda_adv 0.03  2/6 epochs (stopped early)"
+                    "  loss_g 0.5  loss_d 1.9  val mIoU 0.700  60 img/s  1m10s  ETA 2m10s")
+
+
+@pytest.mark.parametrize("line, shown", [
+    ("2026-01-01 12:00:00,000\tWARNING tune.py:819 -- You have passed ...", True),
+    ("WARNING: 8 PYTHON worker processes have been started on node ...", True),
+    ("ERROR worker.py:99 -- something broke", True),
+    ("/x/torch/nn/modules/module.py:10: UserWarning: a deprecated call", True),
+    ("Warning: The following resource request cannot be scheduled right now", True),
+    ("Reporting training result 1: TrainingReport(checkpoint=None, metrics={'epoch': 1}) from rank 1", False),
+    ("ray.exceptions.GetTimeoutError: Get timed out: some object(s) not ready.", False),
+    ("Attempting to start training worker group of size 2", False),
+])
+def test_which_ray_lines_reach_the_console(line, shown):
+    assert is_warning_or_error(line) is shown
+
+
+def test_streamed_lines_all_go_to_the_file_and_only_ours_and_warnings_to_the_console(tmp_path, capsys):
+    output = RayOutput(tmp_path / "logs" / "train.log")
+    output.route({"pid": 11, "actor_name": "RayTrainWorker", "lines": [
+        "Reporting training result 1: TrainingReport(checkpoint=None, metrics={}) from rank 0",
+        f"{MARK}epoch 1/2  loss_g 1.0",
+        "/x/y.py:3: UserWarning: careful",
+    ]})
+    output.route({"pid": "raylet", "lines": ["WARNING: 8 PYTHON worker processes have been started"]})
+    shown = capsys.readouterr()
+    assert shown.out == "epoch 1/2  loss_g 1.0\n"
+    assert shown.err == ("(RayTrainWorker pid=11) /x/y.py:3: UserWarning: careful\n"
+                         "(pid=raylet) WARNING: 8 PYTHON worker processes have been started\n")
+    assert (tmp_path / "logs" / "train.log").read_text().splitlines() == [
+        "(RayTrainWorker pid=11) Reporting training result 1: TrainingReport(checkpoint=None, metrics={}) from rank 0",
+        f"(RayTrainWorker pid=11) {MARK}epoch 1/2  loss_g 1.0",
+        "(RayTrainWorker pid=11) /x/y.py:3: UserWarning: careful",
+        "(pid=raylet) WARNING: 8 PYTHON worker processes have been started",
+    ]
