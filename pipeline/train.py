@@ -353,6 +353,8 @@ def _log_model(uri: str, run_id: str, models_dir: Path, registered_name: str) ->
         output = generator(torch.from_numpy(example)).numpy()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    # The pickle flavour is chosen knowingly (see below), so MLflow's warning about it is left out.
+    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pytorch.log_model(
             generator,
