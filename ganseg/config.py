@@ -208,15 +208,22 @@ class SearchDimension(_Strict):
         return self
 
 
+def _default_search_space() -> dict[str, SearchDimension]:
+    return {
+        "train.lr_g": SearchDimension(type="loguniform", low=5e-4, high=5e-3),
+        "train.lambda_adv": SearchDimension(type="choice", values=[0.01, 0.03, 0.1]),
+    }
+
+
 class TuneConfig(_Strict):
     num_samples: int = Field(4, ge=1)
-    epochs: int = Field(4, ge=1, description="epochs per trial (ASHA may stop a trial earlier)")
+    epochs: int = Field(6, ge=1, description="epochs per trial (ASHA may stop a trial earlier)")
     workers_per_trial: int = Field(1, ge=1)
     max_concurrent_trials: int | Literal["auto"] = "auto"
     metric: str = "val_miou"
     mode: Literal["max", "min"] = "max"
-    grace_period: int = Field(1, ge=1)
-    search_space: dict[str, SearchDimension] = Field(default_factory=dict)
+    grace_period: int = Field(2, ge=1)
+    search_space: dict[str, SearchDimension] = Field(default_factory=_default_search_space)
 
 
 class EvaluateConfig(_Strict):

@@ -11,6 +11,11 @@ def test_repository_params_file_is_valid():
     assert params.data.num_classes == len(params.data.class_names)
 
 
+def test_schema_defaults_are_the_values_of_the_params_file():
+    """A key left out of a params file gets the value params.yaml documents."""
+    assert Params().model_dump() == load_params(ROOT / "params.yaml").model_dump()
+
+
 def write(tmp_path, raw):
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
