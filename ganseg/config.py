@@ -318,12 +318,15 @@ def validate_params(raw: dict, source: str = "params.yaml") -> Params:
     except ValidationError as err:
         lines = []
         for e in err.errors():
-            key = ".".join(str(p) for p in e["loc"]) or "(top level)"
-            got = "" if e["type"] == "missing" else f" (got {e.get('input')!r})"
             message = e["msg"].removeprefix("Value error, ")
             if e["type"] == "extra_forbidden":
                 message = "unknown key"
-            lines.append(f"  {key}: {message}{got}")
+            # A check across a section names the values that clash; its input is the whole section.
+            section_check = e["type"] == "value_error" and isinstance(e.get("input"), dict)
+            if e["type"] != "missing" and not section_check:
+                message += f" (got {e['input']!r})"
+            key = ".".join(str(p) for p in e["loc"])
+            lines.append(f"  {key}: {message}" if key else f"  {message}")
         raise ParamsError(f"{source} is not valid:\n" + "\n".join(lines)) from None
 
 

@@ -104,3 +104,9 @@ def test_bad_file_policy_and_pixel_limit_are_named():
 def test_registered_model_name_must_fit_in_a_models_uri(tmp_path):
     with pytest.raises(ParamsError, match=r"mlflow\.registered_model"):
         load_params(write(tmp_path, {"mlflow": {"registered_model": "a/b@champion"}}))
+
+
+def test_a_check_across_keys_names_the_clashing_values_not_the_whole_params():
+    with pytest.raises(ParamsError) as err:
+        validate_params({"data": {"image_size": 72}, "model": {"depth": 4}, "seed": 1})
+    assert str(err.value) == "params.yaml is not valid:\n  data.image_size 72 is not divisible by 2**model.depth = 16"
