@@ -201,10 +201,14 @@ def _close_children(client: MlflowClient, parent_id: str, epochs: int, results) 
             client.set_terminated(child.info.run_id, "FAILED")
             continue
         backfill_epochs(client, child.info.run_id, result)
-        ran = int(result.metrics.get("epoch", 0))
-        tracking.set_tags(client, child.info.run_id, {"ganseg.epochs_run": ran, "ganseg.stopped_early": ran < epochs})
+        tracking.set_tags(client, child.info.run_id, outcome_tags(int(result.metrics.get("epoch", 0)), epochs))
         end_ms = int(result.metrics["timestamp"] * 1000) if "timestamp" in result.metrics else None
         client.set_terminated(child.info.run_id, "FINISHED", end_time=end_ms)
+
+
+def outcome_tags(epochs_run: int, epochs: int) -> dict:
+    """A finished trial's tags: the epochs it ran, and ganseg.stopped_early only where ASHA cut it short."""
+    return {"ganseg.epochs_run": epochs_run} | ({"ganseg.stopped_early": "true"} if epochs_run < epochs else {})
 
 
 def backfill_epochs(client: MlflowClient, run_id: str, result) -> None:
