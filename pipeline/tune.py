@@ -12,7 +12,7 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from ganseg import provenance, tracking
-from ganseg.config import Params, SearchDimension
+from ganseg.config import Params, ParamsError, SearchDimension
 from ganseg.data import read_stats
 from ganseg.fileio import write_json
 
@@ -74,6 +74,19 @@ def asha_max_t(params: Params) -> int:
     return params.tune.epochs + 1
 
 
+def check_trial_precision(params: Params, use_gpu: bool) -> None:
+    """fp16 needs GPU workers: refuse it before any trial, whether params or the search space set it."""
+    from pipeline.runtime import check_device_support
+
+    dimension = params.tune.search_space.get("train.precision")
+    if dimension is None:
+        check_device_support(params.train, use_gpu)
+    elif "fp16" in (dimension.values or []) and not use_gpu:
+        raise ParamsError(
+            "tune.search_space: train.precision may be fp16, which needs GPU workers; search bf16 and fp32 on CPUs"
+        )
+
+
 def max_concurrent(params: Params, use_gpu: bool) -> int:
     import ray
 
@@ -95,6 +108,7 @@ def run(params: Params, project_root: Path, best_config_path: Path) -> dict:
     start_ray()
     # fail now, not in a trial, if the cluster cannot hold one trial's workers
     _, use_gpu = resolve_scaling(params.train, params.tune.workers_per_trial, "tune.workers_per_trial")
+    check_trial_precision(params, use_gpu)
     uri = tracking.tracking_uri(project_root)
     client = MlflowClient(uri)
     space = {key: to_domain(dim) for key, dim in params.tune.search_space.items()}
