@@ -13,8 +13,8 @@ from tests.e2e import TINY, clean_env, copy_project, mlflow_runs, run
 
 pytestmark = pytest.mark.integration
 
-NOT_NEEDED = {".git", ".ci", ".dvc", "data", "deploy", "docs", "tests",  # left out by .rayignore
-              ".venv", "mlflow.db", "mlartifacts", "runs", "models", "results"}  # and by .gitignore
+NOT_NEEDED = {".git", ".ci", ".dvc", "data", "deploy", "docs", "tests", ".venv", "mlflow.db", "mlartifacts", "runs",
+              "models", "results"}
 
 
 def free_port() -> int:
