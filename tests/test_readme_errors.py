@@ -24,7 +24,7 @@ from ganseg.config import Params, load_params
 from ganseg.data import prepare_dataset, read_stats
 from ganseg.engine import build_networks
 from pipeline.cli import main
-from pipeline.train import RUN_KEY_TAG, run_key
+from pipeline.train import RUN_KEY_TAG, check_checkpoints_fit, run_key
 from tests.conftest import ROOT, write_pair
 from tests.test_bad_data import grey, png_bytes
 from tests.test_checkpoints import CodeOnLoad, export
@@ -303,6 +303,15 @@ def test_a_checkpoint_of_another_architecture_is_refused_before_the_workers_star
     assert "--set train.resume=false starts afresh" in printed
     assert len(list(run_dir.glob("checkpoint_*/state.pt"))) == 1  # epoch 1's, as the diverged run left it
     assert run.info.status == "FAILED" and not (project.root / "models").exists()
+
+
+@pytest.mark.integration
+def test_the_checkpoint_passes_the_check_with_the_params_that_wrote_it(project):
+    project.diverged
+    run_dir = project.root / "runs" / "ray" / f"train-{project.train_run().info.run_id}"
+    assert list(run_dir.glob("checkpoint_*/state.pt"))
+    params = load_params(project.root / "params.yaml", DIVERGING)
+    check_checkpoints_fit(params, read_stats(project.root / "data" / "prepared"), str(run_dir))
 
 
 def test_every_row_of_the_table_is_reproduced():
