@@ -258,15 +258,22 @@ class SearchDimension(_Strict):
         return self
 
 
+def _default_search_space() -> dict[str, SearchDimension]:
+    return {
+        "train.lr_g": SearchDimension(type="loguniform", low=5e-4, high=5e-3),
+        "train.lambda_adv": SearchDimension(type="choice", values=[0.01, 0.03, 0.1]),
+    }
+
+
 class TuneConfig(_Strict):
     num_samples: int = Field(4, ge=1)
-    epochs: int = Field(4, ge=1, description="epochs per trial (ASHA may stop a trial earlier)")
+    epochs: int = Field(6, ge=1, description="epochs per trial (ASHA may stop a trial earlier)")
     workers_per_trial: int = Field(1, ge=1)
     max_concurrent_trials: int | Literal["auto"] = "auto"
     metric: str = "val_miou"
     mode: Literal["max", "min"] = "max"
-    grace_period: int = Field(1, ge=1)
-    search_space: dict[str, SearchDimension] = Field(default_factory=dict)
+    grace_period: int = Field(2, ge=1)
+    search_space: dict[str, SearchDimension] = Field(default_factory=_default_search_space)
 
 
 class EvaluateConfig(_Strict):
@@ -361,12 +368,15 @@ def validate_params(raw: dict, source: str = "params.yaml") -> Params:
     except ValidationError as err:
         lines = []
         for e in err.errors():
-            key = ".".join(str(p) for p in e["loc"]) or "(top level)"
-            got = "" if e["type"] == "missing" else f" (got {e.get('input')!r})"
             message = e["msg"].removeprefix("Value error, ")
             if e["type"] == "extra_forbidden":
                 message = "unknown key"
-            lines.append(f"  {key}: {message}{got}")
+            # A check across a section names the values that clash; its input is the whole section.
+            section_check = e["type"] == "value_error" and isinstance(e.get("input"), dict)
+            if e["type"] != "missing" and not section_check:
+                message += f" (got {e['input']!r})"
+            key = ".".join(str(p) for p in e["loc"])
+            lines.append(f"  {key}: {message}" if key else f"  {message}")
         raise ParamsError(f"{source} is not valid:\n" + "\n".join(lines)) from None
 
 

@@ -321,14 +321,25 @@ TRAINING_STATE_KEYS = ("generator", "discriminator", "opt_g", "opt_d", "sched_g"
                        "epoch", "global_step", "rng", "history")
 
 
-def restore_training_state(parts: GanParts, path: Path) -> dict:
-    """Load a checkpoint written by `training_state`; CheckpointError if it is not one for these networks."""
+def read_training_state(path: Path) -> dict:
+    """A checkpoint written by `training_state`; CheckpointError if it is not one."""
     state = load_weights_file(path)
     missing = [key for key in TRAINING_STATE_KEYS if not isinstance(state, dict) or key not in state]
     if missing:
         raise CheckpointError(f"{path}: not a ganseg training checkpoint (no {', '.join(missing)})")
-    load_matching(unwrap(parts.generator), state["generator"], path, "generator")
-    load_matching(unwrap(parts.discriminator), state["discriminator"], path, "discriminator")
+    return state
+
+
+def load_networks(generator: nn.Module, discriminator: nn.Module, state: dict, path: Path) -> None:
+    """Both networks' weights from a training state; CheckpointError naming the file if they do not fit."""
+    load_matching(unwrap(generator), state["generator"], path, "generator")
+    load_matching(unwrap(discriminator), state["discriminator"], path, "discriminator")
+
+
+def restore_training_state(parts: GanParts, path: Path) -> dict:
+    """Load a checkpoint written by `training_state`; CheckpointError if it is not one for these networks."""
+    state = read_training_state(path)
+    load_networks(parts.generator, parts.discriminator, state, path)
     for name in ("opt_g", "opt_d", "sched_g", "sched_d", "scaler"):
         try:
             getattr(parts, name).load_state_dict(state[name])

@@ -26,13 +26,16 @@ from ganseg.augment import pair_transform
 from ganseg.config import Params, parse_override
 from ganseg.data import ImagesOnly, PreparedSplit, endless, labelled_split, read_stats
 from ganseg.engine import (
+    CheckpointError,
     GanParts,
     build_networks,
     build_optimizers,
     confusion_over,
     export_model,
     export_weights,
+    load_networks,
     load_weights_file,
+    read_training_state,
     restore_training_state,
     shard_indices,
     train_epoch,
@@ -283,6 +286,7 @@ def run(
     try:
         # The Ray run is named after the MLflow run: a rerun after a crash finds its checkpoints.
         name = f"train-{run_id}"
+        check_checkpoints_fit(params, stats, f"{storage_path(params, project_root)}/{name}")
         trainer = make_trainer(params, loop_config(params, data_dir, uri, run_id, progress=True), name, project_root)
         result = fit_or_explain(trainer, f"{storage_path(params, project_root)}/{name}")
         latest = _load_state(result.checkpoint)
@@ -318,6 +322,28 @@ def _unfinished_run(client: MlflowClient, experiment: str, key: str) -> str | No
         max_results=1,
     )
     return runs[0].info.run_id if runs else None
+
+
+def check_checkpoints_fit(params: Params, stats: dict, run_dir: str) -> None:
+    """Before any worker starts: the Ray checkpoints of the run to resume must hold networks of the
+    params' architecture (they may not, e.g. when written by code that built the networks otherwise)."""
+    from ray.train import Result
+
+    try:
+        result = Result.from_path(run_dir)
+    except RuntimeError:  # no run folder or no checkpoint record: nothing to resume
+        return
+    kept = {c.path: c for c in [result.checkpoint, *(c for c, _ in result.best_checkpoints)] if c is not None}
+    generator, discriminator = build_networks(params, stats["channels"], stats["num_classes"])
+    for checkpoint in kept.values():
+        with checkpoint.as_directory() as folder:
+            path = Path(folder) / STATE_FILE
+            try:
+                load_networks(generator, discriminator, read_training_state(path), path)
+            except CheckpointError as err:
+                raise CheckpointError(
+                    f"{err}\n  (a checkpoint of the run being resumed; --set train.resume=false starts afresh)"
+                ) from None
 
 
 def _load_state(checkpoint) -> dict:

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
 from ganseg import provenance, tracking
-from ganseg.config import Params, SearchDimension
+from ganseg.config import Params, ParamsError, SearchDimension
 from ganseg.data import read_stats
 from ganseg.fileio import write_json
 from pipeline.console import LOG_DIR, duration, metrics_text
@@ -79,6 +79,19 @@ def asha_max_t(params: Params) -> int:
     return params.tune.epochs + 1
 
 
+def check_trial_precision(params: Params, use_gpu: bool) -> None:
+    """fp16 needs GPU workers: refuse it before any trial, whether params or the search space set it."""
+    from pipeline.runtime import check_device_support
+
+    dimension = params.tune.search_space.get("train.precision")
+    if dimension is None:
+        check_device_support(params.train, use_gpu)
+    elif "fp16" in (dimension.values or []) and not use_gpu:
+        raise ParamsError(
+            "tune.search_space: train.precision may be fp16, which needs GPU workers; search bf16 and fp32 on CPUs"
+        )
+
+
 def max_concurrent(params: Params, use_gpu: bool) -> int:
     import ray
 
@@ -100,6 +113,7 @@ def run(params: Params, project_root: Path, best_config_path: Path) -> dict:
     start_ray(project_root / LOG_DIR / "tune.log")
     # fail now, not in a trial, if the cluster cannot hold one trial's workers
     _, use_gpu = resolve_scaling(params.train, params.tune.workers_per_trial, "tune.workers_per_trial")
+    check_trial_precision(params, use_gpu)
     uri = tracking.tracking_uri(project_root)
     client = MlflowClient(uri)
     space = {key: to_domain(dim) for key, dim in params.tune.search_space.items()}
@@ -240,10 +254,14 @@ def _close_children(client: MlflowClient, parent_id: str, epochs: int, results) 
             client.set_terminated(child.info.run_id, "FAILED")
             continue
         backfill_epochs(client, child.info.run_id, result)
-        ran = int(result.metrics.get("epoch", 0))
-        tracking.set_tags(client, child.info.run_id, {"ganseg.epochs_run": ran, "ganseg.stopped_early": ran < epochs})
+        tracking.set_tags(client, child.info.run_id, outcome_tags(int(result.metrics.get("epoch", 0)), epochs))
         end_ms = int(result.metrics["timestamp"] * 1000) if "timestamp" in result.metrics else None
         client.set_terminated(child.info.run_id, "FINISHED", end_time=end_ms)
+
+
+def outcome_tags(epochs_run: int, epochs: int) -> dict:
+    """A finished trial's tags: the epochs it ran, and ganseg.stopped_early only where ASHA cut it short."""
+    return {"ganseg.epochs_run": epochs_run} | ({"ganseg.stopped_early": "true"} if epochs_run < epochs else {})
 
 
 def backfill_epochs(client: MlflowClient, run_id: str, result) -> None:

@@ -11,6 +11,11 @@ def test_repository_params_file_is_valid():
     assert params.data.num_classes == len(params.data.class_names)
 
 
+def test_schema_defaults_are_the_values_of_the_params_file():
+    """A key left out of a params file gets the value params.yaml documents."""
+    assert Params().model_dump() == load_params(ROOT / "params.yaml").model_dump()
+
+
 def write(tmp_path, raw):
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -99,3 +104,9 @@ def test_bad_file_policy_and_pixel_limit_are_named():
 def test_registered_model_name_must_fit_in_a_models_uri(tmp_path):
     with pytest.raises(ParamsError, match=r"mlflow\.registered_model"):
         load_params(write(tmp_path, {"mlflow": {"registered_model": "a/b@champion"}}))
+
+
+def test_a_check_across_keys_names_the_clashing_values_not_the_whole_params():
+    with pytest.raises(ParamsError) as err:
+        validate_params({"data": {"image_size": 72}, "model": {"depth": 4}, "seed": 1})
+    assert str(err.value) == "params.yaml is not valid:\n  data.image_size 72 is not divisible by 2**model.depth = 16"

@@ -13,7 +13,8 @@ from tests.e2e import TINY, clean_env, copy_project, mlflow_runs, run
 
 pytestmark = pytest.mark.integration
 
-EXCLUDES = [".git", ".venv", "data", "mlflow.db", "mlartifacts", "runs", "models", "results", ".dvc/cache"]
+NOT_NEEDED = {".git", ".ci", ".dvc", "data", "deploy", "docs", "tests", ".venv", "mlflow.db", "mlartifacts", "runs",
+              "models", "results"}
 
 
 def free_port() -> int:
@@ -22,7 +23,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def head_node():
     """A 2-CPU head node with token auth; every process it started is killed afterwards."""
     temp_dir = tempfile.mkdtemp(prefix="rh", dir="/tmp")  # short: Ray puts sockets under it
@@ -56,11 +57,29 @@ def submit(address: str, cmd: list[str], env: dict, cwd, attempts: int = 40) -> 
     return result
 
 
+def test_upload_is_the_code_params_and_top_level_files(tmp_path, head_node):
+    address, env = head_node
+    repo = copy_project(tmp_path / "repo", TINY)
+    run(["ganseg", "prepare"], repo, clean_env())
+    for output in (".venv", "models", "results", "runs", "mlartifacts"):  # as a user's folder holds them
+        (repo / output).mkdir()
+    (repo / "mlflow.db").write_text("a store")
+    listing = "import json, os; print('UPLOADED', json.dumps({n: os.path.isdir(n) for n in os.listdir('.')}))"
+    result = submit(address, ["--working-dir", ".", "--", "python", "-c", listing], env, cwd=repo)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    line = next(line for line in output.splitlines() if line.startswith("UPLOADED "))
+    uploaded = json.loads(line.removeprefix("UPLOADED "))
+    assert {"ganseg", "pipeline", "params.yaml"} <= set(uploaded)
+    assert not NOT_NEEDED & set(uploaded), uploaded
+    assert sorted(name for name, is_dir in uploaded.items() if is_dir) == ["ganseg", "pipeline"]
+
+
 def test_train_stage_runs_as_a_ray_job(tmp_path, head_node):
     address, env = head_node
     repo = copy_project(tmp_path / "repo", TINY)
     run(["ganseg", "prepare"], repo, clean_env())
-    runtime_env = {"excludes": EXCLUDES, "env_vars": {"MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}"}}
+    runtime_env = {"env_vars": {"MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}"}}  # as in the README
     result = submit(address, [
         "--working-dir", ".", "--runtime-env-json", json.dumps(runtime_env),
         "--", "python", "-m", "pipeline.cli", "train", "--root", str(repo),

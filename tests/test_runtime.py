@@ -4,9 +4,10 @@ import threading
 
 import pytest
 
-from ganseg.config import TrainConfig
+from ganseg.config import Params, ParamsError, TrainConfig
 from ganseg.data import prepare_dataset
 from pipeline.runtime import ClusterResourcesError, scaling_for
+from pipeline.tune import check_trial_precision
 
 CPUS_ONLY = {"CPU": 4.0, "memory": 8e9}
 TWO_GPUS = {"CPU": 16.0, "GPU": 2.0}
@@ -38,6 +39,22 @@ def test_gpu_asked_on_a_cluster_without_gpus():
 def test_the_error_names_the_param_that_asked():
     with pytest.raises(ClusterResourcesError, match="tune.workers_per_trial = 5 needs 5 CPUs"):
         scaling_for(CPUS_ONLY, TrainConfig(), 5, "tune.workers_per_trial")
+
+
+FP16_IN_SEARCH = {"train.precision": {"type": "choice", "values": ["fp32", "fp16"]}}
+
+
+def test_tune_refuses_fp16_on_cpus_from_params_or_the_search_space(tiny_params):
+    with pytest.raises(ParamsError, match="train.precision: fp16 needs GPU workers"):
+        check_trial_precision(tiny_params.with_overrides({"train.precision": "fp16"}), use_gpu=False)
+    with pytest.raises(ParamsError, match="tune.search_space: train.precision may be fp16, which needs GPU workers"):
+        check_trial_precision(tiny_params.with_overrides({"tune.search_space": FP16_IN_SEARCH}), use_gpu=False)
+
+
+def test_tune_allows_fp16_on_gpus_and_a_search_space_without_it():
+    check_trial_precision(Params().with_overrides({"tune.search_space": FP16_IN_SEARCH}), use_gpu=True)
+    bf16_only = {"train.precision": {"type": "choice", "values": ["bf16", "fp32"]}}
+    check_trial_precision(Params().with_overrides({"train.precision": "fp16", "tune.search_space": bf16_only}), False)
 
 
 def outcome_within(seconds, function, *args):
@@ -74,4 +91,22 @@ def test_real_cluster_too_small_fails_at_once(two_cpu_ray, tmp_path, tiny_params
     key = "train.num_workers" if stage == "train" else "tune.workers_per_trial"
     assert isinstance(box.get("error"), ClusterResourcesError), box
     assert f"{key} = 3 needs 3 CPUs (one per worker) but the Ray cluster has 2" in str(box["error"])
+    assert not (tmp_path / "models").exists() and not (tmp_path / "best.json").exists()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("stage", ["train", "tune"])
+def test_real_cpu_cluster_refuses_fp16_at_once(two_cpu_ray, tmp_path, tiny_params, stage):
+    from pipeline import train, tune
+
+    params = tiny_params.with_overrides({"data.output_dir": str(tmp_path / "prep")})
+    prepare_dataset(params.data, 0, tmp_path / "prep", progress=False)
+    if stage == "train":
+        params = params.with_overrides({"train.precision": "fp16"})
+        box = outcome_within(60, train.run, params, tmp_path, tmp_path / "best.json", tmp_path / "models", tmp_path / "h.csv")
+    else:  # fp16 only as a value the search may pick
+        params = params.with_overrides({"tune.search_space": FP16_IN_SEARCH})
+        box = outcome_within(60, tune.run, params, tmp_path, tmp_path / "best.json")
+    assert isinstance(box.get("error"), ParamsError), box
+    assert "fp16" in str(box["error"]) and "needs GPU workers" in str(box["error"])
     assert not (tmp_path / "models").exists() and not (tmp_path / "best.json").exists()

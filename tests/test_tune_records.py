@@ -4,7 +4,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from ganseg import tracking
-from pipeline.tune import backfill_epochs, search_space_record
+from pipeline.tune import backfill_epochs, outcome_tags, search_space_record
 
 
 def test_epochs_tune_received_but_the_run_lacks_are_logged_once(tmp_path):
@@ -29,3 +29,8 @@ def test_search_space_record_lists_every_dimension(tiny_params):
     record = search_space_record(params)
     assert record["search_space"] == {"train.lr_g": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}
     assert record["metric"] == params.tune.metric and record["scheduler"]["type"] == "ASHA"
+
+
+def test_only_a_trial_asha_cut_short_is_tagged_stopped_early():
+    assert outcome_tags(2, epochs=6) == {"ganseg.epochs_run": 2, "ganseg.stopped_early": "true"}
+    assert outcome_tags(6, epochs=6) == {"ganseg.epochs_run": 6}
