@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     # MLflow draws a progress bar for each artifact it moves, even a model card of a few bytes.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial MLflow database tables"
     args = _parser().parse_args(argv)
     start = time.perf_counter()
     try:
