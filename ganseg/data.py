@@ -253,7 +253,8 @@ def _checked_ids(values: np.ndarray, void: np.ndarray, cfg: DataConfig) -> np.nd
         void_note = "" if cfg.ignore_index is None else f" nor data.ignore_index {cfg.ignore_index}"
         raise ValueError(
             f"mask values {unknown[:8].tolist()} are not class ids 0..{cfg.num_classes - 1}{void_note}"
-            " (binary 0/255 masks need data.mask_format: binary)"
+            " (binary 0/255 masks need data.mask_format: binary; a value that marks unannotated pixels,"
+            " often 255, needs data.ignore_index)"
         )
     return np.where(void, 0, values).astype(np.uint8)
 
