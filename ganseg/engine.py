@@ -26,7 +26,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ganseg.config import ModelConfig, Params, TrainConfig
 from ganseg.data import to_input
-from ganseg.errors import GansegError
+from ganseg.errors import CheckpointError, NonFiniteLossError
 from ganseg.fileio import read_json, write_json
 from ganseg.losses import (
     class_weight_tensor,
@@ -39,26 +39,6 @@ from ganseg.losses import (
 )
 from ganseg.metrics import confusion_matrix
 from ganseg.models import UNet, build_discriminator, build_generator
-
-
-class CheckpointError(GansegError, ValueError):
-    """A checkpoint or model file cannot be loaded: the message names the file and what differs."""
-
-
-class NonFiniteLossError(GansegError, ArithmeticError):
-    """A loss became NaN or infinite; raised before that step changes the weights it would ruin."""
-
-    def __init__(self, loss: str, value: float, epoch: int | None = None, step: int | None = None, note: str = ""):
-        super().__init__(loss, value, epoch, step, note)  # all in args, so the error pickles back whole
-        self.loss, self.value, self.epoch, self.step, self.note = loss, value, epoch, step, note
-
-    def __str__(self) -> str:
-        where = ", ".join(f"{name} {n}" for name, n in (("epoch", self.epoch), ("step", self.step)) if n is not None)
-        text = (
-            f"training stopped: {self.loss} is {self.value} at {where or 'a training step'}"
-            " (lower train.lr_g or train.lr_d, or train.lambda_adv)"
-        )
-        return f"{text}; {self.note}" if self.note else text
 
 
 @dataclass

@@ -14,7 +14,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ganseg.data import full_size_test
-from ganseg.engine import CheckpointError
+from ganseg.errors import CheckpointError
 from ganseg.fileio import write_json
 from ganseg.metrics import BoundaryF1, confusion_matrix, majority_class_confusion, scores
 from ganseg.predict import segment_image

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import ray
 
-from ganseg.config import Params, ParamsError, TrainConfig
-from ganseg.engine import NonFiniteLossError
-from ganseg.errors import GansegError
+from ganseg.config import Params, TrainConfig
+from ganseg.errors import GansegError, NonFiniteLossError, ParamsError
 from pipeline.console import RayOutput
 
 # Ray's 60 s default is too short for a worker to import torch on a busy 2-core machine.

@@ -23,10 +23,10 @@ from torch.utils.data import DataLoader, Subset
 
 from ganseg import provenance, tracking
 from ganseg.augment import pair_transform
-from ganseg.config import Params, parse_override
+from ganseg.config import Params
+from ganseg.dotted import get_dotted, parse_override
 from ganseg.data import ImagesOnly, PreparedSplit, endless, labelled_split, read_stats
 from ganseg.engine import (
-    CheckpointError,
     GanParts,
     build_networks,
     build_optimizers,
@@ -42,6 +42,7 @@ from ganseg.engine import (
     training_state,
 )
 from ganseg.epoch_logging import log_overlays_if_due
+from ganseg.errors import CheckpointError
 from ganseg.fileio import atomic_dir, atomic_write_text, read_json, write_json
 from ganseg.metrics import scores
 from pipeline.console import LOG_DIR, epoch_line, say
@@ -227,18 +228,11 @@ def layered_params(params: Params, tuned: dict, overrides: list[str], tuned_from
     sources = {key: f"tuned: {tuned_from}" for key in tuned} | {key: "--set" for key in cli}
     before, after = params.model_dump(), effective.model_dump()
     lines = [
-        f"{key} = {_shown(_dotted(after, key))} ({source})"
+        f"{key} = {_shown(get_dotted(after, key))} ({source})"
         for key, source in sources.items()
-        if _dotted(after, key) != _dotted(before, key)
+        if get_dotted(after, key) != get_dotted(before, key)
     ]
     return effective, lines
-
-
-def _dotted(tree: dict, key: str):
-    """The value at a dotted key; None inside a section that is unset (e.g. train.fault_injection)."""
-    for part in key.split("."):
-        tree = tree.get(part) if isinstance(tree, dict) else None
-    return tree
 
 
 def _shown(value) -> str:

@@ -16,8 +16,9 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
 from ganseg import provenance, tracking
-from ganseg.config import Params, ParamsError, SearchDimension
+from ganseg.config import Params, SearchDimension
 from ganseg.data import read_stats
+from ganseg.errors import ParamsError
 from ganseg.fileio import write_json
 from pipeline.console import LOG_DIR, duration, metrics_text
 
