@@ -23,8 +23,9 @@ from tqdm import tqdm
 
 from ganseg import synthetic
 from ganseg.config import DataConfig
+from ganseg.contracts import DatasetStats, read_dataset_stats, write_dataset_stats
 from ganseg.errors import DataError
-from ganseg.fileio import atomic_dir, read_json, write_json
+from ganseg.fileio import atomic_dir
 from ganseg.intensity import IntensityRule, is_eight_bit, map_to_uint8, resolve
 from ganseg.splits import SPLITS, assign_splits, split_of  # noqa: F401  (split_of: part of this module's API)
 from ganseg.void import VOID
@@ -413,7 +414,7 @@ def _relative(path: Path, folder: Path) -> Path:
     return path.relative_to(folder) if path.is_relative_to(folder) else path
 
 
-def prepare_dataset(cfg: DataConfig, seed: int, out_dir: str | Path, progress: bool = True) -> dict:
+def prepare_dataset(cfg: DataConfig, seed: int, out_dir: str | Path, progress: bool = True) -> DatasetStats:
     """Read, fit and split every usable pair, then write the prepared folder in one atomic move.
 
     Every file is checked before anything is written. Unusable files stop the stage with one
@@ -443,14 +444,8 @@ def prepare_dataset(cfg: DataConfig, seed: int, out_dir: str | Path, progress: b
         pd.DataFrame(rows).to_csv(staging / "manifest.csv", index=False)
         skipped = [{"file": str(p.file), "reason": p.reason} for p in reader.problems]
         pd.DataFrame(skipped, columns=["file", "reason"]).to_csv(staging / SKIPPED_REPORT, index=False)
-        stats = _stats(cfg, tiles) | {
-            "skipped_files": len(reader.problems),
-            "test_images": len(full_test),
-            "split_source": "split_file" if cfg.split_file else "hash",
-            "intensity": reader.rule.to_dict(),
-            "clipped_share": round(reader.clipped / max(reader.pixels, 1), 6),
-        }
-        write_json(staging / "stats.json", stats)
+        stats = _dataset_stats(cfg, tiles, reader, len(full_test))
+        write_dataset_stats(staging, stats)
     return stats
 
 
@@ -472,7 +467,7 @@ def _check_usable(cfg: DataConfig, reader: SourceReader, tiles: dict[str, list[S
         )
 
 
-def _stats(cfg: DataConfig, tiles: dict[str, list[Sample]]) -> dict:
+def _dataset_stats(cfg: DataConfig, tiles: dict[str, list[Sample]], reader: SourceReader, test_images: int) -> DatasetStats:
     def counts(items: list[Sample]) -> np.ndarray:
         """Pixels per class, void pixels left out."""
         return sum(np.bincount(s.mask[s.mask != VOID], minlength=cfg.num_classes) for s in items)
@@ -485,19 +480,22 @@ def _stats(cfg: DataConfig, tiles: dict[str, list[Sample]]) -> dict:
         pixels = sum(s.mask.size for s in items)
         return round(float(pixels - counts(items).sum()) / max(pixels, 1), 6)
 
-    stats = {
-        "source": cfg.source,
-        "class_names": cfg.class_names,
-        "num_classes": cfg.num_classes,
-        "channels": cfg.channels,
-        "image_size": cfg.image_size,
-        "fit": cfg.fit,
-        "counts": {name: len(items) for name, items in tiles.items()},
-        "class_frequency": {name: frequencies(items) for name, items in tiles.items()},
-    }
-    if cfg.ignore_index is not None:
-        stats["void_fraction"] = {name: void_fraction(items) for name, items in tiles.items()}
-    return stats
+    return DatasetStats(
+        source=cfg.source,
+        class_names=cfg.class_names,
+        num_classes=cfg.num_classes,
+        channels=cfg.channels,
+        image_size=cfg.image_size,
+        fit=cfg.fit,
+        counts={name: len(items) for name, items in tiles.items()},
+        class_frequency={name: frequencies(items) for name, items in tiles.items()},
+        void_fraction=None if cfg.ignore_index is None else {name: void_fraction(items) for name, items in tiles.items()},
+        skipped_files=len(reader.problems),
+        test_images=test_images,
+        split_source="split_file" if cfg.split_file else "hash",
+        intensity=reader.rule,
+        clipped_share=round(reader.clipped / max(reader.pixels, 1), 6),
+    )
 
 
 FULL_TEST_DIR = "test_full"
@@ -524,13 +522,6 @@ def full_size_test(data_dir: str | Path) -> Iterator[tuple[np.ndarray, np.ndarra
         yield (image[..., None] if image.ndim == 2 else image), np.array(Image.open(folder / "masks" / image_path.name))
 
 
-def read_stats(data_dir: str | Path) -> dict:
-    path = Path(data_dir) / "stats.json"
-    if not path.is_file():
-        raise DataError(f"{data_dir} is not a prepared dataset (no stats.json): run `ganseg prepare` first")
-    return read_json(path)
-
-
 def to_input(images: torch.Tensor) -> torch.Tensor:
     """uint8 (N, C, H, W) -> float in [-1, 1], the generator's input range."""
     return images.float().div(127.5).sub(1.0)
@@ -544,7 +535,7 @@ class PreparedSplit(torch.utils.data.Dataset):
 
     def __init__(self, data_dir: str | Path, split: str, transform=None):
         data_dir = Path(data_dir)
-        read_stats(data_dir)
+        read_dataset_stats(data_dir)
         self.images = np.load(data_dir / f"{split}_images.npy", mmap_mode="r")
         self.masks = np.load(data_dir / f"{split}_masks.npy", mmap_mode="r")
         self.transform = transform

@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from ganseg.config import ModelConfig, Params, TrainConfig
+from ganseg.config import Params, TrainConfig
+from ganseg.contracts import MODEL_CARD, ModelCard, read_model_card, write_model_card
 from ganseg.data import to_input
 from ganseg.errors import CheckpointError, NonFiniteLossError
-from ganseg.fileio import read_json, write_json
 from ganseg.losses import (
     class_weight_tensor,
     discriminator_loss,
@@ -413,55 +413,27 @@ def state_dict_differences(expected: Mapping[str, torch.Tensor], found: Mapping[
 
 
 MODEL_WEIGHTS = "generator.pt"
-MODEL_CARD = "model.json"
 
 
-def export_model(out_dir: Path, weights: dict, model_cfg: ModelConfig, stats: dict, extra: dict) -> None:
-    """Write a self-describing model folder: weights plus everything needed to rebuild the U-Net."""
+def export_model(out_dir: Path, weights: dict, card: ModelCard) -> None:
+    """Write a self-describing model folder: the generator's weights and the card to rebuild and use it."""
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.save(weights, out_dir / MODEL_WEIGHTS)
-    card = {
-        "model": model_cfg.model_dump(),
-        "in_channels": stats["channels"],
-        "num_classes": stats["num_classes"],
-        "class_names": stats["class_names"],
-        "image_size": stats["image_size"],
-        "fit": stats.get("fit", "tile"),
-        "intensity": stats.get("intensity", {"mode": "dtype"}),  # predict maps new images exactly like prepare
-    }
-    write_json(out_dir / MODEL_CARD, card | extra)
+    write_model_card(out_dir, card)
 
 
-def load_model(model_dir: str | Path) -> tuple[UNet, dict]:
+def load_model(model_dir: str | Path) -> tuple[UNet, ModelCard]:
     """The generator of an exported model folder; CheckpointError if its files do not fit together."""
     model_dir = Path(model_dir)
     card_path = model_dir / MODEL_CARD
     if not card_path.is_file():
         raise FileNotFoundError(f"{model_dir} is not a ganseg model folder (no {MODEL_CARD})")
-    card = _read_card(card_path)
-    generator = build_generator(ModelConfig(**card["model"]), card["in_channels"], card["num_classes"])
+    card = read_model_card(card_path)
+    generator = build_generator(card.model, card.in_channels, card.num_classes)
     weights_path = model_dir / MODEL_WEIGHTS
     weights = load_weights_file(weights_path)
     try:
         load_matching(generator, weights, weights_path, "generator")
     except CheckpointError as err:
-        raise CheckpointError(f"{err}\n  ({card_path} describes {describe_card(card)})") from None
+        raise CheckpointError(f"{err}\n  ({card_path} describes {card.describe_network()})") from None
     return generator.eval(), card
-
-
-def _read_card(path: Path) -> dict:
-    try:
-        card = read_json(path)
-        ModelConfig(**card["model"])
-        int(card["in_channels"]), int(card["num_classes"])
-    except (ValueError, KeyError, TypeError) as err:  # bad JSON, a missing key or an invalid model section
-        raise CheckpointError(f"{path}: not a valid model card ({type(err).__name__}: {_first_line(err)})") from None
-    return card
-
-
-def describe_card(card: dict) -> str:
-    model = card["model"]
-    return (
-        f"a U-Net of depth {model['depth']}, base_channels {model['base_channels']}, norm {model['norm']},"
-        f" {card['in_channels']} input channel(s) and {card['num_classes']} classes"
-    )

@@ -24,7 +24,6 @@ from tqdm import tqdm
 from ganseg.data import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, BadFileError, read_model_input, to_input
 from ganseg.engine import load_model
 from ganseg.fileio import atomic_add_files
-from ganseg.intensity import IntensityRule
 from ganseg.viz import overlay
 
 OVERLAP = 0.25  # of the tile side
@@ -109,17 +108,16 @@ def predict_folder(
 ) -> dict:
     """Masks land in output_dir only once every image is done: a failure adds nothing there."""
     generator, card = load_model(model_dir)
-    rule = IntensityRule.from_dict(card.get("intensity"))
     files = _image_files(Path(input_dir))
     failed: dict[str, str] = {}
     with atomic_add_files(output_dir) as staging:
         for path in tqdm(files, desc="predict", unit="img"):
             try:
-                image, _ = read_model_input(path, card["in_channels"], rule, max_image_pixels)
+                image, _ = read_model_input(path, card.in_channels, card.intensity, max_image_pixels)
             except BadFileError as err:
                 failed[path.name] = err.reason
                 continue
-            mask = segment_image(generator, image, card["image_size"], card.get("fit", "tile"), flips)
+            mask = segment_image(generator, image, card.image_size, card.fit, flips)
             Image.fromarray(mask).save(staging / f"{path.stem}.png")
             if overlays:
                 Image.fromarray(overlay(image, mask)).save(staging / f"{path.stem}_overlay.png")

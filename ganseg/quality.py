@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader, Subset
 
 from ganseg.augment import pair_transform
 from ganseg.config import Params
-from ganseg.data import ImagesOnly, PreparedSplit, endless, labelled_split, read_stats
+from ganseg.contracts import read_dataset_stats
+from ganseg.data import ImagesOnly, PreparedSplit, endless, labelled_split
 from ganseg.engine import build_networks, build_optimizers, train_epoch
 from ganseg.evaluation import evaluate_full_size, summarise
 
@@ -48,10 +49,10 @@ def train_and_score(params: Params, data_dir: Path, steps: int, progress: bool =
     """Train from scratch for `steps` generator updates, split into train.epochs equal epochs,
     then score the test images at full size. Deterministic for a given params.seed."""
     torch.manual_seed(params.seed)
-    stats = read_stats(data_dir)
-    generator, discriminator = build_networks(params, stats["channels"], stats["num_classes"])
-    parts = build_optimizers(generator, discriminator, params.train, stats["class_frequency"]["train"])
-    train_set = PreparedSplit(data_dir, "train", pair_transform(params.train.augment, stats["image_size"]))
+    stats = read_dataset_stats(data_dir)
+    generator, discriminator = build_networks(params, stats.channels, stats.num_classes)
+    parts = build_optimizers(generator, discriminator, params.train, stats.train_frequency)
+    train_set = PreparedSplit(data_dir, "train", pair_transform(params.train.augment, stats.image_size))
     labelled, unlabelled = labelled_split(data_dir, params.train.semi.label_fraction, params.seed)
     batches = endless(_shuffled(Subset(train_set, labelled), params))
     extra = None
@@ -71,7 +72,7 @@ def train_and_score(params: Params, data_dir: Path, steps: int, progress: bool =
     seconds = time.perf_counter() - started
     result = evaluate_full_size(parts.eval_generator, data_dir, stats, params.evaluate.boundary_tolerance, keep=0,
                                 progress=False, flips=params.evaluate.flip_tta)
-    summary = summarise(result.confusion, stats["class_names"], stats["class_frequency"]["train"], result.boundary_f1)
+    summary = summarise(result.confusion, stats.class_names, stats.train_frequency, result.boundary_f1)
     return {
         "miou": summary["miou"],
         "dice": summary["dice"],
@@ -92,7 +93,7 @@ def run_benchmark(
     params: Params, data_dir: Path, seeds: int, steps: int, label_fraction: float | None, log=print
 ) -> dict:
     """Every contender on seeds params.seed, params.seed+1, ...; the runs and their mean and std."""
-    stats = read_stats(data_dir)
+    stats = read_dataset_stats(data_dir)
     runs = []
     for contender in contenders(label_fraction):
         for offset in range(seeds):
@@ -108,13 +109,13 @@ def run_benchmark(
         "steps": steps,
         "seeds": seeds,
         "label_fraction": label_fraction,
-        "class_names": stats["class_names"],
-        "image_size": stats["image_size"],
-        "fit": stats.get("fit"),
+        "class_names": stats.class_names,
+        "image_size": stats.image_size,
+        "fit": stats.fit,
         "test_images": runs[0]["test_images"] if runs else 0,
         "params": params.model_dump(),
         "runs": runs,
-        "summary": summarise_runs(runs, stats["class_names"]),
+        "summary": summarise_runs(runs, stats.class_names),
     }
 
 

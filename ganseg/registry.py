@@ -14,7 +14,8 @@ from pathlib import Path
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from ganseg.engine import MODEL_CARD, MODEL_WEIGHTS
+from ganseg.contracts import MODEL_CARD
+from ganseg.engine import MODEL_WEIGHTS
 
 CHAMPION = "champion"
 TEST_MIOU = "test_miou"  # the version tag (and train-run metric) the champion rule compares

@@ -119,7 +119,7 @@ def quality(params: Params, data: str, seeds: int, steps: int, label_fraction: f
     with tempfile.TemporaryDirectory(prefix="ganseg-bench-") as scratch:
         data_dir = Path(scratch) / "prepared"
         stats = prepare_dataset(params.data.model_copy(update={"source": data}), params.seed, data_dir)
-        print(f"prepared {data}: {stats['counts']} tiles of {stats['image_size']} px, {stats['test_images']} test images;"
+        print(f"prepared {data}: {stats.counts} tiles of {stats.image_size} px, {stats.test_images} test images;"
               f" {len(q.contenders(label_fraction))} configs x {seeds} seeds x {steps} steps")
         report = q.run_benchmark(params, data_dir, seeds, steps, label_fraction)
     report["data"] = data

@@ -25,7 +25,8 @@ from ganseg import provenance, tracking
 from ganseg.augment import pair_transform
 from ganseg.config import Params
 from ganseg.dotted import get_dotted, parse_override
-from ganseg.data import ImagesOnly, PreparedSplit, endless, labelled_split, read_stats
+from ganseg.contracts import MODEL_CARD, DatasetStats, ModelCard, read_dataset_stats, write_model_card
+from ganseg.data import ImagesOnly, PreparedSplit, endless, labelled_split
 from ganseg.engine import (
     GanParts,
     build_networks,
@@ -43,7 +44,7 @@ from ganseg.engine import (
 )
 from ganseg.epoch_logging import log_overlays_if_due
 from ganseg.errors import CheckpointError
-from ganseg.fileio import atomic_dir, atomic_write_text, read_json, write_json
+from ganseg.fileio import atomic_dir, atomic_write_text, read_json
 from ganseg.metrics import scores
 from pipeline.console import LOG_DIR, epoch_line, say
 
@@ -60,11 +61,11 @@ def train_loop_per_worker(config: dict) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
     data_dir = Path(config["data_dir"])
-    stats = read_stats(data_dir)
-    num_classes, class_names = stats["num_classes"], stats["class_names"]
+    stats = read_dataset_stats(data_dir)
+    num_classes, class_names = stats.num_classes, stats.class_names
 
     parts = _build_parts(params, stats, device)
-    train_set = PreparedSplit(data_dir, "train", pair_transform(params.train.augment, stats["image_size"]))
+    train_set = PreparedSplit(data_dir, "train", pair_transform(params.train.augment, stats.image_size))
     labelled, unlabelled = labelled_split(data_dir, params.train.semi.label_fraction, params.seed)
     train_loader = _loader(Subset(train_set, labelled), params.train.batch_size, world)
     unlabelled_batches = None
@@ -133,11 +134,11 @@ class _EpochLogger:
                 self.last_logged = metrics["epoch"]
 
 
-def _build_parts(params: Params, stats: dict, device: torch.device) -> GanParts:
+def _build_parts(params: Params, stats: DatasetStats, device: torch.device) -> GanParts:
     import ray.train
     import ray.train.torch
 
-    generator, discriminator = build_networks(params, stats["channels"], stats["num_classes"])
+    generator, discriminator = build_networks(params, stats.channels, stats.num_classes)
     world = ray.train.get_context().get_world_size()
     if params.model.norm == "batch" and world > 1:
         if device.type == "cuda":
@@ -152,7 +153,7 @@ def _build_parts(params: Params, stats: dict, device: torch.device) -> GanParts:
     # prepare_model moves each network to the device and wraps it in DDP when world > 1.
     return build_optimizers(
         ray.train.torch.prepare_model(generator), ray.train.torch.prepare_model(discriminator), params.train,
-        stats["class_frequency"]["train"],
+        stats.train_frequency,
     )
 
 
@@ -259,7 +260,7 @@ def run(
     for line in changed:
         print(f"  {line}")
     data_dir = project_root / params.data.output_dir
-    stats = read_stats(data_dir)
+    stats = read_dataset_stats(data_dir)
     start_ray(project_root / LOG_DIR / "train.log")
     uri = tracking.tracking_uri(project_root)
     client = MlflowClient(uri)
@@ -298,10 +299,10 @@ RUN_KEY_TAG = "ganseg.run_key"
 _OPERATIONAL = {"resume", "fault_injection", "max_failures"}
 
 
-def run_key(params: Params, stats: dict) -> str:
+def run_key(params: Params, stats: DatasetStats) -> str:
     """A fingerprint of what determines the result: the params (less how failures are handled) and the data."""
     train = {k: v for k, v in params.train.model_dump().items() if k not in _OPERATIONAL}
-    payload = json.dumps([params.model_dump() | {"train": train}, stats], sort_keys=True, default=str)
+    payload = json.dumps([params.model_dump() | {"train": train}, stats.to_json()], sort_keys=True, default=str)
     return hashlib.sha1(payload.encode()).hexdigest()[:16]
 
 
@@ -318,7 +319,7 @@ def _unfinished_run(client: MlflowClient, experiment: str, key: str) -> str | No
     return runs[0].info.run_id if runs else None
 
 
-def check_checkpoints_fit(params: Params, stats: dict, run_dir: str) -> None:
+def check_checkpoints_fit(params: Params, stats: DatasetStats, run_dir: str) -> None:
     """Before any worker starts: the Ray checkpoints of the run to resume must hold networks of the
     params' architecture (they may not, e.g. when written by code that built the networks otherwise)."""
     from ray.train import Result
@@ -328,7 +329,7 @@ def check_checkpoints_fit(params: Params, stats: dict, run_dir: str) -> None:
     except RuntimeError:  # no run folder or no checkpoint record: nothing to resume
         return
     kept = {c.path: c for c in [result.checkpoint, *(c for c, _ in result.best_checkpoints)] if c is not None}
-    generator, discriminator = build_networks(params, stats["channels"], stats["num_classes"])
+    generator, discriminator = build_networks(params, stats.channels, stats.num_classes)
     for checkpoint in kept.values():
         with checkpoint.as_directory() as folder:
             path = Path(folder) / STATE_FILE
@@ -345,12 +346,12 @@ def _load_state(checkpoint) -> dict:
         return load_weights_file(Path(folder) / STATE_FILE)
 
 
-def _export(params: Params, stats: dict, latest: dict, best: dict, run_id: str, models_dir: Path, history_csv: Path) -> dict:
+def _export(params: Params, stats: DatasetStats, latest: dict, best: dict, run_id: str, models_dir: Path, history_csv: Path) -> dict:
     best_metrics = best["history"][-1]
     summary = {"best_epoch": best["epoch"], "best_val_miou": best_metrics["val_miou"], "mlflow_run_id": run_id}
     history = pd.DataFrame(latest["history"]).to_csv(index=False)  # ready before either output moves
     with atomic_dir(models_dir) as staging:
-        export_model(staging, export_weights(best), params.model, stats, summary)
+        export_model(staging, export_weights(best), ModelCard.for_data(params.model, stats, **summary))
     atomic_write_text(history_csv, history)
     print(f"best validation mIoU {best_metrics['val_miou']:.4f} at epoch {best['epoch']}; model in {models_dir}")
     return summary
@@ -364,11 +365,11 @@ def _log_model(uri: str, run_id: str, models_dir: Path, registered_name: str) ->
     import numpy as np
     from mlflow.models import infer_signature
 
-    from ganseg.engine import MODEL_CARD, MODEL_WEIGHTS, load_model
+    from ganseg.engine import MODEL_WEIGHTS, load_model
 
     generator, card = load_model(models_dir)
-    size = card["image_size"]
-    example = np.zeros((1, card["in_channels"], size, size), np.float32)
+    size = card.image_size
+    example = np.zeros((1, card.in_channels, size, size), np.float32)
     with torch.no_grad():
         output = generator(torch.from_numpy(example)).numpy()
     mlflow.set_tracking_uri(uri)
@@ -388,7 +389,7 @@ def _log_model(uri: str, run_id: str, models_dir: Path, registered_name: str) ->
             registered_model_name=registered_name,
         )
         registered = {"registered_model": registered_name, "registered_model_version": str(info.registered_model_version)}
-        write_json(models_dir / MODEL_CARD, card | registered)
+        write_model_card(models_dir, card.model_copy(update=registered))
         mlflow.log_artifact(str(models_dir / MODEL_CARD), artifact_path="model_card")
     print(f"registered {registered_name} version {info.registered_model_version} (models:/{registered_name}/{info.registered_model_version})")
     return registered

@@ -17,7 +17,7 @@ from ray.tune import Callback
 
 from ganseg import provenance, tracking
 from ganseg.config import Params, SearchDimension
-from ganseg.data import read_stats
+from ganseg.contracts import read_dataset_stats
 from ganseg.errors import ParamsError
 from ganseg.fileio import write_json
 from pipeline.console import LOG_DIR, duration, metrics_text
@@ -110,7 +110,7 @@ def run(params: Params, project_root: Path, best_config_path: Path) -> dict:
     from pipeline.runtime import resolve_scaling, start_ray, storage_path
 
     data_dir = (project_root / params.data.output_dir).resolve()
-    read_stats(data_dir)
+    read_dataset_stats(data_dir)
     start_ray(project_root / LOG_DIR / "tune.log")
     # fail now, not in a trial, if the cluster cannot hold one trial's workers
     _, use_gpu = resolve_scaling(params.train, params.tune.workers_per_trial, "tune.workers_per_trial")

@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 from ganseg.config import Params
+from ganseg.contracts import DatasetStats, ModelCard
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
@@ -23,6 +24,21 @@ def write_pair(folder: Path, stem: str, image: np.ndarray, mask: np.ndarray, ima
     (folder / "masks").mkdir(parents=True, exist_ok=True)
     Image.fromarray(image).save(folder / "images" / f"{stem}{image_ext}")
     Image.fromarray(mask).save(folder / "masks" / f"{stem}.png")
+
+
+def prepared_stats(class_names=("a", "b", "c"), channels=1, image_size=32, fit="tile") -> DatasetStats:
+    """What prepare records for a small dataset of these classes (one tile per split, equal pixel shares)."""
+    shares = [1 / len(class_names)] * len(class_names)
+    return DatasetStats(
+        source="synthetic", class_names=list(class_names), num_classes=len(class_names), channels=channels,
+        image_size=image_size, fit=fit, counts={"train": 1, "val": 1, "test": 1},
+        class_frequency={"train": shares, "val": shares, "test": shares}, skipped_files=0, test_images=1,
+    )
+
+
+def model_card(params: Params, class_names=("a", "b", "c"), channels=1, image_size=32, fit="tile", **training) -> ModelCard:
+    """The card of a generator of `params` trained on such a dataset."""
+    return ModelCard.for_data(params.model, prepared_stats(class_names, channels, image_size, fit), **training)
 
 
 @pytest.fixture

@@ -16,14 +16,13 @@ from ganseg.engine import (
     training_state,
 )
 from ganseg.evaluation import check_model_fits_data
-from tests.conftest import ROOT
-
-STATS = {"channels": 1, "num_classes": 3, "class_names": ["a", "b", "c"], "image_size": 32}
+from tests.conftest import ROOT, model_card, prepared_stats
 
 
-def export(folder, params, stats=STATS):
-    generator, _ = build_networks(params, stats["channels"], stats["num_classes"])
-    export_model(folder, generator.state_dict(), params.model, stats, {})
+def export(folder, params, card=None):
+    card = card or model_card(params)
+    generator, _ = build_networks(params, card.in_channels, card.num_classes)
+    export_model(folder, generator.state_dict(), card)
     return folder
 
 
@@ -92,12 +91,11 @@ def test_a_broken_model_card_is_named(tmp_path, tiny_params):
         load_model(tmp_path / "model")
 
 
-def test_a_model_for_other_classes_is_not_evaluated(tmp_path):
-    card = {"num_classes": 2, "in_channels": 1, "class_names": ["x", "y"]}
+def test_a_model_for_other_classes_is_not_evaluated(tmp_path, tiny_params):
+    card = model_card(tiny_params, class_names=("x", "y"))
     with pytest.raises(CheckpointError, match=r"trained for classes \['x', 'y'\] .* holds classes \['a', 'b', 'c'\]"):
-        check_model_fits_data(card, STATS, tmp_path / "models", tmp_path / "prepared")
-    matching = {"num_classes": 3, "in_channels": 1, "class_names": ["a", "b", "c"]}
-    check_model_fits_data(matching, STATS, tmp_path, tmp_path)
+        check_model_fits_data(card, prepared_stats(), tmp_path / "models", tmp_path / "prepared")
+    check_model_fits_data(model_card(tiny_params), prepared_stats(), tmp_path, tmp_path)
 
 
 def loader_calls(tree):

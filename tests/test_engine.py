@@ -2,6 +2,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ganseg.data import PreparedSplit, prepare_dataset
+from tests.conftest import model_card
 from ganseg.engine import (
     build_networks,
     build_optimizers,
@@ -79,10 +80,9 @@ def test_checkpoint_round_trip_restores_weights_and_optimisers(tmp_path, tiny_pa
 
 def test_exported_model_loads_and_predicts(tmp_path, tiny_params):
     parts = make_parts(tiny_params)
-    stats = {"channels": 1, "num_classes": 3, "class_names": ["a", "b", "c"], "image_size": 32}
-    export_model(tmp_path / "model", parts.generator.state_dict(), tiny_params.model, stats, {"note": "x"})
+    export_model(tmp_path / "model", parts.generator.state_dict(), model_card(tiny_params, best_epoch=4))
     model, card = load_model(tmp_path / "model")
-    assert card["note"] == "x" and card["num_classes"] == 3
+    assert card.best_epoch == 4 and card.num_classes == 3
     images, _ = batch()
     from ganseg.data import to_input
 

@@ -6,12 +6,12 @@ from torch import nn
 
 from ganseg.engine import build_networks, export_model
 from ganseg.predict import image_logits, predict_folder, segment_image, sliding_logits, window_starts
+from tests.conftest import model_card
 
 
 def test_predict_any_size_and_report_unreadable(tmp_path, tiny_params):
     generator, _ = build_networks(tiny_params, 1, 3)
-    stats = {"channels": 1, "num_classes": 3, "class_names": ["a", "b", "c"], "image_size": 32}
-    export_model(tmp_path / "model", generator.state_dict(), tiny_params.model, stats, {})
+    export_model(tmp_path / "model", generator.state_dict(), model_card(tiny_params))
     inputs = tmp_path / "in"
     inputs.mkdir()
     rng = np.random.default_rng(0)
@@ -102,8 +102,7 @@ def test_flips_leave_a_mirror_symmetric_model_unchanged():
 
 def test_predict_folder_with_flips_writes_masks(tmp_path, tiny_params):
     generator, _ = build_networks(tiny_params, 1, 2)
-    stats = {"channels": 1, "num_classes": 2, "class_names": ["a", "b"], "image_size": 32}
-    export_model(tmp_path / "model", generator.state_dict(), tiny_params.model, stats, {})
+    export_model(tmp_path / "model", generator.state_dict(), model_card(tiny_params, class_names=("a", "b")))
     (tmp_path / "in").mkdir()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 37), dtype=np.uint8)).save(tmp_path / "in" / "a.png")
     assert predict_folder(tmp_path / "model", tmp_path / "in", tmp_path / "out", flips=True)["written"] == 1

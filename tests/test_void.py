@@ -110,13 +110,13 @@ def test_class_frequencies_and_the_majority_class_ignore_void_pixels(tmp_path):
         split=SplitConfig(train=0.34, val=0.33, test=0.33),
     )
     stats = prepare_dataset(cfg, 0, tmp_path / "out", False)
-    assert stats["class_frequency"]["train"] == pytest.approx([0.75, 0.25])
-    assert stats["void_fraction"]["train"] == pytest.approx(0.6)
+    assert stats.train_frequency == pytest.approx([0.75, 0.25])
+    assert stats.void_fraction["train"] == pytest.approx(0.6)
     masks = np.load(tmp_path / "out/train_masks.npy")
     assert set(np.unique(masks)) == {0, 1, V}
     # the trivial predictor outputs class 0, the majority of annotated pixels, not "void"
     confusion = torch.tensor([[30, 0], [10, 0]])
-    assert summarise(confusion, ["a", "b"], stats["class_frequency"]["train"])["majority_baseline"]["pixel_accuracy"] == 0.75
+    assert summarise(confusion, ["a", "b"], stats.train_frequency)["majority_baseline"]["pixel_accuracy"] == 0.75
 
 
 # --- losses and the discriminator's input ------------------------------------------------------
@@ -293,7 +293,7 @@ def test_evaluation_scores_only_annotated_pixels(tmp_path, tiny_params):
     stats = prepare_dataset(cfg, 0, tmp_path / "prep", False)
     generator, _ = build_networks(tiny_params, 1, 2)
     result = evaluate_full_size(generator, tmp_path / "prep", stats, keep=2, progress=False)
-    images = stats["test_images"]
+    images = stats.test_images
     assert images > 0 and result.num_images == images
     assert int(result.confusion.sum()) == images * (480 - 140) and result.void_pixels == images * 140
     metrics = write_report(result, stats, tmp_path / "report", num_overlays=2, tolerance=2)

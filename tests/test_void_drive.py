@@ -30,13 +30,13 @@ def test_drive_prepares_trains_and_evaluates_without_the_void_outside_the_field_
     stats = prepare_dataset(params.data, params.seed, prepared, progress=False)
 
     # the field of view is about 70 % of each image; vessels about 12.6 % of it (the dataset's notes)
-    assert 0.2 < stats["void_fraction"]["train"] < 0.45
-    assert stats["class_frequency"]["train"][1] == pytest.approx(0.126, abs=0.03)
+    assert 0.2 < stats.void_fraction["train"] < 0.45
+    assert stats.train_frequency[1] == pytest.approx(0.126, abs=0.03)
     train_set = PreparedSplit(prepared, "train", pair_transform(params.train.augment, 64))
     assert set(np.unique(train_set.masks)) == {0, 1, VOID}
 
     generator, discriminator = build_networks(params, 3, 2)
-    parts = build_optimizers(generator, discriminator, params.train, stats["class_frequency"]["train"])
+    parts = build_optimizers(generator, discriminator, params.train, stats.train_frequency)
     batches = endless(DataLoader(train_set, batch_size=params.train.batch_size, shuffle=True))
     step_stats = train_epoch(parts, itertools.islice(batches, STEPS), params.train, epoch=1)
     assert math.isfinite(step_stats["loss_seg"]) and math.isfinite(step_stats["loss_d"])
@@ -46,7 +46,7 @@ def test_drive_prepares_trains_and_evaluates_without_the_void_outside_the_field_
     for stem in (prepared / "test_full/stems.txt").read_text().split():
         truth = np.asarray(Image.open(source / "masks" / f"{stem}.png"))
         annotated, void = annotated + int((truth != 255).sum()), void + int((truth == 255).sum())
-    assert result.num_images == stats["test_images"] > 0
+    assert result.num_images == stats.test_images > 0
     assert int(result.confusion.sum()) == annotated and result.void_pixels == void > 0
     metrics = write_report(result, stats, tmp_path / "evaluation", num_overlays=1, tolerance=2)
     saved = json.loads((tmp_path / "evaluation/metrics.json").read_text())
