@@ -9,8 +9,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ganseg.config import Params
+from ganseg.data.synthetic import generate_sample
 from ganseg.engine import GanParts, build_networks, build_optimizers, train_step
-from ganseg.synthetic import generate_sample
 
 
 def synthetic_batches(params: Params, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -13,9 +13,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from ganseg.data.void import VOID
 from ganseg.dotted import has_dotted, parse_override, set_dotted
 from ganseg.errors import ParamsError, invalid_fields
-from ganseg.void import VOID
 
 
 class _Strict(BaseModel):
@@ -41,7 +41,7 @@ class SyntheticConfig(_Strict):
 
 
 class IntensityConfig(_Strict):
-    """How image values of any bit depth map to the network's 0..255 input (see ganseg/intensity.py)."""
+    """How image values of any bit depth map to the network's 0..255 input (see ganseg/data/intensity.py)."""
 
     mode: Literal["auto", "dtype", "fixed", "image_percentiles", "dataset_percentiles"] = Field(
         "auto",

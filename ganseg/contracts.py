@@ -18,7 +18,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ganseg.config import ModelConfig
-from ganseg.intensity import IntensityRule
+from ganseg.data.intensity import IntensityRule
 from ganseg.errors import CheckpointError, DataError, GansegError, invalid_fields
 from ganseg.fileio import read_json, write_json
 

@@ -26,7 +26,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ganseg.config import Params, TrainConfig
 from ganseg.contracts import MODEL_CARD, ModelCard, read_model_card, write_model_card
-from ganseg.data import to_input
+from ganseg.data.datasets import to_input
 from ganseg.errors import CheckpointError, NonFiniteLossError
 from ganseg.losses import (
     class_weight_tensor,

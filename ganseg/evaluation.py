@@ -10,17 +10,16 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-
 from tqdm import tqdm
 
 from ganseg.contracts import DatasetStats, ModelCard
-from ganseg.data import full_size_test
+from ganseg.data.datasets import full_size_test
+from ganseg.data.void import VOID
 from ganseg.errors import CheckpointError
 from ganseg.fileio import write_json
 from ganseg.metrics import BoundaryF1, confusion_matrix, majority_class_confusion, scores
 from ganseg.predict import segment_image
 from ganseg.viz import comparison_strip, save_confusion_matrix, save_per_class_bars
-from ganseg.void import VOID
 
 
 @dataclass

@@ -21,7 +21,8 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from ganseg.data import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, BadFileError, read_model_input, to_input
+from ganseg.data.datasets import to_input
+from ganseg.data.sources import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, BadFileError, read_model_input
 from ganseg.engine import load_model
 from ganseg.fileio import atomic_add_files
 from ganseg.viz import overlay

@@ -18,12 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 
-from ganseg.augment import pair_transform
 from ganseg.config import Params
 from ganseg.contracts import read_dataset_stats
-from ganseg.data import ImagesOnly, PreparedSplit, endless, labelled_split
+from ganseg.data.datasets import endless, training_batches
 from ganseg.engine import build_networks, build_optimizers, train_epoch
 from ganseg.evaluation import evaluate_full_size, summarise
 
@@ -52,12 +51,8 @@ def train_and_score(params: Params, data_dir: Path, steps: int, progress: bool =
     stats = read_dataset_stats(data_dir)
     generator, discriminator = build_networks(params, stats.channels, stats.num_classes)
     parts = build_optimizers(generator, discriminator, params.train, stats.train_frequency)
-    train_set = PreparedSplit(data_dir, "train", pair_transform(params.train.augment, stats.image_size))
-    labelled, unlabelled = labelled_split(data_dir, params.train.semi.label_fraction, params.seed)
-    batches = endless(_shuffled(Subset(train_set, labelled), params))
-    extra = None
-    if unlabelled and params.train.lambda_adv > 0:  # without a discriminator the unlabelled images are unused
-        extra = endless(_shuffled(ImagesOnly(Subset(train_set, unlabelled)), params))
+    labelled, unlabelled = training_batches(data_dir, params, stats.image_size, lambda dataset: _shuffled(dataset, params))
+    batches = endless(labelled)
     epochs = params.train.epochs
     per_epoch = math.ceil(steps / epochs)
     images, started = 0, time.perf_counter()
@@ -65,7 +60,7 @@ def train_and_score(params: Params, data_dir: Path, steps: int, progress: bool =
         count = min(per_epoch, steps - (epoch - 1) * per_epoch)
         if count <= 0:
             break
-        step_stats = train_epoch(parts, itertools.islice(batches, count), params.train, epoch=epoch, unlabelled=extra)
+        step_stats = train_epoch(parts, itertools.islice(batches, count), params.train, epoch=epoch, unlabelled=unlabelled)
         images += count * params.train.batch_size
         if progress:
             print(f"    epoch {epoch}/{epochs}: loss_seg {step_stats['loss_seg']:.4f}", flush=True)
@@ -78,7 +73,7 @@ def train_and_score(params: Params, data_dir: Path, steps: int, progress: bool =
         "dice": summary["dice"],
         "boundary_f1": summary["boundary_f1"],
         "images_per_s": images / seconds if seconds else float("nan"),
-        "labelled_tiles": len(labelled),
+        "labelled_tiles": len(labelled.dataset),
         "test_images": result.num_images,
     }
 

@@ -114,7 +114,7 @@ def markdown_table(report: dict) -> str:
 
 def quality(params: Params, data: str, seeds: int, steps: int, label_fraction: float | None, out: Path | None) -> dict:
     from ganseg import quality as q
-    from ganseg.data import prepare_dataset
+    from ganseg.data.prepare import prepare_dataset
 
     with tempfile.TemporaryDirectory(prefix="ganseg-bench-") as scratch:
         data_dir = Path(scratch) / "prepared"

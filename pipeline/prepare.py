@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ganseg.config import Params
 from ganseg.contracts import DatasetStats
-from ganseg.data import SKIPPED_REPORT, prepare_dataset
+from ganseg.data.prepare import SKIPPED_REPORT, prepare_dataset
 
 
 def run(params: Params, project_root: Path) -> DatasetStats:

@@ -22,11 +22,10 @@ from mlflow.tracking import MlflowClient
 from torch.utils.data import DataLoader, Subset
 
 from ganseg import provenance, tracking
-from ganseg.augment import pair_transform
 from ganseg.config import Params
-from ganseg.dotted import get_dotted, parse_override
 from ganseg.contracts import MODEL_CARD, DatasetStats, ModelCard, read_dataset_stats, write_model_card
-from ganseg.data import ImagesOnly, PreparedSplit, endless, labelled_split
+from ganseg.data.datasets import PreparedSplit, training_batches
+from ganseg.dotted import get_dotted, parse_override
 from ganseg.engine import (
     GanParts,
     build_networks,
@@ -65,12 +64,9 @@ def train_loop_per_worker(config: dict) -> None:
     num_classes, class_names = stats.num_classes, stats.class_names
 
     parts = _build_parts(params, stats, device)
-    train_set = PreparedSplit(data_dir, "train", pair_transform(params.train.augment, stats.image_size))
-    labelled, unlabelled = labelled_split(data_dir, params.train.semi.label_fraction, params.seed)
-    train_loader = _loader(Subset(train_set, labelled), params.train.batch_size, world)
-    unlabelled_batches = None
-    if unlabelled and params.train.lambda_adv > 0:  # without a discriminator the unlabelled images are unused
-        unlabelled_batches = endless(_loader(ImagesOnly(Subset(train_set, unlabelled)), params.train.batch_size, world))
+    train_loader, unlabelled_batches = training_batches(
+        data_dir, params, stats.image_size, lambda dataset: _loader(dataset, params.train.batch_size, world)
+    )
     val_set = PreparedSplit(data_dir, "val")
     val_loader = DataLoader(Subset(val_set, shard_indices(len(val_set), rank, world)),
                             batch_size=params.evaluate.batch_size)
@@ -252,7 +248,14 @@ def run(
     params_file: str = "params.yaml",
 ) -> dict:
     """`params` as in the params file; the tuned best config, then `overrides` (--set) go over them."""
-    from pipeline.runtime import check_device_support, fit_or_explain, make_trainer, resolve_scaling, start_ray, storage_path
+    from pipeline.runtime import (
+        check_device_support,
+        fit_or_explain,
+        make_trainer,
+        resolve_scaling,
+        start_ray,
+        storage_path,
+    )
 
     shown_path = best_config.relative_to(project_root) if best_config.is_relative_to(project_root) else best_config
     params, changed = layered_params(params, tuned_overrides(best_config), overrides, str(shown_path))

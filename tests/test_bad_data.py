@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from ganseg.config import DataConfig, SplitConfig
-from ganseg.data import DataError, SKIPPED_REPORT, prepare_dataset
+from ganseg.data.prepare import SKIPPED_REPORT, prepare_dataset
+from ganseg.errors import DataError
 from tests.conftest import write_pair
 
 GOOD_PAIRS = 9

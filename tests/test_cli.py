@@ -5,8 +5,9 @@ import pytest
 import yaml
 
 from ganseg.config import ParamsError
-from ganseg.data import BadFileError, DataError
+from ganseg.data.sources import BadFileError
 from ganseg.engine import CheckpointError, NonFiniteLossError
+from ganseg.errors import DataError
 from pipeline.cli import main
 from pipeline.runtime import ClusterResourcesError
 from tests.conftest import ROOT, write_pair

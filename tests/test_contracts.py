@@ -12,7 +12,7 @@ from ganseg.contracts import (
     write_dataset_stats,
     write_model_card,
 )
-from ganseg.intensity import IntensityRule
+from ganseg.data.intensity import IntensityRule
 from ganseg.errors import CheckpointError, DataError
 from tests.conftest import model_card, prepared_stats
 

@@ -4,8 +4,11 @@ import pytest
 
 from ganseg.config import DataConfig, SplitConfig
 from ganseg.contracts import read_dataset_stats
-from ganseg.data import DataError, PreparedSplit, prepare_dataset, split_of
-from ganseg.synthetic import generate_sample
+from ganseg.data.datasets import PreparedSplit
+from ganseg.data.prepare import prepare_dataset
+from ganseg.data.splits import split_of
+from ganseg.data.synthetic import generate_sample
+from ganseg.errors import DataError
 from tests.conftest import shared_dataset, write_pair
 
 

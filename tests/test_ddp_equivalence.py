@@ -9,8 +9,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
+from ganseg.data.void import VOID
 from ganseg.engine import build_networks, build_optimizers, train_step
-from ganseg.void import VOID
 
 # float32 sums are taken in a different order across shards: allow rounding, nothing more.
 TOLERANCE = 1e-5

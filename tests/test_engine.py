@@ -1,8 +1,8 @@
 import torch
 from torch.utils.data import DataLoader
 
-from ganseg.data import PreparedSplit, prepare_dataset
-from tests.conftest import model_card
+from ganseg.data.datasets import PreparedSplit
+from ganseg.data.prepare import prepare_dataset
 from ganseg.engine import (
     build_networks,
     build_optimizers,
@@ -15,6 +15,7 @@ from ganseg.engine import (
     train_step,
     training_state,
 )
+from tests.conftest import model_card
 
 
 def make_parts(params):
@@ -84,7 +85,7 @@ def test_exported_model_loads_and_predicts(tmp_path, tiny_params):
     model, card = load_model(tmp_path / "model")
     assert card.best_epoch == 4 and card.num_classes == 3
     images, _ = batch()
-    from ganseg.data import to_input
+    from ganseg.data.datasets import to_input
 
     assert torch.equal(model(to_input(images)), parts.generator.eval()(to_input(images)))
 

@@ -3,7 +3,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from ganseg.data import PreparedSplit, prepare_dataset
+from ganseg.data.datasets import PreparedSplit
+from ganseg.data.prepare import prepare_dataset
 from ganseg.engine import build_networks, build_optimizers
 from ganseg.epoch_logging import OVERLAY_DIR, images_due, log_overlays_if_due, preview_grid
 

@@ -4,7 +4,8 @@ import numpy as np
 from PIL import Image
 
 from ganseg.config import DataConfig
-from ganseg.data import prepare_dataset, read_image
+from ganseg.data.prepare import prepare_dataset
+from ganseg.data.sources import read_image
 from ganseg.engine import build_networks, export_model
 from ganseg.predict import predict_folder
 from tests.conftest import model_card

@@ -5,7 +5,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ganseg.engine import build_networks, build_optimizers, export_weights, restore_training_state, train_epoch, train_step, training_state
+from ganseg.engine import (
+    build_networks,
+    build_optimizers,
+    export_weights,
+    restore_training_state,
+    train_epoch,
+    train_step,
+    training_state,
+)
 from ganseg.losses import class_weight_tensor, segmentation_loss, self_taught_loss, soft_dice_loss
 from ganseg.models import build_discriminator
 

@@ -7,12 +7,13 @@ from PIL import Image
 
 from ganseg.config import IntensityConfig, ParamsError, validate_params
 from ganseg.contracts import ModelCard, read_dataset_stats
-from ganseg.data import prepare_dataset, read_image
+from ganseg.data.intensity import IntensityRule, map_to_uint8, resolve
+from ganseg.data.prepare import prepare_dataset
+from ganseg.data.sources import read_image
 from ganseg.engine import export_model
-from ganseg.intensity import IntensityRule, map_to_uint8, resolve
-from ganseg.predict import predict_folder
 from ganseg.evaluation import evaluate_full_size
 from ganseg.metrics import scores
+from ganseg.predict import predict_folder
 from tests.conftest import write_pair
 
 
@@ -168,7 +169,7 @@ def _train(params, data_dir, steps):
 
     from torch.utils.data import DataLoader
 
-    from ganseg.data import PreparedSplit, endless
+    from ganseg.data.datasets import PreparedSplit, endless
     from ganseg.engine import build_networks, build_optimizers, train_epoch
 
     torch.manual_seed(params.seed)

@@ -8,7 +8,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from ray.train import WorkerGroupError
 
-from ganseg.data import prepare_dataset
+from ganseg.data.prepare import prepare_dataset
 from ganseg.engine import (
     NonFiniteLossError,
     build_networks,

@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from ganseg.config import DataConfig, SplitConfig
-from ganseg.data import DataError, prepare_dataset
+from ganseg.data.prepare import prepare_dataset
+from ganseg.errors import DataError
 from tests.conftest import shared_dataset, write_pair
 
 

@@ -9,13 +9,15 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ganseg.config import DataConfig, ParamsError, SplitConfig, validate_params
-from ganseg.data import DataError, mask_to_ids, prepare_dataset
+from ganseg.data.prepare import prepare_dataset
+from ganseg.data.sources import mask_to_ids
+from ganseg.data.void import VOID
 from ganseg.engine import build_networks, build_optimizers, train_step
+from ganseg.errors import DataError
 from ganseg.evaluation import evaluate_full_size, summarise, write_report
 from ganseg.losses import segmentation_loss, soft_dice_loss, valid_one_hot
 from ganseg.metrics import BoundaryF1, confusion_matrix, scores
 from ganseg.viz import VOID_GREY, comparison_strip, overlay
-from ganseg.void import VOID
 from tests.conftest import write_pair
 
 V = VOID

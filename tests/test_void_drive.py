@@ -9,11 +9,12 @@ import pytest
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from ganseg.augment import pair_transform
-from ganseg.data import PreparedSplit, endless, prepare_dataset
+from ganseg.data.augment import pair_transform
+from ganseg.data.datasets import PreparedSplit, endless
+from ganseg.data.prepare import prepare_dataset
+from ganseg.data.void import VOID
 from ganseg.engine import build_networks, build_optimizers, train_epoch
 from ganseg.evaluation import evaluate_full_size, write_report
-from ganseg.void import VOID
 from tests.conftest import shared_dataset
 
 STEPS = 4

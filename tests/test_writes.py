@@ -7,12 +7,12 @@ import pytest
 from PIL import Image
 
 import ganseg.contracts
-import ganseg.data
+import ganseg.data.prepare
 import ganseg.evaluation
 import ganseg.fileio
 import ganseg.predict
 from ganseg.contracts import ModelCard, read_dataset_stats
-from ganseg.data import prepare_dataset
+from ganseg.data.prepare import prepare_dataset
 from ganseg.engine import build_networks, export_model
 from ganseg.fileio import atomic_dir, write_json
 from ganseg.predict import predict_folder
@@ -50,7 +50,7 @@ def test_prepare_failing_after_its_first_file(tmp_path, tiny_params, monkeypatch
     out = tmp_path / "prep"
     prepare_dataset(tiny_params.data, 1, out, progress=False)
     before = snapshot(out)
-    monkeypatch.setattr(ganseg.data.np, "save", fail_on_call(2, np.save))
+    monkeypatch.setattr(ganseg.data.prepare.np, "save", fail_on_call(2, np.save))
     with pytest.raises(InjectedFailure):
         prepare_dataset(tiny_params.data, 2, out, progress=False)
     assert snapshot(out) == before
