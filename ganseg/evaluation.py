@@ -18,7 +18,7 @@ from ganseg.data.void import VOID
 from ganseg.errors import CheckpointError
 from ganseg.fileio import write_json
 from ganseg.metrics import BoundaryF1, confusion_matrix, majority_class_confusion, scores
-from ganseg.predict import segment_image
+from ganseg.segmenter.inference import segment_image
 from ganseg.viz import comparison_strip, save_confusion_matrix, save_per_class_bars
 
 

@@ -23,8 +23,8 @@ from torch.utils.data import DataLoader
 from ganseg.config import Params
 from ganseg.contracts import read_dataset_stats
 from ganseg.data.datasets import endless, training_batches
-from ganseg.engine import build_networks, build_optimizers, train_epoch
 from ganseg.evaluation import evaluate_full_size, summarise
+from ganseg.segmenter.training import build_training_state, train_epoch
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,7 @@ def train_and_score(params: Params, data_dir: Path, steps: int, progress: bool =
     then score the test images at full size. Deterministic for a given params.seed."""
     torch.manual_seed(params.seed)
     stats = read_dataset_stats(data_dir)
-    generator, discriminator = build_networks(params, stats.channels, stats.num_classes)
-    parts = build_optimizers(generator, discriminator, params.train, stats.train_frequency)
+    state = build_training_state(params, stats.channels, stats.num_classes, stats.train_frequency)
     labelled, unlabelled = training_batches(data_dir, params, stats.image_size, lambda dataset: _shuffled(dataset, params))
     batches = endless(labelled)
     epochs = params.train.epochs
@@ -60,12 +59,12 @@ def train_and_score(params: Params, data_dir: Path, steps: int, progress: bool =
         count = min(per_epoch, steps - (epoch - 1) * per_epoch)
         if count <= 0:
             break
-        step_stats = train_epoch(parts, itertools.islice(batches, count), params.train, epoch=epoch, unlabelled=unlabelled)
+        epoch_means = train_epoch(state, itertools.islice(batches, count), params.train, epoch=epoch, unlabelled=unlabelled)
         images += count * params.train.batch_size
         if progress:
-            print(f"    epoch {epoch}/{epochs}: loss_seg {step_stats['loss_seg']:.4f}", flush=True)
+            print(f"    epoch {epoch}/{epochs}: loss_seg {epoch_means['loss_seg']:.4f}", flush=True)
     seconds = time.perf_counter() - started
-    result = evaluate_full_size(parts.eval_generator, data_dir, stats, params.evaluate.boundary_tolerance, keep=0,
+    result = evaluate_full_size(state.eval_generator, data_dir, stats, params.evaluate.boundary_tolerance, keep=0,
                                 progress=False, flips=params.evaluate.flip_tta)
     summary = summarise(result.confusion, stats.class_names, stats.train_frequency, result.boundary_f1)
     return {

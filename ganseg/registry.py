@@ -15,7 +15,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from ganseg.contracts import MODEL_CARD
-from ganseg.engine import MODEL_WEIGHTS
+from ganseg.export import MODEL_WEIGHTS
 
 CHAMPION = "champion"
 TEST_MIOU = "test_miou"  # the version tag (and train-run metric) the champion rule compares

@@ -18,17 +18,18 @@ from pathlib import Path
 
 import torch
 
-from ganseg.bench import flops_per_step, fresh_parts, matmul_gflops, synthetic_batches, timed_steps
+from ganseg.bench import flops_per_step, matmul_gflops, synthetic_batches, timed_steps
 from ganseg.config import Params
 from ganseg.fileio import write_json
+from ganseg.segmenter.training import build_training_state
 
 WARMUP, STEPS, BATCHES = 3, 20, 4
 
 
 def plain_loop(params: Params) -> dict:
     torch.set_num_threads(1)
-    parts = fresh_parts(params)
-    seconds = timed_steps(parts, synthetic_batches(params, BATCHES), params, WARMUP, STEPS)
+    state = build_training_state(params, params.data.channels, params.data.num_classes)
+    seconds = timed_steps(state, synthetic_batches(params, BATCHES), params, WARMUP, STEPS)
     return {"workers": 1, "images_per_s": STEPS * params.train.batch_size / seconds}
 
 
@@ -41,9 +42,9 @@ def bench_loop_per_worker(config: dict) -> None:
     params = Params.model_validate(config["params"])
     context = ray.train.get_context()
     world = context.get_world_size()
-    parts = fresh_parts(params, ray.train.torch.prepare_model)
+    state = build_training_state(params, params.data.channels, params.data.num_classes, wrap=ray.train.torch.prepare_model)
     sync = dist.barrier if world > 1 else (lambda: None)
-    seconds = timed_steps(parts, synthetic_batches(params, BATCHES), params, WARMUP, STEPS, sync)
+    seconds = timed_steps(state, synthetic_batches(params, BATCHES), params, WARMUP, STEPS, sync)
     # Train V2 hands the driver only metrics reported with a checkpoint.
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = ray.train.Checkpoint.from_directory(folder) if context.get_world_rank() == 0 else None

@@ -125,8 +125,8 @@ def _predict(args: argparse.Namespace, root: Path, params: Params) -> None:
     choose test-time flips (evaluate.flip_tta), as in the evaluate stage."""
     import tempfile
 
-    from ganseg.predict import predict_folder
     from ganseg.registry import download_model, is_mlflow_uri
+    from ganseg.segment_folder import segment_folder
 
     with tempfile.TemporaryDirectory(prefix="ganseg-model-") as scratch:
         model_dir = Path(args.model)
@@ -135,7 +135,7 @@ def _predict(args: argparse.Namespace, root: Path, params: Params) -> None:
             require_reachable(uri)
             model_dir = download_model(args.model, uri, Path(scratch))
             print(f"model {args.model} fetched from {uri}")
-        summary = predict_folder(
+        summary = segment_folder(
             model_dir, args.input, args.output, args.overlays, params.data.max_image_pixels, params.evaluate.flip_tta
         )
     print(f"wrote {summary['written']} masks to {args.output}; {len(summary['failed'])} files skipped")

@@ -9,8 +9,8 @@ from mlflow.tracking import MlflowClient
 from ganseg import registry, tracking
 from ganseg.config import Params
 from ganseg.contracts import read_dataset_stats
-from ganseg.engine import load_model
 from ganseg.evaluation import check_model_fits_data, evaluate_full_size, write_report
+from ganseg.export import load_model
 from ganseg.fileio import atomic_dir
 
 REPORT_FILES = ("metrics.json", "per_class.csv", "confusion_matrix.png", "per_class_iou.png", "overlays")

@@ -22,29 +22,25 @@ from mlflow.tracking import MlflowClient
 from torch.utils.data import DataLoader, Subset
 
 from ganseg import provenance, tracking
-from ganseg.config import Params
-from ganseg.contracts import MODEL_CARD, DatasetStats, ModelCard, read_dataset_stats, write_model_card
-from ganseg.data.datasets import PreparedSplit, training_batches
-from ganseg.dotted import get_dotted, parse_override
-from ganseg.engine import (
-    GanParts,
-    build_networks,
-    build_optimizers,
-    confusion_over,
-    export_model,
-    export_weights,
+from ganseg.checkpoints import (
+    checkpoint_of,
     load_networks,
     load_weights_file,
-    read_training_state,
-    restore_training_state,
-    shard_indices,
-    train_epoch,
-    training_state,
+    read_checkpoint,
+    restore_checkpoint,
+    weights_to_export,
 )
+from ganseg.config import Params
+from ganseg.contracts import MODEL_CARD, DatasetStats, ModelCard, read_dataset_stats, write_model_card
+from ganseg.data.datasets import PreparedSplit, shard_indices, training_batches
+from ganseg.dotted import get_dotted, parse_override
 from ganseg.epoch_logging import log_overlays_if_due
 from ganseg.errors import CheckpointError
+from ganseg.export import export_model
 from ganseg.fileio import atomic_dir, atomic_write_text, read_json
 from ganseg.metrics import scores
+from ganseg.segmenter.inference import confusion_over
+from ganseg.segmenter.training import TrainingState, build_networks, build_training_state, train_epoch
 from pipeline.console import LOG_DIR, epoch_line, say
 
 log = logging.getLogger(__name__)
@@ -63,7 +59,7 @@ def train_loop_per_worker(config: dict) -> None:
     stats = read_dataset_stats(data_dir)
     num_classes, class_names = stats.num_classes, stats.class_names
 
-    parts = _build_parts(params, stats, device)
+    state = _build_state(params, stats, device)
     train_loader, unlabelled_batches = training_batches(
         data_dir, params, stats.image_size, lambda dataset: _loader(dataset, params.train.batch_size, world)
     )
@@ -71,7 +67,7 @@ def train_loop_per_worker(config: dict) -> None:
     val_loader = DataLoader(Subset(val_set, shard_indices(len(val_set), rank, world)),
                             batch_size=params.evaluate.batch_size)
 
-    epoch, history = _resume(parts)
+    epoch, history = _resume(state)
     resumed, first_epoch, started = epoch > 0, epoch, time.monotonic()
     logger = _EpochLogger(config) if rank == 0 and config.get("run_id") else None
     if logger:
@@ -81,17 +77,17 @@ def train_loop_per_worker(config: dict) -> None:
         _maybe_inject_fault(params, epoch, rank, resumed)
         if world > 1:
             train_loader.sampler.set_epoch(epoch)
-        step_stats = train_epoch(parts, train_loader, params.train, device, epoch=epoch, unlabelled=unlabelled_batches)
-        confusion = confusion_over(parts.eval_generator, val_loader, num_classes, device)
-        throughput = torch.tensor([step_stats.pop("images_per_s")], device=device)
+        epoch_means = train_epoch(state, train_loader, params.train, device, epoch=epoch, unlabelled=unlabelled_batches)
+        confusion = confusion_over(state.eval_generator, val_loader, num_classes, device)
+        throughput = torch.tensor([epoch_means.pop("images_per_s")], device=device)
         if world > 1:  # every rank saw a different shard: sum to score the whole validation set
             dist.all_reduce(confusion)
             dist.all_reduce(throughput)
-        metrics = {"epoch": epoch, **step_stats, "images_per_s": throughput.item()} | _val_metrics(confusion, class_names)
+        metrics = {"epoch": epoch, **epoch_means, "images_per_s": throughput.item()} | _val_metrics(confusion, class_names)
         history.append(metrics)
         if logger:  # an image may be logged again after a restart: it just replaces itself
-            log_overlays_if_due(logger.client, logger.run_id, parts, val_set, params, epoch)
-        _report(metrics, parts, epoch, history, is_chief=rank == 0)
+            log_overlays_if_due(logger.client, logger.run_id, state, val_set, params, epoch)
+        _report(metrics, state, epoch, history, is_chief=rank == 0)
         if logger:
             logger.log_new(history)
         if config.get("progress") and rank == 0:
@@ -130,27 +126,24 @@ class _EpochLogger:
                 self.last_logged = metrics["epoch"]
 
 
-def _build_parts(params: Params, stats: DatasetStats, device: torch.device) -> GanParts:
+def _build_state(params: Params, stats: DatasetStats, device: torch.device) -> TrainingState:
     import ray.train
     import ray.train.torch
 
-    generator, discriminator = build_networks(params, stats.channels, stats.num_classes)
-    world = ray.train.get_context().get_world_size()
-    if params.model.norm == "batch" and world > 1:
-        if device.type == "cuda":
-            generator = torch.nn.SyncBatchNorm.convert_sync_batchnorm(generator)
-        else:  # torch's SyncBatchNorm cannot sync CPU tensors
-            if ray.train.get_context().get_world_rank() == 0:
-                say(f"warning: model.norm batch on {world} CPU workers: batch statistics stay per worker;"
-                    " use group or instance norm for results independent of the worker count")
-    if params.train.channels_last:
-        generator = generator.to(memory_format=torch.channels_last)
-        discriminator = discriminator.to(memory_format=torch.channels_last)
-    # prepare_model moves each network to the device and wraps it in DDP when world > 1.
-    return build_optimizers(
-        ray.train.torch.prepare_model(generator), ray.train.torch.prepare_model(discriminator), params.train,
-        stats.train_frequency,
-    )
+    context = ray.train.get_context()
+    world = context.get_world_size()
+    batch_norm_across_workers = params.model.norm == "batch" and world > 1
+    sync_batch_norm = batch_norm_across_workers and device.type == "cuda"  # SyncBatchNorm cannot sync CPU tensors
+    if batch_norm_across_workers and not sync_batch_norm and context.get_world_rank() == 0:
+        say(f"warning: model.norm batch on {world} CPU workers: batch statistics stay per worker;"
+            " use group or instance norm for results independent of the worker count")
+
+    def placed(network: torch.nn.Module) -> torch.nn.Module:
+        if sync_batch_norm:
+            network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(network)
+        return ray.train.torch.prepare_model(network)  # to the device, and into DDP when world > 1
+
+    return build_training_state(params, stats.channels, stats.num_classes, stats.train_frequency, placed)
 
 
 def _maybe_inject_fault(params: Params, epoch: int, rank: int, resumed: bool) -> None:
@@ -171,20 +164,20 @@ def _val_metrics(confusion: torch.Tensor, class_names: list[str]) -> dict[str, f
     return {"val_miou": s["miou"], "val_mdice": s["mdice"], "val_pixel_accuracy": s["pixel_accuracy"]} | per_class
 
 
-def _resume(parts: GanParts) -> tuple[int, list[dict]]:
+def _resume(state: TrainingState) -> tuple[int, list[dict]]:
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return 0, []
     with checkpoint.as_directory() as folder:
-        state = restore_training_state(parts, Path(folder) / STATE_FILE)
+        checkpoint = restore_checkpoint(state, Path(folder) / STATE_FILE)
     if ray.train.get_context().get_world_rank() == 0:
-        say(f"resumed from the checkpoint of epoch {state['epoch']} (step {state['global_step']})")
-    return state["epoch"], state["history"]
+        say(f"resumed from the checkpoint of epoch {checkpoint['epoch']} (step {checkpoint['global_step']})")
+    return checkpoint["epoch"], checkpoint["history"]
 
 
-def _report(metrics: dict, parts: GanParts, epoch: int, history: list, is_chief: bool) -> None:
+def _report(metrics: dict, state: TrainingState, epoch: int, history: list, is_chief: bool) -> None:
     """Every worker reports; only the chief attaches the checkpoint (the full training state)."""
     import ray.train
 
@@ -192,7 +185,7 @@ def _report(metrics: dict, parts: GanParts, epoch: int, history: list, is_chief:
         ray.train.report(metrics)
         return
     with tempfile.TemporaryDirectory() as folder:
-        torch.save(training_state(parts, epoch, history), Path(folder) / STATE_FILE)
+        torch.save(checkpoint_of(state, epoch, history), Path(folder) / STATE_FILE)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 
@@ -337,7 +330,7 @@ def check_checkpoints_fit(params: Params, stats: DatasetStats, run_dir: str) -> 
         with checkpoint.as_directory() as folder:
             path = Path(folder) / STATE_FILE
             try:
-                load_networks(generator, discriminator, read_training_state(path), path)
+                load_networks(generator, discriminator, read_checkpoint(path), path)
             except CheckpointError as err:
                 raise CheckpointError(
                     f"{err}\n  (a checkpoint of the run being resumed; --set train.resume=false starts afresh)"
@@ -354,7 +347,7 @@ def _export(params: Params, stats: DatasetStats, latest: dict, best: dict, run_i
     summary = {"best_epoch": best["epoch"], "best_val_miou": best_metrics["val_miou"], "mlflow_run_id": run_id}
     history = pd.DataFrame(latest["history"]).to_csv(index=False)  # ready before either output moves
     with atomic_dir(models_dir) as staging:
-        export_model(staging, export_weights(best), ModelCard.for_data(params.model, stats, **summary))
+        export_model(staging, weights_to_export(best), ModelCard.for_data(params.model, stats, **summary))
     atomic_write_text(history_csv, history)
     print(f"best validation mIoU {best_metrics['val_miou']:.4f} at epoch {best['epoch']}; model in {models_dir}")
     return summary
@@ -368,7 +361,7 @@ def _log_model(uri: str, run_id: str, models_dir: Path, registered_name: str) ->
     import numpy as np
     from mlflow.models import infer_signature
 
-    from ganseg.engine import MODEL_WEIGHTS, load_model
+    from ganseg.export import MODEL_WEIGHTS, load_model
 
     generator, card = load_model(models_dir)
     size = card.image_size

@@ -6,8 +6,7 @@ import yaml
 
 from ganseg.config import ParamsError
 from ganseg.data.sources import BadFileError
-from ganseg.engine import CheckpointError, NonFiniteLossError
-from ganseg.errors import DataError
+from ganseg.errors import CheckpointError, DataError, NonFiniteLossError
 from pipeline.cli import main
 from pipeline.runtime import ClusterResourcesError
 from tests.conftest import ROOT, write_pair

@@ -10,10 +10,10 @@ from ganseg.contracts import ModelCard, read_dataset_stats
 from ganseg.data.intensity import IntensityRule, map_to_uint8, resolve
 from ganseg.data.prepare import prepare_dataset
 from ganseg.data.sources import read_image
-from ganseg.engine import export_model
 from ganseg.evaluation import evaluate_full_size
+from ganseg.export import export_model
 from ganseg.metrics import scores
-from ganseg.predict import predict_folder
+from ganseg.segment_folder import segment_folder
 from tests.conftest import write_pair
 
 
@@ -130,7 +130,7 @@ def test_deep_images_prepare_train_evaluate_and_predict(tmp_path, tiny_params, d
 
     model = tmp_path / "model"
     export_model(model, generator.state_dict(), ModelCard.for_data(params.model, stats))
-    summary = predict_folder(model, source / "images", tmp_path / "masks")
+    summary = segment_folder(model, source / "images", tmp_path / "masks")
     assert summary["written"] == 12 and not summary["failed"]
     predicted = np.asarray(Image.open(tmp_path / "masks" / "img_00.png"))
     assert (predicted == np.asarray(Image.open(source / "masks" / "img_00.png"))).mean() > 0.8
@@ -154,8 +154,8 @@ def test_a_16_bit_image_and_its_8_bit_twin_give_the_same_mask(tmp_path, tiny_par
         raw = np.asarray(Image.open(path)).astype(np.float64)
         Image.fromarray(np.rint((raw - raw.min()) / (raw.max() - raw.min()) * 255).astype(np.uint8)).save(
             twins / f"{path.stem}.png")
-    predict_folder(model, twins, tmp_path / "from_8bit")
-    predict_folder(model, source / "images", tmp_path / "from_16bit")
+    segment_folder(model, twins, tmp_path / "from_8bit")
+    segment_folder(model, source / "images", tmp_path / "from_16bit")
     for twin in sorted(twins.iterdir()):
         a = np.asarray(Image.open(tmp_path / "from_8bit" / twin.name))
         b = np.asarray(Image.open(tmp_path / "from_16bit" / twin.name))
@@ -170,12 +170,11 @@ def _train(params, data_dir, steps):
     from torch.utils.data import DataLoader
 
     from ganseg.data.datasets import PreparedSplit, endless
-    from ganseg.engine import build_networks, build_optimizers, train_epoch
+    from ganseg.segmenter.training import build_training_state, train_epoch
 
     torch.manual_seed(params.seed)
     stats = read_dataset_stats(data_dir)
-    generator, discriminator = build_networks(params, stats.channels, stats.num_classes)
-    parts = build_optimizers(generator, discriminator, params.train, stats.train_frequency)
+    state = build_training_state(params, stats.channels, stats.num_classes, stats.train_frequency)
     batches = endless(DataLoader(PreparedSplit(data_dir, "train"), batch_size=8, shuffle=True))
-    train_epoch(parts, itertools.islice(batches, steps), params.train, epoch=1)
-    return parts.eval_generator.eval()
+    train_epoch(state, itertools.islice(batches, steps), params.train, epoch=1)
+    return state.eval_generator.eval()

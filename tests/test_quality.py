@@ -10,7 +10,7 @@ from torch import nn
 
 from ganseg.data.datasets import full_size_test, labelled_split
 from ganseg.data.prepare import prepare_dataset
-from ganseg.predict import resized_logits, segment_image
+from ganseg.segmenter.inference import resized_logits, segment_image
 from pipeline.cli import main
 from tests.conftest import write_pair
 

@@ -23,7 +23,7 @@ from PIL import Image
 from ganseg.config import Params, load_params
 from ganseg.contracts import read_dataset_stats
 from ganseg.data.prepare import prepare_dataset
-from ganseg.engine import build_networks
+from ganseg.segmenter.training import build_networks
 from pipeline.cli import main
 from pipeline.train import RUN_KEY_TAG, check_checkpoints_fit, run_key
 from tests.conftest import ROOT, model_card, write_pair

@@ -1,4 +1,3 @@
-import socket
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -8,7 +7,7 @@ from mlflow.tracking import MlflowClient
 from ganseg import tracking
 from ganseg.tracking import TrackingServerError, flatten, require_reachable, safe_key
 from pipeline.cli import main
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port
 
 
 def test_flatten_nested_config_into_valid_param_names():
@@ -64,14 +63,8 @@ def test_a_run_with_prepared_data_has_it_as_its_input(sqlite_client, tmp_path):
     assert sqlite_client.get_run(no_data).inputs.dataset_inputs == []
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_unreachable_server_is_named_in_the_error():
-    uri = f"http://127.0.0.1:{closed_port()}"
+    uri = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(TrackingServerError, match=f"cannot reach the MLflow tracking server {uri}"):
         require_reachable(uri, timeout_s=2)
 
@@ -121,7 +114,7 @@ def test_stage_fails_at_once_when_the_server_is_down(stage, tmp_path, monkeypatc
     import ray
 
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-    uri = f"http://127.0.0.1:{closed_port()}"
+    uri = f"http://127.0.0.1:{free_port()}"
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     assert main([stage]) == 2

@@ -12,11 +12,11 @@ from ganseg.config import DataConfig, ParamsError, SplitConfig, validate_params
 from ganseg.data.prepare import prepare_dataset
 from ganseg.data.sources import mask_to_ids
 from ganseg.data.void import VOID
-from ganseg.engine import build_networks, build_optimizers, train_step
 from ganseg.errors import DataError
 from ganseg.evaluation import evaluate_full_size, summarise, write_report
-from ganseg.losses import segmentation_loss, soft_dice_loss, valid_one_hot
 from ganseg.metrics import BoundaryF1, confusion_matrix, scores
+from ganseg.segmenter.losses import segmentation_loss, soft_dice_loss, valid_one_hot
+from ganseg.segmenter.training import build_networks, build_training_state, train_step
 from ganseg.viz import VOID_GREY, comparison_strip, overlay
 from tests.conftest import write_pair
 
@@ -186,15 +186,14 @@ def test_one_hot_of_a_mask_with_void_is_zero_there():
 
 def test_discriminator_sees_zeros_at_void_pixels_for_truth_and_prediction(tiny_params):
     params = tiny_params.with_overrides({"train.lambda_adv": 0.1})
-    generator, discriminator = build_networks(params, 1, 3)
-    parts = build_optimizers(generator, discriminator, params.train)
+    state = build_training_state(params, 1, 3)
     seen = []
-    discriminator.register_forward_pre_hook(lambda _, args: seen.append(args[1].detach().clone()))
+    state.discriminator.register_forward_pre_hook(lambda _, args: seen.append(args[1].detach().clone()))
     images = torch.randint(0, 255, (2, 1, 16, 16), dtype=torch.uint8)
     masks = torch.randint(0, 3, (2, 16, 16))
     masks[:, :, :5] = V
     unlabelled = torch.randint(0, 255, (2, 1, 16, 16), dtype=torch.uint8)
-    train_step(parts, images, masks, params.train, unlabelled=unlabelled)
+    train_step(state, images, masks, params.train, unlabelled=unlabelled)
     d_step, g_step = seen  # (real truth + fake prediction) for D; (labelled + unlabelled predictions) for G
     real, fake = d_step.chunk(2)
     void = (masks == V)[:, None].expand_as(real)

@@ -13,8 +13,8 @@ from ganseg.data.augment import pair_transform
 from ganseg.data.datasets import PreparedSplit, endless
 from ganseg.data.prepare import prepare_dataset
 from ganseg.data.void import VOID
-from ganseg.engine import build_networks, build_optimizers, train_epoch
 from ganseg.evaluation import evaluate_full_size, write_report
+from ganseg.segmenter.training import build_training_state, train_epoch
 from tests.conftest import shared_dataset
 
 STEPS = 4
@@ -36,13 +36,12 @@ def test_drive_prepares_trains_and_evaluates_without_the_void_outside_the_field_
     train_set = PreparedSplit(prepared, "train", pair_transform(params.train.augment, 64))
     assert set(np.unique(train_set.masks)) == {0, 1, VOID}
 
-    generator, discriminator = build_networks(params, 3, 2)
-    parts = build_optimizers(generator, discriminator, params.train, stats.train_frequency)
+    state = build_training_state(params, 3, 2, stats.train_frequency)
     batches = endless(DataLoader(train_set, batch_size=params.train.batch_size, shuffle=True))
-    step_stats = train_epoch(parts, itertools.islice(batches, STEPS), params.train, epoch=1)
-    assert math.isfinite(step_stats["loss_seg"]) and math.isfinite(step_stats["loss_d"])
+    epoch_means = train_epoch(state, itertools.islice(batches, STEPS), params.train, epoch=1)
+    assert math.isfinite(epoch_means["loss_seg"]) and math.isfinite(epoch_means["loss_d"])
 
-    result = evaluate_full_size(parts.eval_generator, prepared, stats, keep=1, progress=False)
+    result = evaluate_full_size(state.eval_generator, prepared, stats, keep=1, progress=False)
     annotated, void = 0, 0
     for stem in (prepared / "test_full/stems.txt").read_text().split():
         truth = np.asarray(Image.open(source / "masks" / f"{stem}.png"))

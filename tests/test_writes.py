@@ -10,12 +10,13 @@ import ganseg.contracts
 import ganseg.data.prepare
 import ganseg.evaluation
 import ganseg.fileio
-import ganseg.predict
+import ganseg.segment_folder
 from ganseg.contracts import ModelCard, read_dataset_stats
 from ganseg.data.prepare import prepare_dataset
-from ganseg.engine import build_networks, export_model
+from ganseg.export import export_model
 from ganseg.fileio import atomic_dir, write_json
-from ganseg.predict import predict_folder
+from ganseg.segment_folder import segment_folder
+from ganseg.segmenter.training import build_networks
 from pipeline import evaluate
 from pipeline.train import _export
 from tests.conftest import model_card, prepared_stats
@@ -84,7 +85,7 @@ def test_json_write_failing_half_way(tmp_path, monkeypatch):
 
 
 def exported_state(params, epoch):
-    """The parts of a final training state that the export reads."""
+    """The entries of a final checkpoint that the export reads."""
     generator, _ = build_networks(params.with_overrides({"seed": epoch}), 1, 3)
     history = [{"epoch": e, "val_miou": 0.1 * e} for e in range(1, epoch + 1)]
     best = {"epoch": epoch, "val_miou": 0.1 * epoch, "generator": generator.state_dict()}
@@ -132,13 +133,13 @@ def test_predict_failing_on_its_second_image(tmp_path, tiny_params, monkeypatch)
     (out / "a.png").write_bytes(b"the user's earlier mask")
     (out / "notes.txt").write_text("not ours")
     before = snapshot(out)
-    monkeypatch.setattr(ganseg.predict, "segment_image", fail_on_call(2, ganseg.predict.segment_image))
+    monkeypatch.setattr(ganseg.segment_folder, "segment_image", fail_on_call(2, ganseg.segment_folder.segment_image))
     with pytest.raises(InjectedFailure):
-        predict_folder(tmp_path / "model", inputs, out)
+        segment_folder(tmp_path / "model", inputs, out)
     assert snapshot(out) == before
     assert hidden_leftovers(tmp_path) == []
     monkeypatch.undo()
-    predict_folder(tmp_path / "model", inputs, out)
+    segment_folder(tmp_path / "model", inputs, out)
     assert sorted(snapshot(out)) == ["a.png", "b.png", "c.png", "notes.txt"]
 
 

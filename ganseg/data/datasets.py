@@ -84,6 +84,11 @@ class ImagesOnly(Dataset):
         return self.dataset[index][0]
 
 
+def shard_indices(length: int, rank: int, world_size: int) -> list[int]:
+    """Every index exactly once across ranks (unlike DistributedSampler, which pads)."""
+    return list(range(rank, length, world_size))
+
+
 def endless(loader) -> Iterator:
     """Batches of `loader`, pass after pass.
 
