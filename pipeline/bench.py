@@ -5,12 +5,11 @@ trains the same model on the same in-memory batches with one thread per worker, 
 differences are the cost of Ray and of DDP. Images/s is steady state (after warm-up).
 
 quality: the supervised baseline against the GAN segmenter (and, with a label fraction,
-supervised against semi-supervised on that fraction) on a dataset folder; see ganseg/quality.py.
+supervised against semi-supervised on that fraction) on a dataset folder; see ganseg/bench/quality.py.
 """
 
 from __future__ import annotations
 
-import json
 import platform
 import tempfile
 import time
@@ -18,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from ganseg.bench import flops_per_step, matmul_gflops, synthetic_batches, timed_steps
+from ganseg.bench.tables import quality_table, throughput_table
+from ganseg.bench.throughput import flops_per_step, matmul_gflops, synthetic_batches, timed_steps
 from ganseg.config import Params
 from ganseg.fileio import write_json
 from ganseg.segmenter.training import build_training_state
@@ -93,28 +93,14 @@ def run(params: Params, out: Path | None) -> dict:
         "ray_1_worker_vs_plain": rows["Ray Train, 1 worker"]["images_per_s"] / rows["plain loop"]["images_per_s"],
         "runners": rows,
     }
-    print(markdown_table(report))
+    print(throughput_table(report))
     if out:
         write_json(out, report)
     return report
 
 
-def markdown_table(report: dict) -> str:
-    lines = [
-        "| runner | images/s | GFLOP/s | of matmul peak | worker start-up (s) |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for name, row in report["runners"].items():
-        startup = f"{row['startup_s']:.1f}" if "startup_s" in row else "-"
-        lines.append(f"| {name} | {row['images_per_s']:.1f} | {row['gflops']:.2f} | {row['fraction_of_peak']:.0%} | {startup} |")
-    lines.append(f"\nRay Train 1 worker / plain loop: {report['ray_1_worker_vs_plain']:.2f}x; "
-                 f"{report['gflop_per_step']:.2f} GFLOP per step; matmul peak "
-                 + json.dumps({k: round(v, 1) for k, v in report["matmul_peak_gflops"].items()}) + " GFLOP/s")
-    return "\n".join(lines)
-
-
 def quality(params: Params, data: str, seeds: int, steps: int, label_fraction: float | None, out: Path | None) -> dict:
-    from ganseg import quality as q
+    from ganseg.bench import quality as q
     from ganseg.data.prepare import prepare_dataset
 
     with tempfile.TemporaryDirectory(prefix="ganseg-bench-") as scratch:
@@ -124,7 +110,7 @@ def quality(params: Params, data: str, seeds: int, steps: int, label_fraction: f
               f" {len(q.contenders(label_fraction))} configs x {seeds} seeds x {steps} steps")
         report = q.run_benchmark(params, data_dir, seeds, steps, label_fraction)
     report["data"] = data
-    print(q.markdown_table(report))
+    print(quality_table(report))
     if out:
         write_json(out, report)
         print(f"wrote {out}")

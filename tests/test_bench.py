@@ -1,6 +1,6 @@
 import pytest
 
-from ganseg.bench import flops_per_step, matmul_gflops, synthetic_batches, timed_steps
+from ganseg.bench.throughput import flops_per_step, matmul_gflops, synthetic_batches, timed_steps
 from ganseg.segmenter.training import build_training_state
 
 

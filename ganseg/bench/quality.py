@@ -135,27 +135,3 @@ def _mean_std(values: list) -> dict:
     if not kept.size:
         return {"mean": None, "std": None, "n": 0}
     return {"mean": float(kept.mean()), "std": float(kept.std(ddof=1)) if kept.size > 1 else 0.0, "n": int(kept.size)}
-
-
-def markdown_table(report: dict) -> str:
-    classes = report["class_names"]
-    header = ["config", "mIoU"] + [f"Dice {c}" for c in classes] + [f"BF1 {c}" for c in classes] + ["img/s"]
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    for name, row in report["summary"].items():
-        cells = [name, _fmt(row["miou"])]
-        cells += [_fmt(row["dice"][c]) for c in classes] + [_fmt(row["boundary_f1"][c]) for c in classes]
-        cells.append(_fmt(row["images_per_s"], digits=1))
-        lines.append("| " + " | ".join(cells) + " |")
-    lines.append(
-        f"\nmean ± std over {report['seeds']} seed(s); {report['steps']} steps each; test: {report['test_images']}"
-        f" images at full size; tiles {report['image_size']} px ({report['fit']}); BF1 = boundary F1"
-        f" ({report['params']['evaluate']['boundary_tolerance']} px tolerance)"
-        f"{'; flip test-time augmentation' if report['params']['evaluate'].get('flip_tta') else ''}; {report['machine']}"
-    )
-    return "\n".join(lines)
-
-
-def _fmt(stat: dict, digits: int = 3) -> str:
-    if stat["mean"] is None:
-        return "n/a"
-    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"

@@ -1,4 +1,4 @@
-"""Throughput measurement of the GAN training step: pure PyTorch, shared by every runner."""
+"""Throughput of the GAN segmenter's training step: pure PyTorch, shared by every runner."""
 
 from __future__ import annotations
 
