@@ -11,8 +11,8 @@ from pathlib import Path
 
 from ganseg.config import Params, load_params
 from ganseg.errors import GansegError
-from ganseg.registry import ModelSourceError
-from ganseg.tracking import TrackingServerError, require_reachable, tracking_uri
+from pipeline.registry import ModelSourceError
+from pipeline.tracking import TrackingServerError, require_reachable, tracking_uri
 
 BEST_CONFIG = Path("results/tune/best_config.json")
 MODELS_DIR = Path("models")
@@ -125,8 +125,8 @@ def _predict(args: argparse.Namespace, root: Path, params: Params) -> None:
     choose test-time flips (evaluate.flip_tta), as in the evaluate stage."""
     import tempfile
 
-    from ganseg.registry import download_model, is_mlflow_uri
     from ganseg.segment_folder import segment_folder
+    from pipeline.registry import download_model, is_mlflow_uri
 
     with tempfile.TemporaryDirectory(prefix="ganseg-model-") as scratch:
         model_dir = Path(args.model)

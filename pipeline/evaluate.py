@@ -6,12 +6,12 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from ganseg import registry, tracking
 from ganseg.config import Params
 from ganseg.contracts import read_dataset_stats
 from ganseg.evaluation import check_model_fits_data, evaluate_full_size, write_report
 from ganseg.export import load_model
 from ganseg.fileio import atomic_dir
+from pipeline import registry, tracking
 
 REPORT_FILES = ("metrics.json", "per_class.csv", "confusion_matrix.png", "per_class_iou.png", "overlays")
 

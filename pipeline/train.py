@@ -21,7 +21,6 @@ import torch.distributed as dist
 from mlflow.tracking import MlflowClient
 from torch.utils.data import DataLoader, Subset
 
-from ganseg import provenance, tracking
 from ganseg.checkpoints import (
     checkpoint_of,
     load_networks,
@@ -34,14 +33,15 @@ from ganseg.config import Params
 from ganseg.contracts import MODEL_CARD, DatasetStats, ModelCard, read_dataset_stats, write_model_card
 from ganseg.data.datasets import PreparedSplit, shard_indices, training_batches
 from ganseg.dotted import get_dotted, parse_override
-from ganseg.epoch_logging import log_overlays_if_due
 from ganseg.errors import CheckpointError
 from ganseg.export import export_model
 from ganseg.fileio import atomic_dir, atomic_write_text, read_json
 from ganseg.metrics import scores
 from ganseg.segmenter.inference import confusion_over
 from ganseg.segmenter.training import TrainingState, build_networks, build_training_state, train_epoch
+from pipeline import provenance, tracking
 from pipeline.console import LOG_DIR, epoch_line, say
+from pipeline.epoch_logging import log_overlays_if_due
 
 log = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
@@ -368,8 +368,7 @@ def _log_model(uri: str, run_id: str, models_dir: Path, registered_name: str) ->
     example = np.zeros((1, card.in_channels, size, size), np.float32)
     with torch.no_grad():
         output = generator(torch.from_numpy(example)).numpy()
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    tracking.point_mlflow_at(uri)
     # The pickle flavour is chosen knowingly (see below), so MLflow's warning about it is left out.
     logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
     with mlflow.start_run(run_id=run_id):

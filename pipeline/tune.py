@@ -15,11 +15,11 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
-from ganseg import provenance, tracking
 from ganseg.config import Params, SearchDimension
 from ganseg.contracts import read_dataset_stats
 from ganseg.errors import ParamsError
 from ganseg.fileio import write_json
+from pipeline import provenance, tracking
 from pipeline.console import LOG_DIR, duration, metrics_text
 
 log = logging.getLogger(__name__)

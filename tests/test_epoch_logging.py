@@ -5,8 +5,8 @@ from PIL import Image
 
 from ganseg.data.datasets import PreparedSplit
 from ganseg.data.prepare import prepare_dataset
-from ganseg.epoch_logging import OVERLAY_DIR, images_due, log_overlays_if_due, preview_grid
 from ganseg.segmenter.training import build_training_state
+from pipeline.epoch_logging import OVERLAY_DIR, images_due, log_overlays_if_due, preview_grid
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from ganseg.registry import CHAMPION
+from pipeline.registry import CHAMPION
 from tests.conftest import free_port
 from tests.e2e import TINY, clean_env, copy_project, run
 

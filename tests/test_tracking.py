@@ -4,9 +4,9 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ganseg import tracking
-from ganseg.tracking import TrackingServerError, flatten, require_reachable, safe_key
+from pipeline import tracking
 from pipeline.cli import main
+from pipeline.tracking import TrackingServerError, flatten, require_reachable, safe_key
 from tests.conftest import ROOT, free_port
 
 
@@ -33,6 +33,13 @@ def test_params_metrics_and_tags_with_awkward_names_are_logged(sqlite_client, tm
     assert data.params["data.palette.255_0_0"] == "1" and data.params["model.depth"] == "3"
     assert data.metrics == {"val_dice_cell_wall": 0.5}
     assert data.tags["a_b"] == "1"
+
+
+def test_more_params_than_one_request_takes_are_all_logged(sqlite_client, tmp_path):
+    params = {"search": {f"key_{i:03d}": i for i in range(250)}}  # MLflow takes 100 params a request
+    run_id = tracking.create_run(sqlite_client, "many", tmp_path, "r", tags={}, params=params)
+    logged = sqlite_client.get_run(run_id).data.params
+    assert len(logged) == 250 and logged["search.key_249"] == "249"
 
 
 def test_local_store_refuses_an_experiment_whose_artifacts_sit_behind_a_server(sqlite_client, tmp_path):
