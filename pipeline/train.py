@@ -1,7 +1,7 @@
 """train stage: Ray Train (DDP) of the GAN segmenter with the tuned config.
 
-`train_loop_per_worker(config)` is what every Ray worker runs; `run` is the stage driver that
-creates the MLflow run, launches the TorchTrainer and exports the best model to models/.
+`run` is the stage driver: it layers the params, creates (or resumes) the MLflow run, launches the
+TorchTrainer whose workers run pipeline/worker.py, exports the best model to models/ and registers it.
 """
 
 from __future__ import annotations
@@ -9,195 +9,33 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import signal
-import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
 import torch
-import torch.distributed as dist
 from mlflow.tracking import MlflowClient
-from torch.utils.data import DataLoader, Subset
 
-from ganseg.checkpoints import (
-    checkpoint_of,
-    load_networks,
-    load_weights_file,
-    read_checkpoint,
-    restore_checkpoint,
-    weights_to_export,
-)
+from ganseg.checkpoints import load_networks, load_weights_file, read_checkpoint, weights_to_export
 from ganseg.config import Params
 from ganseg.contracts import MODEL_CARD, DatasetStats, ModelCard, read_dataset_stats, write_model_card
-from ganseg.data.datasets import PreparedSplit, shard_indices, training_batches
 from ganseg.dotted import get_dotted, parse_override
 from ganseg.errors import CheckpointError
-from ganseg.export import export_model
+from ganseg.export import MODEL_WEIGHTS, export_model, load_model
 from ganseg.fileio import atomic_dir, atomic_write_text, read_json
-from ganseg.metrics import scores
-from ganseg.segmenter.inference import confusion_over
-from ganseg.segmenter.training import TrainingState, build_networks, build_training_state, train_epoch
+from ganseg.segmenter.training import build_networks
 from pipeline import provenance, tracking
-from pipeline.console import LOG_DIR, epoch_line, say
-from pipeline.epoch_logging import log_overlays_if_due
+from pipeline.console import LOG_DIR
+from pipeline.runtime import (
+    check_device_support,
+    fit_or_explain,
+    make_trainer,
+    resolve_scaling,
+    start_ray,
+    storage_path,
+)
+from pipeline.worker import STATE_FILE, loop_config
 
 log = logging.getLogger(__name__)
-STATE_FILE = "state.pt"
-
-
-def train_loop_per_worker(config: dict) -> None:
-    import ray.train
-    import ray.train.torch
-
-    params = Params.model_validate(config["params"])
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    device = ray.train.torch.get_device()
-    data_dir = Path(config["data_dir"])
-    stats = read_dataset_stats(data_dir)
-    num_classes, class_names = stats.num_classes, stats.class_names
-
-    state = _build_state(params, stats, device)
-    train_loader, unlabelled_batches = training_batches(
-        data_dir, params, stats.image_size, lambda dataset: _loader(dataset, params.train.batch_size, world)
-    )
-    val_set = PreparedSplit(data_dir, "val")
-    val_loader = DataLoader(Subset(val_set, shard_indices(len(val_set), rank, world)),
-                            batch_size=params.evaluate.batch_size)
-
-    epoch, history = _resume(state)
-    resumed, first_epoch, started = epoch > 0, epoch, time.monotonic()
-    logger = _EpochLogger(config) if rank == 0 and config.get("run_id") else None
-    if logger:
-        logger.log_new(history)  # epochs checkpointed before a crash but never logged
-    while epoch < params.train.epochs:
-        epoch += 1
-        _maybe_inject_fault(params, epoch, rank, resumed)
-        if world > 1:
-            train_loader.sampler.set_epoch(epoch)
-        epoch_means = train_epoch(state, train_loader, params.train, device, epoch=epoch, unlabelled=unlabelled_batches)
-        confusion = confusion_over(state.eval_generator, val_loader, num_classes, device)
-        throughput = torch.tensor([epoch_means.pop("images_per_s")], device=device)
-        if world > 1:  # every rank saw a different shard: sum to score the whole validation set
-            dist.all_reduce(confusion)
-            dist.all_reduce(throughput)
-        metrics = {"epoch": epoch, **epoch_means, "images_per_s": throughput.item()} | _val_metrics(confusion, class_names)
-        history.append(metrics)
-        if logger:  # an image may be logged again after a restart: it just replaces itself
-            log_overlays_if_due(logger.client, logger.run_id, state, val_set, params, epoch)
-        _report(metrics, state, epoch, history, is_chief=rank == 0)
-        if logger:
-            logger.log_new(history)
-        if config.get("progress") and rank == 0:
-            seconds_left = (time.monotonic() - started) / (epoch - first_epoch) * (params.train.epochs - epoch)
-            say(epoch_line(metrics, params.train.epochs, seconds_left))
-
-
-def _loader(dataset, batch_size: int, world: int) -> DataLoader:
-    """Shuffled, and sharded across workers by Ray (with a DistributedSampler) when world > 1."""
-    import ray.train.torch
-
-    drop_last = len(dataset) >= batch_size * world
-    return ray.train.torch.prepare_data_loader(DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=drop_last))
-
-
-class _EpochLogger:
-    """Logs each epoch to the MLflow run exactly once, and only after its checkpoint is committed.
-
-    A restarted worker group resumes from the last committed checkpoint, so an epoch logged any
-    earlier could be trained and logged a second time.
-    """
-
-    def __init__(self, config: dict):
-        self.client = MlflowClient(config["tracking_uri"])
-        self.run_id = config["run_id"]
-        logged = self.client.get_metric_history(self.run_id, "val_miou")
-        self.last_logged = max((m.step for m in logged), default=0)
-
-    def log_new(self, history: list[dict]) -> None:
-        import ray.train
-
-        ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
-        for metrics in history:
-            if metrics["epoch"] > self.last_logged:
-                tracking.log_metrics(self.client, self.run_id, metrics, step=metrics["epoch"])
-                self.last_logged = metrics["epoch"]
-
-
-def _build_state(params: Params, stats: DatasetStats, device: torch.device) -> TrainingState:
-    import ray.train
-    import ray.train.torch
-
-    context = ray.train.get_context()
-    world = context.get_world_size()
-    batch_norm_across_workers = params.model.norm == "batch" and world > 1
-    sync_batch_norm = batch_norm_across_workers and device.type == "cuda"  # SyncBatchNorm cannot sync CPU tensors
-    if batch_norm_across_workers and not sync_batch_norm and context.get_world_rank() == 0:
-        say(f"warning: model.norm batch on {world} CPU workers: batch statistics stay per worker;"
-            " use group or instance norm for results independent of the worker count")
-
-    def placed(network: torch.nn.Module) -> torch.nn.Module:
-        if sync_batch_norm:
-            network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(network)
-        return ray.train.torch.prepare_model(network)  # to the device, and into DDP when world > 1
-
-    return build_training_state(params, stats.channels, stats.num_classes, stats.train_frequency, placed)
-
-
-def _maybe_inject_fault(params: Params, epoch: int, rank: int, resumed: bool) -> None:
-    """Kill this worker process as `at_epoch` starts, once: never in an attempt that resumed."""
-    import ray.train
-
-    fault = params.train.fault_injection
-    if fault and not resumed and epoch == fault.at_epoch and rank == fault.kill_rank:
-        # Die only once the previous epoch's checkpoint is committed, so recovery starts there.
-        ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
-        say(f"fault injection: killing worker rank {rank} (pid {os.getpid()}) at the start of epoch {epoch}")
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _val_metrics(confusion: torch.Tensor, class_names: list[str]) -> dict[str, float]:
-    s = scores(confusion.cpu())
-    per_class = {f"val_dice_{name}": value for name, value in zip(class_names, s["dice"])}
-    return {"val_miou": s["miou"], "val_mdice": s["mdice"], "val_pixel_accuracy": s["pixel_accuracy"]} | per_class
-
-
-def _resume(state: TrainingState) -> tuple[int, list[dict]]:
-    import ray.train
-
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
-        return 0, []
-    with checkpoint.as_directory() as folder:
-        checkpoint = restore_checkpoint(state, Path(folder) / STATE_FILE)
-    if ray.train.get_context().get_world_rank() == 0:
-        say(f"resumed from the checkpoint of epoch {checkpoint['epoch']} (step {checkpoint['global_step']})")
-    return checkpoint["epoch"], checkpoint["history"]
-
-
-def _report(metrics: dict, state: TrainingState, epoch: int, history: list, is_chief: bool) -> None:
-    """Every worker reports; only the chief attaches the checkpoint (the full training state)."""
-    import ray.train
-
-    if not is_chief:
-        ray.train.report(metrics)
-        return
-    with tempfile.TemporaryDirectory() as folder:
-        torch.save(checkpoint_of(state, epoch, history), Path(folder) / STATE_FILE)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
-
-
-def loop_config(params: Params, data_dir: Path, tracking_uri: str, run_id: str | None, progress: bool = False) -> dict:
-    """What every worker gets; with `progress`, rank 0 prints a line per epoch for the console."""
-    return {
-        "params": params.model_dump(),
-        "data_dir": str(data_dir.resolve()),
-        "tracking_uri": tracking_uri,
-        "run_id": run_id,
-        "progress": progress,
-    }
 
 
 def tuned_overrides(best_config: Path) -> dict:
@@ -241,15 +79,6 @@ def run(
     params_file: str = "params.yaml",
 ) -> dict:
     """`params` as in the params file; the tuned best config, then `overrides` (--set) go over them."""
-    from pipeline.runtime import (
-        check_device_support,
-        fit_or_explain,
-        make_trainer,
-        resolve_scaling,
-        start_ray,
-        storage_path,
-    )
-
     shown_path = best_config.relative_to(project_root) if best_config.is_relative_to(project_root) else best_config
     params, changed = layered_params(params, tuned_overrides(best_config), overrides, str(shown_path))
     print(f"settings that differ from {params_file}:" if changed else f"settings as in {params_file}")
@@ -360,8 +189,6 @@ def _log_model(uri: str, run_id: str, models_dir: Path, registered_name: str) ->
     import mlflow.pytorch
     import numpy as np
     from mlflow.models import infer_signature
-
-    from ganseg.export import MODEL_WEIGHTS, load_model
 
     generator, card = load_model(models_dir)
     size = card.image_size

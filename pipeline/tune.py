@@ -50,7 +50,7 @@ def run_trial(overrides: dict, base: dict, context: dict) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from pipeline.runtime import make_trainer
-    from pipeline.train import loop_config
+    from pipeline.worker import loop_config
 
     project_root = Path(context["project_root"])
     params = trial_params(Params.model_validate(base), overrides)
