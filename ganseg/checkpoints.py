@@ -106,11 +106,11 @@ def rng_state() -> dict:
     }
 
 
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    keys = state["numpy"]["keys"].numpy().astype(np.uint32)
-    np.random.set_state(("MT19937", keys, state["numpy"]["pos"], 0, 0.0))
+def set_rng_state(saved: dict) -> None:
+    torch.set_rng_state(saved["torch"])
+    random.setstate(saved["python"])
+    keys = saved["numpy"]["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, saved["numpy"]["pos"], 0, 0.0))
 
 
 def load_weights_file(path: Path) -> Any:
