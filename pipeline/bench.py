@@ -42,7 +42,9 @@ def bench_loop_per_worker(config: dict) -> None:
     params = Params.model_validate(config["params"])
     context = ray.train.get_context()
     world = context.get_world_size()
-    state = build_training_state(params, params.data.channels, params.data.num_classes, wrap=ray.train.torch.prepare_model)
+    state = build_training_state(
+        params, params.data.channels, params.data.num_classes, wrap=ray.train.torch.prepare_model
+    )
     sync = dist.barrier if world > 1 else (lambda: None)
     seconds = timed_steps(state, synthetic_batches(params, BATCHES), params, WARMUP, STEPS, sync)
     # Train V2 hands the driver only metrics reported with a checkpoint.

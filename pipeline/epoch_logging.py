@@ -37,7 +37,9 @@ def preview_grid(generator: nn.Module, dataset, count: int = PREVIEW_IMAGES):
     return overlay_grid(images.numpy(), truth.numpy().astype(np.uint8), preds.numpy().astype(np.uint8))
 
 
-def log_overlays_if_due(client: MlflowClient, run_id: str, state: TrainingState, val_set, params: Params, epoch: int) -> None:
+def log_overlays_if_due(
+    client: MlflowClient, run_id: str, state: TrainingState, val_set, params: Params, epoch: int
+) -> None:
     """The validation overlay grid of this epoch, as an image artifact, when `images_due`."""
     if images_due(epoch, params.train.log_images_every, params.train.epochs):
         # The plain module: a DDP wrapper's forward on one rank alone could wait for the others.

@@ -171,7 +171,9 @@ def _load_state(checkpoint) -> dict:
         return load_weights_file(Path(folder) / STATE_FILE)
 
 
-def _export(params: Params, stats: DatasetStats, latest: dict, best: dict, run_id: str, models_dir: Path, history_csv: Path) -> dict:
+def _export(
+    params: Params, stats: DatasetStats, latest: dict, best: dict, run_id: str, models_dir: Path, history_csv: Path
+) -> dict:
     best_metrics = best["history"][-1]
     summary = {"best_epoch": best["epoch"], "best_val_miou": best_metrics["val_miou"], "mlflow_run_id": run_id}
     history = pd.DataFrame(latest["history"]).to_csv(index=False)  # ready before either output moves

@@ -59,7 +59,9 @@ def prepared_stats(class_names=("a", "b", "c"), channels=1, image_size=32, fit="
     )
 
 
-def model_card(params: Params, class_names=("a", "b", "c"), channels=1, image_size=32, fit="tile", **training) -> ModelCard:
+def model_card(
+    params: Params, class_names=("a", "b", "c"), channels=1, image_size=32, fit="tile", **training
+) -> ModelCard:
     """The card of a generator of `params` trained on such a dataset."""
     return ModelCard.for_data(params.model, prepared_stats(class_names, channels, image_size, fit), **training)
 

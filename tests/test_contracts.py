@@ -39,7 +39,8 @@ def test_stats_without_fit_ask_for_prepare_again(tmp_path):
     saved = prepared_stats().to_json()
     del saved["fit"]
     (tmp_path / STATS_FILE).write_text(json.dumps(saved))
-    with pytest.raises(DataError, match=r"stats.json: written by an older ganseg \(no fit\): run `ganseg prepare` again"):
+    older = r"stats.json: written by an older ganseg \(no fit\): run `ganseg prepare` again"
+    with pytest.raises(DataError, match=older):
         read_dataset_stats(tmp_path)
 
 

@@ -289,7 +289,8 @@ def checkpoint_of_another_architecture(project):
     project.diverged
     wider = [*DIVERGING, "model.base_channels=16"]
     params = load_params(project.root / "params.yaml", wider)
-    project.mlflow.set_tag(project.train_run().info.run_id, RUN_KEY_TAG, run_key(params, read_dataset_stats(project.root / "data/prepared")))
+    stats = read_dataset_stats(project.root / "data/prepared")
+    project.mlflow.set_tag(project.train_run().info.run_id, RUN_KEY_TAG, run_key(params, stats))
     return project.ganseg("train", *wider)
 
 

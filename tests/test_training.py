@@ -40,7 +40,8 @@ def test_training_lowers_the_loss(tiny_params):
 def test_epoch_and_validation_on_prepared_data(tmp_path, tiny_params):
     prepare_dataset(tiny_params.data, 0, tmp_path / "prep", progress=False)
     state = build_training_state(tiny_params, 1, 3)
-    epoch_means = train_epoch(state, DataLoader(PreparedSplit(tmp_path / "prep", "train"), batch_size=4), tiny_params.train)
+    train_loader = DataLoader(PreparedSplit(tmp_path / "prep", "train"), batch_size=4)
+    epoch_means = train_epoch(state, train_loader, tiny_params.train)
     assert epoch_means["images_per_s"] > 0
     val = PreparedSplit(tmp_path / "prep", "val")
     confusion = confusion_over(state.generator, DataLoader(val, batch_size=8), 3)

@@ -109,7 +109,8 @@ def test_evaluate_failing_half_way_through_its_report(tmp_path, tiny_params, mon
     params = tiny_params.with_overrides({"data.output_dir": "prep", "evaluate.num_overlays": 2})
     prepare_dataset(params.data, 0, tmp_path / "prep", progress=False)
     generator, _ = build_networks(params, 1, 3)
-    export_model(tmp_path / "models", generator.state_dict(), ModelCard.for_data(params.model, read_dataset_stats(tmp_path / "prep")))
+    card = ModelCard.for_data(params.model, read_dataset_stats(tmp_path / "prep"))
+    export_model(tmp_path / "models", generator.state_dict(), card)
     out = tmp_path / "results" / "evaluation"
     evaluate.run(params, tmp_path, tmp_path / "models", out)
     before = snapshot(out)

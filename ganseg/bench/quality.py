@@ -50,7 +50,9 @@ def train_and_score(params: Params, data_dir: Path, steps: int, progress: bool =
     torch.manual_seed(params.seed)
     stats = read_dataset_stats(data_dir)
     state = build_training_state(params, stats.channels, stats.num_classes, stats.train_frequency)
-    labelled, unlabelled = training_batches(data_dir, params, stats.image_size, lambda dataset: _shuffled(dataset, params))
+    labelled, unlabelled = training_batches(
+        data_dir, params, stats.image_size, lambda dataset: _shuffled(dataset, params)
+    )
     batches = endless(labelled)
     epochs = params.train.epochs
     per_epoch = math.ceil(steps / epochs)
@@ -59,7 +61,9 @@ def train_and_score(params: Params, data_dir: Path, steps: int, progress: bool =
         count = min(per_epoch, steps - (epoch - 1) * per_epoch)
         if count <= 0:
             break
-        epoch_means = train_epoch(state, itertools.islice(batches, count), params.train, epoch=epoch, unlabelled=unlabelled)
+        epoch_means = train_epoch(
+            state, itertools.islice(batches, count), params.train, epoch=epoch, unlabelled=unlabelled
+        )
         images += count * params.train.batch_size
         if progress:
             print(f"    epoch {epoch}/{epochs}: loss_seg {epoch_means['loss_seg']:.4f}", flush=True)

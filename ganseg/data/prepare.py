@@ -193,7 +193,9 @@ def _check_usable(cfg: DataConfig, reader: SourceReader, tiles: dict[str, list[S
         )
 
 
-def _dataset_stats(cfg: DataConfig, tiles: dict[str, list[Sample]], reader: SourceReader, test_images: int) -> DatasetStats:
+def _dataset_stats(
+    cfg: DataConfig, tiles: dict[str, list[Sample]], reader: SourceReader, test_images: int
+) -> DatasetStats:
     def counts(items: list[Sample]) -> np.ndarray:
         """Pixels per class, void pixels left out."""
         return sum(np.bincount(s.mask[s.mask != VOID], minlength=cfg.num_classes) for s in items)
@@ -215,7 +217,9 @@ def _dataset_stats(cfg: DataConfig, tiles: dict[str, list[Sample]], reader: Sour
         fit=cfg.fit,
         counts={name: len(items) for name, items in tiles.items()},
         class_frequency={name: frequencies(items) for name, items in tiles.items()},
-        void_fraction=None if cfg.ignore_index is None else {name: void_fraction(items) for name, items in tiles.items()},
+        void_fraction=(
+            None if cfg.ignore_index is None else {name: void_fraction(items) for name, items in tiles.items()}
+        ),
         skipped_files=len(reader.problems),
         test_images=test_images,
         split_source="split_file" if cfg.split_file else "hash",
