@@ -13,12 +13,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from ganseg.errors import GansegError
-from ganseg.void import VOID
-
-
-class ParamsError(GansegError, ValueError):
-    """params.yaml (or an override) is not valid; the message names every offending key."""
+from ganseg.data.void import VOID
+from ganseg.dotted import has_dotted, parse_override, set_dotted
+from ganseg.errors import ParamsError, invalid_fields
 
 
 class _Strict(BaseModel):
@@ -44,7 +41,7 @@ class SyntheticConfig(_Strict):
 
 
 class IntensityConfig(_Strict):
-    """How image values of any bit depth map to the network's 0..255 input (see ganseg/intensity.py)."""
+    """How image values of any bit depth map to the network's 0..255 input (see ganseg/data/intensity.py)."""
 
     mode: Literal["auto", "dtype", "fixed", "image_percentiles", "dataset_percentiles"] = Field(
         "auto",
@@ -314,7 +311,7 @@ class Params(_Strict):
                 f"train.class_weights has {len(weights)} values for {self.data.num_classes} classes (data.class_names)"
             )
         for key in self.tune.search_space:
-            if not _has_dotted_key(self.model_dump(), key):
+            if not has_dotted(self.model_dump(), key):
                 raise ValueError(f"tune.search_space key {key!r} is not a params key")
         return self
 
@@ -322,62 +319,15 @@ class Params(_Strict):
         """A validated copy with dotted keys replaced (used for tune trials and the best config)."""
         raw = self.model_dump()
         for key, value in overrides.items():
-            _set_dotted(raw, key, value)
+            set_dotted(raw, key, value)
         return validate_params(raw, source="overrides")
-
-
-def _has_dotted_key(tree: dict, dotted: str) -> bool:
-    node: Any = tree
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return True
-
-
-def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    node = tree
-    for part in parts[:-1]:
-        if node.get(part) is None:  # a section missing or null in the file; the schema checks the name
-            node[part] = {}
-        child = node[part]
-        if not isinstance(child, dict):
-            raise ParamsError(f"--set {dotted}: {part!r} is a value, not a section of params")
-        node = child
-    node[parts[-1]] = value
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """'train.lr_g=1e-3' -> ('train.lr_g', 0.001); the value is read as YAML."""
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise ParamsError(f"--set expects dotted.key=value, got {text!r}")
-    parsed = yaml.safe_load(value) if value.strip() else ""
-    if isinstance(parsed, str):
-        try:
-            parsed = float(parsed)  # YAML 1.1 reads '1e-3' (no dot) as a string
-        except ValueError:
-            pass
-    return key.strip(), parsed
 
 
 def validate_params(raw: dict, source: str = "params.yaml") -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
-        lines = []
-        for e in err.errors():
-            message = e["msg"].removeprefix("Value error, ")
-            if e["type"] == "extra_forbidden":
-                message = "unknown key"
-            # A check across a section names the values that clash; its input is the whole section.
-            section_check = e["type"] == "value_error" and isinstance(e.get("input"), dict)
-            if e["type"] != "missing" and not section_check:
-                message += f" (got {e['input']!r})"
-            key = ".".join(str(p) for p in e["loc"])
-            lines.append(f"  {key}: {message}" if key else f"  {message}")
-        raise ParamsError(f"{source} is not valid:\n" + "\n".join(lines)) from None
+        raise ParamsError(f"{source} is not valid:\n{invalid_fields(err)}") from None
 
 
 def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None, required: bool = True) -> Params:
@@ -391,5 +341,5 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = 
     raw = copy.deepcopy(raw)
     for text in overrides or []:
         key, value = parse_override(text)
-        _set_dotted(raw, key, value)
+        set_dotted(raw, key, value)
     return validate_params(raw, source=str(path))

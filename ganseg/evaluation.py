@@ -10,16 +10,16 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-
 from tqdm import tqdm
 
-from ganseg.data import full_size_test
-from ganseg.engine import CheckpointError
+from ganseg.contracts import DatasetStats, ModelCard
+from ganseg.data.datasets import full_size_test
+from ganseg.data.void import VOID
+from ganseg.errors import CheckpointError
 from ganseg.fileio import write_json
 from ganseg.metrics import BoundaryF1, confusion_matrix, majority_class_confusion, scores
-from ganseg.predict import segment_image
+from ganseg.segmenter.inference import segment_image
 from ganseg.viz import comparison_strip, save_confusion_matrix, save_per_class_bars
-from ganseg.void import VOID
 
 
 @dataclass
@@ -35,7 +35,7 @@ class FullSizeResult:
 def evaluate_full_size(
     generator: nn.Module,
     data_dir: Path,
-    stats: dict,
+    stats: DatasetStats,
     tolerance: int = 2,
     keep: int = 8,
     progress: bool = True,
@@ -44,14 +44,14 @@ def evaluate_full_size(
     """Segment every test image at its own size (sliding windows or resize, as the model was trained;
     with `flips`, averaged over the mirror images)."""
     generator.eval()
-    num_classes = stats["num_classes"]
+    num_classes = stats.num_classes
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
     boundary = BoundaryF1(num_classes, tolerance)
     samples, count, void = [], 0, 0
     test_images = full_size_test(data_dir)
-    for image, truth in tqdm(test_images, total=stats.get("test_images"), desc="evaluate", unit="img",
+    for image, truth in tqdm(test_images, total=stats.test_images, desc="evaluate", unit="img",
                              disable=not progress):
-        pred = segment_image(generator, image, stats["image_size"], stats.get("fit", "tile"), flips)
+        pred = segment_image(generator, image, stats.image_size, stats.fit, flips)
         pred_t, truth_t = torch.from_numpy(pred), torch.from_numpy(truth)
         confusion += confusion_matrix(pred_t, truth_t, num_classes)
         boundary.update(pred_t[None], truth_t[None])
@@ -62,10 +62,10 @@ def evaluate_full_size(
     return FullSizeResult(confusion, boundary.scores(), count, samples, void)
 
 
-def check_model_fits_data(card: dict, stats: dict, model_dir: Path, data_dir: Path) -> None:
+def check_model_fits_data(card: ModelCard, stats: DatasetStats, model_dir: Path, data_dir: Path) -> None:
     """A model trained for other classes or channels would give meaningless scores: refuse it."""
-    model = (card["num_classes"], card["in_channels"], card.get("class_names"))
-    data = (stats["num_classes"], stats["channels"], stats["class_names"])
+    model = (card.num_classes, card.in_channels, card.class_names)
+    data = (stats.num_classes, stats.channels, stats.class_names)
     if model != data:
         raise CheckpointError(
             f"{model_dir} was trained for classes {model[2]} on {model[1]}-channel images, but {data_dir} holds"
@@ -102,10 +102,10 @@ def summarise(
     }
 
 
-def write_report(result: FullSizeResult, stats: dict, out_dir: Path, num_overlays: int, tolerance: int) -> dict:
+def write_report(result: FullSizeResult, stats: DatasetStats, out_dir: Path, num_overlays: int, tolerance: int) -> dict:
     """metrics.json, per_class.csv, confusion_matrix.png, per_class_iou.png and overlays/ in out_dir."""
-    class_names = stats["class_names"]
-    summary = summarise(result.confusion, class_names, stats["class_frequency"]["train"], result.boundary_f1)
+    class_names = stats.class_names
+    summary = summarise(result.confusion, class_names, stats.train_frequency, result.boundary_f1)
     metrics = {
         "test": summary,
         "num_test_images": result.num_images,

@@ -1,1 +1,1 @@
-"""Stage entry points (prepare, tune, train, evaluate, predict) and the Ray orchestration."""
+"""Stage entry points (prepare, tune, train, evaluate, predict, bench) and the Ray / MLflow glue."""

@@ -5,12 +5,11 @@ trains the same model on the same in-memory batches with one thread per worker, 
 differences are the cost of Ray and of DDP. Images/s is steady state (after warm-up).
 
 quality: the supervised baseline against the GAN segmenter (and, with a label fraction,
-supervised against semi-supervised on that fraction) on a dataset folder; see ganseg/quality.py.
+supervised against semi-supervised on that fraction) on a dataset folder; see ganseg/bench/quality.py.
 """
 
 from __future__ import annotations
 
-import json
 import platform
 import tempfile
 import time
@@ -18,17 +17,19 @@ from pathlib import Path
 
 import torch
 
-from ganseg.bench import flops_per_step, fresh_parts, matmul_gflops, synthetic_batches, timed_steps
+from ganseg.bench.tables import quality_table, throughput_table
+from ganseg.bench.throughput import flops_per_step, matmul_gflops, synthetic_batches, timed_steps
 from ganseg.config import Params
 from ganseg.fileio import write_json
+from ganseg.segmenter.training import build_training_state
 
 WARMUP, STEPS, BATCHES = 3, 20, 4
 
 
 def plain_loop(params: Params) -> dict:
     torch.set_num_threads(1)
-    parts = fresh_parts(params)
-    seconds = timed_steps(parts, synthetic_batches(params, BATCHES), params, WARMUP, STEPS)
+    state = build_training_state(params, params.data.channels, params.data.num_classes)
+    seconds = timed_steps(state, synthetic_batches(params, BATCHES), params, WARMUP, STEPS)
     return {"workers": 1, "images_per_s": STEPS * params.train.batch_size / seconds}
 
 
@@ -41,9 +42,11 @@ def bench_loop_per_worker(config: dict) -> None:
     params = Params.model_validate(config["params"])
     context = ray.train.get_context()
     world = context.get_world_size()
-    parts = fresh_parts(params, ray.train.torch.prepare_model)
+    state = build_training_state(
+        params, params.data.channels, params.data.num_classes, wrap=ray.train.torch.prepare_model
+    )
     sync = dist.barrier if world > 1 else (lambda: None)
-    seconds = timed_steps(parts, synthetic_batches(params, BATCHES), params, WARMUP, STEPS, sync)
+    seconds = timed_steps(state, synthetic_batches(params, BATCHES), params, WARMUP, STEPS, sync)
     # Train V2 hands the driver only metrics reported with a checkpoint.
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = ray.train.Checkpoint.from_directory(folder) if context.get_world_rank() == 0 else None
@@ -92,38 +95,24 @@ def run(params: Params, out: Path | None) -> dict:
         "ray_1_worker_vs_plain": rows["Ray Train, 1 worker"]["images_per_s"] / rows["plain loop"]["images_per_s"],
         "runners": rows,
     }
-    print(markdown_table(report))
+    print(throughput_table(report))
     if out:
         write_json(out, report)
     return report
 
 
-def markdown_table(report: dict) -> str:
-    lines = [
-        "| runner | images/s | GFLOP/s | of matmul peak | worker start-up (s) |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for name, row in report["runners"].items():
-        startup = f"{row['startup_s']:.1f}" if "startup_s" in row else "-"
-        lines.append(f"| {name} | {row['images_per_s']:.1f} | {row['gflops']:.2f} | {row['fraction_of_peak']:.0%} | {startup} |")
-    lines.append(f"\nRay Train 1 worker / plain loop: {report['ray_1_worker_vs_plain']:.2f}x; "
-                 f"{report['gflop_per_step']:.2f} GFLOP per step; matmul peak "
-                 + json.dumps({k: round(v, 1) for k, v in report["matmul_peak_gflops"].items()}) + " GFLOP/s")
-    return "\n".join(lines)
-
-
 def quality(params: Params, data: str, seeds: int, steps: int, label_fraction: float | None, out: Path | None) -> dict:
-    from ganseg import quality as q
-    from ganseg.data import prepare_dataset
+    from ganseg.bench import quality as q
+    from ganseg.data.prepare import prepare_dataset
 
     with tempfile.TemporaryDirectory(prefix="ganseg-bench-") as scratch:
         data_dir = Path(scratch) / "prepared"
         stats = prepare_dataset(params.data.model_copy(update={"source": data}), params.seed, data_dir)
-        print(f"prepared {data}: {stats['counts']} tiles of {stats['image_size']} px, {stats['test_images']} test images;"
+        print(f"prepared {data}: {stats.counts} tiles of {stats.image_size} px, {stats.test_images} test images;"
               f" {len(q.contenders(label_fraction))} configs x {seeds} seeds x {steps} steps")
         report = q.run_benchmark(params, data_dir, seeds, steps, label_fraction)
     report["data"] = data
-    print(q.markdown_table(report))
+    print(quality_table(report))
     if out:
         write_json(out, report)
         print(f"wrote {out}")

@@ -9,10 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-from ganseg.config import Params, load_params
+from ganseg.config import load_params
 from ganseg.errors import GansegError
-from ganseg.registry import ModelSourceError
-from ganseg.tracking import TrackingServerError, require_reachable, tracking_uri
+from pipeline.registry import ModelSourceError
+from pipeline.tracking import TrackingServerError, require_reachable, tracking_uri
 
 BEST_CONFIG = Path("results/tune/best_config.json")
 MODELS_DIR = Path("models")
@@ -88,7 +88,9 @@ def _dispatch(args: argparse.Namespace) -> None:
     optional = args.stage == "predict" and args.params == DEFAULT_PARAMS
     params = load_params(args.params, args.overrides, required=not optional)
     if args.stage == "predict":
-        _predict(args, root, params)
+        from pipeline import predict
+
+        predict.run(params, root, args.model, args.input, args.output, args.overlays)
         return
     if args.stage in ("tune", "train", "evaluate"):
         require_reachable(tracking_uri(root))  # before any training, not after it
@@ -118,27 +120,6 @@ def _dispatch(args: argparse.Namespace) -> None:
         from pipeline import bench
 
         bench.run(params, args.out)
-
-
-def _predict(args: argparse.Namespace, root: Path, params: Params) -> None:
-    """The model card carries everything the model needs; params only limit the image size and
-    choose test-time flips (evaluate.flip_tta), as in the evaluate stage."""
-    import tempfile
-
-    from ganseg.predict import predict_folder
-    from ganseg.registry import download_model, is_mlflow_uri
-
-    with tempfile.TemporaryDirectory(prefix="ganseg-model-") as scratch:
-        model_dir = Path(args.model)
-        if is_mlflow_uri(args.model):
-            uri = tracking_uri(root)
-            require_reachable(uri)
-            model_dir = download_model(args.model, uri, Path(scratch))
-            print(f"model {args.model} fetched from {uri}")
-        summary = predict_folder(
-            model_dir, args.input, args.output, args.overlays, params.data.max_image_pixels, params.evaluate.flip_tta
-        )
-    print(f"wrote {summary['written']} masks to {args.output}; {len(summary['failed'])} files skipped")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,22 +6,22 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from ganseg import registry, tracking
 from ganseg.config import Params
-from ganseg.data import read_stats
-from ganseg.engine import load_model
+from ganseg.contracts import read_dataset_stats
 from ganseg.evaluation import check_model_fits_data, evaluate_full_size, write_report
+from ganseg.export import load_model
 from ganseg.fileio import atomic_dir
+from pipeline import registry, tracking
 
 REPORT_FILES = ("metrics.json", "per_class.csv", "confusion_matrix.png", "per_class_iou.png", "overlays")
 
 
 def run(params: Params, project_root: Path, models_dir: Path, out_dir: Path) -> dict:
     data_dir = project_root / params.data.output_dir
-    stats = read_stats(data_dir)
+    stats = read_dataset_stats(data_dir)
     generator, card = load_model(models_dir)
     check_model_fits_data(card, stats, models_dir, data_dir)
-    run_id = card.get("mlflow_run_id")
+    run_id = card.mlflow_run_id
     client = MlflowClient(tracking.tracking_uri(project_root)) if run_id else None
     if client:  # before evaluating: the results must be able to reach the train run
         tracking.require_artifact_access(client, client.get_run(run_id).info.artifact_uri, f"train run {run_id}")
@@ -40,7 +40,7 @@ def run(params: Params, project_root: Path, models_dir: Path, out_dir: Path) -> 
     )
     if client:
         _log_to_run(client, run_id, test, out_dir)
-        name, version = card.get("registered_model"), card.get("registered_model_version")
+        name, version = card.registered_model, card.registered_model_version
         if name and version and test["miou"] is not None:
             print(registry.record_and_promote(client, name, version, test["miou"]))
     return metrics

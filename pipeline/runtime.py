@@ -7,10 +7,10 @@ from pathlib import Path
 
 import ray
 
-from ganseg.config import Params, ParamsError, TrainConfig
-from ganseg.engine import NonFiniteLossError
-from ganseg.errors import GansegError
+from ganseg.config import Params, TrainConfig
+from ganseg.errors import GansegError, NonFiniteLossError, ParamsError
 from pipeline.console import RayOutput
+from pipeline.worker import train_loop_per_worker
 
 # Ray's 60 s default is too short for a worker to import torch on a busy 2-core machine.
 WORKER_START_TIMEOUT_S = os.environ.get("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
@@ -111,8 +111,6 @@ def make_trainer(
 ):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
-
-    from pipeline.train import train_loop_per_worker
 
     workers, use_gpu = resolve_scaling(params.train, num_workers)
     return TorchTrainer(

@@ -1,7 +1,7 @@
 """train stage: Ray Train (DDP) of the GAN segmenter with the tuned config.
 
-`train_loop_per_worker(config)` is what every Ray worker runs; `run` is the stage driver that
-creates the MLflow run, launches the TorchTrainer and exports the best model to models/.
+`run` is the stage driver: it layers the params, creates (or resumes) the MLflow run, launches the
+TorchTrainer whose workers run pipeline/worker.py, exports the best model to models/ and registers it.
 """
 
 from __future__ import annotations
@@ -9,204 +9,33 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import signal
-import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
 import torch
-import torch.distributed as dist
 from mlflow.tracking import MlflowClient
-from torch.utils.data import DataLoader, Subset
 
-from ganseg import provenance, tracking
-from ganseg.augment import pair_transform
-from ganseg.config import Params, parse_override
-from ganseg.data import ImagesOnly, PreparedSplit, endless, labelled_split, read_stats
-from ganseg.engine import (
-    CheckpointError,
-    GanParts,
-    build_networks,
-    build_optimizers,
-    confusion_over,
-    export_model,
-    export_weights,
-    load_networks,
-    load_weights_file,
-    read_training_state,
-    restore_training_state,
-    shard_indices,
-    train_epoch,
-    training_state,
+from ganseg.checkpoints import load_networks, load_weights_file, read_checkpoint, weights_to_export
+from ganseg.config import Params
+from ganseg.contracts import MODEL_CARD, DatasetStats, ModelCard, read_dataset_stats, write_model_card
+from ganseg.dotted import get_dotted, parse_override
+from ganseg.errors import CheckpointError
+from ganseg.export import MODEL_WEIGHTS, export_model, load_model
+from ganseg.fileio import atomic_dir, atomic_write_text, read_json
+from ganseg.segmenter.training import build_networks
+from pipeline import provenance, tracking
+from pipeline.console import LOG_DIR
+from pipeline.runtime import (
+    check_device_support,
+    fit_or_explain,
+    make_trainer,
+    resolve_scaling,
+    start_ray,
+    storage_path,
 )
-from ganseg.epoch_logging import log_overlays_if_due
-from ganseg.fileio import atomic_dir, atomic_write_text, read_json, write_json
-from ganseg.metrics import scores
-from pipeline.console import LOG_DIR, epoch_line, say
+from pipeline.worker import STATE_FILE, loop_config
 
 log = logging.getLogger(__name__)
-STATE_FILE = "state.pt"
-
-
-def train_loop_per_worker(config: dict) -> None:
-    import ray.train
-    import ray.train.torch
-
-    params = Params.model_validate(config["params"])
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    device = ray.train.torch.get_device()
-    data_dir = Path(config["data_dir"])
-    stats = read_stats(data_dir)
-    num_classes, class_names = stats["num_classes"], stats["class_names"]
-
-    parts = _build_parts(params, stats, device)
-    train_set = PreparedSplit(data_dir, "train", pair_transform(params.train.augment, stats["image_size"]))
-    labelled, unlabelled = labelled_split(data_dir, params.train.semi.label_fraction, params.seed)
-    train_loader = _loader(Subset(train_set, labelled), params.train.batch_size, world)
-    unlabelled_batches = None
-    if unlabelled and params.train.lambda_adv > 0:  # without a discriminator the unlabelled images are unused
-        unlabelled_batches = endless(_loader(ImagesOnly(Subset(train_set, unlabelled)), params.train.batch_size, world))
-    val_set = PreparedSplit(data_dir, "val")
-    val_loader = DataLoader(Subset(val_set, shard_indices(len(val_set), rank, world)),
-                            batch_size=params.evaluate.batch_size)
-
-    epoch, history = _resume(parts)
-    resumed, first_epoch, started = epoch > 0, epoch, time.monotonic()
-    logger = _EpochLogger(config) if rank == 0 and config.get("run_id") else None
-    if logger:
-        logger.log_new(history)  # epochs checkpointed before a crash but never logged
-    while epoch < params.train.epochs:
-        epoch += 1
-        _maybe_inject_fault(params, epoch, rank, resumed)
-        if world > 1:
-            train_loader.sampler.set_epoch(epoch)
-        step_stats = train_epoch(parts, train_loader, params.train, device, epoch=epoch, unlabelled=unlabelled_batches)
-        confusion = confusion_over(parts.eval_generator, val_loader, num_classes, device)
-        throughput = torch.tensor([step_stats.pop("images_per_s")], device=device)
-        if world > 1:  # every rank saw a different shard: sum to score the whole validation set
-            dist.all_reduce(confusion)
-            dist.all_reduce(throughput)
-        metrics = {"epoch": epoch, **step_stats, "images_per_s": throughput.item()} | _val_metrics(confusion, class_names)
-        history.append(metrics)
-        if logger:  # an image may be logged again after a restart: it just replaces itself
-            log_overlays_if_due(logger.client, logger.run_id, parts, val_set, params, epoch)
-        _report(metrics, parts, epoch, history, is_chief=rank == 0)
-        if logger:
-            logger.log_new(history)
-        if config.get("progress") and rank == 0:
-            seconds_left = (time.monotonic() - started) / (epoch - first_epoch) * (params.train.epochs - epoch)
-            say(epoch_line(metrics, params.train.epochs, seconds_left))
-
-
-def _loader(dataset, batch_size: int, world: int) -> DataLoader:
-    """Shuffled, and sharded across workers by Ray (with a DistributedSampler) when world > 1."""
-    import ray.train.torch
-
-    drop_last = len(dataset) >= batch_size * world
-    return ray.train.torch.prepare_data_loader(DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=drop_last))
-
-
-class _EpochLogger:
-    """Logs each epoch to the MLflow run exactly once, and only after its checkpoint is committed.
-
-    A restarted worker group resumes from the last committed checkpoint, so an epoch logged any
-    earlier could be trained and logged a second time.
-    """
-
-    def __init__(self, config: dict):
-        self.client = MlflowClient(config["tracking_uri"])
-        self.run_id = config["run_id"]
-        logged = self.client.get_metric_history(self.run_id, "val_miou")
-        self.last_logged = max((m.step for m in logged), default=0)
-
-    def log_new(self, history: list[dict]) -> None:
-        import ray.train
-
-        ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
-        for metrics in history:
-            if metrics["epoch"] > self.last_logged:
-                tracking.log_metrics(self.client, self.run_id, metrics, step=metrics["epoch"])
-                self.last_logged = metrics["epoch"]
-
-
-def _build_parts(params: Params, stats: dict, device: torch.device) -> GanParts:
-    import ray.train
-    import ray.train.torch
-
-    generator, discriminator = build_networks(params, stats["channels"], stats["num_classes"])
-    world = ray.train.get_context().get_world_size()
-    if params.model.norm == "batch" and world > 1:
-        if device.type == "cuda":
-            generator = torch.nn.SyncBatchNorm.convert_sync_batchnorm(generator)
-        else:  # torch's SyncBatchNorm cannot sync CPU tensors
-            if ray.train.get_context().get_world_rank() == 0:
-                say(f"warning: model.norm batch on {world} CPU workers: batch statistics stay per worker;"
-                    " use group or instance norm for results independent of the worker count")
-    if params.train.channels_last:
-        generator = generator.to(memory_format=torch.channels_last)
-        discriminator = discriminator.to(memory_format=torch.channels_last)
-    # prepare_model moves each network to the device and wraps it in DDP when world > 1.
-    return build_optimizers(
-        ray.train.torch.prepare_model(generator), ray.train.torch.prepare_model(discriminator), params.train,
-        stats["class_frequency"]["train"],
-    )
-
-
-def _maybe_inject_fault(params: Params, epoch: int, rank: int, resumed: bool) -> None:
-    """Kill this worker process as `at_epoch` starts, once: never in an attempt that resumed."""
-    import ray.train
-
-    fault = params.train.fault_injection
-    if fault and not resumed and epoch == fault.at_epoch and rank == fault.kill_rank:
-        # Die only once the previous epoch's checkpoint is committed, so recovery starts there.
-        ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
-        say(f"fault injection: killing worker rank {rank} (pid {os.getpid()}) at the start of epoch {epoch}")
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _val_metrics(confusion: torch.Tensor, class_names: list[str]) -> dict[str, float]:
-    s = scores(confusion.cpu())
-    per_class = {f"val_dice_{name}": value for name, value in zip(class_names, s["dice"])}
-    return {"val_miou": s["miou"], "val_mdice": s["mdice"], "val_pixel_accuracy": s["pixel_accuracy"]} | per_class
-
-
-def _resume(parts: GanParts) -> tuple[int, list[dict]]:
-    import ray.train
-
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
-        return 0, []
-    with checkpoint.as_directory() as folder:
-        state = restore_training_state(parts, Path(folder) / STATE_FILE)
-    if ray.train.get_context().get_world_rank() == 0:
-        say(f"resumed from the checkpoint of epoch {state['epoch']} (step {state['global_step']})")
-    return state["epoch"], state["history"]
-
-
-def _report(metrics: dict, parts: GanParts, epoch: int, history: list, is_chief: bool) -> None:
-    """Every worker reports; only the chief attaches the checkpoint (the full training state)."""
-    import ray.train
-
-    if not is_chief:
-        ray.train.report(metrics)
-        return
-    with tempfile.TemporaryDirectory() as folder:
-        torch.save(training_state(parts, epoch, history), Path(folder) / STATE_FILE)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
-
-
-def loop_config(params: Params, data_dir: Path, tracking_uri: str, run_id: str | None, progress: bool = False) -> dict:
-    """What every worker gets; with `progress`, rank 0 prints a line per epoch for the console."""
-    return {
-        "params": params.model_dump(),
-        "data_dir": str(data_dir.resolve()),
-        "tracking_uri": tracking_uri,
-        "run_id": run_id,
-        "progress": progress,
-    }
 
 
 def tuned_overrides(best_config: Path) -> dict:
@@ -227,18 +56,11 @@ def layered_params(params: Params, tuned: dict, overrides: list[str], tuned_from
     sources = {key: f"tuned: {tuned_from}" for key in tuned} | {key: "--set" for key in cli}
     before, after = params.model_dump(), effective.model_dump()
     lines = [
-        f"{key} = {_shown(_dotted(after, key))} ({source})"
+        f"{key} = {_shown(get_dotted(after, key))} ({source})"
         for key, source in sources.items()
-        if _dotted(after, key) != _dotted(before, key)
+        if get_dotted(after, key) != get_dotted(before, key)
     ]
     return effective, lines
-
-
-def _dotted(tree: dict, key: str):
-    """The value at a dotted key; None inside a section that is unset (e.g. train.fault_injection)."""
-    for part in key.split("."):
-        tree = tree.get(part) if isinstance(tree, dict) else None
-    return tree
 
 
 def _shown(value) -> str:
@@ -257,15 +79,13 @@ def run(
     params_file: str = "params.yaml",
 ) -> dict:
     """`params` as in the params file; the tuned best config, then `overrides` (--set) go over them."""
-    from pipeline.runtime import check_device_support, fit_or_explain, make_trainer, resolve_scaling, start_ray, storage_path
-
     shown_path = best_config.relative_to(project_root) if best_config.is_relative_to(project_root) else best_config
     params, changed = layered_params(params, tuned_overrides(best_config), overrides, str(shown_path))
     print(f"settings that differ from {params_file}:" if changed else f"settings as in {params_file}")
     for line in changed:
         print(f"  {line}")
     data_dir = project_root / params.data.output_dir
-    stats = read_stats(data_dir)
+    stats = read_dataset_stats(data_dir)
     start_ray(project_root / LOG_DIR / "train.log")
     uri = tracking.tracking_uri(project_root)
     client = MlflowClient(uri)
@@ -304,10 +124,10 @@ RUN_KEY_TAG = "ganseg.run_key"
 _OPERATIONAL = {"resume", "fault_injection", "max_failures"}
 
 
-def run_key(params: Params, stats: dict) -> str:
+def run_key(params: Params, stats: DatasetStats) -> str:
     """A fingerprint of what determines the result: the params (less how failures are handled) and the data."""
     train = {k: v for k, v in params.train.model_dump().items() if k not in _OPERATIONAL}
-    payload = json.dumps([params.model_dump() | {"train": train}, stats], sort_keys=True, default=str)
+    payload = json.dumps([params.model_dump() | {"train": train}, stats.to_json()], sort_keys=True, default=str)
     return hashlib.sha1(payload.encode()).hexdigest()[:16]
 
 
@@ -324,7 +144,7 @@ def _unfinished_run(client: MlflowClient, experiment: str, key: str) -> str | No
     return runs[0].info.run_id if runs else None
 
 
-def check_checkpoints_fit(params: Params, stats: dict, run_dir: str) -> None:
+def check_checkpoints_fit(params: Params, stats: DatasetStats, run_dir: str) -> None:
     """Before any worker starts: the Ray checkpoints of the run to resume must hold networks of the
     params' architecture (they may not, e.g. when written by code that built the networks otherwise)."""
     from ray.train import Result
@@ -334,12 +154,12 @@ def check_checkpoints_fit(params: Params, stats: dict, run_dir: str) -> None:
     except RuntimeError:  # no run folder or no checkpoint record: nothing to resume
         return
     kept = {c.path: c for c in [result.checkpoint, *(c for c, _ in result.best_checkpoints)] if c is not None}
-    generator, discriminator = build_networks(params, stats["channels"], stats["num_classes"])
+    generator, discriminator = build_networks(params, stats.channels, stats.num_classes)
     for checkpoint in kept.values():
         with checkpoint.as_directory() as folder:
             path = Path(folder) / STATE_FILE
             try:
-                load_networks(generator, discriminator, read_training_state(path), path)
+                load_networks(generator, discriminator, read_checkpoint(path), path)
             except CheckpointError as err:
                 raise CheckpointError(
                     f"{err}\n  (a checkpoint of the run being resumed; --set train.resume=false starts afresh)"
@@ -351,12 +171,14 @@ def _load_state(checkpoint) -> dict:
         return load_weights_file(Path(folder) / STATE_FILE)
 
 
-def _export(params: Params, stats: dict, latest: dict, best: dict, run_id: str, models_dir: Path, history_csv: Path) -> dict:
+def _export(
+    params: Params, stats: DatasetStats, latest: dict, best: dict, run_id: str, models_dir: Path, history_csv: Path
+) -> dict:
     best_metrics = best["history"][-1]
     summary = {"best_epoch": best["epoch"], "best_val_miou": best_metrics["val_miou"], "mlflow_run_id": run_id}
     history = pd.DataFrame(latest["history"]).to_csv(index=False)  # ready before either output moves
     with atomic_dir(models_dir) as staging:
-        export_model(staging, export_weights(best), params.model, stats, summary)
+        export_model(staging, weights_to_export(best), ModelCard.for_data(params.model, stats, **summary))
     atomic_write_text(history_csv, history)
     print(f"best validation mIoU {best_metrics['val_miou']:.4f} at epoch {best['epoch']}; model in {models_dir}")
     return summary
@@ -370,15 +192,12 @@ def _log_model(uri: str, run_id: str, models_dir: Path, registered_name: str) ->
     import numpy as np
     from mlflow.models import infer_signature
 
-    from ganseg.engine import MODEL_CARD, MODEL_WEIGHTS, load_model
-
     generator, card = load_model(models_dir)
-    size = card["image_size"]
-    example = np.zeros((1, card["in_channels"], size, size), np.float32)
+    size = card.image_size
+    example = np.zeros((1, card.in_channels, size, size), np.float32)
     with torch.no_grad():
         output = generator(torch.from_numpy(example)).numpy()
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    tracking.point_mlflow_at(uri)
     # The pickle flavour is chosen knowingly (see below), so MLflow's warning about it is left out.
     logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
     with mlflow.start_run(run_id=run_id):
@@ -394,7 +213,7 @@ def _log_model(uri: str, run_id: str, models_dir: Path, registered_name: str) ->
             registered_model_name=registered_name,
         )
         registered = {"registered_model": registered_name, "registered_model_version": str(info.registered_model_version)}
-        write_json(models_dir / MODEL_CARD, card | registered)
+        write_model_card(models_dir, card.model_copy(update=registered))
         mlflow.log_artifact(str(models_dir / MODEL_CARD), artifact_path="model_card")
     print(f"registered {registered_name} version {info.registered_model_version} (models:/{registered_name}/{info.registered_model_version})")
     return registered

@@ -15,10 +15,11 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
-from ganseg import provenance, tracking
-from ganseg.config import Params, ParamsError, SearchDimension
-from ganseg.data import read_stats
+from ganseg.config import Params, SearchDimension
+from ganseg.contracts import read_dataset_stats
+from ganseg.errors import ParamsError
 from ganseg.fileio import write_json
+from pipeline import provenance, tracking
 from pipeline.console import LOG_DIR, duration, metrics_text
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ def run_trial(overrides: dict, base: dict, context: dict) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from pipeline.runtime import make_trainer
-    from pipeline.train import loop_config
+    from pipeline.worker import loop_config
 
     project_root = Path(context["project_root"])
     params = trial_params(Params.model_validate(base), overrides)
@@ -109,7 +110,7 @@ def run(params: Params, project_root: Path, best_config_path: Path) -> dict:
     from pipeline.runtime import resolve_scaling, start_ray, storage_path
 
     data_dir = (project_root / params.data.output_dir).resolve()
-    read_stats(data_dir)
+    read_dataset_stats(data_dir)
     start_ray(project_root / LOG_DIR / "tune.log")
     # fail now, not in a trial, if the cluster cannot hold one trial's workers
     _, use_gpu = resolve_scaling(params.train, params.tune.workers_per_trial, "tune.workers_per_trial")

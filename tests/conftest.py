@@ -1,10 +1,14 @@
+import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from ganseg.config import Params
+from ganseg.contracts import DatasetStats, ModelCard
+from ganseg.data.void import VOID
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
@@ -23,6 +27,43 @@ def write_pair(folder: Path, stem: str, image: np.ndarray, mask: np.ndarray, ima
     (folder / "masks").mkdir(parents=True, exist_ok=True)
     Image.fromarray(image).save(folder / "images" / f"{stem}{image_ext}")
     Image.fromarray(mask).save(folder / "masks" / f"{stem}.png")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (now)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def batch(n: int = 4, size: int = 32, seed: int = 0, void: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random grey images, and masks of three classes by brightness; with `void`, a different number
+    of void pixels in every image and the second image void throughout."""
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 255, (n, 1, size, size), generator=gen, dtype=torch.uint8)
+    masks = (images[:, 0] > 150).long() + (images[:, 0] > 215).long()
+    if void:
+        for i in range(n):
+            masks[i, :, : 3 * i] = VOID
+        masks[1] = VOID
+    return images, masks
+
+
+def prepared_stats(class_names=("a", "b", "c"), channels=1, image_size=32, fit="tile") -> DatasetStats:
+    """What prepare records for a small dataset of these classes (one tile per split, equal pixel shares)."""
+    shares = [1 / len(class_names)] * len(class_names)
+    return DatasetStats(
+        source="synthetic", class_names=list(class_names), num_classes=len(class_names), channels=channels,
+        image_size=image_size, fit=fit, counts={"train": 1, "val": 1, "test": 1},
+        class_frequency={"train": shares, "val": shares, "test": shares}, skipped_files=0, test_images=1,
+    )
+
+
+def model_card(
+    params: Params, class_names=("a", "b", "c"), channels=1, image_size=32, fit="tile", **training
+) -> ModelCard:
+    """The card of a generator of `params` trained on such a dataset."""
+    return ModelCard.for_data(params.model, prepared_stats(class_names, channels, image_size, fit), **training)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from ganseg.dotted import set_dotted
 from tests.conftest import ROOT
 
 LEFT_BEHIND = {".venv", ".git", "runs", "models", "results", "mlartifacts", "mlruns", "mlflow.db", "dvc.lock",
@@ -29,13 +30,6 @@ TINY = {
     "tune.grace_period": 1,
     "evaluate.num_overlays": 2,
 }
-
-
-def set_dotted(tree: dict, dotted: str, value) -> None:
-    *sections, last = dotted.split(".")
-    for section in sections:
-        tree = tree.setdefault(section, {})
-    tree[last] = value
 
 
 def copy_project(dest: Path, overrides: dict) -> Path:

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from ganseg.augment import augment_pair, build_augmentation
 from ganseg.config import AugmentConfig
-from ganseg.void import VOID
+from ganseg.data.augment import augment_pair, build_augmentation
+from ganseg.data.void import VOID
 
 
 def pair(size=32):
@@ -86,8 +86,9 @@ def test_brightness_contrast_touch_the_image_only():
 
 
 def test_prepared_training_split_applies_the_transform(tmp_path, tiny_params):
-    from ganseg.augment import pair_transform
-    from ganseg.data import PreparedSplit, prepare_dataset
+    from ganseg.data.augment import pair_transform
+    from ganseg.data.datasets import PreparedSplit
+    from ganseg.data.prepare import prepare_dataset
 
     prepare_dataset(tiny_params.data, 0, tmp_path / "prep", progress=False)
     plain = PreparedSplit(tmp_path / "prep", "train")

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from ganseg.config import DataConfig, SplitConfig
-from ganseg.data import DataError, SKIPPED_REPORT, prepare_dataset
+from ganseg.data.prepare import SKIPPED_REPORT, prepare_dataset
+from ganseg.errors import DataError
 from tests.conftest import write_pair
 
 GOOD_PAIRS = 9
@@ -139,8 +140,8 @@ def test_fail_names_the_file_and_reason_and_writes_nothing(dataset, tmp_path, da
 def test_skip_reports_the_file_and_keeps_the_good_pairs(dataset, tmp_path, damage):
     expected = damage(dataset)
     stats = prepare_dataset(config(dataset, on_error="skip"), 0, tmp_path / "out", progress=False)
-    assert sum(stats["counts"].values()) == GOOD_PAIRS
-    assert stats["skipped_files"] == len(expected)
+    assert sum(stats.counts.values()) == GOOD_PAIRS
+    assert stats.skipped_files == len(expected)
     report = pd.read_csv(tmp_path / "out" / SKIPPED_REPORT)
     reasons = {str(dataset / file): reason for file, reason in expected}
     assert sorted(report.file) == sorted(reasons)
@@ -170,7 +171,7 @@ def test_failed_check_keeps_the_previous_output(dataset, tmp_path):
 
 def test_clean_folder_writes_an_empty_skip_report(dataset, tmp_path):
     stats = prepare_dataset(config(dataset), 0, tmp_path / "out", progress=False)
-    assert stats["skipped_files"] == 0
+    assert stats.skipped_files == 0
     assert pd.read_csv(tmp_path / "out" / SKIPPED_REPORT).empty
 
 
@@ -216,7 +217,7 @@ def test_symlinks_inside_the_dataset_are_followed(dataset, tmp_path):
     Image.fromarray((image > 128).astype(np.uint8)).save(dataset / "masks" / "alias.png")
     (tmp_path / "linked_ds").symlink_to(dataset)  # a data.source that is itself a link
     stats = prepare_dataset(config(tmp_path / "linked_ds"), 0, tmp_path / "out", progress=False)
-    assert sum(stats["counts"].values()) == GOOD_PAIRS + 1
+    assert sum(stats.counts.values()) == GOOD_PAIRS + 1
 
 
 def test_pixel_limit_does_not_leak_into_pillow(dataset, tmp_path):

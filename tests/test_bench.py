@@ -1,6 +1,7 @@
 import pytest
 
-from ganseg.bench import flops_per_step, fresh_parts, matmul_gflops, synthetic_batches, timed_steps
+from ganseg.bench.throughput import flops_per_step, matmul_gflops, synthetic_batches, timed_steps
+from ganseg.segmenter.training import build_training_state
 
 
 def test_flop_count_grows_with_batch_and_matches_a_hand_estimate(tiny_params):
@@ -12,7 +13,7 @@ def test_flop_count_grows_with_batch_and_matches_a_hand_estimate(tiny_params):
 
 
 def test_timed_steps_and_peak_are_positive(tiny_params):
-    parts = fresh_parts(tiny_params)
-    seconds = timed_steps(parts, synthetic_batches(tiny_params, 2), tiny_params, warmup=1, steps=2, windows=2)
+    state = build_training_state(tiny_params, 1, 3)
+    seconds = timed_steps(state, synthetic_batches(tiny_params, 2), tiny_params, warmup=1, steps=2, windows=2)
     assert seconds > 0
     assert matmul_gflops(1, size=256, repeats=2, windows=1) > 0.1

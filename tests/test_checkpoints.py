@@ -6,24 +6,18 @@ import os
 import pytest
 import torch
 
-from ganseg.engine import (
-    CheckpointError,
-    build_networks,
-    build_optimizers,
-    export_model,
-    load_model,
-    restore_training_state,
-    training_state,
-)
+from ganseg.checkpoints import checkpoint_of, restore_checkpoint
+from ganseg.errors import CheckpointError
 from ganseg.evaluation import check_model_fits_data
-from tests.conftest import ROOT
+from ganseg.export import export_model, load_model
+from ganseg.segmenter.training import build_networks, build_training_state
+from tests.conftest import ROOT, model_card, prepared_stats
 
-STATS = {"channels": 1, "num_classes": 3, "class_names": ["a", "b", "c"], "image_size": 32}
 
-
-def export(folder, params, stats=STATS):
-    generator, _ = build_networks(params, stats["channels"], stats["num_classes"])
-    export_model(folder, generator.state_dict(), params.model, stats, {})
+def export(folder, params, card=None):
+    card = card or model_card(params)
+    generator, _ = build_networks(params, card.in_channels, card.num_classes)
+    export_model(folder, generator.state_dict(), card)
     return folder
 
 
@@ -48,22 +42,20 @@ def test_weights_of_another_depth_list_missing_and_unexpected_tensors(tmp_path, 
 
 
 def test_training_checkpoint_of_another_architecture(tmp_path, tiny_params):
-    parts = build_optimizers(*build_networks(tiny_params, 1, 3), tiny_params.train)
-    torch.save(training_state(parts, 2, [], {}), tmp_path / "state.pt")
-    other = tiny_params.with_overrides({"model.disc_channels": 16})
-    fresh = build_optimizers(*build_networks(other, 1, 3), other.train)
+    torch.save(checkpoint_of(build_training_state(tiny_params, 1, 3), 2, []), tmp_path / "state.pt")
+    other = build_training_state(tiny_params.with_overrides({"model.disc_channels": 16}), 1, 3)
     with pytest.raises(CheckpointError, match=r"state.pt: the discriminator weights are for another architecture"):
-        restore_training_state(fresh, tmp_path / "state.pt")
+        restore_checkpoint(other, tmp_path / "state.pt")
 
 
 def test_a_file_that_is_not_a_checkpoint(tmp_path, tiny_params):
-    parts = build_optimizers(*build_networks(tiny_params, 1, 3), tiny_params.train)
+    state = build_training_state(tiny_params, 1, 3)
     (tmp_path / "state.pt").write_bytes(b"just some bytes")
     with pytest.raises(CheckpointError, match="state.pt: not a readable PyTorch weights file"):
-        restore_training_state(parts, tmp_path / "state.pt")
+        restore_checkpoint(state, tmp_path / "state.pt")
     torch.save({"epoch": 1}, tmp_path / "partial.pt")
     with pytest.raises(CheckpointError, match="not a ganseg training checkpoint .*no generator"):
-        restore_training_state(parts, tmp_path / "partial.pt")
+        restore_checkpoint(state, tmp_path / "partial.pt")
 
 
 class CodeOnLoad:
@@ -92,12 +84,11 @@ def test_a_broken_model_card_is_named(tmp_path, tiny_params):
         load_model(tmp_path / "model")
 
 
-def test_a_model_for_other_classes_is_not_evaluated(tmp_path):
-    card = {"num_classes": 2, "in_channels": 1, "class_names": ["x", "y"]}
+def test_a_model_for_other_classes_is_not_evaluated(tmp_path, tiny_params):
+    card = model_card(tiny_params, class_names=("x", "y"))
     with pytest.raises(CheckpointError, match=r"trained for classes \['x', 'y'\] .* holds classes \['a', 'b', 'c'\]"):
-        check_model_fits_data(card, STATS, tmp_path / "models", tmp_path / "prepared")
-    matching = {"num_classes": 3, "in_channels": 1, "class_names": ["a", "b", "c"]}
-    check_model_fits_data(matching, STATS, tmp_path, tmp_path)
+        check_model_fits_data(card, prepared_stats(), tmp_path / "models", tmp_path / "prepared")
+    check_model_fits_data(model_card(tiny_params), prepared_stats(), tmp_path, tmp_path)
 
 
 def loader_calls(tree):
@@ -111,7 +102,7 @@ def loader_calls(tree):
 
 
 def test_every_loader_in_the_code_is_weights_only():
-    sources = sorted((ROOT / "ganseg").glob("*.py")) + sorted((ROOT / "pipeline").glob("*.py"))
+    sources = sorted((ROOT / "ganseg").rglob("*.py")) + sorted((ROOT / "pipeline").glob("*.py"))
     seen = 0
     for path in sources:
         for module, call in loader_calls(ast.parse(path.read_text())):
@@ -124,4 +115,4 @@ def test_every_loader_in_the_code_is_weights_only():
                 assert keywords["weights_only"].value is True, where
             else:
                 assert "allow_pickle" not in keywords, where
-    assert seen >= 3  # torch.load in engine, np.load in data: the scan does find the loaders
+    assert seen >= 3  # torch.load in checkpoints, np.load in data: the scan does find the loaders

@@ -5,8 +5,8 @@ import pytest
 import yaml
 
 from ganseg.config import ParamsError
-from ganseg.data import BadFileError, DataError
-from ganseg.engine import CheckpointError, NonFiniteLossError
+from ganseg.data.sources import BadFileError
+from ganseg.errors import CheckpointError, DataError, NonFiniteLossError
 from pipeline.cli import main
 from pipeline.runtime import ClusterResourcesError
 from tests.conftest import ROOT, write_pair

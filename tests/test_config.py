@@ -1,7 +1,8 @@
 import pytest
 import yaml
 
-from ganseg.config import Params, ParamsError, load_params, parse_override, validate_params
+from ganseg.config import Params, ParamsError, load_params, validate_params
+from ganseg.dotted import parse_override
 from tests.conftest import ROOT
 
 

@@ -1,12 +1,14 @@
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from ganseg.config import DataConfig, SplitConfig
-from ganseg.data import DataError, PreparedSplit, prepare_dataset, split_of
-from ganseg.synthetic import generate_sample
+from ganseg.contracts import read_dataset_stats
+from ganseg.data.datasets import PreparedSplit
+from ganseg.data.prepare import prepare_dataset
+from ganseg.data.splits import split_of
+from ganseg.data.synthetic import generate_sample
+from ganseg.errors import DataError
 from tests.conftest import shared_dataset, write_pair
 
 
@@ -40,14 +42,13 @@ def test_synthetic_is_deterministic_and_has_all_classes():
 
 def test_prepare_synthetic_writes_arrays_manifest_stats(tmp_path, tiny_params):
     stats = prepare_dataset(tiny_params.data, seed=1, out_dir=tmp_path / "prep", progress=False)
-    assert sum(stats["counts"].values()) == 30
+    assert sum(stats.counts.values()) == 30
     train = PreparedSplit(tmp_path / "prep", "train")
     image, mask = train[0]
     assert image.shape == (1, 32, 32) and mask.shape == (32, 32) and int(mask.max()) <= 2
     manifest = pd.read_csv(tmp_path / "prep" / "manifest.csv")
     assert len(manifest) == 30 and set(manifest.split) == {"train", "val", "test"}
-    saved = json.loads((tmp_path / "prep" / "stats.json").read_text())
-    assert sum(saved["class_frequency"]["train"]) == pytest.approx(1.0)
+    assert sum(read_dataset_stats(tmp_path / "prep").train_frequency) == pytest.approx(1.0)
 
 
 def test_prepare_folder_with_id_masks_and_mixed_formats(tmp_path):
@@ -56,7 +57,7 @@ def test_prepare_folder_with_id_masks_and_mixed_formats(tmp_path):
         image, mask = random_pair(rng)
         write_pair(tmp_path / "ds", f"s{i}", image, mask, image_ext=".tif" if i % 2 else ".png")
     stats = prepare_dataset(folder_config(tmp_path / "ds", class_names=["a", "b"]), 0, tmp_path / "out", False)
-    assert sum(stats["counts"].values()) == 9
+    assert sum(stats.counts.values()) == 9
     assert np.load(tmp_path / "out" / "train_images.npy").shape[1:] == (1, 16, 16)
 
 
@@ -92,7 +93,7 @@ def test_tiling_cuts_large_images(tmp_path):
         write_pair(tmp_path / "ds", f"t{i}", *random_pair(rng, (32, 48)))
     cfg = folder_config(tmp_path / "ds", class_names=["a", "b"], fit="tile")
     stats = prepare_dataset(cfg, 0, tmp_path / "out", False)
-    assert sum(stats["counts"].values()) == 6 * 2 * 3
+    assert sum(stats.counts.values()) == 6 * 2 * 3
 
 
 def test_unpaired_files_are_all_listed(tmp_path):
@@ -133,5 +134,5 @@ def test_prepare_real_isbi_membranes(tmp_path):
     folder = shared_dataset("isbi2012_membrane")
     cfg = DataConfig(source=str(folder), image_size=128, fit="tile", class_names=["membrane", "cell"], mask_format="binary")
     stats = prepare_dataset(cfg, 0, tmp_path / "out", False)
-    assert sum(stats["counts"].values()) == 30 * 16
-    assert stats["class_frequency"]["train"][1] == pytest.approx(0.78, abs=0.04)
+    assert sum(stats.counts.values()) == 30 * 16
+    assert stats.train_frequency[1] == pytest.approx(0.78, abs=0.04)

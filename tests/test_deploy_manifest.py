@@ -1,8 +1,8 @@
 """The KubeRay example must at least be a well-formed RayJob that runs our train stage."""
 
+import ray
 import yaml
 
-import ray
 from tests.conftest import ROOT
 
 MANIFEST = ROOT / "deploy" / "rayjob.yaml"

@@ -3,9 +3,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from ganseg.data import PreparedSplit, prepare_dataset
-from ganseg.engine import build_networks, build_optimizers
-from ganseg.epoch_logging import OVERLAY_DIR, images_due, log_overlays_if_due, preview_grid
+from ganseg.data.datasets import PreparedSplit
+from ganseg.data.prepare import prepare_dataset
+from ganseg.segmenter.training import build_training_state
+from pipeline.epoch_logging import OVERLAY_DIR, images_due, log_overlays_if_due, preview_grid
 
 
 @pytest.mark.parametrize(
@@ -20,31 +21,29 @@ def test_images_every_n_epochs_and_at_the_last(epoch, every, last, due):
 def setup(tmp_path, tiny_params):
     params = tiny_params.with_overrides({"train.epochs": 4, "train.log_images_every": 3})
     prepare_dataset(params.data, params.seed, tmp_path / "data", progress=False)
-    generator, discriminator = build_networks(params, 1, 3)
-    parts = build_optimizers(generator, discriminator, params.train)
-    return params, parts, PreparedSplit(tmp_path / "data", "val")
+    return params, build_training_state(params, 1, 3), PreparedSplit(tmp_path / "data", "val")
 
 
 def test_learning_rates_come_from_the_optimizers(setup):
-    params, parts, _ = setup
-    assert parts.learning_rates() == {"lr_g": params.train.lr_g, "lr_d": params.train.lr_d}
+    params, state, _ = setup
+    assert state.learning_rates() == {"lr_g": params.train.lr_g, "lr_d": params.train.lr_d}
 
 
 def test_preview_grid_has_one_row_per_image_and_three_columns(setup):
-    _, parts, val_set = setup
-    grid = preview_grid(parts.generator, val_set, count=2)
+    _, state, val_set = setup
+    grid = preview_grid(state.generator, val_set, count=2)
     strip_height = 32 * 3
     assert grid.width > 3 * 32 * 3 and grid.height > 2 * strip_height
-    assert parts.generator.training  # the preview leaves the training mode as it found it
+    assert state.generator.training  # the preview leaves the training mode as it found it
 
 
 def test_overlays_are_logged_only_when_due(setup, tmp_path):
-    params, parts, val_set = setup
+    params, state, val_set = setup
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.create_experiment("e", artifact_location=(tmp_path / "artifacts").as_uri())
     run_id = client.create_run(experiment).info.run_id
     for epoch in range(1, params.train.epochs + 1):
-        log_overlays_if_due(client, run_id, parts, val_set, params, epoch)
+        log_overlays_if_due(client, run_id, state, val_set, params, epoch)
     logged = sorted(f.path for f in client.list_artifacts(run_id, OVERLAY_DIR))
     assert logged == [f"{OVERLAY_DIR}/epoch_0003.png", f"{OVERLAY_DIR}/epoch_0004.png"]
     local = client.download_artifacts(run_id, logged[0], str(tmp_path))

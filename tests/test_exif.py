@@ -4,9 +4,12 @@ import numpy as np
 from PIL import Image
 
 from ganseg.config import DataConfig
-from ganseg.data import prepare_dataset, read_image
-from ganseg.engine import build_networks, export_model
-from ganseg.predict import predict_folder
+from ganseg.data.prepare import prepare_dataset
+from ganseg.data.sources import read_image
+from ganseg.export import export_model
+from ganseg.segment_folder import segment_folder
+from ganseg.segmenter.training import build_networks
+from tests.conftest import model_card
 
 ROTATE_90_CW_TO_VIEW = 6  # EXIF orientation: the stored pixels are turned 90° counter-clockwise
 
@@ -49,7 +52,7 @@ def test_photos_with_masks_drawn_on_the_view_prepare_and_predict_as_shown(tmp_pa
 
     params = tiny_params.with_overrides({"data.channels": 3})
     generator, _ = build_networks(params, 3, 2)
-    stats = {"channels": 3, "num_classes": 2, "class_names": ["dark", "bright"], "image_size": 16, "fit": "resize"}
-    export_model(tmp_path / "model", generator.state_dict(), params.model, stats, {})
-    predict_folder(tmp_path / "model", source / "images", tmp_path / "masks")
+    card = model_card(params, class_names=("dark", "bright"), channels=3, image_size=16, fit="resize")
+    export_model(tmp_path / "model", generator.state_dict(), card)
+    segment_folder(tmp_path / "model", source / "images", tmp_path / "masks")
     assert np.asarray(Image.open(tmp_path / "masks" / "a.png")).shape == (30, 20)

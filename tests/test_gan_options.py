@@ -5,20 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ganseg.engine import build_networks, build_optimizers, export_weights, restore_training_state, train_epoch, train_step, training_state
-from ganseg.losses import class_weight_tensor, segmentation_loss, self_taught_loss, soft_dice_loss
-from ganseg.models import build_discriminator
-
-
-def batch(n=4, size=32, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 255, (n, 1, size, size), generator=gen, dtype=torch.uint8)
-    masks = (images[:, 0] > 170).long() + (images[:, 0] > 220).long()
-    return images, masks
-
-
-def parts_for(params, frequency=None):
-    return build_optimizers(*build_networks(params, 1, 3), params.train, frequency)
+from ganseg.checkpoints import checkpoint_of, restore_checkpoint, weights_to_export
+from ganseg.segmenter.losses import class_weight_tensor, segmentation_loss, self_taught_loss, soft_dice_loss
+from ganseg.segmenter.networks import build_discriminator
+from ganseg.segmenter.training import build_training_state, train_epoch, train_step
+from tests.conftest import batch
 
 
 def weights_of(module):
@@ -81,50 +72,50 @@ def test_self_taught_loss_uses_only_trusted_pixels():
 
 def test_warmup_epochs_leave_the_discriminator_untouched(tiny_params):
     params = tiny_params.with_overrides({"train.adv_warmup_epochs": 1, "train.epochs": 2})
-    parts = parts_for(params)
-    before = weights_of(parts.discriminator)
-    stats = train_epoch(parts, [batch()], params.train, epoch=1)
-    assert "loss_adv" not in stats and not changed(before, parts.discriminator)
-    stats = train_epoch(parts, [batch()], params.train, epoch=2)
-    assert "loss_adv" in stats and changed(before, parts.discriminator)
+    state = build_training_state(params, 1, 3)
+    before = weights_of(state.discriminator)
+    epoch_means = train_epoch(state, [batch()], params.train, epoch=1)
+    assert "loss_adv" not in epoch_means and not changed(before, state.discriminator)
+    epoch_means = train_epoch(state, [batch()], params.train, epoch=2)
+    assert "loss_adv" in epoch_means and changed(before, state.discriminator)
 
 
 def test_ema_is_evaluated_exported_and_restored(tiny_params, tmp_path):
     params = tiny_params.with_overrides({"train.ema_decay": 0.5})
-    parts = parts_for(params)
+    state = build_training_state(params, 1, 3)
     for seed in range(3):
-        train_step(parts, *batch(seed=seed), params.train)
-    live, average = parts.generator.state_dict(), parts.eval_generator.state_dict()
-    assert parts.eval_generator is parts.ema.module
+        train_step(state, *batch(seed=seed), params.train)
+    live, average = state.generator.state_dict(), state.eval_generator.state_dict()
+    assert state.eval_generator is state.ema.module
     assert any(not torch.equal(live[k], average[k]) for k in live)
-    state = training_state(parts, epoch=1, history=[])
-    assert all(torch.equal(export_weights(state)[k], average[k]) for k in average)
-    torch.save(state, tmp_path / "state.pt")
-    fresh = parts_for(params)
-    restore_training_state(fresh, tmp_path / "state.pt")
+    checkpoint = checkpoint_of(state, epoch=1, history=[])
+    assert all(torch.equal(weights_to_export(checkpoint)[k], average[k]) for k in average)
+    torch.save(checkpoint, tmp_path / "state.pt")
+    fresh = build_training_state(params, 1, 3)
+    restore_checkpoint(fresh, tmp_path / "state.pt")
     assert all(torch.equal(fresh.eval_generator.state_dict()[k], average[k]) for k in average)
     assert int(fresh.ema.n_averaged) == 3
 
 
 def test_semi_supervised_step_trains_on_trusted_unlabelled_pixels(tiny_params):
     params = tiny_params.with_overrides({"train.semi.threshold": 0.0, "train.semi.lambda_semi": 1.0})
-    parts = parts_for(params)
+    state = build_training_state(params, 1, 3)
     images, masks = batch()
     unlabelled, _ = batch(seed=5)
-    stats = train_step(parts, images, masks, params.train, unlabelled=unlabelled)
-    assert stats["semi_pixels"] == pytest.approx(1.0)  # threshold 0: every pixel is trusted
-    assert stats["loss_semi"] > 0
+    step_stats = train_step(state, images, masks, params.train, unlabelled=unlabelled)
+    assert step_stats["semi_pixels"] == pytest.approx(1.0)  # threshold 0: every pixel is trusted
+    assert step_stats["loss_semi"] > 0
     baseline = tiny_params.with_overrides({"train.lambda_adv": 0.0})
-    stats = train_step(parts_for(baseline), images, masks, baseline.train, unlabelled=unlabelled)
-    assert "loss_semi" not in stats  # no discriminator, no confidence map: unlabelled images are unused
+    step_stats = train_step(build_training_state(baseline, 1, 3), images, masks, baseline.train, unlabelled=unlabelled)
+    assert "loss_semi" not in step_stats  # no discriminator, no confidence map: unlabelled images are unused
 
 
 def test_semi_supervised_batches_join_from_the_start_epoch(tiny_params):
     params = tiny_params.with_overrides({"train.semi.start_epoch": 2})
-    parts = parts_for(params)
+    state = build_training_state(params, 1, 3)
     unlabelled = iter([batch(seed=7)[0]] * 4)
-    assert "loss_semi" not in train_epoch(parts, [batch()], params.train, epoch=1, unlabelled=unlabelled)
-    assert "loss_semi" in train_epoch(parts, [batch()], params.train, epoch=2, unlabelled=unlabelled)
+    assert "loss_semi" not in train_epoch(state, [batch()], params.train, epoch=1, unlabelled=unlabelled)
+    assert "loss_semi" in train_epoch(state, [batch()], params.train, epoch=2, unlabelled=unlabelled)
 
 
 def test_class_weights_list_must_match_the_classes(tiny_params):
@@ -136,6 +127,5 @@ def test_class_weights_list_must_match_the_classes(tiny_params):
 
 def test_inverse_sqrt_weights_without_frequencies_say_what_is_missing(tiny_params):
     params = tiny_params.with_overrides({"train.class_weights": "inverse_sqrt"})
-    generator, discriminator = build_networks(params, 1, 3)
     with pytest.raises(ValueError, match="inverse_sqrt needs the training class frequencies"):
-        build_optimizers(generator, discriminator, params.train)
+        build_training_state(params, 1, 3)

@@ -6,12 +6,14 @@ import torch
 from PIL import Image
 
 from ganseg.config import IntensityConfig, ParamsError, validate_params
-from ganseg.data import prepare_dataset, read_image, read_stats
-from ganseg.engine import export_model
-from ganseg.intensity import IntensityRule, map_to_uint8, resolve
-from ganseg.predict import predict_folder
+from ganseg.contracts import ModelCard, read_dataset_stats
+from ganseg.data.intensity import IntensityRule, map_to_uint8, resolve
+from ganseg.data.prepare import prepare_dataset
+from ganseg.data.sources import read_image
 from ganseg.evaluation import evaluate_full_size
+from ganseg.export import export_model
 from ganseg.metrics import scores
+from ganseg.segment_folder import segment_folder
 from tests.conftest import write_pair
 
 
@@ -116,19 +118,19 @@ def test_deep_images_prepare_train_evaluate_and_predict(tmp_path, tiny_params, d
     })
     data_dir = tmp_path / "prepared"
     stats = prepare_dataset(params.data, params.seed, data_dir, progress=False)
-    assert stats["intensity"]["mode"] == "image_percentiles"
-    assert stats["clipped_share"] < 0.02  # the percentile tails only
+    assert stats.intensity.mode == "image_percentiles"
+    assert stats.clipped_share < 0.02  # the percentile tails only
     tiles = np.load(data_dir / "train_images.npy")
     masks = np.load(data_dir / "train_masks.npy")
     blob, background = tiles[:, 0][masks == 1].mean(), tiles[:, 0][masks == 0].mean()
     assert blob - background > 150  # the structure survived: not saturated, not crushed to black
     generator = _train(params, data_dir, steps=60)
     result = evaluate_full_size(generator, data_dir, stats, progress=False)
-    assert result.num_images == stats["test_images"] and scores(result.confusion)["miou"] > 0.6
+    assert result.num_images == stats.test_images and scores(result.confusion)["miou"] > 0.6
 
     model = tmp_path / "model"
-    export_model(model, generator.state_dict(), params.model, stats, {})
-    summary = predict_folder(model, source / "images", tmp_path / "masks")
+    export_model(model, generator.state_dict(), ModelCard.for_data(params.model, stats))
+    summary = segment_folder(model, source / "images", tmp_path / "masks")
     assert summary["written"] == 12 and not summary["failed"]
     predicted = np.asarray(Image.open(tmp_path / "masks" / "img_00.png"))
     assert (predicted == np.asarray(Image.open(source / "masks" / "img_00.png"))).mean() > 0.8
@@ -144,7 +146,7 @@ def test_a_16_bit_image_and_its_8_bit_twin_give_the_same_mask(tmp_path, tiny_par
     prepare_dataset(params.data, params.seed, data_dir, progress=False)
     generator = _train(params, data_dir, steps=80)
     model = tmp_path / "model"
-    export_model(model, generator.state_dict(), params.model, read_stats(data_dir), {})
+    export_model(model, generator.state_dict(), ModelCard.for_data(params.model, read_dataset_stats(data_dir)))
 
     twins = tmp_path / "twins"
     twins.mkdir()
@@ -152,8 +154,8 @@ def test_a_16_bit_image_and_its_8_bit_twin_give_the_same_mask(tmp_path, tiny_par
         raw = np.asarray(Image.open(path)).astype(np.float64)
         Image.fromarray(np.rint((raw - raw.min()) / (raw.max() - raw.min()) * 255).astype(np.uint8)).save(
             twins / f"{path.stem}.png")
-    predict_folder(model, twins, tmp_path / "from_8bit")
-    predict_folder(model, source / "images", tmp_path / "from_16bit")
+    segment_folder(model, twins, tmp_path / "from_8bit")
+    segment_folder(model, source / "images", tmp_path / "from_16bit")
     for twin in sorted(twins.iterdir()):
         a = np.asarray(Image.open(tmp_path / "from_8bit" / twin.name))
         b = np.asarray(Image.open(tmp_path / "from_16bit" / twin.name))
@@ -167,13 +169,12 @@ def _train(params, data_dir, steps):
 
     from torch.utils.data import DataLoader
 
-    from ganseg.data import PreparedSplit, endless
-    from ganseg.engine import build_networks, build_optimizers, train_epoch
+    from ganseg.data.datasets import PreparedSplit, endless
+    from ganseg.segmenter.training import build_training_state, train_epoch
 
     torch.manual_seed(params.seed)
-    stats = read_stats(data_dir)
-    generator, discriminator = build_networks(params, stats["channels"], stats["num_classes"])
-    parts = build_optimizers(generator, discriminator, params.train, stats["class_frequency"]["train"])
+    stats = read_dataset_stats(data_dir)
+    state = build_training_state(params, stats.channels, stats.num_classes, stats.train_frequency)
     batches = endless(DataLoader(PreparedSplit(data_dir, "train"), batch_size=8, shuffle=True))
-    train_epoch(parts, itertools.islice(batches, steps), params.train, epoch=1)
-    return parts.eval_generator.eval()
+    train_epoch(state, itertools.islice(batches, steps), params.train, epoch=1)
+    return state.eval_generator.eval()

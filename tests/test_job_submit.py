@@ -2,25 +2,19 @@
 
 import json
 import secrets
-import socket
 import subprocess
 import tempfile
 import time
 
 import pytest
 
+from tests.conftest import free_port
 from tests.e2e import TINY, clean_env, copy_project, mlflow_runs, run
 
 pytestmark = pytest.mark.integration
 
 NOT_NEEDED = {".git", ".ci", ".dvc", "data", "deploy", "docs", "tests", ".venv", "mlflow.db", "mlartifacts", "runs",
               "models", "results"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

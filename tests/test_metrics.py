@@ -1,10 +1,9 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 from torchmetrics.classification import MulticlassJaccardIndex
-
-import numpy as np
 
 from ganseg.metrics import BoundaryF1, confusion_matrix, majority_class_confusion, scores
 

@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from ganseg.registry import CHAMPION
+from pipeline.registry import CHAMPION
+from tests.conftest import free_port
 from tests.e2e import TINY, clean_env, copy_project, run
 
 pytestmark = pytest.mark.integration
@@ -32,12 +32,6 @@ MODEL_NAME = "ganseg-segmenter"
 CHROMIUM = Path(os.environ.get("GANSEG_CHROMIUM", "/usr/bin/chromium"))
 SERVER_START_LIMIT_S = 240
 RENDER_ATTEMPTS = 3
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until_healthy(url: str, server: subprocess.Popen, log: Path) -> None:

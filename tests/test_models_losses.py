@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from ganseg.config import ModelConfig
-from ganseg.losses import discriminator_loss, generator_adversarial_loss, soft_dice_loss
-from ganseg.models import UNet, build_discriminator, build_generator
+from ganseg.segmenter.losses import discriminator_loss, generator_adversarial_loss, soft_dice_loss
+from ganseg.segmenter.networks import UNet, build_discriminator, build_generator
 
 
 @pytest.mark.parametrize("depth,norm", [(1, "batch"), (2, "instance"), (3, "group"), (4, "none")])

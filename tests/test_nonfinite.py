@@ -8,33 +8,24 @@ import torch
 from mlflow.tracking import MlflowClient
 from ray.train import WorkerGroupError
 
-from ganseg.data import prepare_dataset
-from ganseg.engine import (
-    NonFiniteLossError,
-    build_networks,
-    build_optimizers,
-    restore_training_state,
-    train_epoch,
-    training_state,
-)
+from ganseg.checkpoints import checkpoint_of, restore_checkpoint
+from ganseg.data.prepare import prepare_dataset
+from ganseg.errors import NonFiniteLossError
+from ganseg.segmenter.training import build_training_state, train_epoch
 from pipeline.runtime import last_checkpoint_note, non_finite_cause
-from tests.test_engine import batch
+from tests.conftest import batch
 
 
-def make_parts(params):
-    return build_optimizers(*build_networks(params, 1, 3), params.train)
-
-
-def weights(parts):
-    return [p.detach().clone() for p in [*parts.generator.parameters(), *parts.discriminator.parameters()]]
+def weights(state):
+    return [p.detach().clone() for p in [*state.generator.parameters(), *state.discriminator.parameters()]]
 
 
 def test_injected_inf_names_epoch_and_step_and_changes_no_weight(tmp_path, tiny_params):
-    parts = make_parts(tiny_params)
+    state = build_training_state(tiny_params, 1, 3)
     good = batch()
     for epoch in (1, 2):
-        train_epoch(parts, [good, good], tiny_params.train, epoch=epoch)
-        torch.save(training_state(parts, epoch, [], {}), tmp_path / "state.pt")
+        train_epoch(state, [good, good], tiny_params.train, epoch=epoch)
+        torch.save(checkpoint_of(state, epoch, []), tmp_path / "state.pt")
     saved = (tmp_path / "state.pt").read_bytes()
     poisoned = good[0].float()
     poisoned[0, 0, 5, 5] = math.inf
@@ -42,24 +33,24 @@ def test_injected_inf_names_epoch_and_step_and_changes_no_weight(tmp_path, tiny_
 
     def third_epoch():
         yield good
-        before_bad_step.extend(weights(parts))
+        before_bad_step.extend(weights(state))
         yield poisoned, good[1]
 
     with pytest.raises(NonFiniteLossError) as err:
-        train_epoch(parts, third_epoch(), tiny_params.train, epoch=3)
+        train_epoch(state, third_epoch(), tiny_params.train, epoch=3)
     assert (err.value.epoch, err.value.step) == (3, 2)
     assert "is nan at epoch 3, step 2" in str(err.value)
-    assert all(torch.equal(a, b) for a, b in zip(before_bad_step, weights(parts)))
+    assert all(torch.equal(a, b) for a, b in zip(before_bad_step, weights(state)))
     assert (tmp_path / "state.pt").read_bytes() == saved
-    assert restore_training_state(make_parts(tiny_params), tmp_path / "state.pt")["epoch"] == 2
+    assert restore_checkpoint(build_training_state(tiny_params, 1, 3), tmp_path / "state.pt")["epoch"] == 2
 
 
 def test_huge_learning_rate_stops_at_a_named_step(tiny_params):
     params = tiny_params.with_overrides({"train.lr_g": 1e30, "train.lambda_adv": 0.0})
-    parts = make_parts(params)
-    train_epoch(parts, [batch()], params.train, epoch=1)  # Adam moves every weight by ~1e30
+    state = build_training_state(params, 1, 3)
+    train_epoch(state, [batch()], params.train, epoch=1)  # Adam moves every weight by ~1e30
     with pytest.raises(NonFiniteLossError, match=r"loss_seg is (nan|inf) at epoch 2, step 1 \(lower train.lr_g"):
-        train_epoch(parts, [batch()], params.train, epoch=2)
+        train_epoch(state, [batch()], params.train, epoch=2)
 
 
 def test_the_error_survives_the_trip_back_from_a_ray_worker():
@@ -100,7 +91,7 @@ def test_real_training_stops_with_epoch_step_and_keeps_the_checkpoint(two_cpu_ra
     message = str(err.value)
     assert "loss_seg is nan at epoch 2, step 1" in message and "last good checkpoint (epoch 1) is kept in" in message
     checkpoint = message.split("is kept in ")[1].split(";")[0]
-    assert restore_training_state(make_parts(params), tmp_path / checkpoint / "state.pt")["epoch"] == 1
+    assert restore_checkpoint(build_training_state(params, 1, 3), tmp_path / checkpoint / "state.pt")["epoch"] == 1
     assert (tmp_path / "models" / "model.json").read_text() == "previous model"
     assert not (tmp_path / "history.csv").exists()
     (run,) = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_runs(["1"])

@@ -4,21 +4,23 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ganseg.engine import build_networks, export_model
-from ganseg.predict import image_logits, predict_folder, segment_image, sliding_logits, window_starts
+from ganseg.export import export_model
+from ganseg.segment_folder import segment_folder
+from ganseg.segmenter.inference import image_logits, segment_image, sliding_logits, window_starts
+from ganseg.segmenter.training import build_networks
+from tests.conftest import model_card
 
 
 def test_predict_any_size_and_report_unreadable(tmp_path, tiny_params):
     generator, _ = build_networks(tiny_params, 1, 3)
-    stats = {"channels": 1, "num_classes": 3, "class_names": ["a", "b", "c"], "image_size": 32}
-    export_model(tmp_path / "model", generator.state_dict(), tiny_params.model, stats, {})
+    export_model(tmp_path / "model", generator.state_dict(), model_card(tiny_params))
     inputs = tmp_path / "in"
     inputs.mkdir()
     rng = np.random.default_rng(0)
     for name, shape in {"small": (13, 21), "big": (70, 45, 3)}.items():
         Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8)).save(inputs / f"{name}.png")
     (inputs / "broken.png").write_bytes(b"not an image")
-    summary = predict_folder(tmp_path / "model", inputs, tmp_path / "out", overlays=True)
+    summary = segment_folder(tmp_path / "model", inputs, tmp_path / "out", overlays=True)
     assert summary["written"] == 2 and "broken.png" in summary["failed"]
     small = np.asarray(Image.open(tmp_path / "out" / "small.png"))
     assert small.shape == (13, 21) and small.max() <= 2
@@ -102,9 +104,8 @@ def test_flips_leave_a_mirror_symmetric_model_unchanged():
 
 def test_predict_folder_with_flips_writes_masks(tmp_path, tiny_params):
     generator, _ = build_networks(tiny_params, 1, 2)
-    stats = {"channels": 1, "num_classes": 2, "class_names": ["a", "b"], "image_size": 32}
-    export_model(tmp_path / "model", generator.state_dict(), tiny_params.model, stats, {})
+    export_model(tmp_path / "model", generator.state_dict(), model_card(tiny_params, class_names=("a", "b")))
     (tmp_path / "in").mkdir()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 37), dtype=np.uint8)).save(tmp_path / "in" / "a.png")
-    assert predict_folder(tmp_path / "model", tmp_path / "in", tmp_path / "out", flips=True)["written"] == 1
+    assert segment_folder(tmp_path / "model", tmp_path / "in", tmp_path / "out", flips=True)["written"] == 1
     assert np.asarray(Image.open(tmp_path / "out" / "a.png")).shape == (50, 37)

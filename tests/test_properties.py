@@ -11,7 +11,7 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image
 
 from ganseg.config import DataConfig
-from ganseg.data import mask_to_ids
+from ganseg.data.sources import mask_to_ids
 from ganseg.metrics import confusion_matrix, scores
 
 quick = settings(max_examples=60, deadline=None)

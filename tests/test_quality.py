@@ -8,8 +8,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ganseg.data import full_size_test, labelled_split, prepare_dataset
-from ganseg.predict import resized_logits, segment_image
+from ganseg.data.datasets import full_size_test, labelled_split
+from ganseg.data.prepare import prepare_dataset
+from ganseg.segmenter.inference import resized_logits, segment_image
 from pipeline.cli import main
 from tests.conftest import write_pair
 
@@ -29,7 +30,7 @@ def test_prepare_keeps_the_test_images_at_their_own_size(tmp_path, tiny_params, 
     cfg = tiny_params.data.model_copy(update={"source": str(sized_folder), "class_names": ["dark", "bright"]})
     stats = prepare_dataset(cfg, 0, tmp_path / "out", progress=False)
     full = list(full_size_test(tmp_path / "out"))
-    assert stats["fit"] == "resize" and len(full) == stats["test_images"] == stats["counts"]["test"]
+    assert stats.fit == "resize" and len(full) == stats.test_images == stats.counts["test"]
     stems = (tmp_path / "out/test_full/stems.txt").read_text().split()
     for stem, (image, mask) in zip(stems, full):
         source = np.asarray(Image.open(sized_folder / "images" / f"{stem}.png"))

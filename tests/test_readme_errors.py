@@ -21,11 +21,12 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from ganseg.config import Params, load_params
-from ganseg.data import prepare_dataset, read_stats
-from ganseg.engine import build_networks
+from ganseg.contracts import read_dataset_stats
+from ganseg.data.prepare import prepare_dataset
+from ganseg.segmenter.training import build_networks
 from pipeline.cli import main
 from pipeline.train import RUN_KEY_TAG, check_checkpoints_fit, run_key
-from tests.conftest import ROOT, write_pair
+from tests.conftest import ROOT, model_card, write_pair
 from tests.test_bad_data import grey, png_bytes
 from tests.test_checkpoints import CodeOnLoad, export
 
@@ -192,7 +193,7 @@ def model_for_other_classes(tmp_path):
     params = Params().with_overrides({"data.image_size": 32, "data.synthetic": {"num_images": 30, "size": 32},
                                       "data.output_dir": str(tmp_path / "data" / "prepared")})
     prepare_dataset(params.data, 0, tmp_path / "data" / "prepared", progress=False)
-    export(tmp_path / "models", params, {"channels": 1, "num_classes": 2, "class_names": ["x", "y"], "image_size": 32})
+    export(tmp_path / "models", params, model_card(params, class_names=("x", "y")))
     return ganseg("evaluate", "--params", params_file(tmp_path, params.model_dump()), "--root", tmp_path)
 
 
@@ -288,7 +289,8 @@ def checkpoint_of_another_architecture(project):
     project.diverged
     wider = [*DIVERGING, "model.base_channels=16"]
     params = load_params(project.root / "params.yaml", wider)
-    project.mlflow.set_tag(project.train_run().info.run_id, RUN_KEY_TAG, run_key(params, read_stats(project.root / "data/prepared")))
+    stats = read_dataset_stats(project.root / "data/prepared")
+    project.mlflow.set_tag(project.train_run().info.run_id, RUN_KEY_TAG, run_key(params, stats))
     return project.ganseg("train", *wider)
 
 
@@ -327,7 +329,7 @@ def test_the_checkpoint_passes_the_check_with_the_params_that_wrote_it(project):
     run_dir = project.root / "runs" / "ray" / f"train-{project.train_run().info.run_id}"
     assert list(run_dir.glob("checkpoint_*/state.pt"))
     params = load_params(project.root / "params.yaml", DIVERGING)
-    check_checkpoints_fit(params, read_stats(project.root / "data" / "prepared"), str(run_dir))
+    check_checkpoints_fit(params, read_dataset_stats(project.root / "data" / "prepared"), str(run_dir))
 
 
 def test_every_row_of_the_table_is_reproduced():

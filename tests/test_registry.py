@@ -1,7 +1,7 @@
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ganseg.registry import (
+from pipeline.registry import (
     CHAMPION,
     ModelSourceError,
     beats,

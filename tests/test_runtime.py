@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from ganseg.config import Params, ParamsError, TrainConfig
-from ganseg.data import prepare_dataset
+from ganseg.data.prepare import prepare_dataset
 from pipeline.runtime import ClusterResourcesError, scaling_for
 from pipeline.tune import check_trial_precision
 

@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from ganseg.config import DataConfig, SplitConfig
-from ganseg.data import DataError, prepare_dataset
+from ganseg.data.prepare import prepare_dataset
+from ganseg.errors import DataError
 from tests.conftest import shared_dataset, write_pair
 
 
@@ -38,7 +39,7 @@ def test_split_file_decides_every_split(tmp_path, folder):
     stats = prepare_dataset(config(folder, write_split(tmp_path / "split.csv", rows)), 0, tmp_path / "out",
                             progress=False)
     assert prepared_splits(tmp_path / "out") == dict(rows)
-    assert stats["split_source"] == "split_file"
+    assert stats.split_source == "split_file"
     stems = (tmp_path / "out/test_full/stems.txt").read_text().split()
     assert stems == ["img8", "img9"]
 
@@ -92,4 +93,4 @@ def test_drive_prepares_with_its_standard_split(tmp_path):
     splits = pd.Series(prepared_splits(tmp_path / "out"))
     assert sorted(splits[splits == "test"].index) == [f"{i:02d}_test" for i in range(1, 21)]
     assert (splits == "val").sum() == round(0.15 * 20) and (splits == "train").sum() == 20 - round(0.15 * 20)
-    assert stats["test_images"] == 20
+    assert stats.test_images == 20

@@ -1,14 +1,13 @@
-import socket
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ganseg import tracking
-from ganseg.tracking import TrackingServerError, flatten, require_reachable, safe_key
+from pipeline import tracking
 from pipeline.cli import main
-from tests.conftest import ROOT
+from pipeline.tracking import TrackingServerError, flatten, require_reachable, safe_key
+from tests.conftest import ROOT, free_port
 
 
 def test_flatten_nested_config_into_valid_param_names():
@@ -34,6 +33,13 @@ def test_params_metrics_and_tags_with_awkward_names_are_logged(sqlite_client, tm
     assert data.params["data.palette.255_0_0"] == "1" and data.params["model.depth"] == "3"
     assert data.metrics == {"val_dice_cell_wall": 0.5}
     assert data.tags["a_b"] == "1"
+
+
+def test_more_params_than_one_request_takes_are_all_logged(sqlite_client, tmp_path):
+    params = {"search": {f"key_{i:03d}": i for i in range(250)}}  # MLflow takes 100 params a request
+    run_id = tracking.create_run(sqlite_client, "many", tmp_path, "r", tags={}, params=params)
+    logged = sqlite_client.get_run(run_id).data.params
+    assert len(logged) == 250 and logged["search.key_249"] == "249"
 
 
 def test_local_store_refuses_an_experiment_whose_artifacts_sit_behind_a_server(sqlite_client, tmp_path):
@@ -64,14 +70,8 @@ def test_a_run_with_prepared_data_has_it_as_its_input(sqlite_client, tmp_path):
     assert sqlite_client.get_run(no_data).inputs.dataset_inputs == []
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_unreachable_server_is_named_in_the_error():
-    uri = f"http://127.0.0.1:{closed_port()}"
+    uri = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(TrackingServerError, match=f"cannot reach the MLflow tracking server {uri}"):
         require_reachable(uri, timeout_s=2)
 
@@ -121,7 +121,7 @@ def test_stage_fails_at_once_when_the_server_is_down(stage, tmp_path, monkeypatc
     import ray
 
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-    uri = f"http://127.0.0.1:{closed_port()}"
+    uri = f"http://127.0.0.1:{free_port()}"
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     assert main([stage]) == 2

@@ -3,7 +3,7 @@ from types import SimpleNamespace
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from ganseg import tracking
+from pipeline import tracking
 from pipeline.tune import backfill_epochs, outcome_tags, search_space_record
 
 

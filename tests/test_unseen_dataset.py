@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ganseg.contracts import read_dataset_stats
 from ganseg.viz import strip_scale
 from tests.conftest import write_pair
 from tests.e2e import TINY, clean_env, copy_project, run
@@ -48,10 +49,10 @@ def test_one_params_edit_runs_the_stages_at_each_images_own_size(tmp_path, unsee
     env = clean_env()
     for stage in ("prepare", "train", "evaluate"):
         run(["ganseg", stage], repo, env)
-    stats = json.loads((repo / "data/prepared/stats.json").read_text())
-    assert stats["channels"] == 3 and stats["class_names"] == ["background", "disc"]
+    stats = read_dataset_stats(repo / "data/prepared")
+    assert stats.channels == 3 and stats.class_names == ["background", "disc"]
     metrics = json.loads((repo / "results/evaluation/metrics.json").read_text())
-    assert metrics["num_test_images"] == stats["test_images"] > 0
+    assert metrics["num_test_images"] == stats.test_images > 0
     assert metrics["test"]["iou"]["disc"] is not None and metrics["test"]["boundary_f1"]["disc"] is not None
     # each overlay strip (image | truth | prediction) shows its test image at its own size (enlarged for viewing)
     full = [Image.open(f) for f in sorted((repo / "data/prepared/test_full/images").glob("*.png"))]

@@ -9,13 +9,15 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ganseg.config import DataConfig, ParamsError, SplitConfig, validate_params
-from ganseg.data import DataError, mask_to_ids, prepare_dataset
-from ganseg.engine import build_networks, build_optimizers, train_step
+from ganseg.data.prepare import prepare_dataset
+from ganseg.data.sources import mask_to_ids
+from ganseg.data.void import VOID
+from ganseg.errors import DataError
 from ganseg.evaluation import evaluate_full_size, summarise, write_report
-from ganseg.losses import segmentation_loss, soft_dice_loss, valid_one_hot
 from ganseg.metrics import BoundaryF1, confusion_matrix, scores
+from ganseg.segmenter.losses import segmentation_loss, soft_dice_loss, valid_one_hot
+from ganseg.segmenter.training import build_networks, build_training_state, train_step
 from ganseg.viz import VOID_GREY, comparison_strip, overlay
-from ganseg.void import VOID
 from tests.conftest import write_pair
 
 V = VOID
@@ -110,13 +112,13 @@ def test_class_frequencies_and_the_majority_class_ignore_void_pixels(tmp_path):
         split=SplitConfig(train=0.34, val=0.33, test=0.33),
     )
     stats = prepare_dataset(cfg, 0, tmp_path / "out", False)
-    assert stats["class_frequency"]["train"] == pytest.approx([0.75, 0.25])
-    assert stats["void_fraction"]["train"] == pytest.approx(0.6)
+    assert stats.train_frequency == pytest.approx([0.75, 0.25])
+    assert stats.void_fraction["train"] == pytest.approx(0.6)
     masks = np.load(tmp_path / "out/train_masks.npy")
     assert set(np.unique(masks)) == {0, 1, V}
     # the trivial predictor outputs class 0, the majority of annotated pixels, not "void"
     confusion = torch.tensor([[30, 0], [10, 0]])
-    assert summarise(confusion, ["a", "b"], stats["class_frequency"]["train"])["majority_baseline"]["pixel_accuracy"] == 0.75
+    assert summarise(confusion, ["a", "b"], stats.train_frequency)["majority_baseline"]["pixel_accuracy"] == 0.75
 
 
 # --- losses and the discriminator's input ------------------------------------------------------
@@ -184,15 +186,14 @@ def test_one_hot_of_a_mask_with_void_is_zero_there():
 
 def test_discriminator_sees_zeros_at_void_pixels_for_truth_and_prediction(tiny_params):
     params = tiny_params.with_overrides({"train.lambda_adv": 0.1})
-    generator, discriminator = build_networks(params, 1, 3)
-    parts = build_optimizers(generator, discriminator, params.train)
+    state = build_training_state(params, 1, 3)
     seen = []
-    discriminator.register_forward_pre_hook(lambda _, args: seen.append(args[1].detach().clone()))
+    state.discriminator.register_forward_pre_hook(lambda _, args: seen.append(args[1].detach().clone()))
     images = torch.randint(0, 255, (2, 1, 16, 16), dtype=torch.uint8)
     masks = torch.randint(0, 3, (2, 16, 16))
     masks[:, :, :5] = V
     unlabelled = torch.randint(0, 255, (2, 1, 16, 16), dtype=torch.uint8)
-    train_step(parts, images, masks, params.train, unlabelled=unlabelled)
+    train_step(state, images, masks, params.train, unlabelled=unlabelled)
     d_step, g_step = seen  # (real truth + fake prediction) for D; (labelled + unlabelled predictions) for G
     real, fake = d_step.chunk(2)
     void = (masks == V)[:, None].expand_as(real)
@@ -293,7 +294,7 @@ def test_evaluation_scores_only_annotated_pixels(tmp_path, tiny_params):
     stats = prepare_dataset(cfg, 0, tmp_path / "prep", False)
     generator, _ = build_networks(tiny_params, 1, 2)
     result = evaluate_full_size(generator, tmp_path / "prep", stats, keep=2, progress=False)
-    images = stats["test_images"]
+    images = stats.test_images
     assert images > 0 and result.num_images == images
     assert int(result.confusion.sum()) == images * (480 - 140) and result.void_pixels == images * 140
     metrics = write_report(result, stats, tmp_path / "report", num_overlays=2, tolerance=2)

@@ -9,11 +9,12 @@ import pytest
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from ganseg.augment import pair_transform
-from ganseg.data import PreparedSplit, endless, prepare_dataset
-from ganseg.engine import build_networks, build_optimizers, train_epoch
+from ganseg.data.augment import pair_transform
+from ganseg.data.datasets import PreparedSplit, endless
+from ganseg.data.prepare import prepare_dataset
+from ganseg.data.void import VOID
 from ganseg.evaluation import evaluate_full_size, write_report
-from ganseg.void import VOID
+from ganseg.segmenter.training import build_training_state, train_epoch
 from tests.conftest import shared_dataset
 
 STEPS = 4
@@ -30,23 +31,22 @@ def test_drive_prepares_trains_and_evaluates_without_the_void_outside_the_field_
     stats = prepare_dataset(params.data, params.seed, prepared, progress=False)
 
     # the field of view is about 70 % of each image; vessels about 12.6 % of it (the dataset's notes)
-    assert 0.2 < stats["void_fraction"]["train"] < 0.45
-    assert stats["class_frequency"]["train"][1] == pytest.approx(0.126, abs=0.03)
+    assert 0.2 < stats.void_fraction["train"] < 0.45
+    assert stats.train_frequency[1] == pytest.approx(0.126, abs=0.03)
     train_set = PreparedSplit(prepared, "train", pair_transform(params.train.augment, 64))
     assert set(np.unique(train_set.masks)) == {0, 1, VOID}
 
-    generator, discriminator = build_networks(params, 3, 2)
-    parts = build_optimizers(generator, discriminator, params.train, stats["class_frequency"]["train"])
+    state = build_training_state(params, 3, 2, stats.train_frequency)
     batches = endless(DataLoader(train_set, batch_size=params.train.batch_size, shuffle=True))
-    step_stats = train_epoch(parts, itertools.islice(batches, STEPS), params.train, epoch=1)
-    assert math.isfinite(step_stats["loss_seg"]) and math.isfinite(step_stats["loss_d"])
+    epoch_means = train_epoch(state, itertools.islice(batches, STEPS), params.train, epoch=1)
+    assert math.isfinite(epoch_means["loss_seg"]) and math.isfinite(epoch_means["loss_d"])
 
-    result = evaluate_full_size(parts.eval_generator, prepared, stats, keep=1, progress=False)
+    result = evaluate_full_size(state.eval_generator, prepared, stats, keep=1, progress=False)
     annotated, void = 0, 0
     for stem in (prepared / "test_full/stems.txt").read_text().split():
         truth = np.asarray(Image.open(source / "masks" / f"{stem}.png"))
         annotated, void = annotated + int((truth != 255).sum()), void + int((truth == 255).sum())
-    assert result.num_images == stats["test_images"] > 0
+    assert result.num_images == stats.test_images > 0
     assert int(result.confusion.sum()) == annotated and result.void_pixels == void > 0
     metrics = write_report(result, stats, tmp_path / "evaluation", num_overlays=1, tolerance=2)
     saved = json.loads((tmp_path / "evaluation/metrics.json").read_text())

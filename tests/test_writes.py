@@ -6,17 +6,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import ganseg.data
-import ganseg.engine
+import ganseg.contracts
+import ganseg.data.prepare
 import ganseg.evaluation
 import ganseg.fileio
-import ganseg.predict
-from ganseg.data import prepare_dataset, read_stats
-from ganseg.engine import build_networks, export_model
+import ganseg.segment_folder
+from ganseg.contracts import ModelCard, read_dataset_stats
+from ganseg.data.prepare import prepare_dataset
+from ganseg.export import export_model
 from ganseg.fileio import atomic_dir, write_json
-from ganseg.predict import predict_folder
+from ganseg.segment_folder import segment_folder
+from ganseg.segmenter.training import build_networks
 from pipeline import evaluate
 from pipeline.train import _export
+from tests.conftest import model_card, prepared_stats
 
 
 class InjectedFailure(Exception):
@@ -48,7 +51,7 @@ def test_prepare_failing_after_its_first_file(tmp_path, tiny_params, monkeypatch
     out = tmp_path / "prep"
     prepare_dataset(tiny_params.data, 1, out, progress=False)
     before = snapshot(out)
-    monkeypatch.setattr(ganseg.data.np, "save", fail_on_call(2, np.save))
+    monkeypatch.setattr(ganseg.data.prepare.np, "save", fail_on_call(2, np.save))
     with pytest.raises(InjectedFailure):
         prepare_dataset(tiny_params.data, 2, out, progress=False)
     assert snapshot(out) == before
@@ -82,25 +85,22 @@ def test_json_write_failing_half_way(tmp_path, monkeypatch):
 
 
 def exported_state(params, epoch):
-    """The parts of a final training state that the export reads."""
+    """The entries of a final checkpoint that the export reads."""
     generator, _ = build_networks(params.with_overrides({"seed": epoch}), 1, 3)
     history = [{"epoch": e, "val_miou": 0.1 * e} for e in range(1, epoch + 1)]
     best = {"epoch": epoch, "val_miou": 0.1 * epoch, "generator": generator.state_dict()}
     return {"epoch": epoch, "generator": best["generator"], "history": history, "best": best}
 
 
-STATS = {"channels": 1, "num_classes": 3, "class_names": ["a", "b", "c"], "image_size": 32}
-
-
 def test_train_export_failing_after_the_weights(tmp_path, tiny_params, monkeypatch):
     models, history = tmp_path / "models", tmp_path / "results" / "train_history.csv"
     state = exported_state(tiny_params, 2)
-    _export(tiny_params, STATS, state, state, "run-a", models, history)
+    _export(tiny_params, prepared_stats(), state, state, "run-a", models, history)
     before_models, before_history = snapshot(models), history.read_bytes()
-    monkeypatch.setattr(ganseg.engine, "write_json", fail_on_call(1, ganseg.engine.write_json))
+    monkeypatch.setattr(ganseg.contracts, "write_json", fail_on_call(1, ganseg.contracts.write_json))
     with pytest.raises(InjectedFailure):
         state = exported_state(tiny_params, 5)
-        _export(tiny_params, STATS, state, state, "run-b", models, history)
+        _export(tiny_params, prepared_stats(), state, state, "run-b", models, history)
     assert snapshot(models) == before_models and history.read_bytes() == before_history
     assert hidden_leftovers(tmp_path) == [] and hidden_leftovers(history.parent) == []
 
@@ -109,7 +109,8 @@ def test_evaluate_failing_half_way_through_its_report(tmp_path, tiny_params, mon
     params = tiny_params.with_overrides({"data.output_dir": "prep", "evaluate.num_overlays": 2})
     prepare_dataset(params.data, 0, tmp_path / "prep", progress=False)
     generator, _ = build_networks(params, 1, 3)
-    export_model(tmp_path / "models", generator.state_dict(), params.model, read_stats(tmp_path / "prep"), {})
+    card = ModelCard.for_data(params.model, read_dataset_stats(tmp_path / "prep"))
+    export_model(tmp_path / "models", generator.state_dict(), card)
     out = tmp_path / "results" / "evaluation"
     evaluate.run(params, tmp_path, tmp_path / "models", out)
     before = snapshot(out)
@@ -124,7 +125,7 @@ def test_evaluate_failing_half_way_through_its_report(tmp_path, tiny_params, mon
 
 def test_predict_failing_on_its_second_image(tmp_path, tiny_params, monkeypatch):
     generator, _ = build_networks(tiny_params, 1, 3)
-    export_model(tmp_path / "model", generator.state_dict(), tiny_params.model, STATS, {})
+    export_model(tmp_path / "model", generator.state_dict(), model_card(tiny_params))
     inputs, out = tmp_path / "in", tmp_path / "out"
     inputs.mkdir()
     for name in ("a", "b", "c"):
@@ -133,13 +134,13 @@ def test_predict_failing_on_its_second_image(tmp_path, tiny_params, monkeypatch)
     (out / "a.png").write_bytes(b"the user's earlier mask")
     (out / "notes.txt").write_text("not ours")
     before = snapshot(out)
-    monkeypatch.setattr(ganseg.predict, "segment_image", fail_on_call(2, ganseg.predict.segment_image))
+    monkeypatch.setattr(ganseg.segment_folder, "segment_image", fail_on_call(2, ganseg.segment_folder.segment_image))
     with pytest.raises(InjectedFailure):
-        predict_folder(tmp_path / "model", inputs, out)
+        segment_folder(tmp_path / "model", inputs, out)
     assert snapshot(out) == before
     assert hidden_leftovers(tmp_path) == []
     monkeypatch.undo()
-    predict_folder(tmp_path / "model", inputs, out)
+    segment_folder(tmp_path / "model", inputs, out)
     assert sorted(snapshot(out)) == ["a.png", "b.png", "c.png", "notes.txt"]
 
 

@@ -1,35 +1,44 @@
-"""Segment a folder of new images with an exported model: one class-id mask PNG per image.
+"""The segmenter's predictions for images of any size: class ids of a batch, logits and classes of
+one image at its own size, and the confusion matrix over a loader.
 
 Every image is segmented at its own size, the way the model saw its training data. A model
 trained on tiles (data.fit: tile) slides overlapping windows of the tile size over the image and
 averages the logits where windows overlap, so the seams do not show; a model trained on whole
 images resized to the tile size (data.fit: resize) sees the image resized the same way, and its
-logits are resized back. Image values are mapped to the network's input by the intensity rule
-recorded in the model card, exactly as prepare mapped the training images. With `flips`, the
-logits are averaged over the image and its three mirror images (test-time augmentation: four
-passes, slightly better edges).
+logits are resized back. With `flips`, the logits are averaged over the image and its three mirror
+images (test-time augmentation: four passes, slightly better edges).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
-from tqdm import tqdm
 
-from ganseg.data import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, BadFileError, read_model_input, to_input
-from ganseg.engine import load_model
-from ganseg.fileio import atomic_add_files
-from ganseg.intensity import IntensityRule
-from ganseg.viz import overlay
+from ganseg.data.datasets import to_input
+from ganseg.metrics import confusion_matrix
 
 OVERLAP = 0.25  # of the tile side
 WINDOWS_PER_BATCH = 8
 MIRRORS = ((), (-1,), (-2,), (-2, -1))  # as is, left-right, up-down, both
+
+
+@torch.no_grad()
+def predict_classes(generator: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Class ids (N, H, W) for uint8 images (N, C, H, W) of the training size."""
+    return generator(to_input(images)).argmax(1)
+
+
+@torch.no_grad()
+def confusion_over(generator: nn.Module, loader, num_classes: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The confusion matrix of `generator`'s classes over every (image, mask) batch of `loader`."""
+    generator.eval()
+    total = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
+    for images, masks in loader:
+        images, masks = images.to(device), masks.to(device)
+        total += confusion_matrix(predict_classes(generator, images), masks, num_classes)
+    return total
 
 
 def window_starts(length: int, tile: int, stride: int) -> list[int]:
@@ -97,41 +106,3 @@ def segment_image(
     x = to_input(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None])
     x = x.to(next(generator.parameters()).device)
     return image_logits(generator, x, tile, fit, flips)[0].argmax(0).cpu().numpy().astype(np.uint8)
-
-
-def predict_folder(
-    model_dir: str | Path,
-    input_dir: Path,
-    output_dir: Path,
-    overlays: bool = False,
-    max_image_pixels: int = DEFAULT_MAX_PIXELS,
-    flips: bool = False,
-) -> dict:
-    """Masks land in output_dir only once every image is done: a failure adds nothing there."""
-    generator, card = load_model(model_dir)
-    rule = IntensityRule.from_dict(card.get("intensity"))
-    files = _image_files(Path(input_dir))
-    failed: dict[str, str] = {}
-    with atomic_add_files(output_dir) as staging:
-        for path in tqdm(files, desc="predict", unit="img"):
-            try:
-                image, _ = read_model_input(path, card["in_channels"], rule, max_image_pixels)
-            except BadFileError as err:
-                failed[path.name] = err.reason
-                continue
-            mask = segment_image(generator, image, card["image_size"], card.get("fit", "tile"), flips)
-            Image.fromarray(mask).save(staging / f"{path.stem}.png")
-            if overlays:
-                Image.fromarray(overlay(image, mask)).save(staging / f"{path.stem}_overlay.png")
-    for name, reason in failed.items():
-        print(f"skipped {name}: {reason}")
-    return {"written": len(files) - len(failed), "failed": failed}
-
-
-def _image_files(input_dir: Path) -> list[Path]:
-    if not input_dir.is_dir():
-        raise FileNotFoundError(f"{input_dir} is not a folder")
-    files = sorted(p for p in input_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise FileNotFoundError(f"{input_dir} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    return files

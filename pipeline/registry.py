@@ -14,7 +14,9 @@ from pathlib import Path
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from ganseg.engine import MODEL_CARD, MODEL_WEIGHTS
+from ganseg.contracts import MODEL_CARD
+from ganseg.export import MODEL_WEIGHTS
+from pipeline.tracking import point_mlflow_at
 
 CHAMPION = "champion"
 TEST_MIOU = "test_miou"  # the version tag (and train-run metric) the champion rule compares
@@ -85,7 +87,6 @@ def find_model_folder(root: Path) -> Path:
 
 def download_model(uri: str, tracking_uri: str, destination: Path) -> Path:
     """Download a models:/ or runs:/ URI and return the ganseg model folder inside it."""
-    import mlflow
     import mlflow.artifacts
 
     if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
@@ -96,9 +97,7 @@ def download_model(uri: str, tracking_uri: str, destination: Path) -> Path:
     bare_run = BARE_RUN_URI.match(uri)
     if bare_run:
         uri = f"runs:/{bare_run.group(1)}/model"
-    # MLflow resolves models:/ names through the global registry URI, whatever it is passed.
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
+    point_mlflow_at(tracking_uri)
     try:
         local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(destination))
     except MlflowException as err:

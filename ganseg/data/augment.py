@@ -15,7 +15,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from ganseg.config import AugmentConfig
-from ganseg.void import VOID
+from ganseg.data.void import VOID
 
 FILL = {tv_tensors.Image: 0, tv_tensors.Mask: VOID}  # what geometric transforms put where nothing maps
 

@@ -1,4 +1,4 @@
-"""Throughput measurement of the GAN training step: pure PyTorch, shared by every runner."""
+"""Throughput of the GAN segmenter's training step: pure PyTorch, shared by every runner."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ganseg.config import Params
-from ganseg.engine import GanParts, build_networks, build_optimizers, train_step
-from ganseg.synthetic import generate_sample
+from ganseg.data.synthetic import generate_sample
+from ganseg.segmenter.training import TrainingState, build_training_state, train_step
 
 
 def synthetic_batches(params: Params, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -25,24 +25,19 @@ def synthetic_batches(params: Params, count: int) -> list[tuple[torch.Tensor, to
     return batches
 
 
-def fresh_parts(params: Params, wrap=lambda module: module) -> GanParts:
-    generator, discriminator = build_networks(params, params.data.channels, params.data.num_classes)
-    return build_optimizers(wrap(generator), wrap(discriminator), params.train)
-
-
 def timed_steps(
-    parts: GanParts, batches, params: Params, warmup: int, steps: int, sync=lambda: None, windows: int = 3
+    state: TrainingState, batches, params: Params, warmup: int, steps: int, sync=lambda: None, windows: int = 3
 ) -> float:
     """Seconds for `steps` training steps after `warmup` untimed ones: the best of `windows` tries,
     so a burst of other work on the machine does not count against the runner."""
     for i in range(warmup):
-        train_step(parts, *batches[i % len(batches)], params.train)
+        train_step(state, *batches[i % len(batches)], params.train)
     best = float("inf")
     for _ in range(windows):
         sync()
         start = time.perf_counter()
         for i in range(steps):
-            train_step(parts, *batches[i % len(batches)], params.train)
+            train_step(state, *batches[i % len(batches)], params.train)
         sync()
         best = min(best, time.perf_counter() - start)
     return best
@@ -50,10 +45,10 @@ def timed_steps(
 
 def flops_per_step(params: Params) -> int:
     """Floating-point operations of one training step (forward and backward, G and D), counted by PyTorch."""
-    parts = fresh_parts(params)
+    state = build_training_state(params, params.data.channels, params.data.num_classes)
     batch = synthetic_batches(params, 1)[0]
     with FlopCounterMode(display=False) as counter:
-        train_step(parts, *batch, params.train)
+        train_step(state, *batch, params.train)
     return counter.get_total_flops()
 
 

@@ -12,13 +12,13 @@ floats), then mapped to [0, 1] by the rule and stored as 0..255:
 `auto`, the default, is `dtype` when every image is 8-bit and `image_percentiles` (1 and 99.8)
 otherwise, so a 16-bit image and its 8-bit twin (the same picture rescaled to 0..255) give the
 network the same input to within a grey level. Values that fall outside [0, 1] are clipped, and counted so prepare can report them.
-The resolved rule travels in stats.json and the model card, so prepare, evaluate and predict
-apply exactly the same mapping.
+The resolved rule travels in stats.json and the model card (ganseg/contracts.py), so prepare,
+evaluate and predict apply exactly the same mapping.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Iterable
 
 import numpy as np
@@ -39,16 +39,6 @@ class IntensityRule:
     low: float | None = None
     high: float | None = None
     percentiles: tuple[float, float] = (1.0, 99.8)
-
-    def to_dict(self) -> dict:
-        return asdict(self) | {"percentiles": list(self.percentiles)}
-
-    @classmethod
-    def from_dict(cls, raw: dict | None) -> "IntensityRule":
-        """The rule of a stats.json or model card; files written before rules existed meant `dtype`."""
-        raw = dict(raw or {})
-        raw["percentiles"] = tuple(raw.get("percentiles", (1.0, 99.8)))
-        return cls(**raw)
 
     def describe(self) -> str:
         lower, upper = self.percentiles

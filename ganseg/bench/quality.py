@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 
-from ganseg.augment import pair_transform
 from ganseg.config import Params
-from ganseg.data import ImagesOnly, PreparedSplit, endless, labelled_split, read_stats
-from ganseg.engine import build_networks, build_optimizers, train_epoch
+from ganseg.contracts import read_dataset_stats
+from ganseg.data.datasets import endless, training_batches
 from ganseg.evaluation import evaluate_full_size, summarise
+from ganseg.segmenter.training import build_training_state, train_epoch
 
 
 @dataclass(frozen=True)
@@ -48,15 +48,12 @@ def train_and_score(params: Params, data_dir: Path, steps: int, progress: bool =
     """Train from scratch for `steps` generator updates, split into train.epochs equal epochs,
     then score the test images at full size. Deterministic for a given params.seed."""
     torch.manual_seed(params.seed)
-    stats = read_stats(data_dir)
-    generator, discriminator = build_networks(params, stats["channels"], stats["num_classes"])
-    parts = build_optimizers(generator, discriminator, params.train, stats["class_frequency"]["train"])
-    train_set = PreparedSplit(data_dir, "train", pair_transform(params.train.augment, stats["image_size"]))
-    labelled, unlabelled = labelled_split(data_dir, params.train.semi.label_fraction, params.seed)
-    batches = endless(_shuffled(Subset(train_set, labelled), params))
-    extra = None
-    if unlabelled and params.train.lambda_adv > 0:  # without a discriminator the unlabelled images are unused
-        extra = endless(_shuffled(ImagesOnly(Subset(train_set, unlabelled)), params))
+    stats = read_dataset_stats(data_dir)
+    state = build_training_state(params, stats.channels, stats.num_classes, stats.train_frequency)
+    labelled, unlabelled = training_batches(
+        data_dir, params, stats.image_size, lambda dataset: _shuffled(dataset, params)
+    )
+    batches = endless(labelled)
     epochs = params.train.epochs
     per_epoch = math.ceil(steps / epochs)
     images, started = 0, time.perf_counter()
@@ -64,20 +61,22 @@ def train_and_score(params: Params, data_dir: Path, steps: int, progress: bool =
         count = min(per_epoch, steps - (epoch - 1) * per_epoch)
         if count <= 0:
             break
-        step_stats = train_epoch(parts, itertools.islice(batches, count), params.train, epoch=epoch, unlabelled=extra)
+        epoch_means = train_epoch(
+            state, itertools.islice(batches, count), params.train, epoch=epoch, unlabelled=unlabelled
+        )
         images += count * params.train.batch_size
         if progress:
-            print(f"    epoch {epoch}/{epochs}: loss_seg {step_stats['loss_seg']:.4f}", flush=True)
+            print(f"    epoch {epoch}/{epochs}: loss_seg {epoch_means['loss_seg']:.4f}", flush=True)
     seconds = time.perf_counter() - started
-    result = evaluate_full_size(parts.eval_generator, data_dir, stats, params.evaluate.boundary_tolerance, keep=0,
+    result = evaluate_full_size(state.eval_generator, data_dir, stats, params.evaluate.boundary_tolerance, keep=0,
                                 progress=False, flips=params.evaluate.flip_tta)
-    summary = summarise(result.confusion, stats["class_names"], stats["class_frequency"]["train"], result.boundary_f1)
+    summary = summarise(result.confusion, stats.class_names, stats.train_frequency, result.boundary_f1)
     return {
         "miou": summary["miou"],
         "dice": summary["dice"],
         "boundary_f1": summary["boundary_f1"],
         "images_per_s": images / seconds if seconds else float("nan"),
-        "labelled_tiles": len(labelled),
+        "labelled_tiles": len(labelled.dataset),
         "test_images": result.num_images,
     }
 
@@ -92,7 +91,7 @@ def run_benchmark(
     params: Params, data_dir: Path, seeds: int, steps: int, label_fraction: float | None, log=print
 ) -> dict:
     """Every contender on seeds params.seed, params.seed+1, ...; the runs and their mean and std."""
-    stats = read_stats(data_dir)
+    stats = read_dataset_stats(data_dir)
     runs = []
     for contender in contenders(label_fraction):
         for offset in range(seeds):
@@ -108,13 +107,13 @@ def run_benchmark(
         "steps": steps,
         "seeds": seeds,
         "label_fraction": label_fraction,
-        "class_names": stats["class_names"],
-        "image_size": stats["image_size"],
-        "fit": stats.get("fit"),
+        "class_names": stats.class_names,
+        "image_size": stats.image_size,
+        "fit": stats.fit,
         "test_images": runs[0]["test_images"] if runs else 0,
         "params": params.model_dump(),
         "runs": runs,
-        "summary": summarise_runs(runs, stats["class_names"]),
+        "summary": summarise_runs(runs, stats.class_names),
     }
 
 
@@ -140,27 +139,3 @@ def _mean_std(values: list) -> dict:
     if not kept.size:
         return {"mean": None, "std": None, "n": 0}
     return {"mean": float(kept.mean()), "std": float(kept.std(ddof=1)) if kept.size > 1 else 0.0, "n": int(kept.size)}
-
-
-def markdown_table(report: dict) -> str:
-    classes = report["class_names"]
-    header = ["config", "mIoU"] + [f"Dice {c}" for c in classes] + [f"BF1 {c}" for c in classes] + ["img/s"]
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    for name, row in report["summary"].items():
-        cells = [name, _fmt(row["miou"])]
-        cells += [_fmt(row["dice"][c]) for c in classes] + [_fmt(row["boundary_f1"][c]) for c in classes]
-        cells.append(_fmt(row["images_per_s"], digits=1))
-        lines.append("| " + " | ".join(cells) + " |")
-    lines.append(
-        f"\nmean ± std over {report['seeds']} seed(s); {report['steps']} steps each; test: {report['test_images']}"
-        f" images at full size; tiles {report['image_size']} px ({report['fit']}); BF1 = boundary F1"
-        f" ({report['params']['evaluate']['boundary_tolerance']} px tolerance)"
-        f"{'; flip test-time augmentation' if report['params']['evaluate'].get('flip_tta') else ''}; {report['machine']}"
-    )
-    return "\n".join(lines)
-
-
-def _fmt(stat: dict, digits: int = 3) -> str:
-    if stat["mean"] is None:
-        return "n/a"
-    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"

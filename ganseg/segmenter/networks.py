@@ -1,4 +1,4 @@
-"""Networks: the U-Net generator (segmenter) and the conditional PatchGAN discriminator."""
+"""The segmenter's networks: the U-Net generator (image -> class logits) and the conditional PatchGAN discriminator."""
 
 from __future__ import annotations
 
@@ -65,8 +65,9 @@ class PatchDiscriminator(nn.Module):
 
     The mask arrives as class probabilities (softmax of the generator, or one-hot truth). With
     input "concat" it is stacked with the image along channels; with "product" (Luc et al. 2016)
-    the discriminator sees the image multiplied by each class's probability, one copy per class,
-    so it cannot tell real from predicted masks by their values alone (one-hot vs soft).
+    the discriminator sees the image multiplied by each class's probability, one copy per class.
+    The product does not hide whether a mask is exact 0/1 or soft: a one-hot truth gives copies
+    that are exactly the image or exactly zero, a prediction gives scaled ones.
     """
 
     def __init__(self, in_channels: int, width: int = 32, layers: int = 3, use_spectral_norm: bool = True,

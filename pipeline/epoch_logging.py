@@ -10,7 +10,8 @@ from mlflow.tracking import MlflowClient
 from torch import nn
 
 from ganseg.config import Params
-from ganseg.engine import GanParts, predict
+from ganseg.segmenter.inference import predict_classes
+from ganseg.segmenter.training import TrainingState
 from ganseg.viz import overlay_grid
 
 PREVIEW_IMAGES = 4
@@ -31,14 +32,16 @@ def preview_grid(generator: nn.Module, dataset, count: int = PREVIEW_IMAGES):
     was_training = generator.training
     generator.eval()
     device = next(generator.parameters()).device
-    preds = predict(generator, images.to(device)).cpu()
+    preds = predict_classes(generator, images.to(device)).cpu()
     generator.train(was_training)
     return overlay_grid(images.numpy(), truth.numpy().astype(np.uint8), preds.numpy().astype(np.uint8))
 
 
-def log_overlays_if_due(client: MlflowClient, run_id: str, parts: GanParts, val_set, params: Params, epoch: int) -> None:
+def log_overlays_if_due(
+    client: MlflowClient, run_id: str, state: TrainingState, val_set, params: Params, epoch: int
+) -> None:
     """The validation overlay grid of this epoch, as an image artifact, when `images_due`."""
     if images_due(epoch, params.train.log_images_every, params.train.epochs):
         # The plain module: a DDP wrapper's forward on one rank alone could wait for the others.
-        grid = preview_grid(parts.eval_generator, val_set)
+        grid = preview_grid(state.eval_generator, val_set)
         client.log_image(run_id, grid, artifact_file=f"{OVERLAY_DIR}/epoch_{epoch:04d}.png")

@@ -14,11 +14,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import mlflow
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-from ganseg.provenance import DATA_HASH_TAG, DATA_PATH_TAG, DATASET_TAG
+from pipeline.provenance import DATA_HASH_TAG, DATA_PATH_TAG, DATASET_TAG
 
 DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
@@ -39,6 +40,13 @@ class TrackingServerError(RuntimeError):
 def tracking_uri(project_root: Path) -> str:
     """MLFLOW_TRACKING_URI if set, otherwise the sqlite store at the project root."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(project_root / DEFAULT_DB).resolve()}"
+
+
+def point_mlflow_at(uri: str) -> None:
+    """MLflow's module-level API (start_run, log_model, download_artifacts) uses the global tracking
+    and registry URIs, whatever a call is passed (models:/ names resolve through the registry one)."""
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
 
 
 def require_reachable(uri: str, timeout_s: float = 5.0) -> None:
@@ -143,9 +151,8 @@ def log_dataset_input(client: MlflowClient, run_id: str, project_root: Path, tag
 
 
 def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
-    items = [Param(k, v) for k, v in flatten(params).items()]
-    for start in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
-        client.log_batch(run_id, params=items[start : start + 100])
+    """The whole params tree, flattened; log_batch sends it in requests of at most 100 params."""
+    client.log_batch(run_id, params=[Param(k, v) for k, v in flatten(params).items()])
 
 
 def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int) -> None:

@@ -1,0 +1,117 @@
+"""Reading a prepared folder for training and evaluation: the tile splits, the whole-size test
+images, the labelled / unlabelled share of the training tiles and the loaders built from them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from ganseg.config import Params
+from ganseg.contracts import read_dataset_stats
+from ganseg.data.augment import pair_transform
+from ganseg.data.prepare import FULL_TEST_DIR
+from ganseg.errors import DataError
+
+
+def full_size_test(data_dir: str | Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(image (H, W, C) uint8, mask (H, W) uint8) of every test image at its own size."""
+    folder = Path(data_dir) / FULL_TEST_DIR
+    if not folder.is_dir():
+        raise DataError(f"{data_dir} has no {FULL_TEST_DIR}/ (prepared by an older ganseg): run `ganseg prepare` again")
+    for image_path in sorted((folder / "images").glob("*.png")):
+        image = np.array(Image.open(image_path))
+        yield (image[..., None] if image.ndim == 2 else image), np.array(Image.open(folder / "masks" / image_path.name))
+
+
+def to_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float in [-1, 1], the generator's input range."""
+    return images.float().div(127.5).sub(1.0)
+
+
+class PreparedSplit(Dataset):
+    """One split of a prepared folder, memory-mapped; yields (uint8 image, int64 mask).
+
+    `transform(image, mask) -> (image, mask)` is applied to every item (training augmentation).
+    """
+
+    def __init__(self, data_dir: str | Path, split: str, transform=None):
+        data_dir = Path(data_dir)
+        read_dataset_stats(data_dir)
+        self.images = np.load(data_dir / f"{split}_images.npy", mmap_mode="r")
+        self.masks = np.load(data_dir / f"{split}_masks.npy", mmap_mode="r")
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.masks)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = torch.from_numpy(np.array(self.images[index]))
+        mask = torch.from_numpy(np.array(self.masks[index])).long()
+        return self.transform(image, mask) if self.transform else (image, mask)
+
+
+def labelled_split(data_dir: str | Path, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Training-tile indices (labelled, unlabelled): whole source images, a seeded `fraction` of them
+    (at least one) keep their masks; the tiles of the rest are used as images only."""
+    manifest = pd.read_csv(Path(data_dir) / "manifest.csv")
+    train = manifest[manifest["split"] == "train"]
+    stems = sorted(train["stem"].astype(str).unique())
+    if fraction >= 1:
+        return train["index"].tolist(), []
+    order = np.random.default_rng(seed).permutation(len(stems))
+    kept = {stems[i] for i in order[: max(1, round(fraction * len(stems)))]}
+    is_labelled = train["stem"].astype(str).isin(kept)
+    return train.loc[is_labelled, "index"].tolist(), train.loc[~is_labelled, "index"].tolist()
+
+
+class ImagesOnly(Dataset):
+    """The images of a dataset of (image, mask) pairs, masks dropped (the semi-supervised unlabelled set)."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.dataset[index][0]
+
+
+def shard_indices(length: int, rank: int, world_size: int) -> list[int]:
+    """Every index exactly once across ranks (unlike DistributedSampler, which pads)."""
+    return list(range(rank, length, world_size))
+
+
+def endless(loader) -> Iterator:
+    """Batches of `loader`, pass after pass.
+
+    A loader that shuffles with its own sampler reshuffles every pass. One with a DistributedSampler
+    (Ray Train with more than one worker) repeats the same order every pass: nothing here calls its
+    set_epoch.
+    """
+    while True:
+        yield from loader
+
+
+def training_batches(
+    data_dir: str | Path, params: Params, image_size: int, loader: Callable[[Dataset], DataLoader]
+) -> tuple[DataLoader, Iterator[torch.Tensor] | None]:
+    """The loader of the labelled training tiles (augmented), and endless batches of the unlabelled
+    ones (images only), or None when there are none or no discriminator to use them (lambda_adv 0).
+
+    `loader` makes a shuffled DataLoader of a dataset: a seeded one in a plain loop, one prepared by
+    Ray under Ray Train.
+    """
+    train_set = PreparedSplit(data_dir, "train", pair_transform(params.train.augment, image_size))
+    labelled, unlabelled = labelled_split(data_dir, params.train.semi.label_fraction, params.seed)
+    labelled_loader = loader(Subset(train_set, labelled))
+    if not (unlabelled and params.train.lambda_adv > 0):
+        return labelled_loader, None
+    return labelled_loader, endless(loader(ImagesOnly(Subset(train_set, unlabelled))))

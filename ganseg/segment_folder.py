@@ -1,0 +1,58 @@
+"""Segmenting a folder of new images with an exported model: one class-id mask PNG per image.
+
+Image values are mapped to the network's input by the intensity rule recorded in the model card,
+exactly as prepare mapped the training images; each image is then segmented at its own size, the
+way the model saw its training data (ganseg/segmenter/inference.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image
+from tqdm import tqdm
+
+from ganseg.data.sources import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, BadFileError, read_model_input
+from ganseg.export import load_model
+from ganseg.fileio import atomic_add_files
+from ganseg.segmenter.inference import segment_image
+from ganseg.viz import overlay
+
+
+def segment_folder(
+    model_dir: str | Path,
+    input_dir: Path,
+    output_dir: Path,
+    overlays: bool = False,
+    max_image_pixels: int = DEFAULT_MAX_PIXELS,
+    flips: bool = False,
+) -> dict:
+    """One mask PNG per image of `input_dir` (and an overlay with `overlays`); unreadable images are
+    reported and skipped. The masks land in `output_dir` only once every image is done: a failure
+    adds nothing there."""
+    generator, card = load_model(model_dir)
+    files = _image_files(Path(input_dir))
+    failed: dict[str, str] = {}
+    with atomic_add_files(output_dir) as staging:
+        for path in tqdm(files, desc="predict", unit="img"):
+            try:
+                image, _ = read_model_input(path, card.in_channels, card.intensity, max_image_pixels)
+            except BadFileError as err:
+                failed[path.name] = err.reason
+                continue
+            mask = segment_image(generator, image, card.image_size, card.fit, flips)
+            Image.fromarray(mask).save(staging / f"{path.stem}.png")
+            if overlays:
+                Image.fromarray(overlay(image, mask)).save(staging / f"{path.stem}_overlay.png")
+    for name, reason in failed.items():
+        print(f"skipped {name}: {reason}")
+    return {"written": len(files) - len(failed), "failed": failed}
+
+
+def _image_files(input_dir: Path) -> list[Path]:
+    if not input_dir.is_dir():
+        raise FileNotFoundError(f"{input_dir} is not a folder")
+    files = sorted(p for p in input_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"{input_dir} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return files

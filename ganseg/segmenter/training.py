@@ -1,0 +1,251 @@
+"""The GAN segmenter's training: its state, one step and one epoch; pure PyTorch, no Ray.
+
+One step updates the discriminator on (image, one-hot truth) against (image, softmax prediction),
+then the generator on cross-entropy + Dice + lambda_adv * adversarial. With lambda_adv = 0 the
+discriminator is skipped entirely and the step is the supervised baseline. Void pixels of the
+masks count in no loss: the one-hot truth and the prediction the discriminator sees are both zero there.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from ganseg.checkpoints import unwrap
+from ganseg.config import Params, TrainConfig
+from ganseg.data.datasets import to_input
+from ganseg.errors import NonFiniteLossError
+from ganseg.segmenter.losses import (
+    class_weight_tensor,
+    discriminator_loss,
+    generator_adversarial_loss,
+    hide_void,
+    segmentation_loss,
+    self_taught_loss,
+    valid_one_hot,
+)
+from ganseg.segmenter.networks import build_discriminator, build_generator
+
+
+@dataclass
+class TrainingState:
+    """What training changes and carries from step to step: both networks, their optimisers and
+    schedulers, the grad scaler, the step count and the generator's moving average."""
+
+    generator: nn.Module
+    discriminator: nn.Module
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    sched_g: torch.optim.lr_scheduler.LRScheduler
+    sched_d: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    precision: str = "fp32"
+    channels_last: bool = False
+    global_step: int = 0
+    class_weights: torch.Tensor | None = None
+    ema: AveragedModel | None = None  # moving average of the generator, evaluated and exported instead of it
+
+    @property
+    def device_type(self) -> str:
+        return next(self.generator.parameters()).device.type
+
+    @property
+    def eval_generator(self) -> nn.Module:
+        """The generator to validate and export: the moving average when there is one."""
+        return self.ema.module if self.ema is not None else unwrap(self.generator)
+
+    def autocast(self):
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        return torch.autocast(self.device_type, dtype=dtype, enabled=dtype is not None)
+
+    def learning_rates(self) -> dict[str, float]:
+        return {"lr_g": self.opt_g.param_groups[0]["lr"], "lr_d": self.opt_d.param_groups[0]["lr"]}
+
+
+def build_networks(params: Params, in_channels: int, num_classes: int) -> tuple[nn.Module, nn.Module]:
+    """The U-Net generator and the PatchGAN discriminator, initialised from params.seed."""
+    torch.manual_seed(params.seed)
+    return (
+        build_generator(params.model, in_channels, num_classes),
+        build_discriminator(params.model, in_channels, num_classes),
+    )
+
+
+def build_training_state(
+    params: Params,
+    in_channels: int,
+    num_classes: int,
+    class_frequency: list[float] | None = None,
+    wrap: Callable[[nn.Module], nn.Module] = lambda network: network,
+) -> TrainingState:
+    """Fresh networks (in channels_last memory format with train.channels_last), each passed through
+    `wrap` (under Ray Train, its prepare_model: to the device, and into DDP with several workers),
+    then their optimisers, per-epoch schedulers, the fp16 grad scaler, class weights (from the
+    training pixel shares `class_frequency`) and the generator's moving average."""
+    cfg = params.train
+    generator, discriminator = build_networks(params, in_channels, num_classes)
+    if cfg.channels_last:
+        generator = generator.to(memory_format=torch.channels_last)
+        discriminator = discriminator.to(memory_format=torch.channels_last)
+    generator, discriminator = wrap(generator), wrap(discriminator)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr_g, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr_d, betas=(0.5, 0.999))
+    device = next(generator.parameters()).device
+    if cfg.class_weights == "inverse_sqrt" and not class_frequency:
+        raise ValueError("train.class_weights inverse_sqrt needs the training class frequencies")
+    weights = class_weight_tensor(cfg.class_weights, class_frequency or [])
+    ema = None
+    if cfg.ema_decay > 0:
+        ema = AveragedModel(unwrap(generator), multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+    return TrainingState(
+        generator, discriminator, opt_g, opt_d, _scheduler(opt_g, cfg), _scheduler(opt_d, cfg),
+        torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16"),
+        cfg.precision, cfg.channels_last,
+        class_weights=None if weights is None else weights.to(device),
+        ema=ema,
+    )
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
+    if cfg.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
+
+
+def _prepare_input(state: TrainingState, images: torch.Tensor) -> torch.Tensor:
+    x = to_input(images)
+    return x.contiguous(memory_format=torch.channels_last) if state.channels_last else x
+
+
+def train_step(
+    state: TrainingState,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    cfg: TrainConfig,
+    *,
+    adversarial: bool = True,
+    unlabelled: torch.Tensor | None = None,
+) -> dict[str, float]:
+    """One discriminator update, then one generator update.
+
+    The adversarial term (and with it the discriminator) runs when `adversarial` and lambda_adv > 0.
+    `unlabelled` images (no masks) add, in that case, the adversarial term on their predictions and
+    the self-taught loss on the pixels the discriminator trusts (semi-supervised mode).
+    """
+    adversarial = adversarial and cfg.lambda_adv > 0
+    x = _prepare_input(state, images)
+    u = _prepare_input(state, unlabelled) if unlabelled is not None and adversarial else None
+    inputs = x if u is None else torch.cat([x, u])
+    with state.autocast():
+        logits_all = state.generator(inputs)
+    logits_all = logits_all.float()
+    logits = logits_all[: len(x)]
+    step_stats: dict[str, float] = {}
+    if adversarial:
+        step_stats |= _discriminator_step(state, x, masks, logits.detach(), cfg)
+    loss_seg = segmentation_loss(logits, masks, cfg.dice_weight, state.class_weights)
+    require_finite(loss_seg=loss_seg)
+    loss_g = loss_seg
+    if adversarial:
+        probs_all = logits_all.softmax(1)
+        probs_all = torch.cat([hide_void(probs_all[: len(x)], masks), probs_all[len(x):]])  # unlabelled: no void
+        with state.autocast():
+            fake_scores = state.discriminator(inputs, probs_all).float()
+        loss_adv = generator_adversarial_loss(cfg.adv_loss, fake_scores)
+        loss_g = loss_g + cfg.lambda_adv * loss_adv
+        step_stats["loss_adv"] = loss_adv.item()
+        if u is not None:
+            loss_semi, used = _self_taught(logits_all[len(x):], fake_scores[len(x):], cfg)
+            loss_g = loss_g + cfg.semi.lambda_semi * loss_semi
+            step_stats |= {"loss_semi": loss_semi.item(), "semi_pixels": used.item()}
+        require_finite(loss_g=loss_g)
+    state.opt_g.zero_grad(set_to_none=True)
+    state.scaler.scale(loss_g).backward()
+    state.scaler.step(state.opt_g)
+    state.scaler.update()
+    if state.ema is not None:
+        state.ema.update_parameters(unwrap(state.generator))
+    state.global_step += 1
+    return step_stats | {"loss_g": loss_g.item(), "loss_seg": loss_seg.item()}
+
+
+def _discriminator_step(state: TrainingState, x: torch.Tensor, masks: torch.Tensor, logits: torch.Tensor,
+                        cfg: TrainConfig) -> dict[str, float]:
+    """Real pairs (image, one-hot truth) against fake ones (image, predicted probabilities).
+
+    Both are zero at void pixels, so the discriminator cannot tell them apart there.
+    """
+    real = valid_one_hot(masks, logits.shape[1], logits.dtype)
+    fake = hide_void(logits.softmax(1), masks)
+    with state.autocast():
+        both = state.discriminator(torch.cat([x, x]), torch.cat([real, fake]))
+    real_scores, fake_scores = both.float().chunk(2)
+    loss_d = discriminator_loss(cfg.adv_loss, real_scores, fake_scores)
+    require_finite(loss_d=loss_d)
+    state.opt_d.zero_grad(set_to_none=True)
+    state.scaler.scale(loss_d).backward()
+    state.scaler.step(state.opt_d)
+    return {"loss_d": loss_d.item(), "d_real": real_scores.mean().item(), "d_fake": fake_scores.mean().item()}
+
+
+def _self_taught(logits: torch.Tensor, scores: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The discriminator's patch scores, upsampled to pixels and squashed to (0, 1), pick the trusted pixels."""
+    confidence = F.interpolate(scores.detach(), size=logits.shape[-2:], mode="bilinear", align_corners=False)
+    return self_taught_loss(logits, confidence.sigmoid()[:, 0], cfg.semi.threshold)
+
+
+def require_finite(**losses: torch.Tensor) -> None:
+    for name, loss in losses.items():
+        if not torch.isfinite(loss).all():
+            raise NonFiniteLossError(name, loss.item())
+
+
+def train_epoch(
+    state: TrainingState,
+    loader,
+    cfg: TrainConfig,
+    device: torch.device | str = "cpu",
+    *,
+    epoch: int | None = None,
+    unlabelled: Iterator[torch.Tensor] | None = None,
+) -> dict[str, float]:
+    """Mean step statistics over one pass of `loader`, plus images/s; then one scheduler step.
+
+    The adversarial term starts after train.adv_warmup_epochs; batches drawn from `unlabelled`
+    (an endless iterator of image batches) join from train.semi.start_epoch. Without `epoch`, both
+    are on. A NaN or infinite loss raises NonFiniteLossError naming `epoch` and the step (1-based).
+    """
+    state.generator.train()
+    state.discriminator.train()
+    adversarial = epoch is None or epoch > cfg.adv_warmup_epochs
+    semi = unlabelled is not None and adversarial and (epoch is None or epoch >= cfg.semi.start_epoch)
+    totals: dict[str, float] = {}
+    steps, images_seen, start = 0, 0, time.perf_counter()
+    rates = state.learning_rates()
+    for images, masks in loader:
+        images, masks = images.to(device), masks.to(device)
+        unlabelled_images = next(unlabelled).to(device) if semi else None
+        try:
+            step_stats = train_step(state, images, masks, cfg, adversarial=adversarial, unlabelled=unlabelled_images)
+        except NonFiniteLossError as err:
+            raise NonFiniteLossError(err.loss, err.value, epoch, steps + 1) from None
+        for key, value in step_stats.items():
+            totals[key] = totals.get(key, 0.0) + value
+        steps += 1
+        images_seen += len(images)
+    elapsed = time.perf_counter() - start
+    state.sched_g.step()
+    if cfg.lambda_adv > 0:  # the baseline never steps the discriminator's optimiser
+        with warnings.catch_warnings():  # in warm-up epochs D has not stepped yet; its schedule runs on regardless
+            warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
+            state.sched_d.step()
+    means = {key: value / max(steps, 1) for key, value in totals.items()}
+    return means | rates | {"images_per_s": images_seen / elapsed if elapsed > 0 else 0.0}
