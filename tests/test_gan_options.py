@@ -9,15 +9,7 @@ from ganseg.checkpoints import checkpoint_of, restore_checkpoint, weights_to_exp
 from ganseg.segmenter.losses import class_weight_tensor, segmentation_loss, self_taught_loss, soft_dice_loss
 from ganseg.segmenter.networks import build_discriminator
 from ganseg.segmenter.training import build_training_state, train_epoch, train_step
-from tests.conftest import batch
-
-
-def weights_of(module):
-    return [p.detach().clone() for p in module.parameters()]
-
-
-def changed(before, module):
-    return any(not torch.equal(a, b) for a, b in zip(before, module.parameters()))
+from tests.conftest import batch, changed, weights_of
 
 
 def test_product_input_multiplies_the_image_by_each_class_probability(tiny_params):
