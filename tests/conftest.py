@@ -49,6 +49,17 @@ def batch(n: int = 4, size: int = 32, seed: int = 0, void: bool = False) -> tupl
     return images, masks
 
 
+def weights_of(*modules: torch.nn.Module) -> list[torch.Tensor]:
+    """Copies of the modules' parameters, to compare with after a step."""
+    return [p.detach().clone() for module in modules for p in module.parameters()]
+
+
+def changed(before: list[torch.Tensor], *modules: torch.nn.Module) -> bool:
+    """Whether any parameter of `modules` differs from its copy in `before` (from weights_of)."""
+    now = [p for module in modules for p in module.parameters()]
+    return any(not torch.equal(a, b) for a, b in zip(before, now, strict=True))
+
+
 def prepared_stats(class_names=("a", "b", "c"), channels=1, image_size=32, fit="tile") -> DatasetStats:
     """What prepare records for a small dataset of these classes (one tile per split, equal pixel shares)."""
     shares = [1 / len(class_names)] * len(class_names)

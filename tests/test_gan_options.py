@@ -1,6 +1,8 @@
 """Model and loss options of the GAN segmenter: product discriminator input, class weights,
 adversarial warm-up, the generator's moving average and the semi-supervised step."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,15 +11,7 @@ from ganseg.checkpoints import checkpoint_of, restore_checkpoint, weights_to_exp
 from ganseg.segmenter.losses import class_weight_tensor, segmentation_loss, self_taught_loss, soft_dice_loss
 from ganseg.segmenter.networks import build_discriminator
 from ganseg.segmenter.training import build_training_state, train_epoch, train_step
-from tests.conftest import batch
-
-
-def weights_of(module):
-    return [p.detach().clone() for p in module.parameters()]
-
-
-def changed(before, module):
-    return any(not torch.equal(a, b) for a, b in zip(before, module.parameters()))
+from tests.conftest import batch, changed, weights_of
 
 
 def test_product_input_multiplies_the_image_by_each_class_probability(tiny_params):
@@ -31,30 +25,28 @@ def test_product_input_multiplies_the_image_by_each_class_probability(tiny_param
     torch.testing.assert_close(seen["x"][:, 3 * 2 : 3 * 3], image * probs[:, 2:3])  # class 2's copy
 
 
-def test_inverse_sqrt_weights_favour_rare_classes_and_average_one():
-    weights = class_weight_tensor("inverse_sqrt", [0.81, 0.18, 0.01, 0.0])
-    assert weights.mean().item() == pytest.approx(1.0)
-    assert weights[0] < weights[1] < weights[2]
-    assert weights[3] == weights[2]  # an absent class gets the rarest present class's weight
+def test_inverse_sqrt_weights_by_hand():
+    # 1/sqrt of the shares: 10/9, 30/9, 30/9, 90/9, and the rarest present class's 90/9 for the absent one;
+    # their mean is 50/9, so the weights are 10/50, 30/50, 30/50, 90/50, 90/50
+    weights = class_weight_tensor("inverse_sqrt", [0.81, 0.09, 0.09, 0.01, 0.0])
+    torch.testing.assert_close(weights, torch.tensor([0.2, 0.6, 0.6, 1.8, 1.8]))
     assert class_weight_tensor("none", [0.5, 0.5]) is None
     assert class_weight_tensor([1.0, 3.0], []).tolist() == [1.0, 3.0]
 
 
 def test_class_weights_change_the_loss_only_through_the_weighted_classes():
-    logits = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
-    target = torch.randint(0, 3, (2, 8, 8), generator=torch.Generator().manual_seed(2))
-    uniform = torch.ones(3)
-    assert segmentation_loss(logits, target, 1.0, uniform).item() == pytest.approx(segmentation_loss(logits, target).item())
-    only_class_1 = torch.tensor([0.0, 1.0, 0.0])
-    # per image: the mean over its class-1 pixels; then the mean over the two images
-    per_pixel = F.cross_entropy(logits, target, reduction="none")
-    ce = (per_pixel[0][target[0] == 1].mean() + per_pixel[1][target[1] == 1].mean()) / 2
-    probs = logits.softmax(1)[:, 1]
-    hit = (target == 1).float()
-    dice = ((2 * (probs * hit).sum((1, 2)) + 1) / (probs.sum((1, 2)) + hit.sum((1, 2)) + 1)).mean()
-    expected = ce + (1 - dice)
-    assert segmentation_loss(logits, target, 1.0, only_class_1).item() == pytest.approx(expected.item(), rel=1e-5)
-    assert soft_dice_loss(logits, target, class_weights=only_class_1).item() == pytest.approx(1 - dice.item(), rel=1e-5)
+    # one image of three pixels, truth 0, 1, 1; predicted class-1 probabilities 1/2, 3/4, 1/4
+    logits = torch.tensor([[[[0.0, 0.0, 0.0]], [[0.0, math.log(3), -math.log(3)]]]])
+    target = torch.tensor([[[0, 1, 1]]])
+    # cross-entropy -ln of 1/2, 3/4, 1/4; Dice (2 * overlap + 1) / (sum of probabilities + pixels + 1):
+    # class 0 (2 * 1/2 + 1) / (3/2 + 1 + 1) = 4/7, class 1 (2 * 1 + 1) / (3/2 + 2 + 1) = 2/3
+    unweighted = math.log(32 / 3) / 3 + 1 - (4 / 7 + 2 / 3) / 2
+    only_class_1 = math.log(16 / 3) / 2 + 1 - 2 / 3  # the two class-1 pixels, class 1's Dice
+    assert segmentation_loss(logits, target).item() == pytest.approx(unweighted, rel=1e-6)
+    assert segmentation_loss(logits, target, 1.0, torch.ones(2)).item() == pytest.approx(unweighted, rel=1e-6)
+    class_1 = torch.tensor([0.0, 1.0])
+    assert segmentation_loss(logits, target, 1.0, class_1).item() == pytest.approx(only_class_1, rel=1e-6)
+    assert soft_dice_loss(logits, target, class_weights=class_1).item() == pytest.approx(1 / 3, rel=1e-6)
 
 
 def test_self_taught_loss_uses_only_trusted_pixels():
@@ -97,17 +89,36 @@ def test_ema_is_evaluated_exported_and_restored(tiny_params, tmp_path):
     assert int(fresh.ema.n_averaged) == 3
 
 
-def test_semi_supervised_step_trains_on_trusted_unlabelled_pixels(tiny_params):
-    params = tiny_params.with_overrides({"train.semi.threshold": 0.0, "train.semi.lambda_semi": 1.0})
+@pytest.mark.parametrize("threshold, trusted_columns", [(0.05, 32), (0.5, 16), (0.95, 0)])
+def test_semi_supervised_step_trains_on_the_unlabelled_pixels_the_discriminator_trusts(
+    tiny_params, threshold, trusted_columns
+):
+    """The discriminator scores the left half of every patch map +2 and the right half -2: confidences
+    sigmoid(2) = 0.88 and sigmoid(-2) = 0.12, blended only across the middle once upsampled to pixels."""
+    params = tiny_params.with_overrides({"train.semi.threshold": threshold, "train.semi.lambda_semi": 1.0})
     state = build_training_state(params, 1, 3)
+
+    def fixed_scores(_, __, scores):
+        left = torch.arange(scores.shape[-1]) < scores.shape[-1] // 2
+        return scores * 0 + torch.where(left, 2.0, -2.0)  # still attached to the graph, so backward runs
+
+    state.discriminator.register_forward_hook(fixed_scores)
+    predicted = []
+    state.generator.register_forward_hook(lambda _, __, logits: predicted.append(logits.detach()))
     images, masks = batch()
     unlabelled, _ = batch(seed=5)
     step_stats = train_step(state, images, masks, params.train, unlabelled=unlabelled)
-    assert step_stats["semi_pixels"] == pytest.approx(1.0)  # threshold 0: every pixel is trusted
-    assert step_stats["loss_semi"] > 0
-    baseline = tiny_params.with_overrides({"train.lambda_adv": 0.0})
-    step_stats = train_step(build_training_state(baseline, 1, 3), images, masks, baseline.train, unlabelled=unlabelled)
-    assert "loss_semi" not in step_stats  # no discriminator, no confidence map: unlabelled images are unused
+    assert step_stats["semi_pixels"] == trusted_columns / 32
+    logits = predicted[0][len(images):]
+    own_classes = F.cross_entropy(logits, logits.argmax(1), reduction="none")[..., :trusted_columns]
+    expected = own_classes.mean().item() if trusted_columns else 0.0
+    assert step_stats["loss_semi"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_supervised_baseline_leaves_unlabelled_images_unused(tiny_params):
+    params = tiny_params.with_overrides({"train.lambda_adv": 0.0})
+    step_stats = train_step(build_training_state(params, 1, 3), *batch(), params.train, unlabelled=batch(seed=5)[0])
+    assert "loss_semi" not in step_stats  # no discriminator, no confidence map
 
 
 def test_semi_supervised_batches_join_from_the_start_epoch(tiny_params):

@@ -13,11 +13,7 @@ from ganseg.data.prepare import prepare_dataset
 from ganseg.errors import NonFiniteLossError
 from ganseg.segmenter.training import build_training_state, train_epoch
 from pipeline.runtime import last_checkpoint_note, non_finite_cause
-from tests.conftest import batch
-
-
-def weights(state):
-    return [p.detach().clone() for p in [*state.generator.parameters(), *state.discriminator.parameters()]]
+from tests.conftest import batch, changed, weights_of
 
 
 def test_injected_inf_names_epoch_and_step_and_changes_no_weight(tmp_path, tiny_params):
@@ -33,14 +29,14 @@ def test_injected_inf_names_epoch_and_step_and_changes_no_weight(tmp_path, tiny_
 
     def third_epoch():
         yield good
-        before_bad_step.extend(weights(state))
+        before_bad_step.extend(weights_of(state.generator, state.discriminator))
         yield poisoned, good[1]
 
     with pytest.raises(NonFiniteLossError) as err:
         train_epoch(state, third_epoch(), tiny_params.train, epoch=3)
     assert (err.value.epoch, err.value.step) == (3, 2)
     assert "is nan at epoch 3, step 2" in str(err.value)
-    assert all(torch.equal(a, b) for a, b in zip(before_bad_step, weights(state)))
+    assert not changed(before_bad_step, state.generator, state.discriminator)
     assert (tmp_path / "state.pt").read_bytes() == saved
     assert restore_checkpoint(build_training_state(tiny_params, 1, 3), tmp_path / "state.pt")["epoch"] == 2
 

@@ -1,6 +1,8 @@
 """Full-resolution evaluation, labelled/unlabelled splits and `ganseg bench quality`."""
 
 import json
+import time
+from statistics import mean, stdev
 
 import numpy as np
 import pytest
@@ -66,12 +68,14 @@ def test_resize_models_see_the_whole_image_at_their_training_size():
 
 def test_bench_quality_writes_a_table_and_json(tmp_path, capsys):
     out = tmp_path / "quality.json"
+    started = time.perf_counter()
     code = main([
         "bench", "quality", "--data", "synthetic", "--seeds", "2", "--steps", "4", "--label-fraction", "0.5",
         "--params", "params.yaml", "--set", "data.synthetic.num_images=30", "--set", "data.image_size=32",
         "--set", "data.synthetic.size=32", "--set", "model.base_channels=8", "--set", "train.epochs=2",
         "--out", str(out),
     ])
+    elapsed = time.perf_counter() - started
     assert code == 0
     printed = capsys.readouterr().out
     assert "| supervised baseline |" in printed and "| semi-supervised, 50% labels |" in printed
@@ -83,9 +87,13 @@ def test_bench_quality_writes_a_table_and_json(tmp_path, capsys):
     assert [r["seed"] for r in report["runs"][:2]] == [42, 43]
     full, half = report["runs"][0]["labelled_tiles"], report["runs"][4]["labelled_tiles"]
     assert half < full  # tiles of fewer images
+    gan_mious = [r["miou"] for r in report["runs"] if r["config"] == "GAN segmenter"]
     gan = report["summary"]["GAN segmenter"]
-    assert gan["miou"]["n"] == 2 and 0 <= gan["miou"]["mean"] <= 1 and gan["images_per_s"]["mean"] > 0
+    assert gan["miou"] == {"mean": pytest.approx(mean(gan_mious)), "std": pytest.approx(stdev(gan_mious)), "n": 2}
+    assert f"| GAN segmenter | {mean(gan_mious):.3f} ± {stdev(gan_mious):.3f} |" in printed
     assert set(gan["boundary_f1"]) == set(report["class_names"])
+    trained = report["steps"] * report["params"]["train"]["batch_size"]
+    assert all(r["images_per_s"] >= trained / elapsed for r in report["runs"])  # no run took longer than the command
 
 
 @pytest.mark.parametrize("flag, value", [("--seeds", "0"), ("--label-fraction", "1.5"), ("--steps", "-3")])

@@ -1,4 +1,9 @@
+import math
+import time
+
+import pytest
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 
 from ganseg.checkpoints import checkpoint_of, restore_checkpoint
@@ -7,24 +12,25 @@ from ganseg.data.prepare import prepare_dataset
 from ganseg.export import export_model, load_model
 from ganseg.segmenter.inference import confusion_over
 from ganseg.segmenter.training import build_training_state, train_epoch, train_step
-from tests.conftest import batch, model_card
+from tests.conftest import batch, changed, model_card, weights_of
 
 
 def test_gan_step_updates_both_networks(tiny_params):
     state = build_training_state(tiny_params, 1, 3)
-    d_before = [p.detach().clone() for p in state.discriminator.parameters()]
+    g_before, d_before = weights_of(state.generator), weights_of(state.discriminator)
     step_stats = train_step(state, *batch(), tiny_params.train)
     assert {"loss_d", "loss_adv", "d_real", "d_fake", "loss_g"} <= step_stats.keys()
-    assert any(not torch.equal(a, b) for a, b in zip(d_before, state.discriminator.parameters()))
+    assert changed(g_before, state.generator)
+    assert changed(d_before, state.discriminator)
 
 
 def test_supervised_baseline_leaves_discriminator_alone(tiny_params):
     params = tiny_params.with_overrides({"train.lambda_adv": 0.0})
     state = build_training_state(params, 1, 3)
-    d_before = [p.detach().clone() for p in state.discriminator.parameters()]
+    g_before, d_before = weights_of(state.generator), weights_of(state.discriminator)
     step_stats = train_step(state, *batch(), params.train)
     assert "loss_d" not in step_stats
-    assert all(torch.equal(a, b) for a, b in zip(d_before, state.discriminator.parameters()))
+    assert changed(g_before, state.generator) and not changed(d_before, state.discriminator)
 
 
 def test_training_lowers_the_loss(tiny_params):
@@ -40,9 +46,11 @@ def test_training_lowers_the_loss(tiny_params):
 def test_epoch_and_validation_on_prepared_data(tmp_path, tiny_params):
     prepare_dataset(tiny_params.data, 0, tmp_path / "prep", progress=False)
     state = build_training_state(tiny_params, 1, 3)
-    train_loader = DataLoader(PreparedSplit(tmp_path / "prep", "train"), batch_size=4)
-    epoch_means = train_epoch(state, train_loader, tiny_params.train)
-    assert epoch_means["images_per_s"] > 0
+    train = PreparedSplit(tmp_path / "prep", "train")
+    started = time.perf_counter()
+    epoch_means = train_epoch(state, DataLoader(train, batch_size=4), tiny_params.train)
+    assert state.global_step == math.ceil(len(train) / 4)
+    assert epoch_means["images_per_s"] >= len(train) / (time.perf_counter() - started)  # timed within the call
     val = PreparedSplit(tmp_path / "prep", "val")
     confusion = confusion_over(state.generator, DataLoader(val, batch_size=8), 3)
     assert int(confusion.sum()) == len(val) * 32 * 32
@@ -72,3 +80,89 @@ def test_exported_model_loads_and_predicts(tmp_path, tiny_params):
 def test_shards_cover_every_index_once():
     shards = [shard_indices(11, rank, 3) for rank in range(3)]
     assert sorted(sum(shards, [])) == list(range(11))
+
+
+def convolutions(*networks: nn.Module) -> list[nn.Conv2d]:
+    return [m for network in networks for m in network.modules() if isinstance(m, nn.Conv2d)]
+
+
+def is_channels_last(tensor: torch.Tensor) -> bool:
+    return tensor.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("precision, dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
+def test_precision_sets_the_dtype_every_convolution_computes_in_on_cpu(tiny_params, precision, dtype):
+    params = tiny_params.with_overrides({"train.precision": precision})
+    state = build_training_state(params, 1, 3)
+    computed = {"G": set(), "D": set()}
+    for name, network in (("G", state.generator), ("D", state.discriminator)):
+        for conv in convolutions(network):
+            conv.register_forward_hook(lambda _, __, out, name=name: computed[name].add(out.dtype))
+    before = weights_of(state.generator, state.discriminator)
+    step_stats = train_step(state, *batch(), params.train)
+    assert computed == {"G": {dtype}, "D": {dtype}}
+    assert all(math.isfinite(value) for value in step_stats.values()), step_stats
+    assert changed(before, state.generator, state.discriminator)
+    assert {p.dtype for p in state.generator.parameters()} == {torch.float32}  # the weights stay fp32
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_the_grad_scaler_is_on_for_fp16_only(tiny_params, precision):
+    state = build_training_state(tiny_params.with_overrides({"train.precision": precision}), 1, 3)
+    assert state.scaler.is_enabled() == (precision == "fp16")
+
+
+def test_fp16_scales_the_loss_and_unscales_the_gradients_before_the_step(tiny_params):
+    """fp16 runs on CPU too. The gradient reaching the generator's logits is the scaled loss's; the weights'
+    gradients the optimiser steps with are the true ones (the fp32 run's, up to fp16 rounding)."""
+    at_logits, at_weights, scale = {}, {}, None
+    for precision in ("fp32", "fp16"):
+        params = tiny_params.with_overrides({"train.precision": precision})
+        state = build_training_state(params, 1, 3)
+
+        def keep_gradient(_, __, logits, precision=precision):
+            logits.register_hook(lambda grad: at_logits.update({precision: grad.float()}))
+
+        state.generator.register_forward_hook(keep_gradient)
+        before = weights_of(state.generator)
+        train_step(state, *batch(), params.train)
+        assert changed(before, state.generator)
+        at_weights[precision] = torch.cat([p.grad.flatten() for p in state.generator.parameters()])
+        scale = state.scaler.get_scale()
+    assert scale == 2.0**16  # the initial scale, kept: no overflow in this step
+    assert at_logits["fp16"].norm() / at_logits["fp32"].norm() == pytest.approx(scale, rel=0.01)
+    assert at_weights["fp16"].norm() / at_weights["fp32"].norm() == pytest.approx(1.0, rel=0.01)
+
+
+def test_checkpoint_round_trip_restores_the_grad_scaler(tmp_path, tiny_params):
+    params = tiny_params.with_overrides({"train.precision": "fp16"})
+    state = build_training_state(params, 1, 3)
+    train_step(state, *batch(), params.train)
+    state.scaler.update(new_scale=1024.0)  # as after a few overflows
+    torch.save(checkpoint_of(state, 1, []), tmp_path / "state.pt")
+    fresh = build_training_state(params, 1, 3)
+    restore_checkpoint(fresh, tmp_path / "state.pt")
+    assert fresh.scaler.get_scale() == 1024.0
+    assert fresh.scaler.state_dict() == state.scaler.state_dict()
+
+
+def test_channels_last_step_runs_in_channels_last_and_matches_the_contiguous_step(tiny_params):
+    """Three-channel images: with one channel, every layout of the input would pass for channels_last."""
+    images, masks = batch()
+    images = images.repeat(1, 3, 1, 1)
+    runs = {}
+    for channels_last in (False, True):
+        params = tiny_params.with_overrides({"train.channels_last": channels_last})
+        state = build_training_state(params, 3, 3)
+        layouts = []
+        state.generator.register_forward_pre_hook(lambda _, args: layouts.append(is_channels_last(args[0])))
+        for conv in convolutions(state.generator, state.discriminator):
+            conv.register_forward_hook(lambda conv, _, out: layouts.append(
+                is_channels_last(conv.weight) and is_channels_last(out)
+            ))
+        runs[channels_last] = train_step(state, images, masks, params.train), layouts
+    (contiguous, contiguous_layouts), (last, last_layouts) = runs[False], runs[True]
+    assert not contiguous_layouts[0] and all(last_layouts)  # the images, then every convolution's weight and output
+    assert last.keys() == contiguous.keys()
+    for name, loss in contiguous.items():
+        assert last[name] == pytest.approx(loss, rel=1e-4, abs=1e-6), name

@@ -52,12 +52,12 @@ def test_one_params_edit_runs_the_stages_at_each_images_own_size(tmp_path, unsee
     stats = read_dataset_stats(repo / "data/prepared")
     assert stats.channels == 3 and stats.class_names == ["background", "disc"]
     metrics = json.loads((repo / "results/evaluation/metrics.json").read_text())
-    assert metrics["num_test_images"] == stats.test_images > 0
-    assert metrics["test"]["iou"]["disc"] is not None and metrics["test"]["boundary_f1"]["disc"] is not None
-    # each overlay strip (image | truth | prediction) shows its test image at its own size (enlarged for viewing)
     full = [Image.open(f) for f in sorted((repo / "data/prepared/test_full/images").glob("*.png"))]
-    strips = [Image.open(s) for s in sorted((repo / "results/evaluation/overlays").glob("*.png"))]
     assert len({f.size for f in full}) > 1  # the test images really differ in size
+    assert metrics["num_test_images"] == stats.test_images == len(full)
+    assert metrics["scored_pixels"] == sum(f.width * f.height for f in full)  # every pixel, at its own size
+    # each overlay strip (image | truth | prediction) shows its test image at its own size (enlarged for viewing)
+    strips = [Image.open(s) for s in sorted((repo / "results/evaluation/overlays").glob("*.png"))]
     assert strips and all(s.height == f.height * strip_scale(f.height) for s, f in zip(strips, full))
 
     new_images = tmp_path / "new"

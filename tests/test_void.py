@@ -18,7 +18,7 @@ from ganseg.metrics import BoundaryF1, confusion_matrix, scores
 from ganseg.segmenter.losses import segmentation_loss, soft_dice_loss, valid_one_hot
 from ganseg.segmenter.training import build_networks, build_training_state, train_step
 from ganseg.viz import VOID_GREY, comparison_strip, overlay
-from tests.conftest import write_pair
+from tests.conftest import batch, write_pair
 
 V = VOID
 
@@ -189,10 +189,9 @@ def test_discriminator_sees_zeros_at_void_pixels_for_truth_and_prediction(tiny_p
     state = build_training_state(params, 1, 3)
     seen = []
     state.discriminator.register_forward_pre_hook(lambda _, args: seen.append(args[1].detach().clone()))
-    images = torch.randint(0, 255, (2, 1, 16, 16), dtype=torch.uint8)
-    masks = torch.randint(0, 3, (2, 16, 16))
+    images, masks = batch(2, 16)
     masks[:, :, :5] = V
-    unlabelled = torch.randint(0, 255, (2, 1, 16, 16), dtype=torch.uint8)
+    unlabelled, _ = batch(2, 16, seed=1)
     train_step(state, images, masks, params.train, unlabelled=unlabelled)
     d_step, g_step = seen  # (real truth + fake prediction) for D; (labelled + unlabelled predictions) for G
     real, fake = d_step.chunk(2)
