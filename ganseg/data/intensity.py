@@ -53,8 +53,8 @@ class IntensityRule:
 
 
 def type_range(array: np.ndarray) -> float:
-    if array.dtype == np.uint8 or array.dtype == bool:
-        return 255.0 if array.dtype == np.uint8 else 1.0
+    if array.dtype == np.uint8:
+        return 255.0
     if np.issubdtype(array.dtype, np.integer):
         return 65535.0  # 16-bit data; Pillow reads 16-bit greyscale into 32-bit integers in some formats
     return 1.0

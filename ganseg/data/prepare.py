@@ -115,7 +115,8 @@ class SourceReader:
                 yield sample, self.splits[stem]
 
     def _intensity_rule(self) -> IntensityRule:
-        eight_bit = all(image_is_eight_bit(image) for _, image, _ in self.pairs)
+        # Only `auto` asks whether every image is 8-bit: the headers are read for it alone.
+        eight_bit = self.cfg.intensity.mode != "auto" or all(image_is_eight_bit(image) for _, image, _ in self.pairs)
         return resolve(self.cfg.intensity, eight_bit, self._raw_training_images())
 
     def _raw_training_images(self) -> Iterator[np.ndarray]:
