@@ -106,9 +106,10 @@ def run(
     try:
         # The Ray run is named after the MLflow run: a rerun after a crash finds its checkpoints.
         name = f"train-{run_id}"
-        check_checkpoints_fit(params, stats, f"{storage_path(params, project_root)}/{name}")
+        run_dir = f"{storage_path(params, project_root)}/{name}"
+        check_checkpoints_fit(params, stats, run_dir)
         trainer = make_trainer(params, loop_config(params, data_dir, uri, run_id, progress=True), name, project_root)
-        result = fit_or_explain(trainer, f"{storage_path(params, project_root)}/{name}")
+        result = fit_or_explain(trainer, run_dir)
         latest = _load_state(result.checkpoint)
         best = _load_state(result.get_best_checkpoint(metric="val_miou", mode="max"))
         summary = _export(params, stats, latest, best, run_id, models_dir, history_csv)
