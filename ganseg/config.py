@@ -198,7 +198,18 @@ class TrainConfig(_Strict):
     lr_g: float = Field(2e-3, gt=0)
     lr_d: float = Field(2e-4, gt=0)
     lambda_adv: float = Field(0.05, ge=0, description="0 trains the supervised baseline")
-    adv_loss: Literal["hinge", "vanilla", "lsgan"] = "hinge"
+    adv_loss: Literal["hinge", "vanilla", "lsgan", "segan"] = Field(
+        "hinge", description="hinge | vanilla | lsgan: patch scores; segan: multi-scale L1 feature critic (Xue et al.)"
+    )
+    adv_mask: Literal["soft", "straight_through", "gumbel"] = Field(
+        "soft",
+        description="the prediction the discriminator sees: softmax, one-hot of its classes (straight-through "
+        "gradient) or a Gumbel-softmax draw",
+    )
+    real_noise: float = Field(0.0, ge=0, description="true masks: one-hot + U(0, real_noise) per class, renormalised")
+    instance_noise: float = Field(
+        0.0, ge=0, description="std of Gaussian noise on both masks the discriminator sees, annealed to 0"
+    )
     dice_weight: float = Field(1.0, ge=0)
     adv_warmup_epochs: int = Field(2, ge=0, description="supervised-only epochs before the adversarial term starts")
     class_weights: Literal["none", "inverse_sqrt"] | list[float] = Field(
@@ -228,6 +239,14 @@ class TrainConfig(_Strict):
         if isinstance(value, list) and (not value or any(w < 0 for w in value) or not any(w > 0 for w in value)):
             raise ValueError("a list of class weights must hold one non-negative number per class, not all 0")
         return value
+
+    @model_validator(mode="after")
+    def _semi_needs_patch_scores(self) -> "TrainConfig":
+        if self.adv_loss == "segan" and self.semi.label_fraction < 1 and self.lambda_adv > 0:
+            raise ValueError(
+                "train.semi needs a discriminator that scores patches (adv_loss hinge, vanilla or lsgan), not segan"
+            )
+        return self
 
     @field_validator("num_workers")
     @classmethod

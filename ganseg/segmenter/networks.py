@@ -84,12 +84,24 @@ class PatchDiscriminator(nn.Module):
         blocks.append(wrap(nn.Conv2d(channels, 1, 3, padding=1)))
         self.net = nn.Sequential(*blocks)
 
-    def forward(self, image: torch.Tensor, mask_probs: torch.Tensor) -> torch.Tensor:
+    def pair(self, image: torch.Tensor, mask_probs: torch.Tensor) -> torch.Tensor:
         if self.input_mode == "product":  # (N, C, H, W) x (N, K, H, W) -> (N, K*C, H, W)
-            pair = (mask_probs[:, :, None] * image[:, None]).flatten(1, 2)
-        else:
-            pair = torch.cat([image, mask_probs], dim=1)
-        return self.net(pair)
+            return (mask_probs[:, :, None] * image[:, None]).flatten(1, 2)
+        return torch.cat([image, mask_probs], dim=1)
+
+    def forward(self, image: torch.Tensor, mask_probs: torch.Tensor, features: bool = False):
+        """Patch scores (N, 1, h, w); with `features`, the activations after each down-sampling
+        layer and the scores (the SegAN critic's multi-scale features). Both through forward, with
+        every parameter used, so that a DDP wrapper sees each call as it expects."""
+        x = self.pair(image, mask_probs)
+        if not features:
+            return self.net(x)
+        found = []
+        for layer in self.net:
+            x = layer(x)
+            if not isinstance(layer, nn.Conv2d):
+                found.append(x)
+        return found + [x]
 
 
 def build_generator(cfg: ModelConfig, in_channels: int, num_classes: int) -> UNet:

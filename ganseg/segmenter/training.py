@@ -1,7 +1,8 @@
 """The GAN segmenter's training: its state, one step and one epoch; pure PyTorch, no Ray.
 
-One step updates the discriminator on (image, one-hot truth) against (image, softmax prediction),
-then the generator on cross-entropy + Dice + lambda_adv * adversarial. With lambda_adv = 0 the
+One step updates the discriminator on (image, true mask) against (image, predicted mask), then
+the generator on cross-entropy + Dice + lambda_adv * adversarial (how the masks reach the
+discriminator, and the feature critic: ganseg/segmenter/adversarial.py). With lambda_adv = 0 the
 discriminator is skipped entirely and the step is the supervised baseline. Void pixels of the
 masks count in no loss: the one-hot truth and the prediction the discriminator sees are both zero there.
 """
@@ -23,6 +24,13 @@ from ganseg.checkpoints import unwrap
 from ganseg.config import Params, TrainConfig
 from ganseg.data.datasets import to_input
 from ganseg.errors import NonFiniteLossError
+from ganseg.segmenter.adversarial import (
+    feature_distance,
+    instance_noise_std,
+    predicted_mask,
+    real_mask,
+    with_instance_noise,
+)
 from ganseg.segmenter.losses import (
     class_weight_tensor,
     discriminator_loss,
@@ -30,7 +38,6 @@ from ganseg.segmenter.losses import (
     hide_void,
     segmentation_loss,
     self_taught_loss,
-    valid_one_hot,
 )
 from ganseg.segmenter.networks import build_discriminator, build_generator
 
@@ -133,13 +140,16 @@ def train_step(
     *,
     adversarial: bool = True,
     unlabelled: torch.Tensor | None = None,
+    noise_std: float | None = None,
 ) -> dict[str, float]:
     """One discriminator update, then one generator update.
 
     The adversarial term (and with it the discriminator) runs when `adversarial` and lambda_adv > 0.
     `unlabelled` images (no masks) add, in that case, the adversarial term on their predictions and
     the self-taught loss on the pixels the discriminator trusts (semi-supervised mode).
+    `noise_std` is this step's instance noise (default: train.instance_noise, not annealed).
     """
+    noise_std = cfg.instance_noise if noise_std is None else noise_std
     adversarial = adversarial and cfg.lambda_adv > 0
     x = _prepare_input(state, images)
     u = _prepare_input(state, unlabelled) if unlabelled is not None and adversarial else None
@@ -150,16 +160,22 @@ def train_step(
     logits = logits_all[: len(x)]
     step_stats: dict[str, float] = {}
     if adversarial:
-        step_stats |= _discriminator_step(state, x, masks, logits.detach(), cfg)
+        step_stats |= _discriminator_step(state, x, masks, logits.detach(), cfg, noise_std)
     loss_seg = segmentation_loss(logits, masks, cfg.dice_weight, state.class_weights)
     require_finite(loss_seg=loss_seg)
     loss_g = loss_seg
     if adversarial:
-        probs_all = logits_all.softmax(1)
-        probs_all = torch.cat([hide_void(probs_all[: len(x)], masks), probs_all[len(x):]])  # unlabelled: no void
-        with state.autocast():
-            fake_scores = state.discriminator(inputs, probs_all).float()
-        loss_adv = generator_adversarial_loss(cfg.adv_loss, fake_scores)
+        fake_all = predicted_mask(logits_all, cfg.adv_mask)
+        fake_all = torch.cat([hide_void(fake_all[: len(x)], masks), fake_all[len(x):]])  # unlabelled: no void
+        fake_all = with_instance_noise(fake_all, noise_std)
+        if cfg.adv_loss == "segan":
+            real = with_instance_noise(real_mask(masks, logits.shape[1], cfg.real_noise, logits.dtype), noise_std)
+            real_features, fake_features = _critic_features(state, x, real, fake_all)
+            loss_adv = feature_distance([f.detach() for f in real_features], fake_features)
+        else:
+            with state.autocast():
+                fake_scores = state.discriminator(inputs, fake_all).float()
+            loss_adv = generator_adversarial_loss(cfg.adv_loss, fake_scores)
         loss_g = loss_g + cfg.lambda_adv * loss_adv
         step_stats["loss_adv"] = loss_adv.item()
         if u is not None:
@@ -178,22 +194,38 @@ def train_step(
 
 
 def _discriminator_step(state: TrainingState, x: torch.Tensor, masks: torch.Tensor, logits: torch.Tensor,
-                        cfg: TrainConfig) -> dict[str, float]:
-    """Real pairs (image, one-hot truth) against fake ones (image, predicted probabilities).
+                        cfg: TrainConfig, noise_std: float) -> dict[str, float]:
+    """Real pairs (image, true mask) against fake ones (image, predicted mask), each formed as
+    train.real_noise, adv_mask and instance_noise say (ganseg/segmenter/adversarial.py).
 
-    Both are zero at void pixels, so the discriminator cannot tell them apart there.
+    Both are zero at void pixels, so the discriminator cannot tell them apart there. With
+    adv_loss segan the critic maximises the feature distance between the two instead of scoring them.
     """
-    real = valid_one_hot(masks, logits.shape[1], logits.dtype)
-    fake = hide_void(logits.softmax(1), masks)
-    with state.autocast():
-        both = state.discriminator(torch.cat([x, x]), torch.cat([real, fake]))
-    real_scores, fake_scores = both.float().chunk(2)
-    loss_d = discriminator_loss(cfg.adv_loss, real_scores, fake_scores)
+    real = with_instance_noise(real_mask(masks, logits.shape[1], cfg.real_noise, logits.dtype), noise_std)
+    fake = with_instance_noise(hide_void(predicted_mask(logits, cfg.adv_mask), masks), noise_std)
+    if cfg.adv_loss == "segan":
+        loss_d = -feature_distance(*_critic_features(state, x, real, fake))
+        stats = {"loss_d": loss_d.item()}
+    else:
+        with state.autocast():
+            both = state.discriminator(torch.cat([x, x]), torch.cat([real, fake]))
+        real_scores, fake_scores = both.float().chunk(2)
+        loss_d = discriminator_loss(cfg.adv_loss, real_scores, fake_scores)
+        stats = {"loss_d": loss_d.item(), "d_real": real_scores.mean().item(), "d_fake": fake_scores.mean().item()}
     require_finite(loss_d=loss_d)
     state.opt_d.zero_grad(set_to_none=True)
     state.scaler.scale(loss_d).backward()
     state.scaler.step(state.opt_d)
-    return {"loss_d": loss_d.item(), "d_real": real_scores.mean().item(), "d_fake": fake_scores.mean().item()}
+    return stats
+
+
+def _critic_features(state: TrainingState, x: torch.Tensor, real: torch.Tensor,
+                     fake: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The discriminator's features of (x, real) and of (x, fake[:len(x)]), in one forward."""
+    with state.autocast():
+        both = state.discriminator(torch.cat([x, x]), torch.cat([real, fake[: len(x)]]), features=True)
+    halves = [feature.float().chunk(2) for feature in both]
+    return [real_half for real_half, _ in halves], [fake_half for _, fake_half in halves]
 
 
 def _self_taught(logits: torch.Tensor, scores: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -227,6 +259,7 @@ def train_epoch(
     state.discriminator.train()
     adversarial = epoch is None or epoch > cfg.adv_warmup_epochs
     semi = unlabelled is not None and adversarial and (epoch is None or epoch >= cfg.semi.start_epoch)
+    noise_std = instance_noise_std(cfg.instance_noise, epoch, cfg.adv_warmup_epochs, cfg.epochs)
     totals: dict[str, float] = {}
     steps, images_seen, start = 0, 0, time.perf_counter()
     rates = state.learning_rates()
@@ -234,7 +267,8 @@ def train_epoch(
         images, masks = images.to(device), masks.to(device)
         unlabelled_images = next(unlabelled).to(device) if semi else None
         try:
-            step_stats = train_step(state, images, masks, cfg, adversarial=adversarial, unlabelled=unlabelled_images)
+            step_stats = train_step(state, images, masks, cfg, adversarial=adversarial, unlabelled=unlabelled_images,
+                                    noise_std=noise_std)
         except NonFiniteLossError as err:
             raise NonFiniteLossError(err.loss, err.value, epoch, steps + 1) from None
         for key, value in step_stats.items():
