@@ -39,7 +39,8 @@ SPLITS = ("test", "val")
 
 def scored_images(data_dir: Path, split: str = "test") -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(image (H, W, C) uint8, mask (H, W) uint8) pairs to score: every test image at its own size,
-    or, for "val", the validation tiles (prepare keeps only the test images whole)."""
+    or, for "val", the validation tiles as prepared (prepare keeps only the test images whole): cut
+    from the images with data.fit tile, the whole images resized with data.fit resize."""
     if split == "test":
         yield from full_size_test(data_dir)
     elif split == "val":
@@ -50,9 +51,11 @@ def scored_images(data_dir: Path, split: str = "test") -> Iterator[tuple[np.ndar
 
 
 def scored_description(stats: DatasetStats, split: str = "test") -> str:
+    """What `split` scores, in words for reports."""
     if split == "test":
         return f"{stats.test_images} test images at full size"
-    return f"{stats.counts['val']} validation tiles of {stats.image_size} px"
+    shape = "tiles of" if stats.fit == "tile" else "images resized to"
+    return f"{stats.counts['val']} validation {shape} {stats.image_size} px"
 
 
 @torch.no_grad()
@@ -111,7 +114,10 @@ def _clean(value: float) -> float | None:
 
 
 def summarise(
-    confusion: torch.Tensor, class_names: list[str], train_frequency: list[float], boundary_f1: list[float] | None = None,
+    confusion: torch.Tensor,
+    class_names: list[str],
+    train_frequency: list[float],
+    boundary_f1: list[float] | None = None,
     auc: dict[str, float] | None = None,
 ) -> dict:
     """Test scores, plus those of the trivial predictor that outputs the training majority class
