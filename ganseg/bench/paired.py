@@ -1,6 +1,6 @@
 """Paired comparisons for `ganseg bench quality`: a contender against its reference, seed by seed.
 
-Both are trained on the same seed (same initial weights of the shared parts, same batches), so
+Both are trained on the same seed (the same initial generator, the same order of batches), so
 the per-seed difference removes most of the seed-to-seed spread; its mean gets a 95 % confidence
 interval by Student's t with n - 1 degrees of freedom.
 """
