@@ -112,3 +112,25 @@ def test_multi_class_evaluation_has_no_auc_and_val_scores_the_validation_tiles(t
     assert "auc_roc" not in summarise(result.confusion, stats.class_names, stats.train_frequency, result.boundary_f1)
     assert result.num_images == stats.counts["val"] == len(list(scored_images(tmp_path / "prep", "val")))
     assert int(result.confusion.sum()) == stats.counts["val"] * stats.image_size**2
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_evaluate_logs_the_aucs_to_the_train_run_for_binary_tasks_only(tmp_path, monkeypatch, binary):
+    from pipeline import evaluate, tracking
+
+    names = ["a", "b"] if binary else ["a", "b", "c"]
+    test = {"miou": 0.5, "mdice": 0.6, "pixel_accuracy": 0.7, "iou": dict.fromkeys(names, 0.5),
+            "dice": dict.fromkeys(names, 0.6), "boundary_f1": dict.fromkeys(names, 0.4)}
+    if binary:
+        test |= {"auc_roc": 0.93, "auc_pr": 0.76}
+    logged = {}
+    monkeypatch.setattr(tracking, "log_metrics", lambda client, run_id, metrics, step: logged.update(metrics))
+
+    class Client:
+        def log_artifact(self, *args, **kwargs): ...
+        def log_artifacts(self, *args, **kwargs): ...
+
+    evaluate._log_to_run(Client(), "run", test, tmp_path)
+    aucs = {k: v for k, v in logged.items() if "auc" in k}
+    assert aucs == ({"test_auc_roc": 0.93, "test_auc_pr": 0.76} if binary else {})
+    assert logged["test_miou"] == 0.5
