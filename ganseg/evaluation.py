@@ -1,10 +1,12 @@
-"""Held-out evaluation at full resolution: metrics (with boundary F1), the majority-class baseline, report files."""
+"""Held-out evaluation at full resolution: metrics (with boundary F1 and, for two classes, AUC-ROC
+and AUC-PR), the majority-class baseline, report files."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -13,12 +15,12 @@ from torch import nn
 from tqdm import tqdm
 
 from ganseg.contracts import DatasetStats, ModelCard
-from ganseg.data.datasets import full_size_test
+from ganseg.data.datasets import PreparedSplit, full_size_test, to_input
 from ganseg.data.void import VOID
 from ganseg.errors import CheckpointError
 from ganseg.fileio import write_json
-from ganseg.metrics import BoundaryF1, confusion_matrix, majority_class_confusion, scores
-from ganseg.segmenter.inference import segment_image
+from ganseg.metrics import BinaryAUC, BoundaryF1, confusion_matrix, majority_class_confusion, scores
+from ganseg.segmenter.inference import image_logits
 from ganseg.viz import comparison_strip, save_confusion_matrix, save_per_class_bars
 
 
@@ -29,6 +31,31 @@ class FullSizeResult:
     num_images: int
     samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # (image, truth, prediction) of the first few
     void_pixels: int = 0  # test pixels whose truth is void, scored by no metric
+    auc: dict[str, float] | None = None  # binary tasks: auc_roc and auc_pr of class 1's probability
+
+
+SPLITS = ("test", "val")
+
+
+def scored_images(data_dir: Path, split: str = "test") -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(image (H, W, C) uint8, mask (H, W) uint8) pairs to score: every test image at its own size,
+    or, for "val", the validation tiles as prepared (prepare keeps only the test images whole): cut
+    from the images with data.fit tile, the whole images resized with data.fit resize."""
+    if split == "test":
+        yield from full_size_test(data_dir)
+    elif split == "val":
+        for image, mask in PreparedSplit(data_dir, "val"):
+            yield image.permute(1, 2, 0).numpy(), mask.numpy().astype(np.uint8)
+    else:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+
+
+def scored_description(stats: DatasetStats, split: str = "test") -> str:
+    """What `split` scores, in words for reports."""
+    if split == "test":
+        return f"{stats.test_images} test images at full size"
+    shape = "tiles of" if stats.fit == "tile" else "images resized to"
+    return f"{stats.counts['val']} validation {shape} {stats.image_size} px"
 
 
 @torch.no_grad()
@@ -40,26 +67,35 @@ def evaluate_full_size(
     keep: int = 8,
     progress: bool = True,
     flips: bool = False,
+    split: str = "test",
 ) -> FullSizeResult:
     """Segment every test image at its own size (sliding windows or resize, as the model was trained;
-    with `flips`, averaged over the mirror images)."""
+    with `flips`, averaged over the mirror images). With `split="val"`, the validation tiles instead.
+
+    A two-class task is also scored without a threshold: the softmax of the (flip-averaged) logits
+    gives class 1's probability at every pixel, ranked against the truth by AUC-ROC and AUC-PR."""
     generator.eval()
+    device = next(generator.parameters()).device
     num_classes = stats.num_classes
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
     boundary = BoundaryF1(num_classes, tolerance)
+    auc = BinaryAUC() if num_classes == 2 else None
     samples, count, void = [], 0, 0
-    test_images = full_size_test(data_dir)
-    for image, truth in tqdm(test_images, total=stats.test_images, desc="evaluate", unit="img",
+    total = stats.test_images if split == "test" else stats.counts["val"]
+    for image, truth in tqdm(scored_images(data_dir, split), total=total, desc="evaluate", unit="img",
                              disable=not progress):
-        pred = segment_image(generator, image, stats.image_size, stats.fit, flips)
-        pred_t, truth_t = torch.from_numpy(pred), torch.from_numpy(truth)
+        x = to_input(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]).to(device)
+        logits = image_logits(generator, x, stats.image_size, stats.fit, flips)[0]
+        pred_t, truth_t = logits.argmax(0).cpu().to(torch.uint8), torch.from_numpy(truth)
         confusion += confusion_matrix(pred_t, truth_t, num_classes)
         boundary.update(pred_t[None], truth_t[None])
+        if auc is not None:
+            auc.update(logits.softmax(0)[1], truth_t.to(device))
         void += int((truth == VOID).sum())
         if len(samples) < keep:
-            samples.append((image, truth, pred))
+            samples.append((image, truth, pred_t.numpy()))
         count += 1
-    return FullSizeResult(confusion, boundary.scores(), count, samples, void)
+    return FullSizeResult(confusion, boundary.scores(), count, samples, void, auc.scores() if auc else None)
 
 
 def check_model_fits_data(card: ModelCard, stats: DatasetStats, model_dir: Path, data_dir: Path) -> None:
@@ -78,10 +114,15 @@ def _clean(value: float) -> float | None:
 
 
 def summarise(
-    confusion: torch.Tensor, class_names: list[str], train_frequency: list[float], boundary_f1: list[float] | None = None
+    confusion: torch.Tensor,
+    class_names: list[str],
+    train_frequency: list[float],
+    boundary_f1: list[float] | None = None,
+    auc: dict[str, float] | None = None,
 ) -> dict:
     """Test scores, plus those of the trivial predictor that outputs the training majority class
-    (both on the pixels in `confusion`: void pixels are never in it)."""
+    (both on the pixels in `confusion`: void pixels are never in it). `auc` (two classes only) adds
+    auc_roc and auc_pr; a multi-class summary has neither."""
     s = scores(confusion)
     boundary = {}
     if boundary_f1 is not None:
@@ -98,6 +139,7 @@ def summarise(
         "iou": {n: _clean(v) for n, v in zip(class_names, s["iou"])},
         "dice": {n: _clean(v) for n, v in zip(class_names, s["dice"])},
         **boundary,
+        **({name: _clean(value) for name, value in auc.items()} if auc is not None else {}),
         "majority_baseline": {"miou": _clean(trivial["miou"]), "pixel_accuracy": _clean(trivial["pixel_accuracy"])},
     }
 
@@ -105,7 +147,7 @@ def summarise(
 def write_report(result: FullSizeResult, stats: DatasetStats, out_dir: Path, num_overlays: int, tolerance: int) -> dict:
     """metrics.json, per_class.csv, confusion_matrix.png, per_class_iou.png and overlays/ in out_dir."""
     class_names = stats.class_names
-    summary = summarise(result.confusion, class_names, stats.train_frequency, result.boundary_f1)
+    summary = summarise(result.confusion, class_names, stats.train_frequency, result.boundary_f1, result.auc)
     metrics = {
         "test": summary,
         "num_test_images": result.num_images,
@@ -113,6 +155,7 @@ def write_report(result: FullSizeResult, stats: DatasetStats, out_dir: Path, num
         "void_pixels": result.void_pixels,
         "resolution": "full: every test image at its own size",
         "boundary_tolerance_px": tolerance,
+        **({"auc_positive_class": class_names[1]} if result.auc is not None else {}),
     }
     write_json(out_dir / "metrics.json", metrics)
     table = pd.DataFrame({

@@ -1,4 +1,4 @@
-"""Segmentation metrics from a confusion matrix.
+"""Segmentation metrics from a confusion matrix, boundary F1, and the threshold-free AUCs of binary tasks.
 
 A class absent from both the prediction and the truth has no IoU or Dice (NaN) and is left out
 of the means, rather than counting as 0 or 1. Pixels whose truth is void count in no metric.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision
 
 from ganseg.data.void import VOID
 
@@ -112,3 +113,72 @@ class BoundaryF1:
             total = precision + recall
             result.append(2 * precision * recall / total if total else 0.0)
         return result
+
+
+AUC_THRESHOLDS = 100_001  # probabilities 0, 1e-5, 2e-5, ..., 1
+
+
+def threshold_confusion(scores: torch.Tensor, positive: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+    """(T, 2, 2) counts of [threshold][truth][score >= threshold], the state of torchmetrics' binned
+    curves, from one pass that sorts the scores into the bins between the ascending thresholds.
+
+    torchmetrics fills it with one pass over the scores per threshold, which costs T times as much.
+    """
+    count = len(thresholds)
+    reached = torch.bucketize(scores, thresholds.to(scores.device), right=True)  # thresholds <= score: 0..T
+    per_bin = torch.bincount(positive.long() * (count + 1) + reached, minlength=2 * (count + 1)).reshape(2, count + 1)
+    at_least = per_bin.flip(1).cumsum(1).flip(1)[:, 1:]  # (truth, i): scores reaching thresholds[i]
+    below = per_bin.sum(1, keepdim=True) - at_least
+    return torch.stack([below, at_least], dim=-1).transpose(0, 1).cpu()
+
+
+class _OnePassUpdate:
+    """A torchmetrics binned curve metric whose update adds counts from threshold_confusion."""
+
+    def update(self, counts: torch.Tensor) -> None:
+        self.confmat += counts
+
+
+class _BinnedAUROC(_OnePassUpdate, BinaryAUROC):
+    pass
+
+
+class _BinnedAveragePrecision(_OnePassUpdate, BinaryAveragePrecision):
+    pass
+
+
+class BinaryAUC:
+    """AUC-ROC and AUC-PR (average precision) of a binary task's class-1 probability, streamed image
+    by image over the pixels whose truth is not void. torchmetrics computes both from counts
+    binned at AUC_THRESHOLDS evenly spaced probability thresholds (0, 1e-5, ..., 1).
+
+    Binned, not exact: the exact curves (thresholds=None) keep every scored pixel and sort them all
+    at the end, so their memory grows with the test set; the bins take 3.2 MB per AUC whatever the
+    number of pixels. Measured against the exact torchmetrics AUCs: on the 4.5 million annotated
+    pixels of the 20 DRIVE test images, segmented by a briefly trained model (AUC-ROC 0.932), the
+    binned AUC-ROC differs by 1e-7 and the AUC-PR by 4e-6, in about half the time of exact; on 4
+    million synthetic scores of which a tenth lie below 1e-3, by 0 and 4e-6. With 10,001 bins the
+    AUC-PR is off by 4e-5, with 1,001 by 5e-4.
+
+    Either AUC is NaN when the scored pixels hold only one of the two classes.
+    """
+
+    def __init__(self, thresholds: int = AUC_THRESHOLDS):
+        self.roc = _BinnedAUROC(thresholds=thresholds)
+        self.pr = _BinnedAveragePrecision(thresholds=thresholds)
+
+    def update(self, probability: torch.Tensor, target: torch.Tensor) -> None:
+        """`probability` of class 1 and the truth (0, 1 or void), of the same shape."""
+        valid = target != VOID
+        scores, positive = probability[valid].float(), target[valid] == 1
+        if scores.numel():
+            counts = threshold_confusion(scores, positive, self.roc.thresholds)
+            self.roc.update(counts)
+            self.pr.update(counts)
+
+    def scores(self) -> dict[str, float]:
+        """{"auc_roc": ..., "auc_pr": ...}."""
+        truth = self.roc.confmat[0].sum(1)  # pixels per true class
+        if not bool((truth > 0).all()):
+            return {"auc_roc": float("nan"), "auc_pr": float("nan")}
+        return {"auc_roc": float(self.roc.compute()), "auc_pr": float(self.pr.compute())}

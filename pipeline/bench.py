@@ -4,8 +4,9 @@ throughput: the GAN step in a plain loop, and under Ray Train with 1 and 2 worke
 trains the same model on the same in-memory batches with one thread per worker, so the
 differences are the cost of Ray and of DDP. Images/s is steady state (after warm-up).
 
-quality: the supervised baseline against the GAN segmenter (and, with a label fraction,
-supervised against semi-supervised on that fraction) on a dataset folder; see ganseg/bench/quality.py.
+quality: the supervised baseline against the GAN segmenter or named variants of it (and, with a
+label fraction, supervised against semi-supervised on that fraction) on a dataset folder, compared
+seed by seed; see ganseg/bench/quality.py.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ganseg.bench.tables import quality_table, throughput_table
+from ganseg.bench.tables import paired_table, quality_table, throughput_table
 from ganseg.bench.throughput import flops_per_step, matmul_gflops, synthetic_batches, timed_steps
 from ganseg.config import Params
 from ganseg.fileio import write_json
@@ -101,18 +102,26 @@ def run(params: Params, out: Path | None) -> dict:
     return report
 
 
-def quality(params: Params, data: str, seeds: int, steps: int, label_fraction: float | None, out: Path | None) -> dict:
+def quality(
+    params: Params, data: str, seeds: int, steps: int, label_fraction: float | None, out: Path | None,
+    variants: list[tuple[str, dict]] | None = None, split: str = "test",
+) -> dict:
     from ganseg.bench import quality as q
+    from ganseg.bench.contenders import check_contenders, contenders
     from ganseg.data.prepare import prepare_dataset
 
+    rows = contenders(label_fraction, variants)
+    check_contenders(params, rows)  # before preparing or training anything
     with tempfile.TemporaryDirectory(prefix="ganseg-bench-") as scratch:
         data_dir = Path(scratch) / "prepared"
         stats = prepare_dataset(params.data.model_copy(update={"source": data}), params.seed, data_dir)
         print(f"prepared {data}: {stats.counts} tiles of {stats.image_size} px, {stats.test_images} test images;"
-              f" {len(q.contenders(label_fraction))} configs x {seeds} seeds x {steps} steps")
-        report = q.run_benchmark(params, data_dir, seeds, steps, label_fraction)
+              f" {len(rows)} configs x {seeds} seeds x {steps} steps, scored on the {split} split")
+        report = q.run_benchmark(params, data_dir, seeds, steps, rows, label_fraction, split)
     report["data"] = data
     print(quality_table(report))
+    print()
+    print(paired_table(report))
     if out:
         write_json(out, report)
         print(f"wrote {out}")

@@ -55,15 +55,26 @@ def _parser() -> argparse.ArgumentParser:
     throughput.add_argument("--out", type=Path, help="also write the figures as JSON here")
     quality = kinds.add_parser(
         "quality", parents=[common],
-        help="supervised baseline vs GAN segmenter (and supervised vs semi-supervised on a label fraction):"
-        " trained for the same steps on the same split, scored on the test images at full size",
+        help="supervised baseline vs GAN segmenter or named variants (and supervised vs semi-supervised on a label"
+        " fraction): trained for the same steps on the same split, scored on the test images at full size,"
+        " compared seed by seed",
     )
     quality.add_argument("--data", required=True,
                          help="folder with images/ and masks/ (read with the data section of params), or 'synthetic'")
-    quality.add_argument("--seeds", type=_positive_int, default=3, help="seeds per config (default 3)")
+    quality.add_argument("--seeds", type=_positive_int, default=3,
+                         help="seeds per config (default 3; the paired confidence intervals want 3 or more)")
     quality.add_argument("--steps", type=_positive_int, default=600, help="generator updates per run (default 600)")
     quality.add_argument("--label-fraction", type=_fraction, default=None,
                          help="also compare supervised and semi-supervised with this share of the training images labelled")
+    quality.add_argument(
+        "--contender", dest="contenders", action="append", type=_contender, default=[], metavar="NAME=KEY=VALUE,...",
+        help="a named GAN variant, params plus dotted-key overrides (values read as YAML, as --set), e.g."
+        " 'lsgan=train.adv_loss=lsgan,train.lambda_adv=0.01'; repeatable; replaces the default GAN row,"
+        " every variant is compared with the same supervised baseline",
+    )
+    quality.add_argument("--split", choices=("test", "val"), default="test",
+                         help="score the test images at full size (default) or the validation tiles, to choose"
+                         " settings without touching the test split")
     quality.add_argument("--out", type=Path, help="also write the table as JSON here")
     return parser
 
@@ -80,6 +91,15 @@ def _fraction(text: str) -> float:
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {value}")
     return value
+
+
+def _contender(text: str) -> tuple[str, dict]:
+    from ganseg.bench.contenders import parse_contender
+
+    try:
+        return parse_contender(text)
+    except GansegError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _dispatch(args: argparse.Namespace) -> None:
@@ -115,7 +135,8 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif args.stage == "bench" and args.bench == "quality":
         from pipeline import bench
 
-        bench.quality(params, args.data, args.seeds, args.steps, args.label_fraction, args.out)
+        bench.quality(params, args.data, args.seeds, args.steps, args.label_fraction, args.out,
+                      args.contenders, args.split)
     elif args.stage == "bench":
         from pipeline import bench
 

@@ -13,6 +13,7 @@ from ganseg.export import load_model
 from ganseg.fileio import atomic_dir
 from pipeline import registry, tracking
 
+AUC_LABELS = {"auc_roc": "AUC-ROC", "auc_pr": "AUC-PR"}  # binary tasks only
 REPORT_FILES = ("metrics.json", "per_class.csv", "confusion_matrix.png", "per_class_iou.png", "overlays")
 
 
@@ -32,9 +33,10 @@ def run(params: Params, project_root: Path, models_dir: Path, out_dir: Path) -> 
     with atomic_dir(out_dir) as staging:
         metrics = write_report(result, stats, staging, params.evaluate.num_overlays, tolerance)
     test = metrics["test"]
+    auc = "".join(f"  {label} {test[key]:.4f}" for key, label in AUC_LABELS.items() if test.get(key) is not None)
     print(
         f"test mIoU {test['miou']:.4f}  mean Dice {test['mdice']:.4f}  pixel accuracy {test['pixel_accuracy']:.4f}"
-        f"  boundary F1 {test['mean_boundary_f1'] or float('nan'):.4f}"
+        f"  boundary F1 {test['mean_boundary_f1'] or float('nan'):.4f}{auc}"
         f"  (majority-class baseline mIoU {test['majority_baseline']['miou']:.4f})"
         f" on {metrics['num_test_images']} images at full resolution"
     )
@@ -51,6 +53,7 @@ def _log_to_run(client: MlflowClient, run_id: str, test: dict, out_dir: Path) ->
     flat |= {f"test_iou_{k}": v for k, v in test["iou"].items() if v is not None}
     flat |= {f"test_dice_{k}": v for k, v in test["dice"].items() if v is not None}
     flat |= {f"test_boundary_f1_{k}": v for k, v in test["boundary_f1"].items() if v is not None}
+    flat |= {f"test_{k}": test[k] for k in AUC_LABELS if test.get(k) is not None}
     tracking.log_metrics(client, run_id, flat, step=0)
     for name in ("confusion_matrix.png", "per_class_iou.png"):
         client.log_artifact(run_id, str(out_dir / name), artifact_path="evaluation")

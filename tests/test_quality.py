@@ -94,6 +94,21 @@ def test_bench_quality_writes_a_table_and_json(tmp_path, capsys):
     assert set(gan["boundary_f1"]) == set(report["class_names"])
     trained = report["steps"] * report["params"]["train"]["batch_size"]
     assert all(r["images_per_s"] >= trained / elapsed for r in report["runs"])  # no run took longer than the command
+    assert all(0 < r["wall_s"] < elapsed for r in report["runs"]) and "wall (s)" in printed
+    scored = report["runs"][0]["scored_images"]
+    assert report["split"] == "test" and f"scored (test split): {scored} test images at full size" in printed
+    assert "auc_roc" not in report["runs"][0] and "AUC-ROC" not in printed  # three classes: no AUC
+    # every config but the baseline against its reference, seed by seed: mIoU only for three classes
+    assert [(row["config"], row["reference"], row["metric"]) for row in report["paired"]] == [
+        ("GAN segmenter", "supervised baseline", "mIoU"),
+        ("supervised, 50% labels", "supervised baseline", "mIoU"),
+        ("semi-supervised, 50% labels", "supervised, 50% labels", "mIoU"),
+    ]
+    semi = report["paired"][2]
+    by_seed = {(r["config"], r["seed"]): r["miou"] for r in report["runs"]}
+    assert semi["seeds"] == [42, 43] and semi["differences"] == pytest.approx(
+        [by_seed["semi-supervised, 50% labels", s] - by_seed["supervised, 50% labels", s] for s in (42, 43)])
+    assert "| semi-supervised, 50% labels | supervised, 50% labels | mIoU |" in printed
 
 
 @pytest.mark.parametrize("flag, value", [("--seeds", "0"), ("--label-fraction", "1.5"), ("--steps", "-3")])
@@ -101,3 +116,42 @@ def test_bench_quality_refuses_bad_arguments(flag, value, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["bench", "quality", "--data", "synthetic", flag, value])
     assert exit_info.value.code == 2 and "must be" in capsys.readouterr().err
+
+
+def test_bench_quality_compares_named_variants_on_the_validation_split_of_a_binary_task(tmp_path, sized_folder, capsys):
+    out = tmp_path / "quality.json"
+    code = main([
+        "bench", "quality", "--data", str(sized_folder), "--seeds", "2", "--steps", "2", "--split", "val",
+        "--params", "params.yaml", "--set", "data.class_names=[dark, bright]", "--set", "data.image_size=32",
+        "--set", "model.base_channels=8", "--set", "train.epochs=1", "--set", "evaluate.flip_tta=false",
+        "--contender", "lsgan=train.adv_loss=lsgan",
+        "--contender", "light=train.lambda_adv=0.01,train.adv_warmup_epochs=0",
+        "--out", str(out),
+    ])
+    assert code == 0
+    printed = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert [c["name"] for c in report["contenders"]] == ["supervised baseline", "lsgan", "light"]
+    assert report["runs"][2]["overrides"] == {"train.adv_loss": "lsgan"}
+    light = [r for r in report["runs"] if r["config"] == "light"]
+    assert light[0]["overrides"] == {"train.lambda_adv": 0.01, "train.adv_warmup_epochs": 0}
+    # scored on the validation tiles, and said so
+    assert report["split"] == "val" and report["scored"].endswith("validation images resized to 32 px")
+    assert all(r["scored_images"] == int(report["scored"].split()[0]) for r in report["runs"])
+    assert f"scored (val split): {report['scored']}" in printed
+    # two classes: AUCs per run, in the summary and the table
+    assert all(0 <= r["auc_roc"] <= 1 and 0 <= r["auc_pr"] <= 1 for r in report["runs"])
+    assert report["summary"]["lsgan"]["auc_roc"]["n"] == 2
+    assert "| config | mIoU | AUC-ROC | AUC-PR | Dice dark |" in printed and "AUC of bright" in printed
+    # each variant against the baseline on mIoU, the foreground Dice and AUC-ROC
+    assert [(row["config"], row["reference"], row["metric"]) for row in report["paired"]] == [
+        (name, "supervised baseline", metric)
+        for name in ("lsgan", "light") for metric in ("mIoU", "Dice bright", "AUC-ROC")
+    ]
+    runs = {(r["config"], r["seed"]): r for r in report["runs"]}
+    auc = report["paired"][5]
+    assert auc["seeds"] == [42, 43] and auc["differences"] == pytest.approx(
+        [runs["light", s]["auc_roc"] - runs["supervised baseline", s]["auc_roc"] for s in (42, 43)])
+    assert auc["verdict"] in ("better", "worse", "tie")
+    first, second = auc["differences"]
+    assert f"| light | supervised baseline | AUC-ROC | {first:+.4f}, {second:+.4f} |" in printed

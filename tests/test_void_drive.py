@@ -52,6 +52,9 @@ def test_drive_prepares_trains_and_evaluates_without_the_void_outside_the_field_
     metrics = write_report(result, stats, tmp_path / "evaluation", num_overlays=1, tolerance=2)
     saved = json.loads((tmp_path / "evaluation/metrics.json").read_text())
     assert saved["scored_pixels"] == annotated and saved["void_pixels"] == void
+    # two classes: the threshold-free scores of the vessel probability, over the field of view
+    assert saved["auc_positive_class"] == "vessel" and 0 <= saved["test"]["auc_roc"] <= 1
+    assert saved["test"]["auc_pr"] == pytest.approx(result.auc["auc_pr"], abs=1e-6)
     # the majority class, background everywhere: its IoU is its share of the annotated pixels, the vessels' 0
     share = background / annotated
     majority = metrics["test"]["majority_baseline"]

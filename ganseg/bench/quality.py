@@ -1,10 +1,10 @@
 """Segmentation quality of the GAN segmenter against the supervised baseline: pure PyTorch, no Ray.
 
-Every configuration trains on the same prepared split for the same number of steps, seed by
-seed, and is scored on the held-out test images at their own size. Configurations:
-(a) the supervised baseline (lambda_adv = 0), (b) the GAN segmenter as params say, and, given a
-label fraction, (c) supervised on that fraction of the training images, (d) semi-supervised with
-the rest of the images unlabelled.
+Every configuration (see ganseg/bench/contenders.py) trains on the same prepared split for the
+same number of steps, seed by seed, and is scored on the held-out test images at their own size
+(or on the validation tiles, to choose settings without looking at the test split). Each
+configuration but the baseline is then compared with its reference seed by seed
+(ganseg/bench/paired.py).
 """
 
 from __future__ import annotations
@@ -13,40 +13,26 @@ import itertools
 import math
 import platform
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from ganseg.bench.contenders import Contender
+from ganseg.bench.paired import paired_comparisons
 from ganseg.config import Params
 from ganseg.contracts import read_dataset_stats
 from ganseg.data.datasets import endless, training_batches
-from ganseg.evaluation import evaluate_full_size, summarise
+from ganseg.evaluation import evaluate_full_size, scored_description, summarise
 from ganseg.segmenter.training import build_training_state, train_epoch
 
-
-@dataclass(frozen=True)
-class Contender:
-    name: str
-    overrides: dict
+AUCS = ("auc_roc", "auc_pr")  # binary tasks only
 
 
-def contenders(label_fraction: float | None) -> list[Contender]:
-    rows = [Contender("supervised baseline", {"train.lambda_adv": 0.0}), Contender("GAN segmenter", {})]
-    if label_fraction is not None:
-        share = f"{label_fraction:.0%} labels"
-        rows += [
-            Contender(f"supervised, {share}", {"train.lambda_adv": 0.0, "train.semi.label_fraction": label_fraction}),
-            Contender(f"semi-supervised, {share}", {"train.semi.label_fraction": label_fraction}),
-        ]
-    return rows
-
-
-def train_and_score(params: Params, data_dir: Path, steps: int, progress: bool = False) -> dict:
+def train_and_score(params: Params, data_dir: Path, steps: int, progress: bool = False, split: str = "test") -> dict:
     """Train from scratch for `steps` generator updates, split into train.epochs equal epochs,
-    then score the test images at full size. Deterministic for a given params.seed."""
+    then score the test images at full size (or the validation tiles). Deterministic for a given params.seed."""
     torch.manual_seed(params.seed)
     stats = read_dataset_stats(data_dir)
     state = build_training_state(params, stats.channels, stats.num_classes, stats.train_frequency)
@@ -69,15 +55,16 @@ def train_and_score(params: Params, data_dir: Path, steps: int, progress: bool =
             print(f"    epoch {epoch}/{epochs}: loss_seg {epoch_means['loss_seg']:.4f}", flush=True)
     seconds = time.perf_counter() - started
     result = evaluate_full_size(state.eval_generator, data_dir, stats, params.evaluate.boundary_tolerance, keep=0,
-                                progress=False, flips=params.evaluate.flip_tta)
-    summary = summarise(result.confusion, stats.class_names, stats.train_frequency, result.boundary_f1)
+                                progress=False, flips=params.evaluate.flip_tta, split=split)
+    summary = summarise(result.confusion, stats.class_names, stats.train_frequency, result.boundary_f1, result.auc)
     return {
         "miou": summary["miou"],
         "dice": summary["dice"],
         "boundary_f1": summary["boundary_f1"],
+        **{key: summary[key] for key in AUCS if key in summary},
         "images_per_s": images / seconds if seconds else float("nan"),
         "labelled_tiles": len(labelled.dataset),
-        "test_images": result.num_images,
+        "scored_images": result.num_images,
     }
 
 
@@ -88,20 +75,25 @@ def _shuffled(dataset, params: Params) -> DataLoader:
 
 
 def run_benchmark(
-    params: Params, data_dir: Path, seeds: int, steps: int, label_fraction: float | None, log=print
+    params: Params, data_dir: Path, seeds: int, steps: int, rows: list[Contender], label_fraction: float | None = None,
+    split: str = "test", log=print,
 ) -> dict:
-    """Every contender on seeds params.seed, params.seed+1, ...; the runs and their mean and std."""
+    """Every contender on seeds params.seed, params.seed+1, ...; the runs, their mean and std, and
+    each contender's paired differences with its reference."""
     stats = read_dataset_stats(data_dir)
     runs = []
-    for contender in contenders(label_fraction):
+    for contender in rows:
         for offset in range(seeds):
             seed = params.seed + offset
             config = params.with_overrides(contender.overrides | {"seed": seed})
             started = time.perf_counter()
-            scores = train_and_score(config, data_dir, steps)
+            scores = train_and_score(config, data_dir, steps, split=split)
+            wall = time.perf_counter() - started
             log(f"  {contender.name}, seed {seed}: mIoU {scores['miou']:.4f}"
-                f" ({time.perf_counter() - started:.0f} s, {scores['images_per_s']:.1f} img/s)")
-            runs.append({"config": contender.name, "seed": seed, "overrides": contender.overrides} | scores)
+                f" ({wall:.0f} s, {scores['images_per_s']:.1f} img/s)")
+            runs.append({"config": contender.name, "seed": seed, "overrides": contender.overrides, "wall_s": wall}
+                        | scores)
+    references = {row.name: row.reference for row in rows if row.reference}
     return {
         "machine": machine(),
         "steps": steps,
@@ -110,11 +102,24 @@ def run_benchmark(
         "class_names": stats.class_names,
         "image_size": stats.image_size,
         "fit": stats.fit,
-        "test_images": runs[0]["test_images"] if runs else 0,
+        "split": split,
+        "scored": scored_description(stats, split),
         "params": params.model_dump(),
+        "contenders": [{"name": row.name, "overrides": row.overrides, "reference": row.reference} for row in rows],
         "runs": runs,
         "summary": summarise_runs(runs, stats.class_names),
+        "paired": paired_comparisons(runs, references, paired_metrics(stats.class_names)),
     }
+
+
+def paired_metrics(class_names: list[str]) -> dict:
+    """What the paired comparison reads from a run: mIoU; for two classes also class 1's Dice and AUC-ROC."""
+    metrics = {"mIoU": lambda run: run["miou"]}
+    if len(class_names) == 2:
+        foreground = class_names[1]
+        metrics[f"Dice {foreground}"] = lambda run: run["dice"][foreground]
+        metrics["AUC-ROC"] = lambda run: run.get("auc_roc")
+    return metrics
 
 
 def machine() -> str:
@@ -123,11 +128,13 @@ def machine() -> str:
 
 
 def summarise_runs(runs: list[dict], class_names: list[str]) -> dict:
-    """Per contender: mean and std (over seeds) of mIoU, img/s and each class's Dice and boundary F1."""
+    """Per contender: mean and std (over seeds) of mIoU, the AUCs (binary tasks), img/s, wall time
+    per run and each class's Dice and boundary F1."""
     summary: dict = {}
     for name in dict.fromkeys(run["config"] for run in runs):
         mine = [run for run in runs if run["config"] == name]
-        row = {"miou": _mean_std([r["miou"] for r in mine]), "images_per_s": _mean_std([r["images_per_s"] for r in mine])}
+        row = {key: _mean_std([r[key] for r in mine]) for key in ("miou", *AUCS) if key in mine[0]}
+        row |= {key: _mean_std([r[key] for r in mine]) for key in ("images_per_s", "wall_s")}
         for metric in ("dice", "boundary_f1"):
             row[metric] = {c: _mean_std([r[metric][c] for r in mine]) for c in class_names}
         summary[name] = row

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+AUC_LABELS = {"auc_roc": "AUC-ROC", "auc_pr": "AUC-PR"}
+
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
@@ -27,22 +29,46 @@ def throughput_table(report: dict) -> str:
 
 
 def quality_table(report: dict) -> str:
-    """`ganseg bench quality`: mean ± std over seeds of mIoU, each class's Dice and boundary F1, img/s."""
+    """`ganseg bench quality`: mean ± std over seeds of mIoU, AUC-ROC and AUC-PR (two classes), each
+    class's Dice and boundary F1, img/s and wall time per run."""
     classes = report["class_names"]
-    header = ["config", "mIoU"] + [f"Dice {c}" for c in classes] + [f"BF1 {c}" for c in classes] + ["img/s"]
+    aucs = [key for key in AUC_LABELS if all(key in row for row in report["summary"].values())]
+    header = (["config", "mIoU"] + [AUC_LABELS[key] for key in aucs] + [f"Dice {c}" for c in classes]
+              + [f"BF1 {c}" for c in classes] + ["img/s", "wall (s)"])
     rows = [
         [name, _mean_std(row["miou"])]
+        + [_mean_std(row[key]) for key in aucs]
         + [_mean_std(row["dice"][c]) for c in classes]
         + [_mean_std(row["boundary_f1"][c]) for c in classes]
-        + [_mean_std(row["images_per_s"], digits=1)]
+        + [_mean_std(row["images_per_s"], digits=1), _mean_std(row["wall_s"], digits=0)]
         for name, row in report["summary"].items()
     ]
     evaluate = report["params"]["evaluate"]
     return markdown_table(header, rows) + (
-        f"\n\nmean ± std over {report['seeds']} seed(s); {report['steps']} steps each; test: {report['test_images']}"
-        f" images at full size; tiles {report['image_size']} px ({report['fit']}); BF1 = boundary F1"
+        f"\n\nmean ± std over {report['seeds']} seed(s); {report['steps']} steps each; scored ({report['split']}"
+        f" split): {report['scored']}; tiles {report['image_size']} px ({report['fit']}); BF1 = boundary F1"
         f" ({evaluate['boundary_tolerance']} px tolerance)"
+        f"{'; AUC of ' + classes[1] + ' over the annotated pixels' if aucs else ''}"
         f"{'; flip test-time augmentation' if evaluate.get('flip_tta') else ''}; {report['machine']}"
+    )
+
+
+def paired_table(report: dict) -> str:
+    """`ganseg bench quality`: each contender minus its reference on the same seed, the mean difference
+    and its 95 % confidence interval (Student's t), and the verdict."""
+    header = ["config", "against", "metric", "per seed", "mean difference", "95 % CI", "verdict"]
+    rows = [
+        [row["config"], row["reference"], row["metric"], ", ".join(f"{d:+.4f}" for d in row["differences"]) or "-",
+         "n/a" if row["mean"] is None else f"{row['mean']:+.4f}",
+         "n/a" if row["low"] is None else f"[{row['low']:+.4f}, {row['high']:+.4f}]", row["verdict"]]
+        for row in report["paired"]
+    ]
+    first, seeds = report["params"]["seed"], report["seeds"]
+    width = "no" if seeds < 2 else "a very wide"
+    note = "" if seeds >= 3 else f"; {seeds} seed(s) give {width} interval: use 3 or more"
+    return markdown_table(header, rows) + (
+        f"\n\ndifference = config - against, both trained on the same seed ({first} to {first + seeds - 1});"
+        f" better / worse: the interval lies above / below 0, else tie{note}"
     )
 
 
