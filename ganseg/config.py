@@ -269,7 +269,10 @@ class TuneConfig(_Strict):
     max_concurrent_trials: int | Literal["auto"] = "auto"
     metric: str = "val_miou"
     mode: Literal["max", "min"] = "max"
-    grace_period: int = Field(2, ge=1)
+    grace_period: int = Field(
+        2, ge=1, description="epochs after the adversarial warm-up (train.adv_warmup_epochs) before ASHA first"
+        " compares trials: its first rung is warm-up + grace_period, which must not pass tune.epochs",
+    )
     search_space: dict[str, SearchDimension] = Field(default_factory=_default_search_space)
 
 
