@@ -155,10 +155,15 @@ def trial_line(done: int, total: int, epochs: int, overrides: dict, result: dict
     """'trial 2/4  lr_g 0.00297  lambda_adv 0.03  6/6 epochs  loss_g 0.41  val mIoU 0.812  63 img/s  1m10s  ETA 2m'."""
     settings = "  ".join(f"{key.rsplit('.', 1)[-1]} {_short(value)}" for key, value in overrides.items())
     ran = result.get("epoch", 0)
-    stopped = " (stopped early)" if ran < epochs else ""
+    stopped = " (stopped early)" if stopped_early(ran, epochs) else ""
     took = f"  {duration(result['time_total_s'])}" if "time_total_s" in result else ""
     eta = f"  ETA {duration(seconds_left)}" if seconds_left else ""
     return f"trial {done}/{total}  {settings}  {ran}/{epochs} epochs{stopped}  {metrics_text(result)}{took}{eta}"
+
+
+def stopped_early(epochs_run: int, epochs: int) -> bool:
+    """Whether ASHA cut a finished trial short of its epochs."""
+    return epochs_run < epochs
 
 
 def _short(value) -> str:
@@ -232,7 +237,8 @@ def _close_children(client: MlflowClient, parent_id: str, epochs: int, results) 
 
 def outcome_tags(epochs_run: int, epochs: int) -> dict:
     """A finished trial's tags: the epochs it ran, and ganseg.stopped_early only where ASHA cut it short."""
-    return {"ganseg.epochs_run": epochs_run} | ({"ganseg.stopped_early": "true"} if epochs_run < epochs else {})
+    early = {"ganseg.stopped_early": "true"} if stopped_early(epochs_run, epochs) else {}
+    return {"ganseg.epochs_run": epochs_run} | early
 
 
 def backfill_epochs(client: MlflowClient, run_id: str, result) -> None:
