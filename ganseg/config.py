@@ -258,7 +258,7 @@ class SearchDimension(_Strict):
 def _default_search_space() -> dict[str, SearchDimension]:
     return {
         "train.lr_g": SearchDimension(type="loguniform", low=5e-4, high=5e-3),
-        "train.lambda_adv": SearchDimension(type="choice", values=[0.01, 0.03, 0.1]),
+        "train.lambda_adv": SearchDimension(type="choice", values=[0.0, 0.01, 0.03, 0.1]),
     }
 
 
