@@ -277,7 +277,7 @@ class SearchDimension(_Strict):
 def _default_search_space() -> dict[str, SearchDimension]:
     return {
         "train.lr_g": SearchDimension(type="loguniform", low=5e-4, high=5e-3),
-        "train.lambda_adv": SearchDimension(type="choice", values=[0.01, 0.03, 0.1]),
+        "train.lambda_adv": SearchDimension(type="choice", values=[0.0, 0.01, 0.03, 0.1]),
     }
 
 
@@ -288,7 +288,10 @@ class TuneConfig(_Strict):
     max_concurrent_trials: int | Literal["auto"] = "auto"
     metric: str = "val_miou"
     mode: Literal["max", "min"] = "max"
-    grace_period: int = Field(2, ge=1)
+    grace_period: int = Field(
+        2, ge=1, description="epochs after the adversarial warm-up (train.adv_warmup_epochs) before ASHA first"
+        " compares trials: its first rung is warm-up + grace_period, which must not pass tune.epochs",
+    )
     search_space: dict[str, SearchDimension] = Field(default_factory=_default_search_space)
 
 

@@ -15,27 +15,16 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
-from ganseg.config import Params, SearchDimension
+from ganseg.config import Params
 from ganseg.contracts import read_dataset_stats
 from ganseg.errors import ParamsError
 from ganseg.fileio import write_json
 from pipeline import provenance, tracking
 from pipeline.console import LOG_DIR, duration, metrics_text
+from pipeline.search import check_rungs, make_scheduler, make_searcher, search_space_record, summary, to_domain
 
 log = logging.getLogger(__name__)
 TRIAL_DRIVER_MEMORY = 256 * 1024**2
-
-
-def to_domain(dimension: SearchDimension):
-    from ray import tune
-
-    if dimension.type == "choice":
-        return tune.choice(dimension.values)
-    if dimension.type == "uniform":
-        return tune.uniform(dimension.low, dimension.high)
-    if dimension.type == "loguniform":
-        return tune.loguniform(dimension.low, dimension.high)
-    return tune.randint(int(dimension.low), int(dimension.high))
 
 
 def trial_params(base: Params, overrides: dict) -> Params:
@@ -74,12 +63,6 @@ def run_trial(overrides: dict, base: dict, context: dict) -> None:
     trainer.fit()
 
 
-def asha_max_t(params: Params) -> int:
-    """One past the last epoch: ASHA still stops weak trials early, but never kills a trial that
-    is finishing on its own before its last epoch is logged."""
-    return params.tune.epochs + 1
-
-
 def check_trial_precision(params: Params, use_gpu: bool) -> None:
     """fp16 needs GPU workers: refuse it before any trial, whether params or the search space set it."""
     from pipeline.runtime import check_device_support
@@ -104,11 +87,10 @@ def max_concurrent(params: Params, use_gpu: bool) -> int:
 
 def run(params: Params, project_root: Path, best_config_path: Path) -> dict:
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search import BasicVariantGenerator
 
     from pipeline.runtime import resolve_scaling, start_ray, storage_path
 
+    check_rungs(params)
     data_dir = (project_root / params.data.output_dir).resolve()
     read_dataset_stats(data_dir)
     start_ray(project_root / LOG_DIR / "tune.log")
@@ -125,7 +107,7 @@ def run(params: Params, project_root: Path, best_config_path: Path) -> dict:
     )
     client.log_dict(parent_id, search_space_record(params), "tune/search_space.json")
     concurrency = max_concurrent(params, use_gpu)
-    print(f"MLflow parent run {parent_id}; {params.tune.num_samples} trials, {concurrency} at a time")
+    print(f"MLflow parent run {parent_id}; {params.tune.num_samples} trials, {concurrency} at a time; {summary(params)}")
     context = {"project_root": str(project_root.resolve()), "tracking_uri": uri,
                "parent_run_id": parent_id, "data_dir": str(data_dir),
                "trial_tags": tags | {provenance.STAGE_TAG: "tune-trial"}}
@@ -142,9 +124,9 @@ def run(params: Params, project_root: Path, best_config_path: Path) -> dict:
                 metric=params.tune.metric,
                 mode=params.tune.mode,
                 num_samples=params.tune.num_samples,
-                scheduler=ASHAScheduler(max_t=asha_max_t(params), grace_period=params.tune.grace_period),
-                # The generator's own limit: Tune ignores max_concurrent_trials beside an explicit generator.
-                search_alg=BasicVariantGenerator(random_state=params.seed, max_concurrent=concurrency),
+                scheduler=make_scheduler(params),
+                search_alg=make_searcher(params),
+                max_concurrent_trials=concurrency,
             ),
             run_config=tune.RunConfig(
                 name=f"tune-{parent_id[:8]}", storage_path=storage_path(params, project_root),
@@ -173,10 +155,15 @@ def trial_line(done: int, total: int, epochs: int, overrides: dict, result: dict
     """'trial 2/4  lr_g 0.00297  lambda_adv 0.03  6/6 epochs  loss_g 0.41  val mIoU 0.812  63 img/s  1m10s  ETA 2m'."""
     settings = "  ".join(f"{key.rsplit('.', 1)[-1]} {_short(value)}" for key, value in overrides.items())
     ran = result.get("epoch", 0)
-    stopped = " (stopped early)" if ran < epochs else ""
+    stopped = " (stopped early)" if stopped_early(ran, epochs) else ""
     took = f"  {duration(result['time_total_s'])}" if "time_total_s" in result else ""
     eta = f"  ETA {duration(seconds_left)}" if seconds_left else ""
     return f"trial {done}/{total}  {settings}  {ran}/{epochs} epochs{stopped}  {metrics_text(result)}{took}{eta}"
+
+
+def stopped_early(epochs_run: int, epochs: int) -> bool:
+    """Whether ASHA cut a finished trial short of its epochs."""
+    return epochs_run < epochs
 
 
 def _short(value) -> str:
@@ -197,18 +184,6 @@ class TrialLines(Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         self.done += 1
         print(f"trial {self.done}/{self.total} failed: see {trial.error_file or trial.path}", file=sys.stderr, flush=True)
-
-
-def search_space_record(params: Params) -> dict:
-    """The search space as the parent run records it, beside the fixed settings of the search."""
-    return {
-        "search_space": {key: dim.model_dump(exclude_none=True) for key, dim in params.tune.search_space.items()},
-        "num_samples": params.tune.num_samples,
-        "epochs_per_trial": params.tune.epochs,
-        "metric": params.tune.metric,
-        "mode": params.tune.mode,
-        "scheduler": {"type": "ASHA", "grace_period": params.tune.grace_period, "max_t": asha_max_t(params)},
-    }
 
 
 def _mark_best_child(client: MlflowClient, parent_id: str, best: dict) -> dict:
@@ -262,7 +237,8 @@ def _close_children(client: MlflowClient, parent_id: str, epochs: int, results) 
 
 def outcome_tags(epochs_run: int, epochs: int) -> dict:
     """A finished trial's tags: the epochs it ran, and ganseg.stopped_early only where ASHA cut it short."""
-    return {"ganseg.epochs_run": epochs_run} | ({"ganseg.stopped_early": "true"} if epochs_run < epochs else {})
+    early = {"ganseg.stopped_early": "true"} if stopped_early(epochs_run, epochs) else {}
+    return {"ganseg.epochs_run": epochs_run} | early
 
 
 def backfill_epochs(client: MlflowClient, run_id: str, result) -> None:

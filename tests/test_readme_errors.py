@@ -86,6 +86,11 @@ def indivisible_image_size(tmp_path):
     return ganseg("prepare", "--params", params_file(tmp_path, {"data": {"image_size": 72}, "model": {"depth": 4}}))
 
 
+def rung_after_the_last_epoch(tmp_path):
+    """The default warm-up (2) and grace period (2) in trials of 3 epochs: refused before Ray starts."""
+    return ganseg("tune", "--params", params_file(tmp_path, {"tune": {"epochs": 3}}))
+
+
 def unusable_source_folder(tmp_path):
     folder = tmp_path / "ds"
     printed = prepare_folder(tmp_path, folder, on_error="skip")  # no folder
@@ -200,6 +205,7 @@ def model_for_other_classes(tmp_path):
 CASES = {  # the start of a row's case: how to bring it about, returning what ganseg printed
     "unknown key, wrong type or bad value": bad_params,
     "`data.image_size` that the U-Net depth cannot divide": indivisible_image_size,
+    "`tune.grace_period` that puts ASHA's first comparison after": rung_after_the_last_epoch,
     "`data.source` not a folder": unusable_source_folder,
     "damaged or truncated image": unreadable_files,
     "image without a mask": image_without_mask,

@@ -4,7 +4,8 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from pipeline import tracking
-from pipeline.tune import backfill_epochs, outcome_tags, search_space_record
+from pipeline.search import search_space_record
+from pipeline.tune import backfill_epochs, outcome_tags
 
 
 def test_epochs_tune_received_but_the_run_lacks_are_logged_once(tmp_path):
@@ -28,7 +29,11 @@ def test_search_space_record_lists_every_dimension(tiny_params):
     )
     record = search_space_record(params)
     assert record["search_space"] == {"train.lr_g": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}
-    assert record["metric"] == params.tune.metric and record["scheduler"]["type"] == "ASHA"
+    assert record["metric"] == params.tune.metric
+    assert record["searcher"] == {"type": "optuna TPE", "seed": params.seed, "n_startup_trials": 2}
+    # ASHA's own grace period: the warm-up of tiny_params (0 epochs) + tune.grace_period
+    assert record["scheduler"] == {"type": "ASHA", "time_attr": "epoch", "grace_period": params.tune.grace_period,
+                                   "max_t": params.tune.epochs + 1, "reduction_factor": 4}
 
 
 def test_only_a_trial_asha_cut_short_is_tagged_stopped_early():
