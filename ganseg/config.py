@@ -89,10 +89,8 @@ class DataConfig(_Strict):
         "fail",
         description="unusable source files: 'fail' lists them all and stops; 'skip' leaves them out (skipped.csv)",
     )
-    max_image_pixels: int = Field(
-        89_478_485,  # Pillow's own default limit
-        ge=1,
-        description="images with more pixels are refused as possible decompression bombs",
+    max_image_pixels: int = Field(  # the default is Pillow's own limit
+        89_478_485, ge=1, description="images with more pixels are refused as possible decompression bombs"
     )
 
     @property
@@ -168,8 +166,9 @@ class SemiConfig(_Strict):
 
     label_fraction: float = Field(1.0, gt=0, le=1, description="share of training images whose masks are used")
     lambda_semi: float = Field(0.1, ge=0, description="weight of the self-taught cross-entropy")
-    threshold: float = Field(0.2, ge=0, le=1, description="discriminator confidence above which a pixel is trusted")
-    start_epoch: int = Field(2, ge=1, description="first epoch with the self-taught loss")
+    threshold: float = Field(0.2, ge=0, le=1, description="a pixel is trusted above this realness: the discriminator"
+                             " score's place between its targets for predicted (0) and real (1) masks, in 0..1")
+    start_epoch: int = Field(3, ge=1, description="first epoch with the self-taught loss; after adv_warmup_epochs")
 
 
 class AugmentConfig(_Strict):
@@ -282,11 +281,8 @@ class EvaluateConfig(_Strict):
 
 class MlflowConfig(_Strict):
     experiment: str = Field("ganseg", min_length=1)
-    registered_model: str = Field(
-        "ganseg-segmenter",
-        pattern=r"^[A-Za-z0-9_.\-]+$",
-        description="model registry name; every train run registers a version under it",
-    )
+    registered_model: str = Field("ganseg-segmenter", pattern=r"^[A-Za-z0-9_.\-]+$",
+                                  description="model registry name; every train run registers a version under it")
 
 
 class Params(_Strict):
@@ -310,6 +306,10 @@ class Params(_Strict):
             raise ValueError(
                 f"train.class_weights has {len(weights)} values for {self.data.num_classes} classes (data.class_names)"
             )
+        semi, warmup = self.train.semi, self.train.adv_warmup_epochs
+        if semi.label_fraction < 1 and self.train.lambda_adv > 0 and semi.start_epoch <= warmup:
+            raise ValueError(f"train.semi.start_epoch {semi.start_epoch} must come after train.adv_warmup_epochs"
+                             f" ({warmup}): the self-taught loss needs the discriminator; set it to {warmup + 1} or later")
         for key in self.tune.search_space:
             if not has_dotted(self.model_dump(), key):
                 raise ValueError(f"tune.search_space key {key!r} is not a params key")
