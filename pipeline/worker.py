@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Subset
 from ganseg.checkpoints import checkpoint_of, restore_checkpoint
 from ganseg.config import Params
 from ganseg.contracts import DatasetStats, read_dataset_stats
-from ganseg.data.datasets import PreparedSplit, shard_indices, training_batches
+from ganseg.data.datasets import PreparedSplit, labelled_frequency, shard_indices, training_batches
 from ganseg.metrics import scores
 from ganseg.segmenter.inference import confusion_over
 from ganseg.segmenter.training import TrainingState, build_training_state, train_epoch
@@ -45,7 +45,7 @@ def train_loop_per_worker(config: dict) -> None:
     data_dir = Path(config["data_dir"])
     stats = read_dataset_stats(data_dir)
 
-    state = _build_state(params, stats, device)
+    state = _build_state(params, stats, labelled_frequency(data_dir, params), device)
     train_loader, unlabelled_batches = training_batches(
         data_dir, params, stats.image_size, lambda dataset: _loader(dataset, params.train.batch_size, world)
     )
@@ -119,7 +119,10 @@ class _EpochLogger:
                 self.last_logged = metrics["epoch"]
 
 
-def _build_state(params: Params, stats: DatasetStats, device: torch.device) -> TrainingState:
+def _build_state(
+    params: Params, stats: DatasetStats, class_frequency: list[float], device: torch.device
+) -> TrainingState:
+    """The training state on this worker's device; class weights from `class_frequency` (the labelled tiles')."""
     import ray.train
     import ray.train.torch
 
@@ -136,7 +139,7 @@ def _build_state(params: Params, stats: DatasetStats, device: torch.device) -> T
             network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(network)
         return ray.train.torch.prepare_model(network)  # to the device, and into DDP when world > 1
 
-    return build_training_state(params, stats.channels, stats.num_classes, stats.train_frequency, placed)
+    return build_training_state(params, stats.channels, stats.num_classes, class_frequency, placed)
 
 
 def _maybe_inject_fault(params: Params, epoch: int, rank: int, resumed: bool) -> None:

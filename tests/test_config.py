@@ -111,3 +111,18 @@ def test_a_check_across_keys_names_the_clashing_values_not_the_whole_params():
     with pytest.raises(ParamsError) as err:
         validate_params({"data": {"image_size": 72}, "model": {"depth": 4}, "seed": 1})
     assert str(err.value) == "params.yaml is not valid:\n  data.image_size 72 is not divisible by 2**model.depth = 16"
+
+
+def test_semi_supervised_start_epoch_must_come_after_the_warmup():
+    """The self-taught loss needs the discriminator, which starts after the warm-up epochs."""
+    semi = {"train": {"adv_warmup_epochs": 2, "semi": {"label_fraction": 0.5, "start_epoch": 2}}}
+    with pytest.raises(ParamsError) as err:
+        validate_params(semi)
+    assert str(err.value) == (
+        "params.yaml is not valid:\n  train.semi.start_epoch 2 must come after train.adv_warmup_epochs (2):"
+        " the self-taught loss needs the discriminator; set it to 3 or later"
+    )
+    assert validate_params({"train": {"semi": {"label_fraction": 0.5}}}).train.semi.start_epoch == 3  # the default
+    inactive = [{"label_fraction": 1.0, "start_epoch": 1}, {"label_fraction": 0.5, "start_epoch": 1}]
+    validate_params({"train": {"semi": inactive[0]}})  # every image labelled: no self-taught loss
+    validate_params({"train": {"lambda_adv": 0.0, "semi": inactive[1]}})  # no discriminator: supervised baseline

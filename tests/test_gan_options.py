@@ -8,9 +8,16 @@ import torch
 import torch.nn.functional as F
 
 from ganseg.checkpoints import checkpoint_of, restore_checkpoint, weights_to_export
-from ganseg.segmenter.losses import class_weight_tensor, segmentation_loss, self_taught_loss, soft_dice_loss
+from ganseg.segmenter.losses import (
+    class_weight_tensor,
+    cross_entropy_per_image,
+    realness,
+    segmentation_loss,
+    self_taught_loss,
+    soft_dice_loss,
+)
 from ganseg.segmenter.networks import build_discriminator
-from ganseg.segmenter.training import build_training_state, train_epoch, train_step
+from ganseg.segmenter.training import _self_taught, build_training_state, train_epoch, train_step
 from tests.conftest import batch, changed, weights_of
 
 
@@ -62,6 +69,59 @@ def test_self_taught_loss_uses_only_trusted_pixels():
     assert nothing.item() == 0 and none_used.item() == 0
 
 
+def test_self_taught_loss_is_a_mean_over_images_of_their_trusted_pixels():
+    """Image 0 trusts 1 pixel, image 1 trusts 3, image 2 none: (its pixel + mean of 3 + 0) / 3 images."""
+    logits = torch.randn(3, 3, 2, 2, generator=torch.Generator().manual_seed(4))
+    confidence = torch.zeros(3, 2, 2)
+    confidence[0, 0, 0] = 1.0
+    confidence[1].view(-1)[:3] = 1.0
+    loss, used = self_taught_loss(logits, confidence, threshold=0.5)
+    own = F.cross_entropy(logits, logits.argmax(1), reduction="none")
+    expected = (own[0, 0, 0] + own[1].view(-1)[:3].mean() + 0.0) / 3
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6) and used.item() == pytest.approx(4 / 12)
+
+
+@pytest.mark.parametrize("kind, scores, expected", [
+    ("hinge", [-3.0, -1.0, 0.0, 0.5, 1.0, 3.0], [0.0, 0.0, 0.5, 0.75, 1.0, 1.0]),  # targets -1 and +1
+    ("lsgan", [-1.0, 0.0, 0.5, 1.0, 2.0], [0.0, 0.0, 0.5, 1.0, 1.0]),  # targets 0 and 1
+    ("vanilla", [-2.0, 0.0, 2.0], [1 / (1 + math.e**2), 0.5, 1 / (1 + math.e**-2)]),  # the sigmoid
+])
+def test_realness_places_the_score_between_the_fake_target_0_and_the_real_target_1(kind, scores, expected):
+    torch.testing.assert_close(realness(kind, torch.tensor(scores)), torch.tensor(expected))
+
+
+@pytest.mark.parametrize("kind, fake_target, real_target", [("hinge", -1.0, 1.0), ("lsgan", 0.0, 1.0),
+                                                            ("vanilla", -5.0, 5.0)])
+def test_a_patch_scored_at_the_fake_target_is_not_trusted_one_at_the_real_target_is(
+    tiny_params, kind, fake_target, real_target
+):
+    """At the default threshold 0.2, whatever the adversarial loss (the sigmoid of hinge's fake target,
+    sigmoid(-1) = 0.27, would have been trusted)."""
+    cfg = tiny_params.train.model_copy(update={"adv_loss": kind})
+    assert cfg.semi.threshold == 0.2
+    logits = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    scores = torch.tensor([fake_target, real_target]).view(2, 1, 1, 1).expand(2, 1, 4, 4)
+    _, used = _self_taught(logits, scores, cfg)
+    assert used.item() == 0.5  # every pixel of the second image, none of the first
+
+
+def test_a_class_weighted_0_adds_no_loss_even_where_an_image_holds_only_it(tiny_params):
+    logits = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(6), requires_grad=True)
+    target = torch.zeros(2, 8, 8, dtype=torch.long)  # image 0 holds only class 0, which weighs 0
+    target[1, :4] = 1
+    weights = torch.tensor([0.0, 1.0, 1.0])
+    loss = segmentation_loss(logits, target, 1.0, weights)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
+    class_1 = F.cross_entropy(logits[1:], target[1:], reduction="none")[0, :4].mean()
+    torch.testing.assert_close(cross_entropy_per_image(logits, target, weights), class_1 / 2)  # image 0 adds 0
+    params = tiny_params.with_overrides({"train.class_weights": [0.0, 1.0, 1.0]})
+    images = batch()[0]
+    step_stats = train_step(build_training_state(params, 1, 3), images, torch.zeros(4, 32, 32, dtype=torch.long),
+                            params.train)
+    assert all(math.isfinite(value) for value in step_stats.values())
+
+
 def test_warmup_epochs_leave_the_discriminator_untouched(tiny_params):
     params = tiny_params.with_overrides({"train.adv_warmup_epochs": 1, "train.epochs": 2})
     state = build_training_state(params, 1, 3)
@@ -93,14 +153,14 @@ def test_ema_is_evaluated_exported_and_restored(tiny_params, tmp_path):
 def test_semi_supervised_step_trains_on_the_unlabelled_pixels_the_discriminator_trusts(
     tiny_params, threshold, trusted_columns
 ):
-    """The discriminator scores the left half of every patch map +2 and the right half -2: confidences
-    sigmoid(2) = 0.88 and sigmoid(-2) = 0.12, blended only across the middle once upsampled to pixels."""
+    """The hinge discriminator scores the left half of every patch map +0.5 and the right half -0.5:
+    realness (s + 1) / 2 = 0.75 and 0.25, blended only across the middle once upsampled to pixels."""
     params = tiny_params.with_overrides({"train.semi.threshold": threshold, "train.semi.lambda_semi": 1.0})
     state = build_training_state(params, 1, 3)
 
     def fixed_scores(_, __, scores):
         left = torch.arange(scores.shape[-1]) < scores.shape[-1] // 2
-        return scores * 0 + torch.where(left, 2.0, -2.0)  # still attached to the graph, so backward runs
+        return scores * 0 + torch.where(left, 0.5, -0.5)  # still attached to the graph, so backward runs
 
     state.discriminator.register_forward_hook(fixed_scores)
     predicted = []

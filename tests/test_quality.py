@@ -10,7 +10,13 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ganseg.data.datasets import full_size_test, labelled_split
+from torch.utils.data import DataLoader, DistributedSampler
+
+from ganseg.contracts import read_dataset_stats
+from ganseg.data.datasets import endless, full_size_test, labelled_frequency, labelled_split
+from ganseg.data.void import VOID
+from ganseg.segmenter.losses import class_weight_tensor
+from ganseg.segmenter.training import build_training_state
 from ganseg.data.prepare import prepare_dataset
 from ganseg.segmenter.inference import resized_logits, segment_image
 from pipeline.cli import main
@@ -54,6 +60,44 @@ def test_labelled_split_keeps_whole_images_together(tmp_path, tiny_params, sized
     assert len(stems_of(labelled)) == round(0.25 * train["stem"].nunique())
     assert labelled_split(tmp_path / "out", 0.25, seed=3) == (labelled, unlabelled)  # seeded
     assert labelled_split(tmp_path / "out", 1.0, seed=3)[1] == []
+
+
+def test_inverse_sqrt_weights_come_from_the_labelled_masks_only(tmp_path, tiny_params):
+    """Image i has class 1 in its first i rows and void in its last 2: the labelled share's class 1
+    pixel share differs from all training masks', and void pixels count in neither."""
+    for i in range(24):
+        mask = np.zeros((32, 32), np.uint8)
+        mask[:i] = 1
+        mask[-2:] = 9
+        write_pair(tmp_path / "src", f"img_{i:02d}", np.full((32, 32), 10 * i, np.uint8), mask)
+    cfg = tiny_params.data.model_copy(update={"source": str(tmp_path / "src"), "class_names": ["a", "b"],
+                                              "ignore_index": 9})
+    prepare_dataset(cfg, 0, tmp_path / "out", progress=False)
+    params = tiny_params.with_overrides({"data.class_names": ["a", "b"], "data.ignore_index": 9,
+                                         "train.class_weights": "inverse_sqrt", "train.semi.label_fraction": 0.25})
+    labelled, _ = labelled_split(tmp_path / "out", 0.25, params.seed)
+    masks = np.load(tmp_path / "out/train_masks.npy")[labelled]
+    by_hand = [(masks == c).sum() / (masks != VOID).sum() for c in (0, 1)]
+    assert labelled_frequency(tmp_path / "out", params) == pytest.approx(by_hand)
+    state = build_training_state(params, 1, 2, labelled_frequency(tmp_path / "out", params))
+    torch.testing.assert_close(state.class_weights, class_weight_tensor("inverse_sqrt", by_hand))
+    all_masks = class_weight_tensor("inverse_sqrt", read_dataset_stats(tmp_path / "out").train_frequency)
+    assert (state.class_weights - all_masks).abs().max() > 0.01
+    everything = params.with_overrides({"train.semi.label_fraction": 1.0})
+    assert labelled_frequency(tmp_path / "out", everything) == read_dataset_stats(tmp_path / "out").train_frequency
+
+
+def test_endless_batches_reshuffle_a_distributed_sampler_every_pass():
+    """Under Ray Train with several workers the unlabelled loader has a DistributedSampler, which
+    repeats its order unless told each pass's number."""
+    items = torch.arange(16)
+    sampler = DistributedSampler(items, num_replicas=2, rank=0, shuffle=True, seed=0)
+    batches = endless(DataLoader(items, batch_size=8, sampler=sampler))  # one batch per pass on this rank
+    passes = [next(batches) for _ in range(3)]
+    assert all(len(set(p.tolist())) == 8 for p in passes)
+    assert not torch.equal(passes[0], passes[1]) and not torch.equal(passes[1], passes[2])
+    sampler.set_epoch(1)
+    assert passes[1].tolist() == list(sampler)
 
 
 def test_resize_models_see_the_whole_image_at_their_training_size():

@@ -23,7 +23,7 @@ from ganseg.bench.contenders import Contender
 from ganseg.bench.paired import paired_comparisons
 from ganseg.config import Params
 from ganseg.contracts import read_dataset_stats
-from ganseg.data.datasets import endless, training_batches
+from ganseg.data.datasets import endless, labelled_frequency, training_batches
 from ganseg.evaluation import evaluate_full_size, scored_description, summarise
 from ganseg.segmenter.training import build_training_state, train_epoch
 
@@ -35,7 +35,7 @@ def train_and_score(params: Params, data_dir: Path, steps: int, progress: bool =
     then score the test images at full size (or the validation tiles). Deterministic for a given params.seed."""
     torch.manual_seed(params.seed)
     stats = read_dataset_stats(data_dir)
-    state = build_training_state(params, stats.channels, stats.num_classes, stats.train_frequency)
+    state = build_training_state(params, stats.channels, stats.num_classes, labelled_frequency(data_dir, params))
     labelled, unlabelled = training_batches(
         data_dir, params, stats.image_size, lambda dataset: _shuffled(dataset, params)
     )

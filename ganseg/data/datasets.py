@@ -4,6 +4,7 @@ images, the labelled / unlabelled share of the training tiles and the loaders bu
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -17,6 +18,7 @@ from ganseg.config import Params
 from ganseg.contracts import read_dataset_stats
 from ganseg.data.augment import pair_transform
 from ganseg.data.prepare import FULL_TEST_DIR
+from ganseg.data.void import VOID
 from ganseg.errors import DataError
 
 
@@ -71,6 +73,19 @@ def labelled_split(data_dir: str | Path, fraction: float, seed: int) -> tuple[li
     return train.loc[is_labelled, "index"].tolist(), train.loc[~is_labelled, "index"].tolist()
 
 
+def labelled_frequency(data_dir: str | Path, params: Params) -> list[float]:
+    """Each class's share of the annotated pixels of the labelled training tiles (train.semi.label_fraction),
+    void left out: what inverse_sqrt class weights come from, so the unlabelled images' masks never leak in."""
+    stats = read_dataset_stats(data_dir)
+    labelled, unlabelled = labelled_split(data_dir, params.train.semi.label_fraction, params.seed)
+    if not unlabelled:
+        return stats.train_frequency
+    masks = np.load(Path(data_dir) / "train_masks.npy", mmap_mode="r")
+    counts = sum((np.bincount(masks[i].ravel(), minlength=VOID + 1) for i in labelled), np.zeros(VOID + 1, np.int64))
+    counts = counts[: stats.num_classes]  # void (VOID) left out
+    return (counts / max(counts.sum(), 1)).tolist()
+
+
 class ImagesOnly(Dataset):
     """The images of a dataset of (image, mask) pairs, masks dropped (the semi-supervised unlabelled set)."""
 
@@ -90,13 +105,15 @@ def shard_indices(length: int, rank: int, world_size: int) -> list[int]:
 
 
 def endless(loader) -> Iterator:
-    """Batches of `loader`, pass after pass.
+    """Batches of `loader`, pass after pass, each pass in a new order.
 
-    A loader that shuffles with its own sampler reshuffles every pass. One with a DistributedSampler
-    (Ray Train with more than one worker) repeats the same order every pass: nothing here calls its
-    set_epoch.
+    A loader that shuffles with its own sampler reshuffles every pass by itself; a DistributedSampler
+    (Ray Train with more than one worker) is told the pass number with set_epoch before each pass.
     """
-    while True:
+    for number in itertools.count():
+        set_epoch = getattr(getattr(loader, "sampler", None), "set_epoch", None)
+        if set_epoch is not None:
+            set_epoch(number)
         yield from loader
 
 

@@ -45,8 +45,9 @@ def cross_entropy_per_image(
 ) -> torch.Tensor:
     """Cross-entropy averaged over each image's valid pixels (weighted by class when given), then over images.
 
-    Void pixels have no loss and no gradient. An image without valid pixels adds 0 but still
-    counts as an image, so data-parallel shards average to exactly the single-process loss.
+    Void pixels have no loss and no gradient. An image without weighted pixels (void throughout, or
+    holding only classes of weight 0) adds 0 and no gradient but still counts as an image, so
+    data-parallel shards average to exactly the single-process loss.
     """
     valid = target != VOID
     per_pixel = F.cross_entropy(logits, target, reduction="none", ignore_index=VOID)
@@ -91,12 +92,30 @@ def self_taught_loss(logits: torch.Tensor, confidence: torch.Tensor, threshold: 
     """Hung et al.'s semi-supervised loss: cross-entropy against the segmenter's own predicted
     classes, on the pixels whose discriminator confidence (N, H, W) exceeds `threshold`.
 
-    Returns (loss, share of pixels used). With no pixel above the threshold the loss is 0.
+    Averaged over each image's trusted pixels, then over images: an image with none adds 0 but
+    still counts, so data-parallel shards average to exactly the single-process loss.
+    Returns (loss, share of pixels used).
     """
     pseudo = logits.detach().argmax(1)
     trusted = (confidence > threshold).to(logits.dtype)
     per_pixel = F.cross_entropy(logits, pseudo, reduction="none")
-    return (per_pixel * trusted).sum() / trusted.sum().clamp(min=1), trusted.mean()
+    dims = (1, 2)
+    return ((per_pixel * trusted).sum(dims) / trusted.sum(dims).clamp(min=1)).mean(), trusted.mean()
+
+
+def realness(kind: str, scores: torch.Tensor) -> torch.Tensor:
+    """The discriminator's scores as how real it finds the masks, in [0, 1], with one meaning for every
+    adversarial loss: the score's place between the loss's target for predicted masks (0) and for
+    real ones (1). hinge: -1 and +1, (s + 1) / 2; lsgan: 0 and 1, s; both clipped to [0, 1].
+    vanilla: sigmoid(s), the probability of 'real' that binary cross-entropy calibrates (Hung et al.).
+    """
+    if kind == "hinge":
+        return ((scores + 1) / 2).clamp(0, 1)
+    if kind == "lsgan":
+        return scores.clamp(0, 1)
+    if kind == "vanilla":
+        return scores.sigmoid()
+    raise ValueError(f"unknown adversarial loss {kind!r}")
 
 
 def discriminator_loss(kind: str, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:

@@ -36,6 +36,7 @@ from ganseg.segmenter.losses import (
     discriminator_loss,
     generator_adversarial_loss,
     hide_void,
+    realness,
     segmentation_loss,
     self_taught_loss,
 )
@@ -229,9 +230,10 @@ def _critic_features(state: TrainingState, x: torch.Tensor, real: torch.Tensor,
 
 
 def _self_taught(logits: torch.Tensor, scores: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """The discriminator's patch scores, upsampled to pixels and squashed to (0, 1), pick the trusted pixels."""
-    confidence = F.interpolate(scores.detach(), size=logits.shape[-2:], mode="bilinear", align_corners=False)
-    return self_taught_loss(logits, confidence.sigmoid()[:, 0], cfg.semi.threshold)
+    """The discriminator's patch scores, upsampled to pixels and read as realness in [0, 1] (the same
+    meaning for every train.adv_loss), pick the pixels trusted above train.semi.threshold."""
+    scores = F.interpolate(scores.detach(), size=logits.shape[-2:], mode="bilinear", align_corners=False)
+    return self_taught_loss(logits, realness(cfg.adv_loss, scores)[:, 0], cfg.semi.threshold)
 
 
 def require_finite(**losses: torch.Tensor) -> None:
