@@ -101,3 +101,25 @@ def _with_titles(grid: Image.Image, panel_width: int, gap: int) -> Image.Image:
     for column, title in enumerate(("image", "truth", "prediction")):
         draw.text((column * (panel_width + gap) + 2, 2), title, fill="black")
     return titled
+
+
+def save_difference_figure(rows: list, names: tuple[str, str], score_name: str, path: Path) -> None:
+    """One row per image: image | truth | reference's prediction | contender's, titled with the image's score.
+
+    `rows` hold .index, .image (H, W, C), .truth, .predictions (2) and .scores (2); void pixels are grey."""
+    fig, axes = plt.subplots(len(rows), 4, figsize=(12, 3.2 * len(rows)), squeeze=False)
+    for axis_row, row in zip(axes, rows):
+        rgb = row.image.repeat(3, axis=2) if row.image.shape[2] == 1 else row.image
+        panels = [(rgb, f"test image {row.index}"), (overlay(row.image, row.truth), "truth")]
+        panels += [(overlay(row.image, pred), f"{name}: {score_name} {score:.3f}")
+                   for pred, name, score in zip(row.predictions, names, row.scores)]
+        for axis, (picture, title) in zip(axis_row, panels):
+            axis.imshow(picture)
+            axis.set_title(title, fontsize=9)
+            axis.axis("off")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(path).with_name(f".{Path(path).name}.partial")
+    fig.savefig(partial, dpi=110, format="png")
+    plt.close(fig)
+    partial.replace(path)  # whole or not at all

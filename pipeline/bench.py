@@ -104,7 +104,7 @@ def run(params: Params, out: Path | None) -> dict:
 
 def quality(
     params: Params, data: str, seeds: int, steps: int, label_fraction: float | None, out: Path | None,
-    variants: list[tuple[str, dict]] | None = None, split: str = "test",
+    variants: list[tuple[str, dict]] | None = None, split: str = "test", figure: Path | None = None,
 ) -> dict:
     from ganseg.bench import quality as q
     from ganseg.bench.contenders import check_contenders, contenders
@@ -117,7 +117,7 @@ def quality(
         stats = prepare_dataset(params.data.model_copy(update={"source": data}), params.seed, data_dir)
         print(f"prepared {data}: {stats.counts} tiles of {stats.image_size} px, {stats.test_images} test images;"
               f" {len(rows)} configs x {seeds} seeds x {steps} steps, scored on the {split} split")
-        report = q.run_benchmark(params, data_dir, seeds, steps, rows, label_fraction, split)
+        report = q.run_benchmark(params, data_dir, seeds, steps, rows, label_fraction, split, figure=figure)
     report["data"] = data
     print(quality_table(report))
     print()
@@ -125,4 +125,6 @@ def quality(
     if out:
         write_json(out, report)
         print(f"wrote {out}")
+    if figure:
+        print(f"wrote {figure}: the images where {report['figure_configs'][1]} and the baseline differ most")
     return report

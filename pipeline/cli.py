@@ -76,6 +76,9 @@ def _parser() -> argparse.ArgumentParser:
                          help="score the test images at full size (default) or the validation tiles, to choose"
                          " settings without touching the test split")
     quality.add_argument("--out", type=Path, help="also write the table as JSON here")
+    quality.add_argument("--figure", type=Path,
+                         help="also draw, as a PNG here, the scored images where the first GAN row and the baseline"
+                         " differ most (first seed)")
     return parser
 
 
@@ -136,7 +139,7 @@ def _dispatch(args: argparse.Namespace) -> None:
         from pipeline import bench
 
         bench.quality(params, args.data, args.seeds, args.steps, args.label_fraction, args.out,
-                      args.contenders, args.split)
+                      args.contenders, args.split, args.figure)
     elif args.stage == "bench":
         from pipeline import bench
 

@@ -170,11 +170,16 @@ def test_bench_quality_compares_named_variants_on_the_validation_split_of_a_bina
         "--set", "model.base_channels=8", "--set", "train.epochs=1", "--set", "evaluate.flip_tta=false",
         "--contender", "lsgan=train.adv_loss=lsgan",
         "--contender", "light=train.lambda_adv=0.01,train.adv_warmup_epochs=0",
-        "--out", str(out),
+        "--out", str(out), "--figure", str(tmp_path / "figures" / "differ.png"),
     ])
     assert code == 0
     printed = capsys.readouterr().out
     report = json.loads(out.read_text())
+    # the figure: the baseline against the first variant, drawn where they differ most
+    assert report["figure_configs"] == ["supervised baseline", "lsgan"] and "where lsgan and the baseline" in printed
+    with Image.open(report["figure"]) as figure:
+        assert figure.format == "PNG" and figure.width > 4 * 32
+    assert [p.name for p in (tmp_path / "figures").iterdir()] == ["differ.png"]  # no partial file left
     assert [c["name"] for c in report["contenders"]] == ["supervised baseline", "lsgan", "light"]
     assert report["runs"][2]["overrides"] == {"train.adv_loss": "lsgan"}
     light = [r for r in report["runs"] if r["config"] == "light"]

@@ -19,20 +19,25 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ganseg.bench.contenders import Contender
+from ganseg.bench.contenders import BASELINE, Contender
+from ganseg.bench.differences import largest_differences
 from ganseg.bench.paired import paired_comparisons
 from ganseg.config import Params
 from ganseg.contracts import read_dataset_stats
 from ganseg.data.datasets import endless, labelled_frequency, training_batches
 from ganseg.evaluation import evaluate_full_size, scored_description, summarise
 from ganseg.segmenter.training import build_training_state, train_epoch
+from ganseg.viz import save_difference_figure
 
 AUCS = ("auc_roc", "auc_pr")  # binary tasks only
 
 
-def train_and_score(params: Params, data_dir: Path, steps: int, progress: bool = False, split: str = "test") -> dict:
+def train_and_score(
+    params: Params, data_dir: Path, steps: int, progress: bool = False, split: str = "test", keep: int = 0
+) -> dict:
     """Train from scratch for `steps` generator updates, split into train.epochs equal epochs,
-    then score the test images at full size (or the validation tiles). Deterministic for a given params.seed."""
+    then score the test images at full size (or the validation tiles). Deterministic for a given params.seed.
+    With `keep`, the first `keep` (image, truth, prediction) triples come back under "predictions"."""
     torch.manual_seed(params.seed)
     stats = read_dataset_stats(data_dir)
     state = build_training_state(params, stats.channels, stats.num_classes, labelled_frequency(data_dir, params))
@@ -54,7 +59,7 @@ def train_and_score(params: Params, data_dir: Path, steps: int, progress: bool =
         if progress:
             print(f"    epoch {epoch}/{epochs}: loss_seg {epoch_means['loss_seg']:.4f}", flush=True)
     seconds = time.perf_counter() - started
-    result = evaluate_full_size(state.eval_generator, data_dir, stats, params.evaluate.boundary_tolerance, keep=0,
+    result = evaluate_full_size(state.eval_generator, data_dir, stats, params.evaluate.boundary_tolerance, keep=keep,
                                 progress=False, flips=params.evaluate.flip_tta, split=split)
     summary = summarise(result.confusion, stats.class_names, stats.train_frequency, result.boundary_f1, result.auc)
     return {
@@ -65,7 +70,7 @@ def train_and_score(params: Params, data_dir: Path, steps: int, progress: bool =
         "images_per_s": images / seconds if seconds else float("nan"),
         "labelled_tiles": len(labelled.dataset),
         "scored_images": result.num_images,
-    }
+    } | ({"predictions": result.samples} if keep else {})
 
 
 def _shuffled(dataset, params: Params) -> DataLoader:
@@ -76,24 +81,31 @@ def _shuffled(dataset, params: Params) -> DataLoader:
 
 def run_benchmark(
     params: Params, data_dir: Path, seeds: int, steps: int, rows: list[Contender], label_fraction: float | None = None,
-    split: str = "test", log=print,
+    split: str = "test", log=print, figure: Path | None = None,
 ) -> dict:
     """Every contender on seeds params.seed, params.seed+1, ...; the runs, their mean and std, and
-    each contender's paired differences with its reference."""
+    each contender's paired differences with its reference. With `figure`, a PNG there of the images
+    where the first contender compared with the baseline differs from it most (first seed)."""
     stats = read_dataset_stats(data_dir)
-    runs = []
+    runs, drawn = [], _drawn_pair(rows) if figure else ()
+    predictions = {}
     for contender in rows:
         for offset in range(seeds):
             seed = params.seed + offset
             config = params.with_overrides(contender.overrides | {"seed": seed})
             started = time.perf_counter()
-            scores = train_and_score(config, data_dir, steps, split=split)
+            keep = _scored_count(stats, split) if offset == 0 and contender.name in drawn else 0
+            scores = train_and_score(config, data_dir, steps, split=split, keep=keep)
             wall = time.perf_counter() - started
+            if keep:
+                predictions[contender.name] = scores.pop("predictions")
             log(f"  {contender.name}, seed {seed}: mIoU {scores['miou']:.4f}"
                 f" ({wall:.0f} s, {scores['images_per_s']:.1f} img/s)")
             runs.append({"config": contender.name, "seed": seed, "overrides": contender.overrides, "wall_s": wall}
                         | scores)
     references = {row.name: row.reference for row in rows if row.reference}
+    if drawn:
+        _draw_differences(predictions, drawn, stats, figure)
     return {
         "machine": machine(),
         "steps": steps,
@@ -109,7 +121,23 @@ def run_benchmark(
         "runs": runs,
         "summary": summarise_runs(runs, stats.class_names),
         "paired": paired_comparisons(runs, references, paired_metrics(stats.class_names)),
-    }
+    } | ({"figure": str(figure), "figure_configs": list(drawn)} if drawn else {})
+
+
+def _scored_count(stats, split: str) -> int:
+    return stats.test_images if split == "test" else stats.counts["val"]
+
+
+def _drawn_pair(rows: list[Contender]) -> tuple[str, str]:
+    """The baseline and the first configuration compared with it."""
+    first = next(row for row in rows if row.reference == BASELINE)
+    return BASELINE, first.name
+
+
+def _draw_differences(predictions: dict, drawn: tuple[str, str], stats, figure: Path) -> None:
+    rows = largest_differences(predictions[drawn[0]], predictions[drawn[1]], stats.num_classes)
+    score_name = f"Dice {stats.class_names[1]}" if stats.num_classes == 2 else "mIoU"
+    save_difference_figure(rows, drawn, score_name, figure)
 
 
 def paired_metrics(class_names: list[str]) -> dict:
