@@ -104,22 +104,35 @@ def _with_titles(grid: Image.Image, panel_width: int, gap: int) -> Image.Image:
 
 
 def save_difference_figure(rows: list, names: tuple[str, str], score_name: str, path: Path) -> None:
-    """One row per image: image | truth | reference's prediction | contender's, titled with the image's score.
-
-    `rows` hold .index, .image (H, W, C), .truth, .predictions (2) and .scores (2); void pixels are grey."""
-    fig, axes = plt.subplots(len(rows), 4, figsize=(12, 3.2 * len(rows)), squeeze=False)
+    """One row per image: image | truth | reference's prediction | contender's | where they differ,
+    titled with the image's score. `rows` hold .index, .image (H, W, C), .truth, .predictions (2)
+    and .scores (2); void pixels are grey."""
+    fig, axes = plt.subplots(len(rows), 5, figsize=(15, 3.2 * len(rows)), squeeze=False)
     for axis_row, row in zip(axes, rows):
         rgb = row.image.repeat(3, axis=2) if row.image.shape[2] == 1 else row.image
         panels = [(rgb, f"test image {row.index}"), (overlay(row.image, row.truth), "truth")]
         panels += [(overlay(row.image, pred), f"{name}: {score_name} {score:.3f}")
                    for pred, name, score in zip(row.predictions, names, row.scores)]
+        panels.append((disagreement(row.truth, *row.predictions), f"green: only {names[1]} right\n"
+                       f"magenta: only {names[0]} right"))
         for axis, (picture, title) in zip(axis_row, panels):
             axis.imshow(picture)
-            axis.set_title(title, fontsize=9)
+            axis.set_title(title, fontsize=8)
             axis.axis("off")
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     partial = Path(path).with_name(f".{Path(path).name}.partial")
-    fig.savefig(partial, dpi=110, format="png")
+    fig.savefig(partial, dpi=110, format="png", bbox_inches="tight")
     plt.close(fig)
     partial.replace(path)  # whole or not at all
+
+
+def disagreement(truth: np.ndarray, reference: np.ndarray, contender: np.ndarray) -> np.ndarray:
+    """RGB: green where only the contender's class is right, magenta where only the reference's is,
+    white where both agree, grey at void pixels."""
+    picture = np.full((*truth.shape, 3), 255, np.uint8)
+    right_a, right_b = reference == truth, contender == truth
+    picture[right_b & ~right_a] = (0, 170, 0)
+    picture[right_a & ~right_b] = (200, 0, 200)
+    picture[truth == VOID] = VOID_GREY
+    return picture

@@ -33,3 +33,14 @@ def test_largest_differences_come_first_whichever_side_wins():
     assert [row.index for row in rows] == [1, 2]  # +1.0 for the contender, then -0.667
     assert rows[1].scores == pytest.approx((2 / 3, 0.0))
     assert rows[0].predictions[1] is contender[1][2]
+
+
+def test_the_disagreement_map_colours_who_is_right_where():
+    from ganseg.viz import VOID_GREY, disagreement
+
+    truth = np.array([[1, 1, 0, VOID]], np.uint8)
+    reference = np.array([[1, 0, 1, 0]], np.uint8)
+    contender = np.array([[1, 1, 0, 1]], np.uint8)
+    picture = disagreement(truth, reference, contender)
+    assert picture[0].tolist() == [[255, 255, 255], [0, 170, 0], [0, 170, 0], list(VOID_GREY)]
+    assert disagreement(truth, contender, reference)[0, 1].tolist() == [200, 0, 200]
