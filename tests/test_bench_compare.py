@@ -120,3 +120,11 @@ def test_cli_refuses_bad_contenders_before_any_work(capsys):
                  "--contender", "typo=train.lamda_adv=0.1"])
     captured = capsys.readouterr()
     assert code == 2 and "--contender typo is not valid" in captured.err and "prepared" not in captured.out
+
+
+def test_a_single_run_shows_its_score_without_a_spread():
+    from ganseg.bench.tables import _mean_std
+
+    assert _mean_std({"mean": 0.78432, "std": 0.0, "n": 1}) == "0.784"
+    assert _mean_std({"mean": 0.78432, "std": 0.0042, "n": 3}) == "0.784 ± 0.004"
+    assert _mean_std({"mean": None, "std": None, "n": 0}) == "n/a"

@@ -73,6 +73,9 @@ def paired_table(report: dict) -> str:
 
 
 def _mean_std(stat: dict, digits: int = 3) -> str:
+    """'mean ± std'; the mean alone from one run, which has no spread to show."""
     if stat["mean"] is None:
         return "n/a"
+    if stat.get("n", 2) < 2:
+        return f"{stat['mean']:.{digits}f}"
     return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
