@@ -3,6 +3,7 @@
 - `stats.json` (prepare -> train, evaluate, bench): `DatasetStats`, what the prepared data holds.
 - `model.json` (train -> evaluate, predict): `ModelCard`, everything needed to rebuild and use the
   exported generator.
+- `imagegen.json` (image generator -> generate): `ImagegenCard`, the same for the mask -> image generator.
 
 The JSON keeps its keys. A key that came later has the default that states what files without it
 meant; a key every reader needs and no default can stand for (such as `fit`) is required, and a
@@ -17,13 +18,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ganseg.config import ModelConfig
+from ganseg.config import DataConfig, ImagegenConfig, ModelConfig
 from ganseg.data.intensity import IntensityRule
 from ganseg.errors import CheckpointError, DataError, GansegError, invalid_fields
 from ganseg.fileio import read_json, write_json
 
 STATS_FILE = "stats.json"
 MODEL_CARD = "model.json"
+IMAGEGEN_CARD = "imagegen.json"
 Fit = Literal["resize", "tile"]
 
 
@@ -88,6 +90,37 @@ class ModelCard(_Contract):
             f"a U-Net of depth {self.model.depth}, base_channels {self.model.base_channels}, norm {self.model.norm},"
             f" {self.in_channels} input channel(s) and {self.num_classes} classes"
         )
+
+
+class ImagegenCard(_Contract):
+    """The exported image generator's architecture, and how masks are read for it (as prepare read
+    the masks it was trained on)."""
+
+    imagegen: ImagegenConfig
+    channels: int  # of the images it draws
+    class_names: list[str]
+    image_size: int  # of the tiles it was trained on; it draws any size
+    mask_format: Literal["ids", "binary", "rgb"] = "ids"
+    palette: dict[str, int] = {}
+    ignore_index: int | None = None
+    mlflow_run_id: str | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def mask_reader(self, max_image_pixels: int) -> DataConfig:
+        """The data settings that decode a mask file the way the training masks were decoded."""
+        return DataConfig(class_names=self.class_names, mask_format=self.mask_format, palette=self.palette,
+                          ignore_index=self.ignore_index, max_image_pixels=max_image_pixels)
+
+
+def read_imagegen_card(path: str | Path) -> ImagegenCard:
+    return _read(ImagegenCard, Path(path), "the card of an image generator", CheckpointError, "export it again")
+
+
+def write_imagegen_card(model_dir: str | Path, card: ImagegenCard) -> None:
+    write_json(Path(model_dir) / IMAGEGEN_CARD, card.to_json())
 
 
 def read_dataset_stats(data_dir: str | Path) -> DatasetStats:

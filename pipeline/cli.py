@@ -48,6 +48,15 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--input", required=True, type=Path, help="folder of images")
     predict.add_argument("--output", required=True, type=Path, help="folder for the mask PNGs")
     predict.add_argument("--overlays", action="store_true", help="also write <stem>_overlay.png")
+    generate = sub.add_parser("generate", parents=[common],
+                              help="draw images from a folder of masks with an image generator (mask -> image)")
+    generate.add_argument("--model", required=True,
+                          help="an image generator folder, or a models:/ or runs:/ URI (as for predict)")
+    generate.add_argument("--masks", required=True, type=Path, help="folder of masks, in the format data settings read")
+    generate.add_argument("--output", required=True, type=Path,
+                          help="new folder for images/ + masks/, a dataset that data.source accepts")
+    generate.add_argument("--samples", type=_positive_int, default=1, help="images per mask (default 1)")
+    generate.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
     bench = sub.add_parser("bench", help="measurements that print a table and write JSON")
     kinds = bench.add_subparsers(dest="bench", required=True)
     throughput = kinds.add_parser("throughput", parents=[common],
@@ -107,8 +116,8 @@ def _contender(text: str) -> tuple[str, dict]:
 
 def _dispatch(args: argparse.Namespace) -> None:
     root = args.root.resolve()
-    # predict may run anywhere: without params.yaml beside it, the defaults apply (an explicit --params must exist)
-    optional = args.stage == "predict" and args.params == DEFAULT_PARAMS
+    # predict and generate may run anywhere: without params.yaml beside them, the defaults apply (an explicit --params must exist)
+    optional = args.stage in ("predict", "generate") and args.params == DEFAULT_PARAMS
     params = load_params(args.params, args.overrides, required=not optional)
     if args.stage == "predict":
         from pipeline import predict
@@ -131,6 +140,10 @@ def _dispatch(args: argparse.Namespace) -> None:
         # --set goes over the tuned config, so train starts from the params file alone
         train.run(load_params(args.params), root, root / BEST_CONFIG, root / MODELS_DIR, root / HISTORY_CSV,
                   overrides=args.overrides, params_file=args.params)
+    elif args.stage == "generate":
+        from pipeline import generate
+
+        generate.run(params, root, args.model, args.masks, args.output, args.samples, args.seed)
     elif args.stage == "evaluate":
         from pipeline import evaluate
 

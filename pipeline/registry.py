@@ -77,15 +77,17 @@ def is_mlflow_uri(text: str) -> bool:
     return bool(MLFLOW_URI.match(text)) and not Path(text).exists()
 
 
-def find_model_folder(root: Path) -> Path:
-    """The folder under `root` that holds a ganseg model card and its weights."""
-    for card in sorted(root.rglob(MODEL_CARD)):
-        if (card.parent / MODEL_WEIGHTS).is_file():
+def find_model_folder(root: Path, card_name: str = MODEL_CARD, weights_name: str = MODEL_WEIGHTS) -> Path:
+    """The folder under `root` that holds a ganseg model card and its weights (the segmenter's by
+    default; the image generator's with its file names)."""
+    for card in sorted(root.rglob(card_name)):
+        if (card.parent / weights_name).is_file():
             return card.parent
-    raise ModelSourceError(f"no ganseg model ({MODEL_CARD} + {MODEL_WEIGHTS}) among the downloaded files in {root}")
+    raise ModelSourceError(f"no ganseg model ({card_name} + {weights_name}) among the downloaded files in {root}")
 
 
-def download_model(uri: str, tracking_uri: str, destination: Path) -> Path:
+def download_model(uri: str, tracking_uri: str, destination: Path, card_name: str = MODEL_CARD,
+                   weights_name: str = MODEL_WEIGHTS) -> Path:
     """Download a models:/ or runs:/ URI and return the ganseg model folder inside it."""
     import mlflow.artifacts
 
@@ -102,4 +104,4 @@ def download_model(uri: str, tracking_uri: str, destination: Path) -> Path:
         local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(destination))
     except MlflowException as err:
         raise ModelSourceError(f"cannot fetch {uri} from {tracking_uri}: {err.message}") from None
-    return find_model_folder(Path(local))
+    return find_model_folder(Path(local), card_name, weights_name)

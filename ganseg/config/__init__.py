@@ -15,14 +15,15 @@ from pydantic import Field, ValidationError, model_validator
 
 from ganseg.config.base import Strict
 from ganseg.config.data import DataConfig, IntensityConfig, SplitConfig, SyntheticConfig
+from ganseg.config.imagegen import ImagegenConfig
 from ganseg.config.train import AugmentConfig, FaultInjection, ModelConfig, SemiConfig, TrainConfig
 from ganseg.dotted import has_dotted, parse_override, set_dotted
 from ganseg.errors import ParamsError, invalid_fields
 
 __all__ = [
-    "AugmentConfig", "DataConfig", "EvaluateConfig", "FaultInjection", "IntensityConfig", "MlflowConfig",
-    "ModelConfig", "Params", "ParamsError", "SearchDimension", "SemiConfig", "SplitConfig", "SyntheticConfig",
-    "TrainConfig", "TuneConfig", "load_params", "validate_params",
+    "AugmentConfig", "DataConfig", "EvaluateConfig", "FaultInjection", "ImagegenConfig", "IntensityConfig",
+    "MlflowConfig", "ModelConfig", "Params", "ParamsError", "SearchDimension", "SemiConfig", "SplitConfig",
+    "SyntheticConfig", "TrainConfig", "TuneConfig", "load_params", "validate_params",
 ]
 
 
@@ -84,6 +85,7 @@ class Params(Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
+    imagegen: ImagegenConfig = Field(default_factory=ImagegenConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
 
@@ -93,6 +95,11 @@ class Params(Strict):
         if self.data.image_size % factor:
             raise ValueError(
                 f"data.image_size {self.data.image_size} is not divisible by 2**model.depth = {factor}"
+            )
+        factor = 2**self.imagegen.depth
+        if self.data.image_size % factor:
+            raise ValueError(
+                f"data.image_size {self.data.image_size} is not divisible by 2**imagegen.depth = {factor}"
             )
         weights = self.train.class_weights
         if isinstance(weights, list) and len(weights) != self.data.num_classes:

@@ -1,6 +1,8 @@
-"""The image generator, mask -> image: the second GAN of ganseg (not written yet).
+"""The image generator, mask -> image: the second GAN of ganseg.
 
-Its networks, losses and training step will live here, as the segmenter's live in
-ganseg/segmenter/. It will share with the segmenter what lives beside both packages: the data
-(ganseg/data/), checkpoints, export, metrics, the contracts between stages and the benches.
+networks.py holds the generators (SPADE with noise, pix2pix) and discriminators (multi-scale
+PatchGAN, OASIS), losses.py their losses, training.py the state, one step, one epoch and sampling,
+quality.py the measures of generated images with a trained segmenter as the judge.
+It shares with the segmenter what lives beside both packages: the data (ganseg/data/), checkpoints,
+metrics and the contracts between stages. No pipeline stage trains it yet.
 """

@@ -1,0 +1,35 @@
+"""params.yaml's imagegen section: the mask -> image generator, its discriminator and its training."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from ganseg.config.base import Strict
+
+
+class ImagegenConfig(Strict):
+    generator: Literal["spade", "pix2pix"] = Field(
+        "spade", description="spade: SPADE blocks with noise (one mask, many images); pix2pix: U-Net + L1, no noise"
+    )
+    discriminator: Literal["patch", "oasis"] = Field(
+        "patch", description="patch: multi-scale PatchGAN, hinge loss, feature matching; oasis: an (N+1)-class"
+        " segmenter whose extra class is 'generated', class-balanced cross-entropy",
+    )
+    base_channels: int = Field(32, ge=4, description="generator width at full resolution")
+    depth: int = Field(3, ge=1, le=6, description="the generator starts at 1/2**depth of the image size")
+    noise_dim: int = Field(16, ge=1, description="spade: length of the noise vector joined to the label map")
+    disc_channels: int = Field(32, ge=4)
+    disc_layers: int = Field(3, ge=1, le=5, description="patch: down-sampling layers per scale")
+    disc_scales: int = Field(2, ge=1, le=4, description="patch: image scales judged (full, 1/2, ...)")
+    spectral_norm: bool = True
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(8, ge=1, description="per worker")
+    lr_g: float = Field(1e-4, gt=0)
+    lr_d: float = Field(4e-4, gt=0)
+    lambda_fm: float = Field(10.0, ge=0, description="patch: weight of feature matching")
+    lambda_l1: float = Field(100.0, ge=0, description="pix2pix: weight of the L1 distance to the real image")
+    ema_decay: float = Field(0.999, ge=0, lt=1, description="moving average of the generator's weights; 0 = off")
+    samples: int = Field(3, ge=1, le=8, description="images drawn per mask in the logged grids")
+    log_images_every: int = Field(5, ge=0, description="log a grid mask | real | samples every N epochs; 0 = never")
