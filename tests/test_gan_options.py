@@ -155,7 +155,8 @@ def test_semi_supervised_step_trains_on_the_unlabelled_pixels_the_discriminator_
 ):
     """The hinge discriminator scores the left half of every patch map +0.5 and the right half -0.5:
     realness (s + 1) / 2 = 0.75 and 0.25, blended only across the middle once upsampled to pixels."""
-    params = tiny_params.with_overrides({"train.semi.threshold": threshold, "train.semi.lambda_semi": 1.0})
+    params = tiny_params.with_overrides({"train.semi.threshold": threshold, "train.semi.lambda_semi": 1.0,
+                                         "train.adv_loss": "hinge"})
     state = build_training_state(params, 1, 3)
 
     def fixed_scores(_, __, scores):

@@ -63,10 +63,10 @@ class TrainConfig(Strict):
     lr_d: float = Field(2e-4, gt=0)
     lambda_adv: float = Field(0.05, ge=0, description="0 trains the supervised baseline")
     adv_loss: Literal["hinge", "vanilla", "lsgan", "segan"] = Field(
-        "hinge", description="hinge | vanilla | lsgan: patch scores; segan: multi-scale L1 feature critic (Xue et al.)"
+        "lsgan", description="hinge | vanilla | lsgan: patch scores; segan: multi-scale L1 feature critic (Xue et al.)"
     )
     adv_mask: Literal["soft", "straight_through", "gumbel"] = Field(
-        "soft",
+        "straight_through",
         description="the prediction the discriminator sees: softmax, one-hot of its classes (straight-through "
         "gradient) or a Gumbel-softmax draw",
     )
