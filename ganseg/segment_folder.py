@@ -12,7 +12,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from ganseg.data.sources import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, BadFileError, read_model_input
+from ganseg.data.sources import DEFAULT_MAX_PIXELS, BadFileError, image_files, read_model_input
 from ganseg.export import load_model
 from ganseg.fileio import atomic_add_files
 from ganseg.segmenter.inference import segment_image
@@ -31,7 +31,7 @@ def segment_folder(
     reported and skipped. The masks land in `output_dir` only once every image is done: a failure
     adds nothing there."""
     generator, card = load_model(model_dir)
-    files = _image_files(Path(input_dir))
+    files = image_files(Path(input_dir))
     failed: dict[str, str] = {}
     with atomic_add_files(output_dir) as staging:
         for path in tqdm(files, desc="predict", unit="img"):
@@ -47,12 +47,3 @@ def segment_folder(
     for name, reason in failed.items():
         print(f"skipped {name}: {reason}")
     return {"written": len(files) - len(failed), "failed": failed}
-
-
-def _image_files(input_dir: Path) -> list[Path]:
-    if not input_dir.is_dir():
-        raise FileNotFoundError(f"{input_dir} is not a folder")
-    files = sorted(p for p in input_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise FileNotFoundError(f"{input_dir} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    return files

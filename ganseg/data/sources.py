@@ -176,6 +176,16 @@ def _header_size(path: Path) -> str:
     return f"{width}x{height} = {width * height:,}"
 
 
+def image_files(folder: Path, what: str = "images") -> list[Path]:
+    """The image files directly in `folder`, sorted; FileNotFoundError when it is no folder or holds none."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"{folder} holds no {what} ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return files
+
+
 def read_image(path: Path, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """(H, W, C) at the file's full depth (uint8, uint16, int32 or float32); BadFileError if it cannot be decoded.
 

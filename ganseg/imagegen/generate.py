@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from ganseg.data.sources import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, BadFileError, decode_mask
+from ganseg.data.sources import DEFAULT_MAX_PIXELS, BadFileError, decode_mask, image_files
 from ganseg.data.void import VOID
 from ganseg.errors import DataError
 from ganseg.fileio import atomic_dir
@@ -35,7 +35,7 @@ def generate_folder(model_dir: str | Path, masks_dir: Path, output_dir: Path, sa
         raise DataError(f"{output_dir} already holds files: choose a new folder, or remove it first")
     generator, card = load_image_generator(model_dir)
     reader = card.mask_reader(max_image_pixels)
-    files = _mask_files(Path(masks_dir))
+    files = image_files(Path(masks_dir), "masks")
     noise = torch.Generator().manual_seed(seed)
     failed: dict[str, str] = {}
     with atomic_dir(output_dir) as staging:
@@ -66,12 +66,3 @@ def draw(generator: torch.nn.Module, ids: np.ndarray, num_classes: int, depth: i
     mask = F.pad(mask, (0, -w % step, 0, -h % step), value=VOID)
     image = sample(generator, mask, num_classes, seed)[0, :, :h, :w]
     return image[0].numpy() if image.shape[0] == 1 else image.permute(1, 2, 0).numpy()
-
-
-def _mask_files(masks_dir: Path) -> list[Path]:
-    if not masks_dir.is_dir():
-        raise FileNotFoundError(f"{masks_dir} is not a folder")
-    files = sorted(p for p in masks_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise FileNotFoundError(f"{masks_dir} holds no masks ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    return files

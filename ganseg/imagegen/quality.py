@@ -58,7 +58,9 @@ def judge_miou(judge: nn.Module, images: torch.Tensor, masks: torch.Tensor, num_
     return scores(confusion)["miou"]
 
 
-def kid(judge: UNet, real: torch.Tensor, generated: torch.Tensor, seed: int = 0, subsets: int = 50) -> tuple[float, float]:
+def kid(
+    judge: UNet, real: torch.Tensor, generated: torch.Tensor, seed: int = 0, subsets: int = 50
+) -> tuple[float, float]:
     """KID (mean, std over random subsets) between real and generated images, on the judge's features."""
     with warnings.catch_warnings():  # that it keeps every feature vector: a few hundred numbers per image here
         warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
@@ -103,5 +105,6 @@ def nearest_train_distance(images: torch.Tensor, train: torch.Tensor, batch_size
     nearest = []
     for start in range(0, len(images), batch_size):
         query = images[start:start + batch_size].flatten(1).float() / 255
-        nearest.append(torch.cdist(query, bank, compute_mode="donot_use_mm_for_euclid_dist").min(dim=1).values / bank.shape[1] ** 0.5)
+        distances = torch.cdist(query, bank, compute_mode="donot_use_mm_for_euclid_dist")  # exact: a copy is at 0
+        nearest.append(distances.min(dim=1).values / bank.shape[1] ** 0.5)
     return torch.cat(nearest)
