@@ -184,8 +184,9 @@ def test_one_hot_of_a_mask_with_void_is_zero_there():
     assert one_hot[0, :, 0, 1].tolist() == [0, 0, 1] and one_hot[0, :, 1, 1].tolist() == [0, 1, 0]
 
 
-def test_discriminator_sees_zeros_at_void_pixels_for_truth_and_prediction(tiny_params):
-    params = tiny_params.with_overrides({"train.lambda_adv": 0.1})
+@pytest.mark.parametrize("adv_mask", ["soft", "straight_through"])
+def test_discriminator_sees_zeros_at_void_pixels_for_truth_and_prediction(tiny_params, adv_mask):
+    params = tiny_params.with_overrides({"train.lambda_adv": 0.1, "train.adv_mask": adv_mask})
     state = build_training_state(params, 1, 3)
     seen = []
     state.discriminator.register_forward_pre_hook(lambda _, args: seen.append(args[1].detach().clone()))
@@ -198,10 +199,16 @@ def test_discriminator_sees_zeros_at_void_pixels_for_truth_and_prediction(tiny_p
     void = (masks == V)[:, None].expand_as(real)
     assert real[void].abs().max() == 0 and fake[void].abs().max() == 0
     torch.testing.assert_close(real[~void], F.one_hot(masks.clamp(max=2), 3).permute(0, 3, 1, 2).float()[~void])
-    assert (fake[~void] > 0).all()  # softmax probabilities outside void
     labelled, unlabelled_probs = g_step[:2], g_step[2:]
-    assert labelled[void].abs().max() == 0 and (labelled[~void] > 0).all()
-    assert (unlabelled_probs > 0).all()  # unlabelled images have no masks, so nothing is void there
+    assert labelled[void].abs().max() == 0
+    if adv_mask == "soft":  # softmax probabilities outside void
+        assert (fake[~void] > 0).all() and (labelled[~void] > 0).all()
+        assert (unlabelled_probs > 0).all()  # unlabelled images have no masks, so nothing is void there
+    else:  # the one-hot of the predicted class outside void, everywhere on unlabelled images
+        valid_pixels = ~(masks == V)
+        assert torch.equal(fake.sum(1)[valid_pixels], torch.ones(int(valid_pixels.sum())))
+        assert set(fake.unique().tolist()) == {0.0, 1.0}
+        assert torch.allclose(unlabelled_probs.sum(1), torch.ones(1))
 
 
 # --- metrics -----------------------------------------------------------------------------------
