@@ -21,6 +21,9 @@ class CheckpointError(GansegError, ValueError):
     """A checkpoint or model file cannot be loaded: the message names the file and what differs."""
 
 
+SEGMENTER_ADVICE = "lower train.lr_g or train.lr_d, or train.lambda_adv"
+
+
 class NonFiniteLossError(GansegError, ArithmeticError):
     """A loss became NaN or infinite; raised before the optimiser step it would ruin.
 
@@ -29,17 +32,23 @@ class NonFiniteLossError(GansegError, ArithmeticError):
     the generator's weights are spared.
     """
 
-    def __init__(self, loss: str, value: float, epoch: int | None = None, step: int | None = None, note: str = ""):
-        super().__init__(loss, value, epoch, step, note)  # all in args, so the error pickles back whole
+    def __init__(self, loss: str, value: float, epoch: int | None = None, step: int | None = None, note: str = "",
+                 advice: str = SEGMENTER_ADVICE):
+        super().__init__(loss, value, epoch, step, note, advice)  # all in args, so the error pickles back whole
         self.loss, self.value, self.epoch, self.step, self.note = loss, value, epoch, step, note
+        self.advice = advice
 
     def __str__(self) -> str:
         where = ", ".join(f"{name} {n}" for name, n in (("epoch", self.epoch), ("step", self.step)) if n is not None)
-        text = (
-            f"training stopped: {self.loss} is {self.value} at {where or 'a training step'}"
-            " (lower train.lr_g or train.lr_d, or train.lambda_adv)"
-        )
+        text = f"training stopped: {self.loss} is {self.value} at {where or 'a training step'} ({self.advice})"
         return f"{text}; {self.note}" if self.note else text
+
+
+def require_finite(advice: str = SEGMENTER_ADVICE, step: int | None = None, **losses) -> None:
+    """NonFiniteLossError for the first of `losses` (scalar tensors) that is NaN or infinite."""
+    for name, loss in losses.items():
+        if not bool(loss.isfinite().all()):
+            raise NonFiniteLossError(name, loss.item(), step=step, advice=advice)
 
 
 def invalid_fields(err: ValidationError) -> str:

@@ -144,7 +144,7 @@ def fit_or_explain(trainer, run_dir: str):
         if cause is None:
             raise
         note = last_checkpoint_note(run_dir)
-        raise NonFiniteLossError(cause.loss, cause.value, cause.epoch, cause.step, note) from None
+        raise NonFiniteLossError(cause.loss, cause.value, cause.epoch, cause.step, note, cause.advice) from None
 
 
 def non_finite_cause(error: BaseException) -> NonFiniteLossError | None:

@@ -81,3 +81,17 @@ def test_pix2pix_learns_to_draw_the_image_of_a_mask():
     for _ in range(30):
         last = train_step(state, image, mask, cfg)["loss_l1"]
     assert last < 0.5 * first
+
+
+def test_a_non_finite_discriminator_loss_stops_before_any_weight_changes_with_imagegen_advice():
+    from ganseg.errors import NonFiniteLossError
+
+    image, mask = _batch()
+    cfg = ImagegenConfig(**SMALL)
+    state = build_state(cfg, 3, 1)
+    with torch.no_grad():
+        next(state.discriminator.parameters()).fill_(float("nan"))
+    before = [p.detach().clone() for p in state.generator.parameters()]
+    with pytest.raises(NonFiniteLossError, match=r"loss_d is nan at step 1 \(lower imagegen.lr_g or imagegen.lr_d\)"):
+        train_step(state, image, mask, cfg)
+    assert all(torch.equal(a, b) for a, b in zip(before, state.generator.parameters()))

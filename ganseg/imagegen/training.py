@@ -20,7 +20,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from ganseg.checkpoints import unwrap
 from ganseg.config import ImagegenConfig
 from ganseg.data.datasets import to_input
-from ganseg.errors import NonFiniteLossError
+from ganseg.errors import require_finite
 from ganseg.imagegen import losses
 from ganseg.imagegen.networks import (
     MultiScalePatchDiscriminator,
@@ -29,6 +29,8 @@ from ganseg.imagegen.networks import (
     SpadeGenerator,
     one_hot_with_void,
 )
+
+ADVICE = "lower imagegen.lr_g or imagegen.lr_d"
 
 
 @dataclass
@@ -90,7 +92,7 @@ def train_step(state: ImagegenState, image: torch.Tensor, mask: torch.Tensor, cf
     with torch.no_grad():
         fake = state.generator(label_map)
     loss_d = _discriminator_loss(state, real, fake, label_map, mask)
-    _require_finite(state, loss_d=loss_d)  # before any weight changes
+    require_finite(ADVICE, state.global_step + 1, loss_d=loss_d)  # before any weight changes
     loss_d.backward()
     state.opt_d.step()
 
@@ -98,7 +100,7 @@ def train_step(state: ImagegenState, image: torch.Tensor, mask: torch.Tensor, cf
     fake = state.generator(label_map)
     parts = _generator_losses(state, real, fake, label_map, mask, cfg)
     loss_g = sum(parts.values())
-    _require_finite(state, **parts)
+    require_finite(ADVICE, state.global_step + 1, **parts)
     loss_g.backward()
     state.opt_g.step()
     if state.ema is not None:
@@ -126,13 +128,6 @@ def _generator_losses(state, real, fake, label_map, mask, cfg: ImagegenConfig) -
     if cfg.generator == "pix2pix" and cfg.lambda_l1 > 0:
         parts["loss_l1"] = cfg.lambda_l1 * F.l1_loss(fake, real)
     return parts
-
-
-def _require_finite(state: ImagegenState, **values: torch.Tensor) -> None:
-    for name, value in values.items():
-        if not torch.isfinite(value):
-            raise NonFiniteLossError(name, float(value), step=state.global_step + 1,
-                                     note="lower imagegen.lr_g / imagegen.lr_d")
 
 
 def train_epoch(state: ImagegenState, batches: Iterator, cfg: ImagegenConfig) -> dict[str, float]:

@@ -23,7 +23,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from ganseg.checkpoints import unwrap
 from ganseg.config import Params, TrainConfig
 from ganseg.data.datasets import to_input
-from ganseg.errors import NonFiniteLossError
+from ganseg.errors import NonFiniteLossError, require_finite
 from ganseg.segmenter.adversarial import (
     feature_distance,
     instance_noise_std,
@@ -236,12 +236,6 @@ def _self_taught(logits: torch.Tensor, scores: torch.Tensor, cfg: TrainConfig) -
     return self_taught_loss(logits, realness(cfg.adv_loss, scores)[:, 0], cfg.semi.threshold)
 
 
-def require_finite(**losses: torch.Tensor) -> None:
-    for name, loss in losses.items():
-        if not torch.isfinite(loss).all():
-            raise NonFiniteLossError(name, loss.item())
-
-
 def train_epoch(
     state: TrainingState,
     loader,
@@ -272,7 +266,7 @@ def train_epoch(
             step_stats = train_step(state, images, masks, cfg, adversarial=adversarial, unlabelled=unlabelled_images,
                                     noise_std=noise_std)
         except NonFiniteLossError as err:
-            raise NonFiniteLossError(err.loss, err.value, epoch, steps + 1) from None
+            raise NonFiniteLossError(err.loss, err.value, epoch, steps + 1, advice=err.advice) from None
         for key, value in step_stats.items():
             totals[key] = totals.get(key, 0.0) + value
         steps += 1
