@@ -23,6 +23,10 @@ from ganseg.errors import CheckpointError
 if TYPE_CHECKING:  # any GAN training state with these attributes; the segmenter's is this one
     from ganseg.segmenter.training import TrainingState
 
+# Parts of a training state that only some states have (the image generator's has no schedulers
+# and no grad scaler): saved and restored when the state has them.
+OPTIONAL_PARTS = ("sched_g", "sched_d", "scaler")
+
 
 def unwrap(module: nn.Module) -> nn.Module:
     """The plain module inside a DistributedDataParallel wrapper (or the module itself)."""
@@ -36,9 +40,7 @@ def checkpoint_of(state: TrainingState, epoch: int, history: list[dict]) -> dict
         "discriminator": unwrap(state.discriminator).state_dict(),
         "opt_g": state.opt_g.state_dict(),
         "opt_d": state.opt_d.state_dict(),
-        "sched_g": state.sched_g.state_dict(),
-        "sched_d": state.sched_d.state_dict(),
-        "scaler": state.scaler.state_dict(),
+        **{name: getattr(state, name).state_dict() for name in OPTIONAL_PARTS if hasattr(state, name)},
         "epoch": epoch,
         "global_step": state.global_step,
         "rng": rng_state(),
@@ -58,8 +60,7 @@ def weights_to_export(checkpoint: dict) -> dict:
     return checkpoint.get("ema_generator", checkpoint["generator"])
 
 
-CHECKPOINT_KEYS = ("generator", "discriminator", "opt_g", "opt_d", "sched_g", "sched_d", "scaler",
-                   "epoch", "global_step", "rng", "history")
+CHECKPOINT_KEYS = ("generator", "discriminator", "opt_g", "opt_d", "epoch", "global_step", "rng", "history")
 
 
 def read_checkpoint(path: Path) -> dict:
@@ -82,14 +83,14 @@ def restore_checkpoint(state: TrainingState, path: Path) -> dict:
     not one for these networks. Returns the checkpoint (epoch, history)."""
     checkpoint = read_checkpoint(path)
     load_networks(state.generator, state.discriminator, checkpoint, path)
-    for name in ("opt_g", "opt_d", "sched_g", "sched_d", "scaler"):
+    for name in ("opt_g", "opt_d", *(part for part in OPTIONAL_PARTS if hasattr(state, part))):
         try:
             getattr(state, name).load_state_dict(checkpoint[name])
         except (ValueError, KeyError) as err:
             raise CheckpointError(f"{path}: the {name} state does not fit these networks ({err})") from None
     if state.ema is not None:
         if "ema_generator" not in checkpoint:
-            raise CheckpointError(f"{path}: has no generator moving average, but train.ema_decay is on")
+            raise CheckpointError(f"{path}: has no generator moving average, but ema_decay is on")
         load_matching(state.ema.module, checkpoint["ema_generator"], path, "ema_generator")
         state.ema.n_averaged.copy_(checkpoint["ema_updates"])
     state.global_step = checkpoint["global_step"]

@@ -104,6 +104,16 @@ class ImagegenCard(_Contract):
     palette: dict[str, int] = {}
     ignore_index: int | None = None
     mlflow_run_id: str | None = None
+    registered_model: str | None = None
+    registered_model_version: str | None = None
+
+    @classmethod
+    def for_data(cls, imagegen: ImagegenConfig, data: DataConfig, stats: DatasetStats, **training) -> "ImagegenCard":
+        """The card of a generator of `imagegen` trained on the prepared data `stats` describes,
+        whose masks were read with the `data` settings."""
+        return cls(imagegen=imagegen, channels=stats.channels, class_names=stats.class_names,
+                   image_size=stats.image_size, mask_format=data.mask_format, palette=data.palette,
+                   ignore_index=data.ignore_index, **training)
 
     @property
     def num_classes(self) -> int:

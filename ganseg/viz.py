@@ -91,14 +91,47 @@ def overlay_grid(images: np.ndarray, truth: np.ndarray, preds: np.ndarray, scale
     strips = [np.asarray(comparison_strip(i.transpose(1, 2, 0), t, p, scale)) for i, t, p in zip(images, truth, preds)]
     gap = np.full((4 * scale, strips[0].shape[1], 3), 255, np.uint8)
     rows = [part for strip in strips for part in (strip, gap)][:-1]
-    return _with_titles(Image.fromarray(np.concatenate(rows, axis=0)), images.shape[-1] * scale, 4 * scale)
+    return _with_titles(Image.fromarray(np.concatenate(rows, axis=0)), images.shape[-1] * scale, 4 * scale,
+                        ("image", "truth", "prediction"))
 
 
-def _with_titles(grid: Image.Image, panel_width: int, gap: int) -> Image.Image:
+def mask_picture(mask: np.ndarray) -> np.ndarray:
+    """RGB uint8: each class in its colour (background black), void grey."""
+    void = mask == VOID
+    ids = np.where(void, 0, mask)
+    picture = class_colours(int(ids.max()) + 1)[ids]
+    picture[void] = VOID_GREY
+    return picture
+
+
+def sample_grid(masks: np.ndarray, real: np.ndarray, drawn: np.ndarray, scale: int | None = None) -> Image.Image:
+    """One row per mask: mask | real image | the images drawn from it. masks (N, H, W), real uint8
+    (N, C, H, W), drawn uint8 (N, K, C, H, W); small tiles enlarged for viewing."""
+    height, width = masks.shape[-2:]
+    scale = strip_scale(height) if scale is None else scale
+    gap = 4
+
+    def rgb(image: np.ndarray) -> np.ndarray:
+        image = image.transpose(1, 2, 0)
+        return image.repeat(3, axis=2) if image.shape[2] == 1 else image
+
+    rows = []
+    for mask, image, samples in zip(masks, real, drawn):
+        panels = [mask_picture(mask), rgb(image), *(rgb(s) for s in samples)]
+        column_gap = np.full((height, gap, 3), 255, np.uint8)
+        rows.append(np.concatenate([part for panel in panels for part in (panel, column_gap)][:-1], axis=1))
+    row_gap = np.full((gap, rows[0].shape[1], 3), 255, np.uint8)
+    grid = Image.fromarray(np.concatenate([part for row in rows for part in (row, row_gap)][:-1], axis=0))
+    grid = grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST)
+    titles = ("mask", "real", *(f"drawn {k + 1}" for k in range(drawn.shape[1])))
+    return _with_titles(grid, width * scale, gap * scale, titles)
+
+
+def _with_titles(grid: Image.Image, panel_width: int, gap: int, titles: tuple[str, ...]) -> Image.Image:
     titled = Image.new("RGB", (grid.width, grid.height + 16), "white")
     titled.paste(grid, (0, 16))
     draw = ImageDraw.Draw(titled)
-    for column, title in enumerate(("image", "truth", "prediction")):
+    for column, title in enumerate(titles):
         draw.text((column * (panel_width + gap) + 2, 2), title, fill="black")
     return titled
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ganseg.bench.tables import paired_table, quality_table, throughput_table
+from ganseg.bench.tables import imagegen_table, paired_table, quality_table, throughput_table
 from ganseg.bench.throughput import flops_per_step, matmul_gflops, synthetic_batches, timed_steps
 from ganseg.config import Params
 from ganseg.fileio import write_json
@@ -108,15 +108,11 @@ def quality(
 ) -> dict:
     from ganseg.bench import quality as q
     from ganseg.bench.contenders import check_contenders, contenders
-    from ganseg.data.prepare import prepare_dataset
-
     rows = contenders(label_fraction, variants)
     check_contenders(params, rows)  # before preparing or training anything
     with tempfile.TemporaryDirectory(prefix="ganseg-bench-") as scratch:
-        data_dir = Path(scratch) / "prepared"
-        stats = prepare_dataset(params.data.model_copy(update={"source": data}), params.seed, data_dir)
-        print(f"prepared {data}: {stats.counts} tiles of {stats.image_size} px, {stats.test_images} test images;"
-              f" {len(rows)} configs x {seeds} seeds x {steps} steps, scored on the {split} split")
+        data_dir = _prepared(params, data, Path(scratch))
+        print(f"  {len(rows)} configs x {seeds} seeds x {steps} steps, scored on the {split} split")
         report = q.run_benchmark(params, data_dir, seeds, steps, rows, label_fraction, split, figure=figure)
     report["data"] = data
     print(quality_table(report))
@@ -128,3 +124,32 @@ def quality(
     if figure:
         print(f"wrote {figure}: the images where {report['figure_configs'][1]} and the baseline differ most")
     return report
+
+
+def imagegen(params: Params, data: str, variants: list[str], seeds: int, steps: int, judge_steps: int,
+             out: Path | None, grids: Path | None) -> dict:
+    from ganseg.bench import imagegen as ig
+
+    ig.check_variants(variants)  # before preparing or training anything
+    with tempfile.TemporaryDirectory(prefix="ganseg-bench-") as scratch:
+        data_dir = _prepared(params, data, Path(scratch))
+        print(f"  {len(variants)} variants x {seeds} seeds x {steps} steps, judged on the test tiles")
+        report = ig.run_benchmark(params, data_dir, seeds, steps, judge_steps, variants, grids)
+    report["data"] = data
+    print(imagegen_table(report))
+    if seeds > 1:
+        print()
+        print(paired_table(report))
+    if out:
+        write_json(out, report)
+        print(f"wrote {out}")
+    return report
+
+
+def _prepared(params: Params, data: str, scratch: Path) -> Path:
+    from ganseg.data.prepare import prepare_dataset
+
+    data_dir = scratch / "prepared"
+    stats = prepare_dataset(params.data.model_copy(update={"source": data}), params.seed, data_dir)
+    print(f"prepared {data}: {stats.counts} tiles of {stats.image_size} px, {stats.test_images} test images")
+    return data_dir

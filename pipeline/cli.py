@@ -18,6 +18,9 @@ BEST_CONFIG = Path("results/tune/best_config.json")
 MODELS_DIR = Path("models")
 HISTORY_CSV = Path("results/train_history.csv")
 EVAL_DIR = Path("results/evaluation")
+IMAGEGEN_DIR = Path("image_generator")
+IMAGEGEN_HISTORY = Path("results/imagegen_history.csv")
+IMAGEGEN_EVAL = Path("results/imagegen")
 DEFAULT_PARAMS = "params.yaml"
 
 
@@ -39,6 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("tune", parents=[common], help="Ray Tune search; writes results/tune/best_config.json")
     sub.add_parser("train", parents=[common], help="Ray Train DDP with the tuned config; writes models/")
     sub.add_parser("evaluate", parents=[common], help="test metrics, plots and overlays in results/evaluation")
+    sub.add_parser("train-imagegen", parents=[common],
+                   help="Ray Train DDP of the mask -> image generator, judged by models/; writes image_generator/")
+    sub.add_parser("evaluate-imagegen", parents=[common],
+                   help="judge mIoU ratio, KID, diversity and memorisation of image_generator/ in results/imagegen")
     predict = sub.add_parser("predict", parents=[common], help="segment a folder of images with a model folder or an MLflow model URI")
     predict.add_argument(
         "--model", default=str(MODELS_DIR),
@@ -88,6 +95,22 @@ def _parser() -> argparse.ArgumentParser:
     quality.add_argument("--figure", type=Path,
                          help="also draw, as a PNG here, the scored images where the first GAN row and the baseline"
                          " differ most (first seed)")
+    imagegen = kinds.add_parser(
+        "imagegen", parents=[common],
+        help="mask -> image generator variants (SPADE + PatchGAN, SPADE + OASIS, pix2pix) trained for the same"
+        " steps and judged by a segmenter trained on the same split: judge mIoU on generated vs real test tiles,"
+        " KID, diversity, memorisation",
+    )
+    imagegen.add_argument("--data", required=True,
+                          help="folder with images/ and masks/ (read with the data section of params), or 'synthetic'")
+    imagegen.add_argument("--variants", default="spade+patch,spade+oasis,pix2pix",
+                          help="comma-separated, the first is the reference (default: all three)")
+    imagegen.add_argument("--seeds", type=_positive_int, default=1, help="seeds per variant (default 1)")
+    imagegen.add_argument("--steps", type=_positive_int, default=1000, help="updates per generator (default 1000)")
+    imagegen.add_argument("--judge-steps", type=_positive_int, default=800,
+                          help="updates of the judge segmenter (default 800)")
+    imagegen.add_argument("--out", type=Path, help="also write the table as JSON here")
+    imagegen.add_argument("--grids", type=Path, help="also draw mask | real | samples per variant as PNGs in this folder")
     return parser
 
 
@@ -124,7 +147,7 @@ def _dispatch(args: argparse.Namespace) -> None:
 
         predict.run(params, root, args.model, args.input, args.output, args.overlays)
         return
-    if args.stage in ("tune", "train", "evaluate"):
+    if args.stage in ("tune", "train", "evaluate", "train-imagegen", "evaluate-imagegen"):
         require_reachable(tracking_uri(root))  # before any training, not after it
     if args.stage == "prepare":
         from pipeline import prepare
@@ -140,6 +163,14 @@ def _dispatch(args: argparse.Namespace) -> None:
         # --set goes over the tuned config, so train starts from the params file alone
         train.run(load_params(args.params), root, root / BEST_CONFIG, root / MODELS_DIR, root / HISTORY_CSV,
                   overrides=args.overrides, params_file=args.params)
+    elif args.stage == "train-imagegen":
+        from pipeline import train_imagegen
+
+        train_imagegen.run(params, root, root / MODELS_DIR, root / IMAGEGEN_DIR, root / IMAGEGEN_HISTORY)
+    elif args.stage == "evaluate-imagegen":
+        from pipeline import evaluate_imagegen
+
+        evaluate_imagegen.run(params, root, root / MODELS_DIR, root / IMAGEGEN_DIR, root / IMAGEGEN_EVAL)
     elif args.stage == "generate":
         from pipeline import generate
 
@@ -153,6 +184,11 @@ def _dispatch(args: argparse.Namespace) -> None:
 
         bench.quality(params, args.data, args.seeds, args.steps, args.label_fraction, args.out,
                       args.contenders, args.split, args.figure)
+    elif args.stage == "bench" and args.bench == "imagegen":
+        from pipeline import bench
+
+        bench.imagegen(params, args.data, args.variants.split(","), args.seeds, args.steps, args.judge_steps,
+                       args.out, args.grids)
     elif args.stage == "bench":
         from pipeline import bench
 

@@ -26,7 +26,7 @@ from ganseg.config import Params
 from ganseg.contracts import read_dataset_stats
 from ganseg.data.datasets import endless, labelled_frequency, training_batches
 from ganseg.evaluation import evaluate_full_size, scored_description, summarise
-from ganseg.segmenter.training import build_training_state, train_epoch
+from ganseg.segmenter.training import TrainingState, build_training_state, train_epoch
 from ganseg.viz import save_difference_figure
 
 AUCS = ("auc_roc", "auc_pr")  # binary tasks only
@@ -35,9 +35,31 @@ AUCS = ("auc_roc", "auc_pr")  # binary tasks only
 def train_and_score(
     params: Params, data_dir: Path, steps: int, progress: bool = False, split: str = "test", keep: int = 0
 ) -> dict:
-    """Train from scratch for `steps` generator updates, split into train.epochs equal epochs,
-    then score the test images at full size (or the validation tiles). Deterministic for a given params.seed.
+    """Train from scratch (`train_segmenter`), then score the test images at full size (or the
+    validation tiles). Deterministic for a given params.seed.
     With `keep`, the first `keep` (image, truth, prediction) triples come back under "predictions"."""
+    stats = read_dataset_stats(data_dir)
+    started = time.perf_counter()
+    state, labelled_tiles = train_segmenter(params, data_dir, steps, progress)
+    seconds = time.perf_counter() - started
+    result = evaluate_full_size(state.eval_generator, data_dir, stats, params.evaluate.boundary_tolerance, keep=keep,
+                                progress=False, flips=params.evaluate.flip_tta, split=split)
+    summary = summarise(result.confusion, stats.class_names, stats.train_frequency, result.boundary_f1, result.auc)
+    images = steps * params.train.batch_size
+    return {
+        "miou": summary["miou"],
+        "dice": summary["dice"],
+        "boundary_f1": summary["boundary_f1"],
+        **{key: summary[key] for key in AUCS if key in summary},
+        "images_per_s": images / seconds if seconds else float("nan"),
+        "labelled_tiles": labelled_tiles,
+        "scored_images": result.num_images,
+    } | ({"predictions": result.samples} if keep else {})
+
+
+def train_segmenter(params: Params, data_dir: Path, steps: int, progress: bool = False) -> tuple[TrainingState, int]:
+    """A segmenter trained from scratch for `steps` generator updates, split into train.epochs equal
+    epochs; and how many labelled tiles it saw. Deterministic for a given params.seed."""
     torch.manual_seed(params.seed)
     stats = read_dataset_stats(data_dir)
     state = build_training_state(params, stats.channels, stats.num_classes, labelled_frequency(data_dir, params))
@@ -47,7 +69,6 @@ def train_and_score(
     batches = endless(labelled)
     epochs = params.train.epochs
     per_epoch = math.ceil(steps / epochs)
-    images, started = 0, time.perf_counter()
     for epoch in range(1, epochs + 1):
         count = min(per_epoch, steps - (epoch - 1) * per_epoch)
         if count <= 0:
@@ -55,28 +76,20 @@ def train_and_score(
         epoch_means = train_epoch(
             state, itertools.islice(batches, count), params.train, epoch=epoch, unlabelled=unlabelled
         )
-        images += count * params.train.batch_size
         if progress:
             print(f"    epoch {epoch}/{epochs}: loss_seg {epoch_means['loss_seg']:.4f}", flush=True)
-    seconds = time.perf_counter() - started
-    result = evaluate_full_size(state.eval_generator, data_dir, stats, params.evaluate.boundary_tolerance, keep=keep,
-                                progress=False, flips=params.evaluate.flip_tta, split=split)
-    summary = summarise(result.confusion, stats.class_names, stats.train_frequency, result.boundary_f1, result.auc)
-    return {
-        "miou": summary["miou"],
-        "dice": summary["dice"],
-        "boundary_f1": summary["boundary_f1"],
-        **{key: summary[key] for key in AUCS if key in summary},
-        "images_per_s": images / seconds if seconds else float("nan"),
-        "labelled_tiles": len(labelled.dataset),
-        "scored_images": result.num_images,
-    } | ({"predictions": result.samples} if keep else {})
+    return state, len(labelled.dataset)
 
 
 def _shuffled(dataset, params: Params) -> DataLoader:
-    generator = torch.Generator().manual_seed(params.seed)
-    drop_last = len(dataset) >= params.train.batch_size
-    return DataLoader(dataset, batch_size=params.train.batch_size, shuffle=True, drop_last=drop_last, generator=generator)
+    return seeded_loader(dataset, params.train.batch_size, params.seed)
+
+
+def seeded_loader(dataset, batch_size: int, seed: int) -> DataLoader:
+    """Shuffled in an order fixed by `seed`; a last short batch dropped when there is a full one."""
+    generator = torch.Generator().manual_seed(seed)
+    drop_last = len(dataset) >= batch_size
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=drop_last, generator=generator)
 
 
 def run_benchmark(
@@ -161,15 +174,15 @@ def summarise_runs(runs: list[dict], class_names: list[str]) -> dict:
     summary: dict = {}
     for name in dict.fromkeys(run["config"] for run in runs):
         mine = [run for run in runs if run["config"] == name]
-        row = {key: _mean_std([r[key] for r in mine]) for key in ("miou", *AUCS) if key in mine[0]}
-        row |= {key: _mean_std([r[key] for r in mine]) for key in ("images_per_s", "wall_s")}
+        row = {key: mean_std([r[key] for r in mine]) for key in ("miou", *AUCS) if key in mine[0]}
+        row |= {key: mean_std([r[key] for r in mine]) for key in ("images_per_s", "wall_s")}
         for metric in ("dice", "boundary_f1"):
-            row[metric] = {c: _mean_std([r[metric][c] for r in mine]) for c in class_names}
+            row[metric] = {c: mean_std([r[metric][c] for r in mine]) for c in class_names}
         summary[name] = row
     return summary
 
 
-def _mean_std(values: list) -> dict:
+def mean_std(values: list) -> dict:
     kept = np.array([v for v in values if v is not None and not math.isnan(v)], dtype=float)
     if not kept.size:
         return {"mean": None, "std": None, "n": 0}

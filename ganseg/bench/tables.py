@@ -72,6 +72,26 @@ def paired_table(report: dict) -> str:
     )
 
 
+def imagegen_table(report: dict) -> str:
+    """`ganseg bench imagegen`: per variant, mean ± std over seeds of the judge's mIoU on generated
+    and real test tiles and their ratio, KID, diversity, memorisation and training time."""
+    header = ["variant", "judge mIoU generated", "judge mIoU real", "ratio", "KID", "diversity",
+              "nearest-train distance generated / real", "training (s)"]
+    rows = [
+        [name, _mean_std(row["judge_miou_generated"]), _mean_std(row["judge_miou_real"]),
+         _mean_std(row["judge_miou_ratio"]), _mean_std(row["kid"], digits=4), _mean_std(row["diversity"]),
+         f"{_mean_std(row['nearest_train_generated'])} / {_mean_std(row['nearest_train_real'])}",
+         _mean_std(row["train_s"], digits=0)]
+        for name, row in report["summary"].items()
+    ]
+    counts = report["counts"]
+    return markdown_table(header, rows) + (
+        f"\n\nmean ± std over {report['seeds']} seed(s); {report['steps']} steps each, judge {report['judge_steps']}"
+        f" steps; {counts['train']} training / {counts['test']} test tiles of {report['image_size']} px;"
+        f" {report['params']['imagegen']['samples']} images drawn per test mask; {report['machine']}"
+    )
+
+
 def _mean_std(stat: dict, digits: int = 3) -> str:
     """'mean ± std'; the mean alone from one run, which has no spread to show."""
     if stat["mean"] is None:

@@ -77,6 +77,10 @@ class MlflowConfig(Strict):
     experiment: str = Field("ganseg", min_length=1)
     registered_model: str = Field("ganseg-segmenter", pattern=r"^[A-Za-z0-9_.\-]+$",
                                   description="model registry name; every train run registers a version under it")
+    registered_image_generator: str = Field(
+        "ganseg-image-generator", pattern=r"^[A-Za-z0-9_.\-]+$",
+        description="model registry name of the mask -> image generator; every train_imagegen run registers a version",
+    )
 
 
 class Params(Strict):

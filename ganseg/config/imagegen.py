@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from ganseg.config.base import Strict
+from ganseg.config.train import AugmentConfig
 
 
 class ImagegenConfig(Strict):
@@ -17,7 +18,7 @@ class ImagegenConfig(Strict):
         "patch", description="patch: multi-scale PatchGAN, hinge loss, feature matching; oasis: an (N+1)-class"
         " segmenter whose extra class is 'generated', class-balanced cross-entropy",
     )
-    base_channels: int = Field(32, ge=4, description="generator width at full resolution")
+    base_channels: int = Field(16, ge=4, description="generator width at full resolution")
     depth: int = Field(3, ge=1, le=6, description="the generator starts at 1/2**depth of the image size")
     noise_dim: int = Field(16, ge=1, description="spade: length of the noise vector joined to the label map")
     disc_channels: int = Field(32, ge=4)
@@ -30,6 +31,11 @@ class ImagegenConfig(Strict):
     lr_d: float = Field(4e-4, gt=0)
     lambda_fm: float = Field(10.0, ge=0, description="patch: weight of feature matching")
     lambda_l1: float = Field(100.0, ge=0, description="pix2pix: weight of the L1 distance to the real image")
-    ema_decay: float = Field(0.999, ge=0, lt=1, description="moving average of the generator's weights; 0 = off")
+    ema_decay: float = Field(0.99, ge=0, lt=1, description="moving average of the generator's weights; 0 = off")
+    augment: AugmentConfig = Field(
+        default_factory=lambda: AugmentConfig(brightness=0.0, contrast=0.0),
+        description="joint mask/image augmentation of training tiles; geometric only by default, so that the"
+        " generator learns the images' own intensities",
+    )
     samples: int = Field(3, ge=1, le=8, description="images drawn per mask in the logged grids")
     log_images_every: int = Field(5, ge=0, description="log a grid mask | real | samples every N epochs; 0 = never")

@@ -4,5 +4,5 @@ networks.py holds the generators (SPADE with noise, pix2pix) and discriminators 
 PatchGAN, OASIS), losses.py their losses, training.py the state, one step, one epoch and sampling,
 quality.py the measures of generated images with a trained segmenter as the judge.
 It shares with the segmenter what lives beside both packages: the data (ganseg/data/), checkpoints,
-metrics and the contracts between stages. No pipeline stage trains it yet.
+metrics and the contracts between stages. evaluation.py judges a generator on a prepared test split.
 """

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from ganseg.contracts import IMAGEGEN_CARD, ImagegenCard, read_imagegen_card, write_imagegen_card
 from ganseg.export import card_in, load_exported
@@ -18,6 +19,22 @@ def export_image_generator(out_dir: Path, weights: dict, card: ImagegenCard) -> 
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.save(weights, out_dir / IMAGEGEN_WEIGHTS)
     write_imagegen_card(out_dir, card)
+
+
+@torch.no_grad()
+def without_parametrizations(generator: nn.Module, card: ImagegenCard) -> nn.Module:
+    """The same generator with plain weights where it has spectral-norm parametrizations: the same
+    images in eval mode, and a module that can be pickled (MLflow's pytorch flavour pickles it)."""
+    generator.eval()  # spectral norm's power iteration runs only in training mode
+    effective = {}
+    for name, module in generator.named_modules():
+        if parametrize.is_parametrized(module):
+            for tensor_name in module.parametrizations:
+                effective[f"{name}.{tensor_name}" if name else tensor_name] = getattr(module, tensor_name).clone()
+    rest = {key: value for key, value in generator.state_dict().items() if ".parametrizations." not in key}
+    plain = build_generator(card.imagegen.model_copy(update={"spectral_norm": False}), card.num_classes, card.channels)
+    plain.load_state_dict(rest | effective)
+    return plain.eval()
 
 
 def load_image_generator(model_dir: str | Path) -> tuple[nn.Module, ImagegenCard]:

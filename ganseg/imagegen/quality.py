@@ -65,7 +65,7 @@ def kid(
     with warnings.catch_warnings():  # that it keeps every feature vector: a few hundred numbers per image here
         warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
         metric = KernelInceptionDistance(feature=JudgeFeatures(judge), subsets=subsets,
-                                         subset_size=min(len(real), len(generated), 1000))
+                                         subset_size=max(2, min(len(real), len(generated), 2000) // 2))
     for start in range(0, len(real), 64):
         metric.update(real[start:start + 64], real=True)
     for start in range(0, len(generated), 64):

@@ -1,0 +1,112 @@
+"""The image generator's checkpoints, export for MLflow, judging on a prepared split, and its bench."""
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from ganseg.checkpoints import checkpoint_of, restore_checkpoint
+from ganseg.config import ImagegenConfig, Params
+from ganseg.contracts import ImagegenCard
+from ganseg.data.prepare import prepare_dataset
+from ganseg.imagegen.evaluation import judge_generator
+from ganseg.imagegen.export import without_parametrizations
+from ganseg.imagegen.networks import one_hot_with_void
+from ganseg.imagegen.training import build_state, train_step
+from ganseg.segmenter.networks import UNet
+from ganseg.viz import sample_grid
+from pipeline.cli import main
+from tests.conftest import batch
+
+SMALL = ImagegenConfig(base_channels=8, disc_channels=8, depth=2, noise_dim=4, ema_decay=0.9)
+
+
+def test_a_checkpoint_restores_both_networks_optimisers_and_the_moving_average(tmp_path):
+    torch.manual_seed(0)
+    state = build_state(SMALL, 3, 1)
+    image, mask = batch(size=16)
+    train_step(state, image, mask, SMALL)
+    torch.save(checkpoint_of(state, 1, [{"epoch": 1}]), tmp_path / "state.pt")
+    fresh = build_state(SMALL, 3, 1)
+    checkpoint = restore_checkpoint(fresh, tmp_path / "state.pt")
+    assert checkpoint["epoch"] == 1 and fresh.global_step == 1
+    for a, b in [(state.generator, fresh.generator), (state.discriminator, fresh.discriminator),
+                 (state.ema.module, fresh.ema.module)]:
+        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert fresh.opt_g.state_dict()["state"].keys() == state.opt_g.state_dict()["state"].keys()
+    # the next step from either is the same step
+    torch.manual_seed(1)
+    train_step(state, image, mask, SMALL)
+    torch.manual_seed(1)
+    train_step(fresh, image, mask, SMALL)
+    assert all(torch.equal(x, y) for x, y in zip(state.generator.state_dict().values(),
+                                                  fresh.generator.state_dict().values()))
+
+
+def test_the_generator_without_parametrizations_pickles_and_draws_the_same_images():
+    state = build_state(SMALL, 3, 1)
+    train_step(state, *batch(size=16), SMALL)  # power iteration has moved spectral norm's vectors
+    generator = state.generator.eval()
+    card = ImagegenCard(imagegen=SMALL, channels=1, class_names=["a", "b", "c"], image_size=16)
+    mask = torch.randint(0, 3, (2, 16, 16))
+    label_map, noise = one_hot_with_void(mask, 3), torch.randn(2, SMALL.noise_dim)
+    with pytest.raises(RuntimeError):
+        pickle.dumps(generator)
+    plain = pickle.loads(pickle.dumps(without_parametrizations(generator, card)))
+    with torch.no_grad():
+        assert torch.allclose(plain(label_map, noise), generator(label_map, noise), atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    params = Params().with_overrides({"data.synthetic.num_images": 60, "data.synthetic.size": 32, "data.image_size": 32})
+    data_dir = tmp_path_factory.mktemp("data") / "prepared"
+    stats = prepare_dataset(params.data, params.seed, data_dir)
+    return data_dir, stats
+
+
+@pytest.mark.parametrize("generator, diverse", [("spade", True), ("pix2pix", False)])
+def test_judging_reports_the_ratio_of_generated_to_real_and_diversity_only_with_noise(prepared, generator, diverse):
+    data_dir, stats = prepared
+    torch.manual_seed(0)
+    cfg = SMALL.model_copy(update={"generator": generator})
+    drawer = build_state(cfg, stats.num_classes, stats.channels).eval_generator
+    judge = UNet(1, stats.num_classes, base=8, depth=2).eval()
+    figures, drawn = judge_generator(drawer, judge, data_dir, stats.num_classes, samples=3, seed=5)
+    assert drawn.shape == (stats.counts["test"], 3, 1, 32, 32) and drawn.dtype == torch.uint8
+    assert figures["judge_miou_ratio"] == pytest.approx(figures["judge_miou_generated"] / figures["judge_miou_real"])
+    assert (figures["diversity"] > 0.01) is diverse
+    assert figures["memorisation_ratio"] == pytest.approx(
+        figures["nearest_train_generated"] / figures["nearest_train_real"])
+    again, _ = judge_generator(drawer, judge, data_dir, stats.num_classes, samples=3, seed=5)
+    assert again == figures  # the same seed, the same figures
+
+
+def test_the_sample_grid_has_a_row_per_mask_and_a_column_per_sample():
+    masks = np.zeros((2, 16, 16), np.uint8)
+    real = np.zeros((2, 1, 16, 16), np.uint8)
+    drawn = np.full((2, 3, 1, 16, 16), 255, np.uint8)
+    grid = sample_grid(masks, real, drawn, scale=1)
+    assert grid.size == (5 * 16 + 4 * 4, 2 * 16 + 4 + 16)  # 5 panels, 4 gaps; 2 rows, a gap, the titles
+
+
+def test_bench_imagegen_prints_every_variant_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code = main(["bench", "imagegen", "--data", "synthetic", "--steps", "2", "--judge-steps", "2", "--seeds", "2",
+                 "--variants", "spade+patch,pix2pix", "--out", str(out), "--grids", str(tmp_path / "grids"),
+                 "--set", "data.synthetic.num_images=40", "--set", "data.synthetic.size=32", "--set", "data.image_size=32",
+                 "--set", "imagegen.base_channels=8", "--set", "imagegen.disc_channels=8", "--set", "imagegen.epochs=1"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| spade+patch |" in printed and "| pix2pix |" in printed and "| pix2pix | spade+patch | diversity |" in printed
+    report = json.loads(out.read_text())
+    assert [run["config"] for run in report["runs"]] == ["spade+patch"] * 2 + ["pix2pix"] * 2
+    assert all(run["diversity"] == 0 for run in report["runs"] if run["config"] == "pix2pix")
+    assert sorted(p.name for p in (tmp_path / "grids").iterdir()) == ["pix2pix.png", "spade+patch.png"]
+
+
+def test_bench_imagegen_refuses_an_unknown_variant_before_training(tmp_path, capsys):
+    assert main(["bench", "imagegen", "--data", str(tmp_path / "nowhere"), "--variants", "spade+patch,vqgan"]) == 2
+    assert "unknown variant(s) vqgan; known: spade+patch, spade+oasis, pix2pix" in capsys.readouterr().err
