@@ -1,8 +1,9 @@
 """The model registry: the champion rule, and turning a model URI into a local model folder.
 
-Every train run registers a version under `mlflow.registered_model`. The evaluate stage tags the
-version with its test mIoU and moves the `champion` alias to it only when it strictly beats the
-current champion's.
+Every train run registers a version under `mlflow.registered_model` (the image generator's train
+run under `mlflow.registered_image_generator`). The evaluate stage tags the version with its score
+(test mIoU; the judge mIoU ratio for an image generator) and moves the `champion` alias to it only
+when it strictly beats the current champion's.
 """
 
 from __future__ import annotations
@@ -35,11 +36,11 @@ def beats(candidate: float, champion: float | None) -> bool:
     return candidate > champion
 
 
-def _score_of(client: MlflowClient, version) -> float | None:
-    if TEST_MIOU in version.tags:
-        return float(version.tags[TEST_MIOU])
+def _score_of(client: MlflowClient, version, metric: str) -> float | None:
+    if metric in version.tags:
+        return float(version.tags[metric])
     if version.run_id:  # a version registered before the rule existed: its run may hold the metric
-        return client.get_run(version.run_id).data.metrics.get(TEST_MIOU)
+        return client.get_run(version.run_id).data.metrics.get(metric)
     return None
 
 
@@ -52,24 +53,25 @@ def current_champion(client: MlflowClient, name: str):
         raise
 
 
-def record_and_promote(client: MlflowClient, name: str, version: str, test_miou: float) -> str:
-    """Tag `version` with its test mIoU; move `champion` to it when it beats the current one. Says what happened."""
-    version = str(version)
-    client.set_model_version_tag(name, version, TEST_MIOU, f"{test_miou:.6f}")
+def record_and_promote(client: MlflowClient, name: str, version: str, value: float, metric: str = TEST_MIOU) -> str:
+    """Tag `version` with its score (`metric`, higher is better); move `champion` to it when it beats
+    the current one. Says what happened."""
+    version, label = str(version), metric.replace("_", " ").replace("miou", "mIoU")
+    client.set_model_version_tag(name, version, metric, f"{value:.6f}")
     champion = current_champion(client, name)
     if champion is not None and str(champion.version) == version:
-        return f"{name} version {version} is already the {CHAMPION} (test mIoU {test_miou:.4f})"
-    score = _score_of(client, champion) if champion is not None else None
-    if not beats(test_miou, score):
+        return f"{name} version {version} is already the {CHAMPION} ({label} {value:.4f})"
+    score = _score_of(client, champion, metric) if champion is not None else None
+    if not beats(value, score):
         return (
-            f"{name} version {version} (test mIoU {test_miou:.4f}) does not beat the {CHAMPION}, "
+            f"{name} version {version} ({label} {value:.4f}) does not beat the {CHAMPION}, "
             f"version {champion.version} ({score:.4f}): alias unchanged"
         )
     client.set_registered_model_alias(name, CHAMPION, version)
     before = "no champion before" if champion is None else f"was version {champion.version}"
     if champion is not None and score is not None:
         before += f" with {score:.4f}"
-    return f"{name} version {version} (test mIoU {test_miou:.4f}) is now the {CHAMPION} ({before})"
+    return f"{name} version {version} ({label} {value:.4f}) is now the {CHAMPION} ({before})"
 
 
 def is_mlflow_uri(text: str) -> bool:

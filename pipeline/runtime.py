@@ -108,22 +108,25 @@ def make_trainer(
     project_root: Path,
     callbacks: list | None = None,
     num_workers: int | str | None = None,
+    loop=train_loop_per_worker,
+    score: str = "val_miou",
 ):
+    """A TorchTrainer running `loop` on every worker; Ray keeps the best checkpoints by `score`
+    (higher is better) and always the latest."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     workers, use_gpu = resolve_scaling(params.train, num_workers)
     return TorchTrainer(
-        train_loop_per_worker,
+        loop,
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
         run_config=RunConfig(
             name=name,
             storage_path=storage_path(params, project_root),
-            # Ray keeps the best k by validation mIoU and always the latest.
             checkpoint_config=CheckpointConfig(
                 num_to_keep=params.train.checkpoints_to_keep,
-                checkpoint_score_attribute="val_miou",
+                checkpoint_score_attribute=score,
                 checkpoint_score_order="max",
             ),
             failure_config=FailureConfig(max_failures=params.train.max_failures),

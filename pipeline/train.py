@@ -91,27 +91,16 @@ def run(
     client = MlflowClient(uri)
     workers, use_gpu = resolve_scaling(params.train)
     check_device_support(params.train, use_gpu)
-    key = run_key(params, stats)
-    run_id = _unfinished_run(client, params.mlflow.experiment, key) if params.train.resume else None
-    if run_id:
-        client.update_run(run_id, status="RUNNING")
-        print(f"resuming MLflow run {run_id}: an earlier attempt with the same config did not finish")
-    else:
-        run_id = tracking.create_run(
-            client, params.mlflow.experiment, project_root, run_name=tracking.run_name("train"),
-            tags=provenance.run_tags(project_root, params, "train") | {RUN_KEY_TAG: key},
-            params=params.model_dump() | {"resolved": {"num_workers": workers, "use_gpu": use_gpu}},
-        )
-        print(f"MLflow run {run_id} in experiment {params.mlflow.experiment!r} ({uri})")
+    run_id = open_run(client, params, project_root, "train", run_key(params, stats), workers, use_gpu)
     try:
         # The Ray run is named after the MLflow run: a rerun after a crash finds its checkpoints.
         name = f"train-{run_id}"
         run_dir = f"{storage_path(params, project_root)}/{name}"
-        check_checkpoints_fit(params, stats, run_dir)
+        check_checkpoints_fit(run_dir, *build_networks(params, stats.channels, stats.num_classes))
         trainer = make_trainer(params, loop_config(params, data_dir, uri, run_id, progress=True), name, project_root)
         result = fit_or_explain(trainer, run_dir)
-        latest = _load_state(result.checkpoint)
-        best = _load_state(result.get_best_checkpoint(metric="val_miou", mode="max"))
+        latest = load_state(result.checkpoint)
+        best = load_state(result.get_best_checkpoint(metric="val_miou", mode="max"))
         summary = _export(params, stats, latest, best, run_id, models_dir, history_csv)
         summary |= _log_model(uri, run_id, models_dir, params.mlflow.registered_model)
     except BaseException:
@@ -125,11 +114,29 @@ RUN_KEY_TAG = "ganseg.run_key"
 _OPERATIONAL = {"resume", "fault_injection", "max_failures"}
 
 
-def run_key(params: Params, stats: DatasetStats) -> str:
-    """A fingerprint of what determines the result: the params (less how failures are handled) and the data."""
+def run_key(params: Params, stats: DatasetStats, *more) -> str:
+    """A fingerprint of what determines the result: the params (less how failures are handled), the
+    data and anything in `more` (the stage, the judge)."""
     train = {k: v for k, v in params.train.model_dump().items() if k not in _OPERATIONAL}
-    payload = json.dumps([params.model_dump() | {"train": train}, stats.to_json()], sort_keys=True, default=str)
+    payload = json.dumps([params.model_dump() | {"train": train}, stats.to_json(), *more], sort_keys=True, default=str)
     return hashlib.sha1(payload.encode()).hexdigest()[:16]
+
+
+def open_run(client: MlflowClient, params: Params, project_root: Path, stage: str, key: str, workers: int,
+             use_gpu: bool) -> str:
+    """The MLflow run of this training: the unfinished one with the same `key` (train.resume), or a new one."""
+    run_id = _unfinished_run(client, params.mlflow.experiment, key) if params.train.resume else None
+    if run_id:
+        client.update_run(run_id, status="RUNNING")
+        print(f"resuming MLflow run {run_id}: an earlier attempt with the same config did not finish")
+        return run_id
+    run_id = tracking.create_run(
+        client, params.mlflow.experiment, project_root, run_name=tracking.run_name(stage),
+        tags=provenance.run_tags(project_root, params, stage) | {RUN_KEY_TAG: key},
+        params=params.model_dump() | {"resolved": {"num_workers": workers, "use_gpu": use_gpu}},
+    )
+    print(f"MLflow run {run_id} in experiment {params.mlflow.experiment!r} ({client.tracking_uri})")
+    return run_id
 
 
 def _unfinished_run(client: MlflowClient, experiment: str, key: str) -> str | None:
@@ -145,9 +152,10 @@ def _unfinished_run(client: MlflowClient, experiment: str, key: str) -> str | No
     return runs[0].info.run_id if runs else None
 
 
-def check_checkpoints_fit(params: Params, stats: DatasetStats, run_dir: str) -> None:
+def check_checkpoints_fit(run_dir: str, generator: torch.nn.Module, discriminator: torch.nn.Module) -> None:
     """Before any worker starts: the Ray checkpoints of the run to resume must hold networks of the
-    params' architecture (they may not, e.g. when written by code that built the networks otherwise)."""
+    params' architecture, as `generator` and `discriminator` (they may not, e.g. when written by
+    code that built the networks otherwise)."""
     from ray.train import Result
 
     try:
@@ -155,7 +163,6 @@ def check_checkpoints_fit(params: Params, stats: DatasetStats, run_dir: str) -> 
     except RuntimeError:  # no run folder or no checkpoint record: nothing to resume
         return
     kept = {c.path: c for c in [result.checkpoint, *(c for c, _ in result.best_checkpoints)] if c is not None}
-    generator, discriminator = build_networks(params, stats.channels, stats.num_classes)
     for checkpoint in kept.values():
         with checkpoint.as_directory() as folder:
             path = Path(folder) / STATE_FILE
@@ -167,7 +174,7 @@ def check_checkpoints_fit(params: Params, stats: DatasetStats, run_dir: str) -> 
                 ) from None
 
 
-def _load_state(checkpoint) -> dict:
+def load_state(checkpoint) -> dict:
     with checkpoint.as_directory() as folder:
         return load_weights_file(Path(folder) / STATE_FILE)
 

@@ -47,20 +47,20 @@ def train_loop_per_worker(config: dict) -> None:
 
     state = _build_state(params, stats, labelled_frequency(data_dir, params), device)
     train_loader, unlabelled_batches = training_batches(
-        data_dir, params, stats.image_size, lambda dataset: _loader(dataset, params.train.batch_size, world)
+        data_dir, params, stats.image_size, lambda dataset: shuffled_loader(dataset, params.train.batch_size, world)
     )
     val_set = PreparedSplit(data_dir, "val")
     val_loader = DataLoader(Subset(val_set, shard_indices(len(val_set), rank, world)),
                             batch_size=params.evaluate.batch_size)
 
-    epoch, history = _resume(state)
+    epoch, history = resume_from_checkpoint(state)
     resumed, first_epoch, started = epoch > 0, epoch, time.monotonic()
-    logger = _EpochLogger(config) if rank == 0 and config.get("run_id") else None
+    logger = EpochLogger(config) if rank == 0 and config.get("run_id") else None
     if logger:
         logger.log_new(history)  # epochs checkpointed before a crash but never logged
     while epoch < params.train.epochs:
         epoch += 1
-        _maybe_inject_fault(params, epoch, rank, resumed)
+        maybe_inject_fault(params, epoch, rank, resumed)
         if world > 1:
             train_loader.sampler.set_epoch(epoch)
         epoch_means = train_epoch(state, train_loader, params.train, device, epoch=epoch, unlabelled=unlabelled_batches)
@@ -68,7 +68,7 @@ def train_loop_per_worker(config: dict) -> None:
         history.append(metrics)
         if logger:  # an image may be logged again after a restart: it just replaces itself
             log_overlays_if_due(logger.client, logger.run_id, state, val_set, params, epoch)
-        _report(metrics, state, epoch, history, is_chief=rank == 0)
+        report_epoch(metrics, state, epoch, history, is_chief=rank == 0)
         if logger:
             logger.log_new(history)
         if config.get("progress") and rank == 0:
@@ -88,7 +88,7 @@ def _over_all_workers(epoch_means: dict, state: TrainingState, val_loader, stats
     return {**epoch_means, "images_per_s": throughput.item()} | _val_metrics(confusion, stats.class_names)
 
 
-def _loader(dataset, batch_size: int, world: int) -> DataLoader:
+def shuffled_loader(dataset, batch_size: int, world: int) -> DataLoader:
     """Shuffled, and sharded across workers by Ray (with a DistributedSampler) when world > 1."""
     import ray.train.torch
 
@@ -96,17 +96,17 @@ def _loader(dataset, batch_size: int, world: int) -> DataLoader:
     return ray.train.torch.prepare_data_loader(DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=drop_last))
 
 
-class _EpochLogger:
+class EpochLogger:
     """Logs each epoch to the MLflow run exactly once, and only after its checkpoint is committed.
 
     A restarted worker group resumes from the last committed checkpoint, so an epoch logged any
     earlier could be trained and logged a second time.
     """
 
-    def __init__(self, config: dict):
+    def __init__(self, config: dict, every_epoch_metric: str = "val_miou"):
         self.client = MlflowClient(config["tracking_uri"])
         self.run_id = config["run_id"]
-        logged = self.client.get_metric_history(self.run_id, "val_miou")
+        logged = self.client.get_metric_history(self.run_id, every_epoch_metric)
         self.last_logged = max((m.step for m in logged), default=0)
 
     def log_new(self, history: list[dict]) -> None:
@@ -142,7 +142,7 @@ def _build_state(
     return build_training_state(params, stats.channels, stats.num_classes, class_frequency, placed)
 
 
-def _maybe_inject_fault(params: Params, epoch: int, rank: int, resumed: bool) -> None:
+def maybe_inject_fault(params: Params, epoch: int, rank: int, resumed: bool) -> None:
     """Kill this worker process as `at_epoch` starts, once: never in an attempt that resumed."""
     import ray.train
 
@@ -160,7 +160,8 @@ def _val_metrics(confusion: torch.Tensor, class_names: list[str]) -> dict[str, f
     return {"val_miou": s["miou"], "val_mdice": s["mdice"], "val_pixel_accuracy": s["pixel_accuracy"]} | per_class
 
 
-def _resume(state: TrainingState) -> tuple[int, list[dict]]:
+def resume_from_checkpoint(state) -> tuple[int, list[dict]]:
+    """(epoch, history) of the checkpoint Ray hands this attempt, restored into `state`; (0, []) on a first attempt."""
     import ray.train
 
     reported = ray.train.get_checkpoint()
@@ -173,7 +174,7 @@ def _resume(state: TrainingState) -> tuple[int, list[dict]]:
     return checkpoint["epoch"], checkpoint["history"]
 
 
-def _report(metrics: dict, state: TrainingState, epoch: int, history: list, is_chief: bool) -> None:
+def report_epoch(metrics: dict, state, epoch: int, history: list, is_chief: bool) -> None:
     """Every worker reports; only the chief attaches the checkpoint (the full training state)."""
     import ray.train
 

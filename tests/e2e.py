@@ -29,6 +29,10 @@ TINY = {
     "tune.epochs": 1,
     "tune.grace_period": 1,
     "evaluate.num_overlays": 2,
+    "imagegen.epochs": 2,
+    "imagegen.base_channels": 8,
+    "imagegen.disc_channels": 8,
+    "imagegen.samples": 2,
 }
 
 

@@ -46,6 +46,25 @@ def test_killed_worker_resumes_from_checkpoint_in_the_same_run(tmp_path):
     assert (repo / "models" / "generator.pt").is_file()
 
 
+def test_the_image_generator_stage_recovers_a_killed_worker_in_the_same_run(tmp_path):
+    repo = copy_project(tmp_path / "repo", PARAMS | {"train.epochs": 1, "imagegen.epochs": 3})
+    env = clean_env()
+    run(["ganseg", "prepare"], repo, env)
+    run(["ganseg", "train"], repo, env)  # the judge
+    result = run(["ganseg", "train-imagegen", "--set", "train.fault_injection.at_epoch=2",
+                  "--set", "train.fault_injection.kill_rank=0"], repo, env)
+    output = result.stdout + result.stderr
+    assert "fault injection: killing worker rank 0" in output
+    assert "resumed from the checkpoint of epoch 1" in output
+    (imagegen,) = mlflow_runs(repo, "train_imagegen")
+    assert imagegen.info.status == "FINISHED"
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    assert [m.step for m in client.get_metric_history(imagegen.info.run_id, "val_judge_miou")] == [1, 2, 3]
+    assert (repo / "image_generator" / "image_generator.pt").is_file()
+
+
 def wait_for_logged_epoch(repo, process, timeout_s: float = 600) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

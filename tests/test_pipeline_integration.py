@@ -2,10 +2,12 @@
 
 import json
 
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
-from tests.e2e import TINY, clean_env, copy_project, run
+from tests.e2e import TINY, clean_env, copy_project, mlflow_runs, run
 
 pytestmark = pytest.mark.integration
 
@@ -86,3 +88,45 @@ def test_console_shows_our_progress_and_leaves_ray_output_in_the_stage_logs(repr
         f"{e}/{epochs}" for e in range(1, epochs + 1)
     ]
     assert f"trial {trials}/{trials}  " in result.stdout
+    imagegen_epochs = SETTINGS["imagegen.epochs"]
+    assert [line.split()[3] for line in result.stdout.splitlines() if line.startswith("image generator epoch ")] == [
+        f"{e}/{imagegen_epochs}" for e in range(1, imagegen_epochs + 1)
+    ]
+    assert "TrainingReport(" in (repo / "results/logs/train_imagegen.log").read_text()
+
+
+def test_the_image_generator_stages_log_one_run_with_grids_and_crown_a_champion(repro):
+    repo, env, _ = repro
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    (run_,) = mlflow_runs(repo, "train_imagegen")
+    assert run_.info.status == "FINISHED"
+    epochs = SETTINGS["imagegen.epochs"]
+    assert [m.step for m in client.get_metric_history(run_.info.run_id, "val_judge_miou")] == list(range(1, epochs + 1))
+    for key in ("test_judge_miou_ratio", "test_kid", "test_diversity", "test_memorisation_ratio"):
+        assert key in run_.data.metrics
+    logged = {a.path for a in client.list_artifacts(run_.info.run_id, "training/samples")}
+    assert f"training/samples/epoch_{epochs:04d}.png" in logged
+    assert [a.path for a in client.list_artifacts(run_.info.run_id, "evaluation")] == ["evaluation/samples.png"]
+    champion = client.get_model_version_by_alias("ganseg-image-generator", "champion")
+    assert champion.run_id == run_.info.run_id
+    assert float(champion.tags["judge_miou_ratio"]) == pytest.approx(run_.data.metrics["test_judge_miou_ratio"], abs=1e-6)
+    metrics = json.loads((repo / "results/imagegen/metrics.json").read_text())
+    assert 0 < metrics["judge_miou_real"] and metrics["diversity"] > 0
+    assert "judge_miou_ratio" in run(["dvc", "metrics", "show"], repo, env).stdout
+    assert (repo / "image_generator/imagegen.json").is_file() and (repo / "results/imagegen/samples.png").is_file()
+
+
+def test_generate_draws_from_the_registered_champion_a_folder_prepare_accepts(repro, tmp_path):
+    repo, env, _ = repro
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for i in range(2):
+        Image.fromarray(np.random.default_rng(i).integers(0, 3, (40, 24), dtype=np.uint8)).save(masks / f"m{i}.png")
+    out = tmp_path / "drawn"
+    run(["ganseg", "generate", "--model", "models:/ganseg-image-generator@champion", "--masks", str(masks),
+         "--output", str(out), "--samples", "2"], repo, env)
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["m0_0.png", "m0_1.png", "m1_0.png", "m1_1.png"]
+    assert Image.open(out / "images/m0_0.png").size == (24, 40)
+    run(["ganseg", "prepare", "--set", f"data.source={out}", "--set", "data.fit=resize",
+         "--set", f"data.output_dir={tmp_path / 'prepared'}"], repo, env)
+    assert (tmp_path / "prepared/stats.json").is_file()

@@ -335,7 +335,8 @@ def test_the_checkpoint_passes_the_check_with_the_params_that_wrote_it(project):
     run_dir = project.root / "runs" / "ray" / f"train-{project.train_run().info.run_id}"
     assert list(run_dir.glob("checkpoint_*/state.pt"))
     params = load_params(project.root / "params.yaml", DIVERGING)
-    check_checkpoints_fit(params, read_dataset_stats(project.root / "data" / "prepared"), str(run_dir))
+    stats = read_dataset_stats(project.root / "data" / "prepared")
+    check_checkpoints_fit(str(run_dir), *build_networks(params, stats.channels, stats.num_classes))
 
 
 def test_every_row_of_the_table_is_reproduced():

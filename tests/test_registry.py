@@ -73,3 +73,11 @@ def test_a_missing_local_store_is_reported_not_created(tmp_path):
     with pytest.raises(ModelSourceError, match="no MLflow store"):
         download_model("models:/seg@champion", uri, tmp_path / "dl")
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_the_image_generator_champion_is_chosen_by_its_own_score(registry):
+    record_and_promote(registry, "seg", "1", 0.9, metric="judge_miou_ratio")
+    message = record_and_promote(registry, "seg", "2", 0.8, metric="judge_miou_ratio")
+    assert "judge mIoU ratio 0.8000" in message and "alias unchanged" in message
+    assert champion_of(registry) == "1"
+    assert registry.get_model_version("seg", "2").tags == {"judge_miou_ratio": "0.800000"}

@@ -1,0 +1,58 @@
+"""evaluate_imagegen stage: the image generator judged on the test tiles by the train stage's
+segmenter (ganseg/imagegen/evaluation.py); metrics.json for `dvc metrics`, a sample grid, and
+both logged to the generator's MLflow run; the registry's champion rule on the judge mIoU ratio."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from ganseg.config import Params
+from ganseg.contracts import read_dataset_stats
+from ganseg.errors import CheckpointError
+from ganseg.data.datasets import PreparedSplit
+from ganseg.evaluation import check_model_fits_data
+from ganseg.export import load_model
+from ganseg.fileio import atomic_dir, write_json
+from ganseg.imagegen.evaluation import judge_generator
+from ganseg.imagegen.export import load_image_generator
+from ganseg.viz import sample_grid
+from pipeline import registry, tracking
+
+RATIO = "judge_miou_ratio"
+GRID_ROWS = 8
+
+
+def run(params: Params, project_root: Path, judge_dir: Path, generator_dir: Path, out_dir: Path) -> dict:
+    data_dir = project_root / params.data.output_dir
+    stats = read_dataset_stats(data_dir)
+    judge, judge_card = load_model(judge_dir)
+    check_model_fits_data(judge_card, stats, judge_dir, data_dir)
+    generator, card = load_image_generator(generator_dir)
+    if card.class_names != stats.class_names or card.channels != stats.channels:
+        raise CheckpointError(f"{generator_dir} draws {card.channels}-channel images of classes {card.class_names}, but"
+                         f" {data_dir} holds {stats.channels}-channel images of {stats.class_names}: run train_imagegen")
+    client = MlflowClient(tracking.tracking_uri(project_root)) if card.mlflow_run_id else None
+    if client:  # before evaluating: the results must be able to reach the run
+        run = client.get_run(card.mlflow_run_id)
+        tracking.require_artifact_access(client, run.info.artifact_uri, f"run {card.mlflow_run_id}")
+    figures, drawn = judge_generator(generator, judge, data_dir, stats.num_classes, params.imagegen.samples, params.seed)
+    test = PreparedSplit(data_dir, "test")
+    rows = min(GRID_ROWS, len(test))
+    with atomic_dir(out_dir) as staging:
+        write_json(staging / "metrics.json", figures)
+        sample_grid(test.masks[:rows], test.images[:rows], drawn[:rows].numpy()).save(staging / "samples.png")
+    print(f"judge mIoU {figures['judge_miou_generated']:.4f} on generated / {figures['judge_miou_real']:.4f} on real"
+          f" test tiles (ratio {figures[RATIO]:.3f}), KID {figures['kid']:.4f} ± {figures['kid_std']:.4f},"
+          f" diversity {figures['diversity']:.3f}, nearest training image {figures['nearest_train_generated']:.3f}"
+          f" generated / {figures['nearest_train_real']:.3f} real; {figures['test_masks']} test masks"
+          f" x {figures['samples_per_mask']} samples; {out_dir / 'samples.png'}")
+    if client:
+        numbers = {f"test_{key}": value for key, value in figures.items() if isinstance(value, float)}
+        tracking.log_metrics(client, card.mlflow_run_id, numbers, step=0)
+        client.log_artifact(card.mlflow_run_id, str(out_dir / "samples.png"), artifact_path="evaluation")
+        if card.registered_model and card.registered_model_version:
+            print(registry.record_and_promote(client, card.registered_model, card.registered_model_version,
+                                              figures[RATIO], metric=RATIO))
+    return figures
