@@ -75,8 +75,7 @@ def _parser() -> argparse.ArgumentParser:
         " fraction): trained for the same steps on the same split, scored on the test images at full size,"
         " compared seed by seed",
     )
-    quality.add_argument("--data", required=True,
-                         help="folder with images/ and masks/ (read with the data section of params), or 'synthetic'")
+    _data_argument(quality)
     quality.add_argument("--seeds", type=_positive_int, default=3,
                          help="seeds per config (default 3; the paired confidence intervals want 3 or more)")
     quality.add_argument("--steps", type=_positive_int, default=600, help="generator updates per run (default 600)")
@@ -101,8 +100,7 @@ def _parser() -> argparse.ArgumentParser:
         " steps and judged by a segmenter trained on the same split: judge mIoU on generated vs real test tiles,"
         " KID, diversity, memorisation",
     )
-    imagegen.add_argument("--data", required=True,
-                          help="folder with images/ and masks/ (read with the data section of params), or 'synthetic'")
+    _data_argument(imagegen)
     imagegen.add_argument("--variants", default="spade+patch,spade+oasis,pix2pix",
                           help="comma-separated, the first is the reference (default: all three)")
     imagegen.add_argument("--seeds", type=_positive_int, default=1, help="seeds per variant (default 1)")
@@ -112,6 +110,11 @@ def _parser() -> argparse.ArgumentParser:
     imagegen.add_argument("--out", type=Path, help="also write the table as JSON here")
     imagegen.add_argument("--grids", type=Path, help="also draw mask | real | samples per variant as PNGs in this folder")
     return parser
+
+
+def _data_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True,
+                        help="folder with images/ and masks/ (read with the data section of params), or 'synthetic'")
 
 
 def _positive_int(text: str) -> int:

@@ -107,3 +107,35 @@ def download_model(uri: str, tracking_uri: str, destination: Path, card_name: st
     except MlflowException as err:
         raise ModelSourceError(f"cannot fetch {uri} from {tracking_uri}: {err.message}") from None
     return find_model_folder(Path(local), card_name, weights_name)
+
+
+def log_and_register(uri: str, run_id: str, model, example, extra_files: list[Path], registered_name: str) -> str:
+    """Log `model` to the run (MLflow's pytorch flavour, with a signature and `example` as its input
+    example) with `extra_files` (the plain model folder, so that ganseg needs no pickle), register
+    it as a new version of `registered_name`, and return that version."""
+    import logging
+
+    import mlflow
+    import mlflow.pytorch
+    import torch
+    from mlflow.models import infer_signature
+
+    with torch.no_grad():
+        output = model(torch.from_numpy(example)).numpy()
+    point_mlflow_at(uri)
+    # The pickle flavour is chosen knowingly (see below), so MLflow's warning about it is left out.
+    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pytorch.log_model(
+            model,
+            name="model",
+            signature=infer_signature(example, output),
+            input_example=example,
+            serialization_format="pickle",  # pt2 would freeze the batch and image size
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+            extra_files=[str(path) for path in extra_files],
+            registered_model_name=registered_name,
+        )
+    version = str(info.registered_model_version)
+    print(f"registered {registered_name} version {version} (models:/{registered_name}/{version})")
+    return version

@@ -9,8 +9,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from mlflow.tracking import MlflowClient
@@ -23,7 +26,7 @@ from ganseg.errors import CheckpointError
 from ganseg.export import MODEL_WEIGHTS, export_model, load_model
 from ganseg.fileio import atomic_dir, atomic_write_text, read_json
 from ganseg.segmenter.training import build_networks
-from pipeline import provenance, tracking
+from pipeline import provenance, registry, tracking
 from pipeline.console import LOG_DIR
 from pipeline.runtime import (
     check_device_support,
@@ -92,22 +95,33 @@ def run(
     workers, use_gpu = resolve_scaling(params.train)
     check_device_support(params.train, use_gpu)
     run_id = open_run(client, params, project_root, "train", run_key(params, stats), workers, use_gpu)
-    try:
+    with ended_as_it_went(client, run_id):
         # The Ray run is named after the MLflow run: a rerun after a crash finds its checkpoints.
         name = f"train-{run_id}"
         run_dir = f"{storage_path(params, project_root)}/{name}"
         check_checkpoints_fit(run_dir, *build_networks(params, stats.channels, stats.num_classes))
         trainer = make_trainer(params, loop_config(params, data_dir, uri, run_id, progress=True), name, project_root)
-        result = fit_or_explain(trainer, run_dir)
-        latest = load_state(result.checkpoint)
-        best = load_state(result.get_best_checkpoint(metric="val_miou", mode="max"))
+        latest, best = fit_latest_and_best(trainer, run_dir, "val_miou")
         summary = _export(params, stats, latest, best, run_id, models_dir, history_csv)
         summary |= _log_model(uri, run_id, models_dir, params.mlflow.registered_model)
+    return summary
+
+
+@contextmanager
+def ended_as_it_went(client: MlflowClient, run_id: str) -> Iterator[None]:
+    """The MLflow run ends FINISHED when the block does, FAILED when it raises (or is interrupted)."""
+    try:
+        yield
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
     client.set_terminated(run_id, "FINISHED")
-    return summary
+
+
+def fit_latest_and_best(trainer, run_dir: str, score: str) -> tuple[dict, dict]:
+    """trainer.fit(), then the training state of the latest checkpoint and of the best by `score`."""
+    result = fit_or_explain(trainer, run_dir)
+    return _load_state(result.checkpoint), _load_state(result.get_best_checkpoint(metric=score, mode="max"))
 
 
 RUN_KEY_TAG = "ganseg.run_key"
@@ -174,7 +188,7 @@ def check_checkpoints_fit(run_dir: str, generator: torch.nn.Module, discriminato
                 ) from None
 
 
-def load_state(checkpoint) -> dict:
+def _load_state(checkpoint) -> dict:
     with checkpoint.as_directory() as folder:
         return load_weights_file(Path(folder) / STATE_FILE)
 
@@ -193,35 +207,12 @@ def _export(
 
 
 def _log_model(uri: str, run_id: str, models_dir: Path, registered_name: str) -> dict:
-    """Log the generator (with signature, input example and the model folder as extra files),
-    register it as a new version of `registered_name`, and note that version in the model card."""
-    import mlflow
-    import mlflow.pytorch
-    import numpy as np
-    from mlflow.models import infer_signature
-
+    """Log and register the generator (input: a batch of images), and note the version in the model card."""
     generator, card = load_model(models_dir)
-    size = card.image_size
-    example = np.zeros((1, card.in_channels, size, size), np.float32)
-    with torch.no_grad():
-        output = generator(torch.from_numpy(example)).numpy()
-    tracking.point_mlflow_at(uri)
-    # The pickle flavour is chosen knowingly (see below), so MLflow's warning about it is left out.
-    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
-    with mlflow.start_run(run_id=run_id):
-        info = mlflow.pytorch.log_model(
-            generator,
-            name="model",
-            signature=infer_signature(example, output),
-            input_example=example,
-            serialization_format="pickle",  # pt2 would freeze the batch and image size
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-            # The plain model folder travels with the logged model: `ganseg predict` needs no pickle.
-            extra_files=[str(models_dir / MODEL_CARD), str(models_dir / MODEL_WEIGHTS)],
-            registered_model_name=registered_name,
-        )
-        registered = {"registered_model": registered_name, "registered_model_version": str(info.registered_model_version)}
-        write_model_card(models_dir, card.model_copy(update=registered))
-        mlflow.log_artifact(str(models_dir / MODEL_CARD), artifact_path="model_card")
-    print(f"registered {registered_name} version {info.registered_model_version} (models:/{registered_name}/{info.registered_model_version})")
+    example = np.zeros((1, card.in_channels, card.image_size, card.image_size), np.float32)
+    version = registry.log_and_register(uri, run_id, generator, example,
+                                        [models_dir / MODEL_CARD, models_dir / MODEL_WEIGHTS], registered_name)
+    registered = {"registered_model": registered_name, "registered_model_version": version}
+    write_model_card(models_dir, card.model_copy(update=registered))
+    MlflowClient(uri).log_artifact(run_id, str(models_dir / MODEL_CARD), artifact_path="model_card")
     return registered

@@ -8,7 +8,6 @@ registered model of its own (mlflow.registered_image_generator). The train stage
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import pandas as pd
@@ -29,11 +28,11 @@ from ganseg.imagegen.export import (
 )
 from ganseg.imagegen.networks import one_hot_with_void
 from ganseg.imagegen.training import build_discriminator, build_generator
-from pipeline import tracking
+from pipeline import registry, tracking
 from pipeline.console import LOG_DIR
 from pipeline.imagegen_worker import SCORE, imagegen_loop_per_worker
-from pipeline.runtime import check_device_support, fit_or_explain, make_trainer, resolve_scaling, start_ray, storage_path
-from pipeline.train import check_checkpoints_fit, load_state, open_run, run_key
+from pipeline.runtime import check_device_support, make_trainer, resolve_scaling, start_ray, storage_path
+from pipeline.train import check_checkpoints_fit, ended_as_it_went, fit_latest_and_best, open_run, run_key
 from pipeline.worker import loop_config
 
 STAGE = "train_imagegen"
@@ -51,7 +50,7 @@ def run(params: Params, project_root: Path, judge_dir: Path, out_dir: Path, hist
     check_device_support(params.train, use_gpu)
     key = run_key(params, stats, STAGE, judge_card.mlflow_run_id)
     run_id = open_run(client, params, project_root, STAGE, key, workers, use_gpu)
-    try:
+    with ended_as_it_went(client, run_id):
         name = f"{STAGE}-{run_id}"  # a rerun after a crash finds its checkpoints
         run_dir = f"{storage_path(params, project_root)}/{name}"
         cfg = params.imagegen
@@ -59,9 +58,7 @@ def run(params: Params, project_root: Path, judge_dir: Path, out_dir: Path, hist
                               build_discriminator(cfg, stats.num_classes, stats.channels))
         config = loop_config(params, data_dir, uri, run_id, progress=True) | {"judge_dir": str(judge_dir.resolve())}
         trainer = make_trainer(params, config, name, project_root, loop=imagegen_loop_per_worker, score=SCORE)
-        result = fit_or_explain(trainer, run_dir)
-        latest = load_state(result.checkpoint)
-        best = load_state(result.get_best_checkpoint(metric=SCORE, mode="max"))
+        latest, best = fit_latest_and_best(trainer, run_dir, SCORE)
         summary = {"best_epoch": best["epoch"], f"best_{SCORE}": best["history"][-1][SCORE], "mlflow_run_id": run_id}
         card = ImagegenCard.for_data(cfg, params.data, stats, mlflow_run_id=run_id)
         history = pd.DataFrame(latest["history"]).to_csv(index=False)
@@ -70,41 +67,18 @@ def run(params: Params, project_root: Path, judge_dir: Path, out_dir: Path, hist
         atomic_write_text(history_csv, history)
         print(f"best {SCORE} {summary[f'best_{SCORE}']:.4f} at epoch {best['epoch']}; image generator in {out_dir}")
         summary |= _log_model(uri, run_id, out_dir, params.mlflow.registered_image_generator)
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
-        raise
-    client.set_terminated(run_id, "FINISHED")
     return summary
 
 
 def _log_model(uri: str, run_id: str, out_dir: Path, registered_name: str) -> dict:
-    """Log the generator (its input a one-hot label map with a void channel; noise drawn inside) with
-    the exported folder as extra files, and register it as a new version of `registered_name`."""
-    import mlflow
-    import mlflow.pytorch
-    from mlflow.models import infer_signature
-
+    """Log and register the generator (input: a one-hot label map with a void channel; the noise is
+    drawn inside), and note the version in its card."""
     generator, card = load_image_generator(out_dir)
     mask = torch.zeros(1, card.image_size, card.image_size, dtype=torch.long)
     example = one_hot_with_void(mask, card.num_classes).numpy()
-    with torch.no_grad():
-        output = generator(torch.from_numpy(example)).numpy()
-    tracking.point_mlflow_at(uri)
-    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)  # the pickle flavour is chosen, as in train
-    with mlflow.start_run(run_id=run_id):
-        info = mlflow.pytorch.log_model(
-            without_parametrizations(generator, card),
-            name="model",
-            signature=infer_signature(example, output),
-            input_example=example,
-            serialization_format="pickle",
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-            extra_files=[str(out_dir / IMAGEGEN_CARD), str(out_dir / IMAGEGEN_WEIGHTS)],
-            registered_model_name=registered_name,
-        )
-        registered = {"registered_model": registered_name, "registered_model_version": str(info.registered_model_version)}
-        write_imagegen_card(out_dir, card.model_copy(update=registered))
-        mlflow.log_artifact(str(out_dir / IMAGEGEN_CARD), artifact_path="model_card")
-    version = registered["registered_model_version"]
-    print(f"registered {registered_name} version {version} (models:/{registered_name}/{version})")
+    version = registry.log_and_register(uri, run_id, without_parametrizations(generator, card), example,
+                                        [out_dir / IMAGEGEN_CARD, out_dir / IMAGEGEN_WEIGHTS], registered_name)
+    registered = {"registered_model": registered_name, "registered_model_version": version}
+    write_imagegen_card(out_dir, card.model_copy(update=registered))
+    MlflowClient(uri).log_artifact(run_id, str(out_dir / IMAGEGEN_CARD), artifact_path="model_card")
     return registered

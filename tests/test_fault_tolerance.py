@@ -16,11 +16,24 @@ EPOCHS = 4
 PARAMS = TINY | {"train.epochs": EPOCHS, "tune.num_samples": 1, "tune.search_space": {}}
 
 
-def val_miou_steps(repo, run_id) -> list[int]:
+def logged_steps(repo, run_id, metric: str = "val_miou") -> list[int]:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
-    return [m.step for m in client.get_metric_history(run_id, "val_miou")]
+    return [m.step for m in client.get_metric_history(run_id, metric)]
+
+
+def train_with_a_killed_worker(repo, env, stage: str, rank: int, at_epoch: int):
+    """Run `stage` with one worker killed as `at_epoch` starts; check it resumed from the epoch
+    before; its one MLflow run."""
+    result = run(["ganseg", stage, "--set", f"train.fault_injection.at_epoch={at_epoch}",
+                  "--set", f"train.fault_injection.kill_rank={rank}"], repo, env)
+    output = result.stdout + result.stderr
+    assert f"fault injection: killing worker rank {rank}" in output
+    assert f"resumed from the checkpoint of epoch {at_epoch - 1}" in output
+    (logged,) = mlflow_runs(repo, stage.replace("-", "_"))
+    assert logged.info.status == "FINISHED"
+    return logged
 
 
 @pytest.fixture
@@ -35,14 +48,8 @@ def test_killed_worker_resumes_from_checkpoint_in_the_same_run(tmp_path):
     repo = copy_project(tmp_path / "repo", PARAMS)
     env = clean_env()
     run(["ganseg", "prepare"], repo, env)
-    result = run(["ganseg", "train", "--set", "train.fault_injection.at_epoch=3",
-                  "--set", "train.fault_injection.kill_rank=1"], repo, env)
-    output = result.stdout + result.stderr
-    assert "fault injection: killing worker rank 1" in output
-    assert "resumed from the checkpoint of epoch 2" in output
-    (train,) = mlflow_runs(repo, "train")
-    assert train.info.status == "FINISHED"
-    assert val_miou_steps(repo, train.info.run_id) == list(range(1, EPOCHS + 1))
+    train = train_with_a_killed_worker(repo, env, "train", rank=1, at_epoch=3)
+    assert logged_steps(repo, train.info.run_id) == list(range(1, EPOCHS + 1))
     assert (repo / "models" / "generator.pt").is_file()
 
 
@@ -51,17 +58,8 @@ def test_the_image_generator_stage_recovers_a_killed_worker_in_the_same_run(tmp_
     env = clean_env()
     run(["ganseg", "prepare"], repo, env)
     run(["ganseg", "train"], repo, env)  # the judge
-    result = run(["ganseg", "train-imagegen", "--set", "train.fault_injection.at_epoch=2",
-                  "--set", "train.fault_injection.kill_rank=0"], repo, env)
-    output = result.stdout + result.stderr
-    assert "fault injection: killing worker rank 0" in output
-    assert "resumed from the checkpoint of epoch 1" in output
-    (imagegen,) = mlflow_runs(repo, "train_imagegen")
-    assert imagegen.info.status == "FINISHED"
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
-    assert [m.step for m in client.get_metric_history(imagegen.info.run_id, "val_judge_miou")] == [1, 2, 3]
+    imagegen = train_with_a_killed_worker(repo, env, "train-imagegen", rank=0, at_epoch=2)
+    assert logged_steps(repo, imagegen.info.run_id, "val_judge_miou") == [1, 2, 3]
     assert (repo / "image_generator" / "image_generator.pt").is_file()
 
 
@@ -72,7 +70,7 @@ def wait_for_logged_epoch(repo, process, timeout_s: float = 600) -> None:
         # Read MLflow only once training has checkpointed: the store exists by then.
         if list((repo / "runs" / "ray").glob("train-*/checkpoint_*")):
             runs = mlflow_runs(repo, "train")
-            if runs and val_miou_steps(repo, runs[0].info.run_id):
+            if runs and logged_steps(repo, runs[0].info.run_id):
                 return
         time.sleep(2)
     raise TimeoutError("training logged no epoch in time")
@@ -90,7 +88,7 @@ def test_rerun_after_killed_driver_resumes_instead_of_starting_over(tmp_path, ra
         first.wait()
         subprocess.run(["pkill", "-9", "-f", ray_tmp], check=False)
     (interrupted,) = mlflow_runs(repo, "train")
-    done_before = val_miou_steps(repo, interrupted.info.run_id)
+    done_before = logged_steps(repo, interrupted.info.run_id)
     assert interrupted.info.status == "RUNNING" and 1 <= len(done_before) < EPOCHS
 
     result = run(["dvc", "repro"], repo, env)
@@ -99,5 +97,5 @@ def test_rerun_after_killed_driver_resumes_instead_of_starting_over(tmp_path, ra
     assert "resumed from the checkpoint of epoch" in output
     (train,) = mlflow_runs(repo, "train")
     assert train.info.run_id == interrupted.info.run_id and train.info.status == "FINISHED"
-    assert val_miou_steps(repo, train.info.run_id) == list(range(1, EPOCHS + 1))
+    assert logged_steps(repo, train.info.run_id) == list(range(1, EPOCHS + 1))
     assert (repo / "results" / "evaluation" / "metrics.json").is_file()
