@@ -15,7 +15,7 @@ from ganseg.data.datasets import PreparedSplit
 from ganseg.evaluation import check_model_fits_data
 from ganseg.export import load_model
 from ganseg.fileio import atomic_dir, write_json
-from ganseg.imagegen.evaluation import judge_generator
+from ganseg.imagegen.evaluation import grid_rows, judge_generator
 from ganseg.imagegen.export import load_image_generator
 from ganseg.viz import sample_grid
 from pipeline import registry, tracking
@@ -39,10 +39,10 @@ def run(params: Params, project_root: Path, judge_dir: Path, generator_dir: Path
         tracking.require_artifact_access(client, run.info.artifact_uri, f"run {card.mlflow_run_id}")
     figures, drawn = judge_generator(generator, judge, data_dir, stats.num_classes, params.imagegen.samples, params.seed)
     test = PreparedSplit(data_dir, "test")
-    rows = min(GRID_ROWS, len(test))
+    rows = grid_rows(test.masks, GRID_ROWS)
     with atomic_dir(out_dir) as staging:
         write_json(staging / "metrics.json", figures)
-        sample_grid(test.masks[:rows], test.images[:rows], drawn[:rows].numpy()).save(staging / "samples.png")
+        sample_grid(test.masks[rows], test.images[rows], drawn[rows].numpy()).save(staging / "samples.png")
     print(f"judge mIoU {figures['judge_miou_generated']:.4f} on generated / {figures['judge_miou_real']:.4f} on real"
           f" test tiles (ratio {figures[RATIO]:.3f}), KID {figures['kid']:.4f} ± {figures['kid_std']:.4f},"
           f" diversity {figures['diversity']:.3f}, nearest training image {figures['nearest_train_generated']:.3f}"

@@ -20,6 +20,7 @@ from ganseg.contracts import read_dataset_stats
 from ganseg.data.augment import pair_transform
 from ganseg.data.datasets import PreparedSplit, shard_indices, to_input
 from ganseg.export import load_model
+from ganseg.imagegen.evaluation import grid_rows
 from ganseg.imagegen.training import ImagegenState, build_state, sample, train_epoch
 from ganseg.metrics import confusion_matrix, scores
 from ganseg.viz import sample_grid
@@ -102,10 +103,10 @@ def _judged(state: ImagegenState, judge: torch.nn.Module, masks: torch.Tensor, d
 
 def _log_grid(client: MlflowClient, run_id: str, state: ImagegenState, val_set: PreparedSplit, samples: int,
               epoch: int) -> None:
-    """mask | real | `samples` drawn images, for the first validation masks (the same every epoch)."""
-    rows = min(GRID_ROWS, len(val_set))
-    masks = torch.from_numpy(val_set.masks[:rows]).long()
+    """mask | real | `samples` drawn images, for the same validation masks every epoch."""
+    rows = grid_rows(val_set.masks, GRID_ROWS)
+    masks = torch.from_numpy(val_set.masks[rows]).long()
     drawn = torch.stack([sample(state.eval_generator, masks, state.num_classes, seed=VAL_SEED + k)
                          for k in range(samples)], dim=1)
-    grid = sample_grid(val_set.masks[:rows], val_set.images[:rows], drawn.numpy())
+    grid = sample_grid(val_set.masks[rows], val_set.images[rows], drawn.numpy())
     client.log_image(run_id, grid, artifact_file=f"{GRID_DIR}/epoch_{epoch:04d}.png")

@@ -11,7 +11,7 @@ from ganseg.checkpoints import checkpoint_of, restore_checkpoint
 from ganseg.config import ImagegenConfig, Params
 from ganseg.contracts import ImagegenCard
 from ganseg.data.prepare import prepare_dataset
-from ganseg.imagegen.evaluation import judge_generator
+from ganseg.imagegen.evaluation import grid_rows, judge_generator
 from ganseg.imagegen.export import without_parametrizations
 from ganseg.imagegen.networks import one_hot_with_void
 from ganseg.imagegen.training import build_state, train_step
@@ -110,3 +110,11 @@ def test_bench_imagegen_prints_every_variant_and_writes_json(tmp_path, capsys):
 def test_bench_imagegen_refuses_an_unknown_variant_before_training(tmp_path, capsys):
     assert main(["bench", "imagegen", "--data", str(tmp_path / "nowhere"), "--variants", "spade+patch,vqgan"]) == 2
     assert "unknown variant(s) vqgan; known: spade+patch, spade+oasis, pix2pix" in capsys.readouterr().err
+
+
+def test_grids_show_the_most_annotated_masks_in_split_order():
+    masks = np.zeros((5, 4, 4), np.uint8)
+    masks[0] = 255  # all void: outside a field of view
+    masks[2, :2] = 255
+    assert grid_rows(masks, 3) == [1, 3, 4]
+    assert grid_rows(masks, 9) == [0, 1, 2, 3, 4]

@@ -22,7 +22,7 @@ from ganseg.contracts import read_dataset_stats
 from ganseg.data.augment import pair_transform
 from ganseg.data.datasets import PreparedSplit, endless
 from ganseg.errors import ParamsError
-from ganseg.imagegen.evaluation import judge_generator
+from ganseg.imagegen.evaluation import grid_rows, judge_generator
 from ganseg.imagegen.training import ImagegenState, build_state, train_epoch
 from ganseg.viz import sample_grid
 
@@ -104,6 +104,6 @@ def _summary(runs: list[dict], variants: list[str]) -> dict:
 
 def _save_grid(data_dir: Path, drawn: torch.Tensor, path: Path) -> None:
     test = PreparedSplit(data_dir, "test")
-    rows = min(GRID_ROWS, len(test))
+    rows = grid_rows(test.masks, GRID_ROWS)
     path.parent.mkdir(parents=True, exist_ok=True)
-    sample_grid(test.masks[:rows], test.images[:rows], drawn[:rows].numpy()).save(path)
+    sample_grid(test.masks[rows], test.images[rows], drawn[rows].numpy()).save(path)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ganseg.data.datasets import PreparedSplit
+from ganseg.data.void import VOID
 from ganseg.imagegen.quality import diversity, judge_miou, kid, nearest_train_distance
 from ganseg.imagegen.training import sample
 
@@ -27,6 +28,13 @@ def stacked(data_dir, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """All tiles of a prepared split: uint8 images (N, C, H, W) and masks (N, H, W)."""
     dataset = PreparedSplit(data_dir, split)
     return torch.from_numpy(np.array(dataset.images)), torch.from_numpy(np.array(dataset.masks)).long()
+
+
+def grid_rows(masks: np.ndarray, count: int) -> list[int]:
+    """The `count` masks to show in a grid: the most annotated ones (a mask of void alone, outside a
+    field of view, shows nothing), in their order in the split."""
+    void_share = (np.asarray(masks) == VOID).reshape(len(masks), -1).mean(axis=1)
+    return sorted(np.argsort(void_share, kind="stable")[:count].tolist())
 
 
 def draw(generator: nn.Module, masks: torch.Tensor, num_classes: int, samples: int, seed: int) -> torch.Tensor:
