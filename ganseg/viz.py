@@ -107,23 +107,30 @@ def mask_picture(mask: np.ndarray) -> np.ndarray:
 def sample_grid(masks: np.ndarray, real: np.ndarray, drawn: np.ndarray, scale: int | None = None) -> Image.Image:
     """One row per mask: mask | real image | the images drawn from it. masks (N, H, W), real uint8
     (N, C, H, W), drawn uint8 (N, K, C, H, W); small tiles enlarged for viewing."""
-    height, width = masks.shape[-2:]
+    rows = [[mask, image, *samples] for mask, image, samples in zip(masks, real, drawn)]
+    return panel_grid(rows, ("mask", "real", *(f"drawn {k + 1}" for k in range(drawn.shape[1]))), scale)
+
+
+def panel_grid(rows: list[list[np.ndarray]], titles: tuple[str, ...], scale: int | None = None) -> Image.Image:
+    """A titled grid of equal-sized panels: each a mask (H, W) of class ids, drawn in class colours,
+    or a uint8 image (C, H, W); small tiles enlarged for viewing."""
+    height, width = rows[0][0].shape[-2:]
     scale = strip_scale(height) if scale is None else scale
     gap = 4
 
-    def rgb(image: np.ndarray) -> np.ndarray:
-        image = image.transpose(1, 2, 0)
+    def rgb(panel: np.ndarray) -> np.ndarray:
+        if panel.ndim == 2:
+            return mask_picture(panel)
+        image = panel.transpose(1, 2, 0)
         return image.repeat(3, axis=2) if image.shape[2] == 1 else image
 
-    rows = []
-    for mask, image, samples in zip(masks, real, drawn):
-        panels = [mask_picture(mask), rgb(image), *(rgb(s) for s in samples)]
+    strips = []
+    for panels in rows:
         column_gap = np.full((height, gap, 3), 255, np.uint8)
-        rows.append(np.concatenate([part for panel in panels for part in (panel, column_gap)][:-1], axis=1))
-    row_gap = np.full((gap, rows[0].shape[1], 3), 255, np.uint8)
-    grid = Image.fromarray(np.concatenate([part for row in rows for part in (row, row_gap)][:-1], axis=0))
+        strips.append(np.concatenate([part for panel in panels for part in (rgb(panel), column_gap)][:-1], axis=1))
+    row_gap = np.full((gap, strips[0].shape[1], 3), 255, np.uint8)
+    grid = Image.fromarray(np.concatenate([part for strip in strips for part in (strip, row_gap)][:-1], axis=0))
     grid = grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST)
-    titles = ("mask", "real", *(f"drawn {k + 1}" for k in range(drawn.shape[1])))
     return _with_titles(grid, width * scale, gap * scale, titles)
 
 

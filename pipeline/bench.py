@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ganseg.bench.tables import imagegen_table, paired_table, quality_table, throughput_table
+from ganseg.bench.tables import fewlabels_table, imagegen_table, paired_table, quality_table, throughput_table
 from ganseg.bench.throughput import flops_per_step, matmul_gflops, synthetic_batches, timed_steps
 from ganseg.config import Params
 from ganseg.fileio import write_json
@@ -143,6 +143,27 @@ def imagegen(params: Params, data: str, variants: list[str], seeds: int, steps: 
     if out:
         write_json(out, report)
         print(f"wrote {out}")
+    return report
+
+
+def fewlabels(params: Params, data: str, labels: str, seeds: int, steps: int, generator_steps: int, arms: list[str],
+              share: float, out: Path | None, figure: Path | None) -> dict:
+    from ganseg.bench import fewlabels as fl
+
+    budgets = fl.parse_budgets(labels)
+    fl.check_arms(arms)  # before preparing or training anything
+    with tempfile.TemporaryDirectory(prefix="ganseg-bench-") as scratch:
+        data_dir = _prepared(params, data, Path(scratch))
+        print(f"  {len(budgets)} label budget(s) x {seeds} seeds x arms {','.join(arms)}: {steps} segmenter steps,"
+              f" image generator {generator_steps} steps")
+        report = fl.run_benchmark(params, data_dir, budgets, seeds, steps, generator_steps, arms, share, figure)
+    report["data"] = data
+    print(fewlabels_table(report))
+    if out:
+        write_json(out, report)
+        print(f"wrote {out}")
+    if figure:
+        print(f"wrote {figure}: labelled pairs next to generated ones")
     return report
 
 

@@ -21,6 +21,9 @@ EVAL_DIR = Path("results/evaluation")
 IMAGEGEN_DIR = Path("image_generator")
 IMAGEGEN_HISTORY = Path("results/imagegen_history.csv")
 IMAGEGEN_EVAL = Path("results/imagegen")
+SYNTHETIC_MODELS_DIR = Path("models_synthetic")
+SYNTHETIC_HISTORY = Path("results/synthetic_history.csv")
+SYNTHETIC_EVAL = Path("results/synthetic")
 DEFAULT_PARAMS = "params.yaml"
 
 
@@ -46,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="Ray Train DDP of the mask -> image generator, judged by models/; writes image_generator/")
     sub.add_parser("evaluate-imagegen", parents=[common],
                    help="judge mIoU ratio, KID, diversity and memorisation of image_generator/ in results/imagegen")
+    sub.add_parser("train-synthetic", parents=[common],
+                   help="with train.synthetic.share > 0: the segmenter trained on real + generated pairs (drawn by"
+                   " image_generator/), evaluated beside models/; writes models_synthetic/ and results/synthetic")
     predict = sub.add_parser("predict", parents=[common], help="segment a folder of images with a model folder or an MLflow model URI")
     predict.add_argument(
         "--model", default=str(MODELS_DIR),
@@ -109,6 +115,26 @@ def _parser() -> argparse.ArgumentParser:
                           help="updates of the judge segmenter (default 800)")
     imagegen.add_argument("--out", type=Path, help="also write the table as JSON here")
     imagegen.add_argument("--grids", type=Path, help="also draw mask | real | samples per variant as PNGs in this folder")
+    fewlabels = kinds.add_parser(
+        "fewlabels", parents=[common],
+        help="do generated pairs help when labels are few? arms A (real + classical augmentation), B (+ pairs drawn"
+        " from the labelled masks), C (+ from deformed masks), D (generated only), E (joint training) per label"
+        " budget, each compared with A seed by seed",
+    )
+    _data_argument(fewlabels)
+    fewlabels.add_argument("--labels", default="2,5,all",
+                           help="label budgets: numbers of labelled training images, or all (default 2,5,all)")
+    fewlabels.add_argument("--seeds", type=_positive_int, default=3,
+                           help="seeds per arm and budget; each seed also picks the labelled images (default 3)")
+    fewlabels.add_argument("--arms", default="A,B,C,D,E", help="comma-separated, A included (default A,B,C,D,E)")
+    fewlabels.add_argument("--steps", type=_positive_int, default=600, help="segmenter updates per arm (default 600)")
+    fewlabels.add_argument("--generator-steps", type=_positive_int, default=800,
+                           help="updates of the image generator used by B, C, D (default 800)")
+    fewlabels.add_argument("--share", type=_fraction, default=0.5,
+                           help="share of each batch generated in B, C, E (default 0.5; D is 1)")
+    fewlabels.add_argument("--out", type=Path, help="also write the table as JSON here")
+    fewlabels.add_argument("--figure", type=Path,
+                           help="also draw labelled pairs next to generated ones (smallest budget, first seed) as a PNG")
     return parser
 
 
@@ -150,7 +176,7 @@ def _dispatch(args: argparse.Namespace) -> None:
 
         predict.run(params, root, args.model, args.input, args.output, args.overlays)
         return
-    if args.stage in ("tune", "train", "evaluate", "train-imagegen", "evaluate-imagegen"):
+    if args.stage in ("tune", "train", "evaluate", "train-imagegen", "evaluate-imagegen", "train-synthetic"):
         require_reachable(tracking_uri(root))  # before any training, not after it
     if args.stage == "prepare":
         from pipeline import prepare
@@ -166,6 +192,12 @@ def _dispatch(args: argparse.Namespace) -> None:
         # --set goes over the tuned config, so train starts from the params file alone
         train.run(load_params(args.params), root, root / BEST_CONFIG, root / MODELS_DIR, root / HISTORY_CSV,
                   overrides=args.overrides, params_file=args.params)
+    elif args.stage == "train-synthetic":
+        from pipeline import train_synthetic
+
+        train_synthetic.run(load_params(args.params), root, root / BEST_CONFIG, root / IMAGEGEN_DIR, root / MODELS_DIR,
+                            root / SYNTHETIC_MODELS_DIR, root / SYNTHETIC_HISTORY, root / SYNTHETIC_EVAL,
+                            root / EVAL_DIR / "metrics.json", overrides=args.overrides, params_file=args.params)
     elif args.stage == "train-imagegen":
         from pipeline import train_imagegen
 
@@ -192,6 +224,11 @@ def _dispatch(args: argparse.Namespace) -> None:
 
         bench.imagegen(params, args.data, args.variants.split(","), args.seeds, args.steps, args.judge_steps,
                        args.out, args.grids)
+    elif args.stage == "bench" and args.bench == "fewlabels":
+        from pipeline import bench
+
+        bench.fewlabels(params, args.data, args.labels, args.seeds, args.steps, args.generator_steps,
+                        args.arms.split(","), args.share, args.out, args.figure)
     elif args.stage == "bench":
         from pipeline import bench
 

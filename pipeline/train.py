@@ -80,8 +80,13 @@ def run(
     history_csv: Path,
     overrides: list[str] = (),
     params_file: str = "params.yaml",
+    generated_from: dict[str, Path] | None = None,
 ) -> dict:
-    """`params` as in the params file; the tuned best config, then `overrides` (--set) go over them."""
+    """`params` as in the params file; the tuned best config, then `overrides` (--set) go over them.
+
+    `generated_from` (the train_synthetic stage): the image generator folder ("image_generator") and
+    the judge segmenter ("judge") behind train.synthetic's generated pairs.
+    """
     shown_path = best_config.relative_to(project_root) if best_config.is_relative_to(project_root) else best_config
     params, changed = layered_params(params, tuned_overrides(best_config), overrides, str(shown_path))
     print(f"settings that differ from {params_file}:" if changed else f"settings as in {params_file}")
@@ -89,22 +94,34 @@ def run(
         print(f"  {line}")
     data_dir = project_root / params.data.output_dir
     stats = read_dataset_stats(data_dir)
-    start_ray(project_root / LOG_DIR / "train.log")
+    stage, sources = ("train_synthetic", _sources(generated_from)) if generated_from else ("train", {})
+    start_ray(project_root / LOG_DIR / f"{stage}.log")
     uri = tracking.tracking_uri(project_root)
     client = MlflowClient(uri)
     workers, use_gpu = resolve_scaling(params.train)
     check_device_support(params.train, use_gpu)
-    run_id = open_run(client, params, project_root, "train", run_key(params, stats), workers, use_gpu)
+    key = run_key(params, stats, stage, sources) if sources else run_key(params, stats)
+    run_id = open_run(client, params, project_root, stage, key, workers, use_gpu)
     with ended_as_it_went(client, run_id):
         # The Ray run is named after the MLflow run: a rerun after a crash finds its checkpoints.
-        name = f"train-{run_id}"
+        name = f"{stage}-{run_id}"
         run_dir = f"{storage_path(params, project_root)}/{name}"
         check_checkpoints_fit(run_dir, *build_networks(params, stats.channels, stats.num_classes))
-        trainer = make_trainer(params, loop_config(params, data_dir, uri, run_id, progress=True), name, project_root)
+        config = loop_config(params, data_dir, uri, run_id, progress=True) | {
+            f"{role}_dir": str(folder.resolve()) for role, folder in (generated_from or {}).items()}
+        trainer = make_trainer(params, config, name, project_root)
         latest, best = fit_latest_and_best(trainer, run_dir, "val_miou")
         summary = _export(params, stats, latest, best, run_id, models_dir, history_csv)
         summary |= _log_model(uri, run_id, models_dir, params.mlflow.registered_model)
     return summary
+
+
+def _sources(generated_from: dict[str, Path]) -> dict[str, str | None]:
+    """The MLflow runs behind the image generator and the judge: part of the run key."""
+    from ganseg.imagegen.export import load_image_generator
+
+    return {"image_generator": load_image_generator(generated_from["image_generator"])[1].mlflow_run_id,
+            "judge": load_model(generated_from["judge"])[1].mlflow_run_id}
 
 
 @contextmanager

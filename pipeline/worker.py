@@ -22,14 +22,19 @@ from ganseg.checkpoints import checkpoint_of, restore_checkpoint
 from ganseg.config import Params
 from ganseg.contracts import DatasetStats, read_dataset_stats
 from ganseg.data.datasets import PreparedSplit, labelled_frequency, shard_indices, training_batches
+from ganseg.export import load_model
+from ganseg.imagegen.export import load_image_generator
+from ganseg.imagegen.training import ImagegenState, build_state
 from ganseg.metrics import scores
 from ganseg.segmenter.inference import confusion_over
+from ganseg.segmenter.synthetic import GeneratedPairs
 from ganseg.segmenter.training import TrainingState, build_training_state, train_epoch
 from pipeline import tracking
 from pipeline.console import epoch_line, say
 from pipeline.epoch_logging import log_overlays_if_due
 
 STATE_FILE = "state.pt"  # the checkpoint inside each Ray checkpoint folder
+JOINT_FILE = "joint_image_generator.pt"  # train.synthetic.joint: the image generator trained alongside
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -53,7 +58,9 @@ def train_loop_per_worker(config: dict) -> None:
     val_loader = DataLoader(Subset(val_set, shard_indices(len(val_set), rank, world)),
                             batch_size=params.evaluate.batch_size)
 
-    epoch, history = resume_from_checkpoint(state)
+    synthetic = generated_pairs(params, stats, config, device)
+    joint = synthetic.joint if synthetic else None
+    epoch, history = resume_from_checkpoint(state, joint)
     resumed, first_epoch, started = epoch > 0, epoch, time.monotonic()
     logger = EpochLogger(config) if rank == 0 and config.get("run_id") else None
     if logger:
@@ -63,12 +70,13 @@ def train_loop_per_worker(config: dict) -> None:
         maybe_inject_fault(params, epoch, rank, resumed)
         if world > 1:
             train_loader.sampler.set_epoch(epoch)
-        epoch_means = train_epoch(state, train_loader, params.train, device, epoch=epoch, unlabelled=unlabelled_batches)
+        epoch_means = train_epoch(state, train_loader, params.train, device, epoch=epoch, unlabelled=unlabelled_batches,
+                                  synthetic=synthetic)
         metrics = {"epoch": epoch} | _over_all_workers(epoch_means, state, val_loader, stats, device, world)
         history.append(metrics)
         if logger:  # an image may be logged again after a restart: it just replaces itself
             log_overlays_if_due(logger.client, logger.run_id, state, val_set, params, epoch)
-        report_epoch(metrics, state, epoch, history, is_chief=rank == 0)
+        report_epoch(metrics, state, epoch, history, is_chief=rank == 0, joint=joint)
         if logger:
             logger.log_new(history)
         if config.get("progress") and rank == 0:
@@ -142,6 +150,23 @@ def _build_state(
     return build_training_state(params, stats.channels, stats.num_classes, class_frequency, placed)
 
 
+def generated_pairs(params: Params, stats: DatasetStats, config: dict, device: torch.device) -> GeneratedPairs | None:
+    """train.synthetic's generated pairs in the train_synthetic stage (its config names the image
+    generator and judge folders); None in the train and tune stages, or with share 0."""
+    import ray.train.torch
+
+    cfg = params.train.synthetic
+    if cfg.share == 0 or "image_generator_dir" not in config:
+        return None
+    judge = load_model(config["judge_dir"])[0].to(device) if cfg.drop_disagreeing else None
+    if cfg.joint:
+        torch.manual_seed(params.seed)
+        joint = build_state(params.imagegen, stats.num_classes, stats.channels, ray.train.torch.prepare_model)
+        return GeneratedPairs(cfg, stats.num_classes, joint=joint, imagegen=params.imagegen, judge=judge)
+    generator = load_image_generator(config["image_generator_dir"])[0].to(device)
+    return GeneratedPairs(cfg, stats.num_classes, generator=generator, judge=judge)
+
+
 def maybe_inject_fault(params: Params, epoch: int, rank: int, resumed: bool) -> None:
     """Kill this worker process as `at_epoch` starts, once: never in an attempt that resumed."""
     import ray.train
@@ -160,22 +185,27 @@ def _val_metrics(confusion: torch.Tensor, class_names: list[str]) -> dict[str, f
     return {"val_miou": s["miou"], "val_mdice": s["mdice"], "val_pixel_accuracy": s["pixel_accuracy"]} | per_class
 
 
-def resume_from_checkpoint(state) -> tuple[int, list[dict]]:
-    """(epoch, history) of the checkpoint Ray hands this attempt, restored into `state`; (0, []) on a first attempt."""
+def resume_from_checkpoint(state, joint: ImagegenState | None = None) -> tuple[int, list[dict]]:
+    """(epoch, history) of the checkpoint Ray hands this attempt, restored into `state` (and the
+    jointly trained image generator into `joint`); (0, []) on a first attempt."""
     import ray.train
 
     reported = ray.train.get_checkpoint()
     if reported is None:
         return 0, []
     with reported.as_directory() as folder:
-        checkpoint = restore_checkpoint(state, Path(folder) / STATE_FILE)
+        if joint is not None:
+            restore_checkpoint(joint, Path(folder) / JOINT_FILE)
+        checkpoint = restore_checkpoint(state, Path(folder) / STATE_FILE)  # last: its RNG state is the one that counts
     if ray.train.get_context().get_world_rank() == 0:
         say(f"resumed from the checkpoint of epoch {checkpoint['epoch']} (step {checkpoint['global_step']})")
     return checkpoint["epoch"], checkpoint["history"]
 
 
-def report_epoch(metrics: dict, state, epoch: int, history: list, is_chief: bool) -> None:
-    """Every worker reports; only the chief attaches the checkpoint (the full training state)."""
+def report_epoch(metrics: dict, state, epoch: int, history: list, is_chief: bool,
+                 joint: ImagegenState | None = None) -> None:
+    """Every worker reports; only the chief attaches the checkpoint (the full training state, and
+    that of a jointly trained image generator)."""
     import ray.train
 
     if not is_chief:
@@ -183,6 +213,8 @@ def report_epoch(metrics: dict, state, epoch: int, history: list, is_chief: bool
         return
     with tempfile.TemporaryDirectory() as folder:
         torch.save(checkpoint_of(state, epoch, history), Path(folder) / STATE_FILE)
+        if joint is not None:
+            torch.save(checkpoint_of(joint, epoch, []), Path(folder) / JOINT_FILE)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 

@@ -63,6 +63,25 @@ def test_the_image_generator_stage_recovers_a_killed_worker_in_the_same_run(tmp_
     assert (repo / "image_generator" / "image_generator.pt").is_file()
 
 
+def test_joint_training_on_generated_pairs_recovers_both_generators_after_a_killed_worker(tmp_path):
+    """train.synthetic.joint: the image generator trained alongside the segmenter is checkpointed
+    with it, and restored with it."""
+    repo = copy_project(tmp_path / "repo", PARAMS | {"train.epochs": 1, "imagegen.epochs": 1})
+    env = clean_env()
+    for stage in ("prepare", "train", "evaluate", "train-imagegen"):  # the inputs of train-synthetic
+        run(["ganseg", stage], repo, env)
+    joint = ["--set", "train.synthetic.share=0.5", "--set", "train.synthetic.joint=true", "--set", "train.epochs=3"]
+    result = run(["ganseg", "train-synthetic", *joint, "--set", "train.fault_injection.at_epoch=2"], repo, env)
+    assert "resumed from the checkpoint of epoch 1" in result.stdout + result.stderr
+    (synthetic,) = mlflow_runs(repo, "train_synthetic")
+    assert synthetic.info.status == "FINISHED"
+    assert logged_steps(repo, synthetic.info.run_id) == [1, 2, 3]
+    assert logged_steps(repo, synthetic.info.run_id, "imagegen_loss_joint") == [1, 2, 3]
+    checkpoints = list((repo / "runs" / "ray").glob("train_synthetic-*/checkpoint_*/joint_image_generator.pt"))
+    assert checkpoints, "the joint image generator is saved in every checkpoint"
+    assert (repo / "models_synthetic" / "generator.pt").is_file()
+
+
 def wait_for_logged_epoch(repo, process, timeout_s: float = 600) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

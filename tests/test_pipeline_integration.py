@@ -17,6 +17,8 @@ SETTINGS = TINY | {
     "data.synthetic.num_images": 200,
     "train.epochs": 4,
     "train.ema_decay": 0.9,
+    "train.synthetic.share": 0.5,  # the train_synthetic stage trains, on real + generated pairs
+    "train.synthetic.drop_disagreeing": True,
     "tune.search_space": {
         "train.lr_g": {"type": "loguniform", "low": 0.002, "high": 0.005},
         "train.lambda_adv": {"type": "choice", "values": [0.01, 0.03, 0.1]},
@@ -79,14 +81,14 @@ def test_console_shows_our_progress_and_leaves_ray_output_in_the_stage_logs(repr
     repo, _, result = repro
     console = result.stdout + result.stderr
     assert "TrainingReport(" not in console
-    for stage in ("tune", "train"):
+    for stage in ("tune", "train", "train_synthetic"):
         log = f"results/logs/{stage}.log"
         assert f"Ray's log: {log}" in result.stdout
         assert "TrainingReport(" in (repo / log).read_text()  # Ray's output went there instead
     epochs, trials = SETTINGS["train.epochs"], SETTINGS["tune.num_samples"]
     assert [line.split()[1] for line in result.stdout.splitlines() if line.startswith("epoch ")] == [
         f"{e}/{epochs}" for e in range(1, epochs + 1)
-    ]
+    ] * 2  # train, then train_synthetic
     assert f"trial {trials}/{trials}  " in result.stdout
     imagegen_epochs = SETTINGS["imagegen.epochs"]
     assert [line.split()[3] for line in result.stdout.splitlines() if line.startswith("image generator epoch ")] == [
@@ -130,3 +132,23 @@ def test_generate_draws_from_the_registered_champion_a_folder_prepare_accepts(re
     run(["ganseg", "prepare", "--set", f"data.source={out}", "--set", "data.fit=resize",
          "--set", f"data.output_dir={tmp_path / 'prepared'}"], repo, env)
     assert (tmp_path / "prepared/stats.json").is_file()
+
+
+def test_train_synthetic_trains_on_generated_pairs_and_is_scored_beside_the_train_stage(repro):
+    repo, env, result = repro
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    (synthetic,) = mlflow_runs(repo, "train_synthetic")
+    assert synthetic.info.status == "FINISHED"
+    assert synthetic.data.params["train.synthetic.share"] == "0.5"
+    history = client.get_metric_history(synthetic.info.run_id, "voided_share")  # the judge dropped pixels
+    assert [m.step for m in history] == list(range(1, SETTINGS["train.epochs"] + 1))
+    assert "test_miou" in synthetic.data.metrics
+    metrics = json.loads((repo / "results/synthetic/metrics.json").read_text())
+    train_miou = json.loads((repo / "results/evaluation/metrics.json").read_text())["test"]["miou"]
+    compared = metrics["compared_with_train_stage"]
+    assert compared["test_miou"] == train_miou
+    assert compared["difference"] == pytest.approx(metrics["test"]["miou"] - train_miou)
+    assert f"({compared['difference']:+.4f})" in result.stdout
+    card = json.loads((repo / "models_synthetic/model.json").read_text())
+    assert card["mlflow_run_id"] == synthetic.info.run_id and card["registered_model_version"]
+    assert "compared_with_train_stage.difference" in run(["dvc", "metrics", "show"], repo, env).stdout

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.data import Subset
 
 from ganseg.bench.paired import paired_comparisons
 from ganseg.bench.quality import machine, mean_std, seeded_loader, train_segmenter
@@ -35,14 +36,17 @@ FIGURES = ("judge_miou_generated", "judge_miou_ratio", "kid", "diversity", "memo
 GRID_ROWS = 4
 
 
-def train_image_generator(params: Params, data_dir: Path, steps: int) -> ImagegenState:
-    """An image generator trained from scratch for `steps` updates on the augmented training tiles,
-    split into imagegen.epochs equal epochs. Deterministic for a given params.seed."""
+def train_image_generator(params: Params, data_dir: Path, steps: int, tiles: list[int] | None = None) -> ImagegenState:
+    """An image generator trained from scratch for `steps` updates on the augmented training tiles
+    (or only those numbered `tiles`), split into imagegen.epochs equal epochs. Deterministic for a
+    given params.seed."""
     torch.manual_seed(params.seed)
     cfg = params.imagegen
     stats = read_dataset_stats(data_dir)
     state = build_state(cfg, stats.num_classes, stats.channels)
     train_set = PreparedSplit(data_dir, "train", pair_transform(cfg.augment, stats.image_size))
+    if tiles is not None:
+        train_set = Subset(train_set, tiles)
     batches = endless(seeded_loader(train_set, cfg.batch_size, params.seed))
     per_epoch = math.ceil(steps / cfg.epochs)
     for epoch in range(cfg.epochs):

@@ -26,6 +26,7 @@ from ganseg.config import Params
 from ganseg.contracts import read_dataset_stats
 from ganseg.data.datasets import endless, labelled_frequency, training_batches
 from ganseg.evaluation import evaluate_full_size, scored_description, summarise
+from ganseg.segmenter.synthetic import GeneratedPairs
 from ganseg.segmenter.training import TrainingState, build_training_state, train_epoch
 from ganseg.viz import save_difference_figure
 
@@ -38,28 +39,38 @@ def train_and_score(
     """Train from scratch (`train_segmenter`), then score the test images at full size (or the
     validation tiles). Deterministic for a given params.seed.
     With `keep`, the first `keep` (image, truth, prediction) triples come back under "predictions"."""
-    stats = read_dataset_stats(data_dir)
     started = time.perf_counter()
     state, labelled_tiles = train_segmenter(params, data_dir, steps, progress)
     seconds = time.perf_counter() - started
-    result = evaluate_full_size(state.eval_generator, data_dir, stats, params.evaluate.boundary_tolerance, keep=keep,
+    images = steps * params.train.batch_size
+    return score_segmenter(state.eval_generator, params, data_dir, split, keep) | {
+        "images_per_s": images / seconds if seconds else float("nan"),
+        "labelled_tiles": labelled_tiles,
+    }
+
+
+def score_segmenter(segmenter: torch.nn.Module, params: Params, data_dir: Path, split: str = "test",
+                    keep: int = 0) -> dict:
+    """mIoU, Dice and boundary F1 per class (and the AUCs of a binary task) on the `split` images at
+    full size (validation: its tiles); with `keep`, the first `keep` (image, truth, prediction) triples."""
+    stats = read_dataset_stats(data_dir)
+    result = evaluate_full_size(segmenter, data_dir, stats, params.evaluate.boundary_tolerance, keep=keep,
                                 progress=False, flips=params.evaluate.flip_tta, split=split)
     summary = summarise(result.confusion, stats.class_names, stats.train_frequency, result.boundary_f1, result.auc)
-    images = steps * params.train.batch_size
     return {
         "miou": summary["miou"],
         "dice": summary["dice"],
         "boundary_f1": summary["boundary_f1"],
         **{key: summary[key] for key in AUCS if key in summary},
-        "images_per_s": images / seconds if seconds else float("nan"),
-        "labelled_tiles": labelled_tiles,
         "scored_images": result.num_images,
     } | ({"predictions": result.samples} if keep else {})
 
 
-def train_segmenter(params: Params, data_dir: Path, steps: int, progress: bool = False) -> tuple[TrainingState, int]:
+def train_segmenter(params: Params, data_dir: Path, steps: int, progress: bool = False,
+                    synthetic: GeneratedPairs | None = None) -> tuple[TrainingState, int]:
     """A segmenter trained from scratch for `steps` generator updates, split into train.epochs equal
-    epochs; and how many labelled tiles it saw. Deterministic for a given params.seed."""
+    epochs (with `synthetic`, part of each batch generated); and how many labelled tiles it saw.
+    Deterministic for a given params.seed."""
     torch.manual_seed(params.seed)
     stats = read_dataset_stats(data_dir)
     state = build_training_state(params, stats.channels, stats.num_classes, labelled_frequency(data_dir, params))
@@ -74,7 +85,8 @@ def train_segmenter(params: Params, data_dir: Path, steps: int, progress: bool =
         if count <= 0:
             break
         epoch_means = train_epoch(
-            state, itertools.islice(batches, count), params.train, epoch=epoch, unlabelled=unlabelled
+            state, itertools.islice(batches, count), params.train, epoch=epoch, unlabelled=unlabelled,
+            synthetic=synthetic,
         )
         if progress:
             print(f"    epoch {epoch}/{epochs}: loss_seg {epoch_means['loss_seg']:.4f}", flush=True)

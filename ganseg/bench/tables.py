@@ -99,3 +99,37 @@ def _mean_std(stat: dict, digits: int = 3) -> str:
     if stat.get("n", 2) < 2:
         return f"{stat['mean']:.{digits}f}"
     return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+
+
+def fewlabels_table(report: dict) -> str:
+    """`ganseg bench fewlabels`: per label budget and arm, mIoU (and the foreground Dice of a binary
+    task) mean ± std over seeds, the paired mIoU difference with A per seed, its 95 % CI and verdict."""
+    classes = report["class_names"]
+    dice = [f"Dice {classes[1]}"] if len(classes) == 2 else []
+    header = ["labelled images", "arm", "mIoU", *dice, "mIoU - A per seed", "mean [95 % CI]", "verdict", "wall (s)"]
+    rows = []
+    for budget in report["budgets"].values():
+        paired = {row["config"]: row for row in budget["paired"] if row["metric"] == "mIoU"}
+        for arm, summary in budget["summary"].items():
+            diff = paired.get(arm)
+            rows.append([
+                str(budget["labelled_images"]), f"{arm}: {report['arms'][arm]}", _mean_std(summary["miou"]),
+                *([_mean_std(summary["dice"][classes[1]])] if dice else []),
+                ", ".join(f"{d:+.3f}" for d in diff["differences"]) if diff else "-",
+                _interval(diff) if diff else "-", diff["verdict"] if diff else "reference",
+                _mean_std(summary["wall_s"], digits=0),
+            ])
+    return markdown_table(header, rows) + (
+        f"\n\nmean ± std over {report['seeds']} seed(s) (the seed also picks the labelled images);"
+        f" {report['steps']} segmenter steps, image generator {report['generator_steps']} steps on the labelled"
+        f" pairs only; generated share {report['share']:g} (D: 1); scored on the test images;"
+        f" better / worse: the interval lies above / below 0, else tie; {report['machine']}"
+    )
+
+
+def _interval(row: dict) -> str:
+    if row["mean"] is None:
+        return "n/a"
+    if row["low"] is None:
+        return f"{row['mean']:+.3f}"
+    return f"{row['mean']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}]"

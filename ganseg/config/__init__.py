@@ -16,12 +16,21 @@ from pydantic import Field, ValidationError, model_validator
 from ganseg.config.base import Strict
 from ganseg.config.data import DataConfig, IntensityConfig, SplitConfig, SyntheticConfig
 from ganseg.config.imagegen import ImagegenConfig
-from ganseg.config.train import AugmentConfig, FaultInjection, ModelConfig, SemiConfig, TrainConfig
+from ganseg.config.train import (
+    AugmentConfig,
+    FaultInjection,
+    GeneratedPairsConfig,
+    MaskDeformConfig,
+    ModelConfig,
+    SemiConfig,
+    TrainConfig,
+)
 from ganseg.dotted import has_dotted, parse_override, set_dotted
 from ganseg.errors import ParamsError, invalid_fields
 
 __all__ = [
-    "AugmentConfig", "DataConfig", "EvaluateConfig", "FaultInjection", "ImagegenConfig", "IntensityConfig",
+    "AugmentConfig", "DataConfig", "EvaluateConfig", "FaultInjection", "GeneratedPairsConfig", "ImagegenConfig",
+    "IntensityConfig", "MaskDeformConfig",
     "MlflowConfig", "ModelConfig", "Params", "ParamsError", "SearchDimension", "SemiConfig", "SplitConfig",
     "SyntheticConfig", "TrainConfig", "TuneConfig", "load_params", "validate_params",
 ]

@@ -49,6 +49,35 @@ class AugmentConfig(Strict):
     contrast: float = Field(0.1, ge=0, le=1, description="image only")
 
 
+class MaskDeformConfig(Strict):
+    """How labelled masks become new layouts for the image generator to draw (train.synthetic.masks deformed)."""
+
+    affine_degrees: float = Field(20.0, ge=0, le=180, description="random rotation/shear (with 0.9-1.1 scale)")
+    elastic_alpha: float = Field(30.0, ge=0, description="elastic warp strength; 0 = off")
+    crop_scale: float = Field(1.0, gt=0, le=1, description="random crop of this share of the area or more, resized back"
+                              " (1 = off: a zoom would change the width of structures)")
+    mix: float = Field(0.5, ge=0, le=1, description="chance that a rectangle of another mask of the batch is pasted in")
+
+
+class GeneratedPairsConfig(Strict):
+    """Generated (image, mask) pairs in the segmenter's batches: masks from the labelled tiles (as they
+    are, or deformed into new layouts), images drawn from them by the mask -> image generator."""
+
+    share: float = Field(0.0, ge=0, le=1, description="share of each batch that is generated; 0 = off, 1 = generated only")
+    weight: float = Field(1.0, ge=0, description="loss weight of the generated pairs against the real ones")
+    masks: Literal["labelled", "deformed"] = Field("deformed", description="labelled: the batch's own masks;"
+                                                   " deformed: warped, cropped and mixed with each other")
+    deform: MaskDeformConfig = Field(default_factory=MaskDeformConfig)
+    drop_disagreeing: bool = Field(False, description="void the pixels of a generated pair where the judge"
+                                   " segmenter's class differs from the mask")
+    joint: bool = Field(False, description="train the image generator with the segmenter, end to end (GenSeg-style),"
+                        " instead of using a generator trained before")
+    joint_lambda: float = Field(0.1, ge=0, description="joint: weight of the segmenter's cross-entropy on the"
+                                " generated images in the generator's loss")
+    start_epoch: int = Field(1, ge=1, description="first epoch with generated pairs (joint: the generator trains"
+                             " from epoch 1 regardless)")
+
+
 class FaultInjection(Strict):
     """Kill one worker process once, to exercise recovery (tests and drills, not production)."""
 
@@ -82,6 +111,7 @@ class TrainConfig(Strict):
     )
     ema_decay: float = Field(0.99, ge=0, lt=1, description="exponential moving average of the generator; 0 = off")
     semi: SemiConfig = Field(default_factory=SemiConfig)
+    synthetic: GeneratedPairsConfig = Field(default_factory=GeneratedPairsConfig)
     num_workers: int | Literal["auto"] = Field("auto", description="Ray Train workers; auto = GPUs or CPUs")
     use_gpu: bool | Literal["auto"] = "auto"
     lr_schedule: Literal["constant", "cosine"] = "cosine"

@@ -34,6 +34,15 @@ ADVICE = "lower imagegen.lr_g or imagegen.lr_d"
 
 
 @dataclass
+class JointTerm:
+    """An extra term of the generator's loss: `loss` of the images it draws from `masks` (in [-1, 1])."""
+
+    masks: torch.Tensor
+    loss: Callable[[torch.Tensor], torch.Tensor]
+    images: torch.Tensor | None = None
+
+
+@dataclass
 class ImagegenState:
     generator: nn.Module
     discriminator: nn.Module
@@ -82,8 +91,13 @@ def build_state(
     )
 
 
-def train_step(state: ImagegenState, image: torch.Tensor, mask: torch.Tensor, cfg: ImagegenConfig) -> dict:
-    """One discriminator and one generator update on a batch of uint8 images (N, C, H, W) and masks (N, H, W)."""
+def train_step(state: ImagegenState, image: torch.Tensor, mask: torch.Tensor, cfg: ImagegenConfig,
+               extra: JointTerm | None = None) -> dict:
+    """One discriminator and one generator update on a batch of uint8 images (N, C, H, W) and masks (N, H, W).
+
+    With `extra`, the generator also draws images from extra.masks in the same forward, and
+    extra.loss of them joins its loss (joint training with a segmenter); they stay in extra.images.
+    """
     device = next(state.generator.parameters()).device
     real, mask = to_input(image).to(device), mask.to(device)
     label_map = one_hot_with_void(mask, state.num_classes)
@@ -97,8 +111,13 @@ def train_step(state: ImagegenState, image: torch.Tensor, mask: torch.Tensor, cf
     state.opt_d.step()
 
     state.opt_g.zero_grad(set_to_none=True)
-    fake = state.generator(label_map)
-    parts = _generator_losses(state, real, fake, label_map, mask, cfg)
+    if extra is None:
+        fake = state.generator(label_map)
+        parts = _generator_losses(state, real, fake, label_map, mask, cfg)
+    else:  # one forward for both: DDP allows one per backward
+        drawn = state.generator(torch.cat([label_map, one_hot_with_void(extra.masks.to(device), state.num_classes)]))
+        fake, extra.images = drawn[: len(mask)], drawn[len(mask):]
+        parts = _generator_losses(state, real, fake, label_map, mask, cfg) | {"loss_joint": extra.loss(extra.images)}
     loss_g = sum(parts.values())
     require_finite(ADVICE, state.global_step + 1, **parts)
     loss_g.backward()

@@ -9,11 +9,13 @@ masks count in no loss: the one-hot truth and the prediction the discriminator s
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +43,9 @@ from ganseg.segmenter.losses import (
     self_taught_loss,
 )
 from ganseg.segmenter.networks import build_discriminator, build_generator
+
+if TYPE_CHECKING:
+    from ganseg.segmenter.synthetic import GeneratedPairs
 
 
 @dataclass
@@ -142,6 +147,7 @@ def train_step(
     adversarial: bool = True,
     unlabelled: torch.Tensor | None = None,
     noise_std: float | None = None,
+    generated: int = 0,
 ) -> dict[str, float]:
     """One discriminator update, then one generator update.
 
@@ -149,6 +155,7 @@ def train_step(
     `unlabelled` images (no masks) add, in that case, the adversarial term on their predictions and
     the self-taught loss on the pixels the discriminator trusts (semi-supervised mode).
     `noise_std` is this step's instance noise (default: train.instance_noise, not annealed).
+    The last `generated` pairs of the batch are generated ones, weighted train.synthetic.weight.
     """
     noise_std = cfg.instance_noise if noise_std is None else noise_std
     adversarial = adversarial and cfg.lambda_adv > 0
@@ -162,7 +169,7 @@ def train_step(
     step_stats: dict[str, float] = {}
     if adversarial:
         step_stats |= _discriminator_step(state, x, masks, logits.detach(), cfg, noise_std)
-    loss_seg = segmentation_loss(logits, masks, cfg.dice_weight, state.class_weights)
+    loss_seg = _mixed_segmentation_loss(state, logits, masks, cfg, generated)
     require_finite(loss_seg=loss_seg)
     loss_g = loss_seg
     if adversarial:
@@ -192,6 +199,20 @@ def train_step(
         state.ema.update_parameters(unwrap(state.generator))
     state.global_step += 1
     return step_stats | {"loss_g": loss_g.item(), "loss_seg": loss_seg.item()}
+
+
+def _mixed_segmentation_loss(state: TrainingState, logits: torch.Tensor, masks: torch.Tensor, cfg: TrainConfig,
+                             generated: int) -> torch.Tensor:
+    """The segmentation loss of real and generated pairs apart, averaged by count, the generated
+    ones weighted train.synthetic.weight."""
+    loss = functools.partial(segmentation_loss, dice_weight=cfg.dice_weight, class_weights=state.class_weights)
+    real = len(masks) - generated
+    if generated == 0:
+        return loss(logits, masks)
+    generated_loss = cfg.synthetic.weight * loss(logits[real:], masks[real:])
+    if real == 0:
+        return generated_loss
+    return (real * loss(logits[:real], masks[:real]) + generated * generated_loss) / len(masks)
 
 
 def _discriminator_step(state: TrainingState, x: torch.Tensor, masks: torch.Tensor, logits: torch.Tensor,
@@ -244,12 +265,15 @@ def train_epoch(
     *,
     epoch: int | None = None,
     unlabelled: Iterator[torch.Tensor] | None = None,
+    synthetic: GeneratedPairs | None = None,
 ) -> dict[str, float]:
     """Mean step statistics over one pass of `loader`, plus images/s; then one scheduler step.
 
     The adversarial term starts after train.adv_warmup_epochs; batches drawn from `unlabelled`
-    (an endless iterator of image batches) join from train.semi.start_epoch. Without `epoch`, both
-    are on. A NaN or infinite loss raises NonFiniteLossError naming `epoch` and the step (1-based).
+    (an endless iterator of image batches) join from train.semi.start_epoch; `synthetic` replaces
+    part of every batch with generated pairs from train.synthetic.start_epoch (joint training: its
+    generator trains from the first epoch). Without `epoch`, all are on. A NaN or infinite loss
+    raises NonFiniteLossError naming `epoch` and the step (1-based).
     """
     state.generator.train()
     state.discriminator.train()
@@ -262,9 +286,12 @@ def train_epoch(
     for images, masks in loader:
         images, masks = images.to(device), masks.to(device)
         unlabelled_images = next(unlabelled).to(device) if semi else None
+        generated, mixing_stats = 0, {}
+        if synthetic is not None and (synthetic.joint is not None or epoch is None or epoch >= cfg.synthetic.start_epoch):
+            images, masks, generated, mixing_stats = synthetic.mix(images, masks, state.generator)
         try:
-            step_stats = train_step(state, images, masks, cfg, adversarial=adversarial, unlabelled=unlabelled_images,
-                                    noise_std=noise_std)
+            step_stats = mixing_stats | train_step(state, images, masks, cfg, adversarial=adversarial,
+                                                   unlabelled=unlabelled_images, noise_std=noise_std, generated=generated)
         except NonFiniteLossError as err:
             raise NonFiniteLossError(err.loss, err.value, epoch, steps + 1, advice=err.advice) from None
         for key, value in step_stats.items():
