@@ -114,13 +114,7 @@ def quality(
         data_dir = _prepared(params, data, Path(scratch))
         print(f"  {len(rows)} configs x {seeds} seeds x {steps} steps, scored on the {split} split")
         report = q.run_benchmark(params, data_dir, seeds, steps, rows, label_fraction, split, figure=figure)
-    report["data"] = data
-    print(quality_table(report))
-    print()
-    print(paired_table(report))
-    if out:
-        write_json(out, report)
-        print(f"wrote {out}")
+    _finish(report, data, [quality_table(report), paired_table(report)], out)
     if figure:
         print(f"wrote {figure}: the images where {report['figure_configs'][1]} and the baseline differ most")
     return report
@@ -135,15 +129,7 @@ def imagegen(params: Params, data: str, variants: list[str], seeds: int, steps: 
         data_dir = _prepared(params, data, Path(scratch))
         print(f"  {len(variants)} variants x {seeds} seeds x {steps} steps, judged on the test tiles")
         report = ig.run_benchmark(params, data_dir, seeds, steps, judge_steps, variants, grids)
-    report["data"] = data
-    print(imagegen_table(report))
-    if seeds > 1:
-        print()
-        print(paired_table(report))
-    if out:
-        write_json(out, report)
-        print(f"wrote {out}")
-    return report
+    return _finish(report, data, [imagegen_table(report)] + ([paired_table(report)] if seeds > 1 else []), out)
 
 
 def fewlabels(params: Params, data: str, labels: str, seeds: int, steps: int, generator_steps: int, arms: list[str],
@@ -157,13 +143,19 @@ def fewlabels(params: Params, data: str, labels: str, seeds: int, steps: int, ge
         print(f"  {len(budgets)} label budget(s) x {seeds} seeds x arms {','.join(arms)}: {steps} segmenter steps,"
               f" image generator {generator_steps} steps")
         report = fl.run_benchmark(params, data_dir, budgets, seeds, steps, generator_steps, arms, share, figure)
+    _finish(report, data, [fewlabels_table(report)], out)
+    if figure:
+        print(f"wrote {figure}: labelled pairs next to generated ones")
+    return report
+
+
+def _finish(report: dict, data: str, tables: list[str], out: Path | None) -> dict:
+    """The report of a bench on `data`: its tables printed, and written as JSON to `out`."""
     report["data"] = data
-    print(fewlabels_table(report))
+    print("\n\n".join(tables))
     if out:
         write_json(out, report)
         print(f"wrote {out}")
-    if figure:
-        print(f"wrote {figure}: labelled pairs next to generated ones")
     return report
 
 
