@@ -1,7 +1,8 @@
-"""What every Ray Train worker runs (`train_loop_per_worker`) and its helpers, for the train and tune stages.
+"""What every Ray Train worker runs (`train_loop_per_worker`) and its helpers, for the train, tune
+and train_synthetic stages.
 
-Each worker trains on its shard of the training tiles under DDP, validates on its share of the
-validation tiles, and reports every epoch; rank 0 attaches the checkpoint and logs the epoch to
+Each worker trains on its shard of the training tiles under DDP (in train_synthetic, part of every
+batch generated), validates on its share of the validation tiles, and reports every epoch; rank 0 attaches the checkpoint and logs the epoch to
 the MLflow run that the stage driver created.
 """
 
