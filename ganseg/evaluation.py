@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ganseg.contracts import DatasetStats, ModelCard
+from ganseg.contracts import DatasetStats, ImagegenCard, ModelCard
 from ganseg.data.datasets import PreparedSplit, full_size_test, to_input
 from ganseg.data.void import VOID
 from ganseg.errors import CheckpointError
@@ -106,6 +106,16 @@ def check_model_fits_data(card: ModelCard, stats: DatasetStats, model_dir: Path,
         raise CheckpointError(
             f"{model_dir} was trained for classes {model[2]} on {model[1]}-channel images, but {data_dir} holds"
             f" classes {data[2]} with {data[1]} channel(s): train again on this data (ganseg train)"
+        )
+
+
+def check_image_generator_fits_data(card: ImagegenCard, stats: DatasetStats, generator_dir: Path, data_dir: Path) -> None:
+    """An image generator (its ImagegenCard) drawing other classes or channels than the data holds: refuse it."""
+    if (card.class_names, card.channels) != (stats.class_names, stats.channels):
+        raise CheckpointError(
+            f"{generator_dir} draws {card.channels}-channel images of classes {card.class_names}, but {data_dir}"
+            f" holds {stats.channels}-channel images of {stats.class_names}: train the image generator on this"
+            " data (ganseg train-imagegen)"
         )
 
 

@@ -11,8 +11,7 @@ from mlflow.tracking import MlflowClient
 from ganseg.config import Params
 from ganseg.contracts import read_dataset_stats
 from ganseg.data.datasets import PreparedSplit
-from ganseg.errors import CheckpointError
-from ganseg.evaluation import check_model_fits_data
+from ganseg.evaluation import check_image_generator_fits_data, check_model_fits_data
 from ganseg.export import load_model
 from ganseg.fileio import atomic_dir, write_json
 from ganseg.imagegen.evaluation import grid_rows, judge_generator
@@ -30,9 +29,7 @@ def run(params: Params, project_root: Path, judge_dir: Path, generator_dir: Path
     judge, judge_card = load_model(judge_dir)
     check_model_fits_data(judge_card, stats, judge_dir, data_dir)
     generator, card = load_image_generator(generator_dir)
-    if card.class_names != stats.class_names or card.channels != stats.channels:
-        raise CheckpointError(f"{generator_dir} draws {card.channels}-channel images of classes {card.class_names}, but"
-                              f" {data_dir} holds {stats.channels}-channel images of {stats.class_names}: run train_imagegen")
+    check_image_generator_fits_data(card, stats, generator_dir, data_dir)
     client = MlflowClient(tracking.tracking_uri(project_root)) if card.mlflow_run_id else None
     if client:  # before evaluating: the results must be able to reach the run
         run = client.get_run(card.mlflow_run_id)

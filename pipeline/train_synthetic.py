@@ -15,8 +15,7 @@ from pathlib import Path
 
 from ganseg.config import Params
 from ganseg.contracts import read_dataset_stats
-from ganseg.errors import CheckpointError
-from ganseg.evaluation import check_model_fits_data
+from ganseg.evaluation import check_image_generator_fits_data, check_model_fits_data
 from ganseg.export import load_model
 from ganseg.fileio import atomic_dir, atomic_write_text, read_json, write_json
 from pipeline import evaluate, train
@@ -56,11 +55,7 @@ def _check_inputs(params: Params, project_root: Path, generator_dir: Path, judge
     data_dir = project_root / params.data.output_dir
     stats = read_dataset_stats(data_dir)
     check_model_fits_data(load_model(judge_dir)[1], stats, judge_dir, data_dir)
-    card = load_image_generator(generator_dir)[1]
-    if (card.class_names, card.channels) != (stats.class_names, stats.channels):
-        raise CheckpointError(f"{generator_dir} draws {card.channels}-channel images of classes {card.class_names},"
-                              f" but {data_dir} holds {stats.channels}-channel images of classes {stats.class_names}:"
-                              " train the image generator on this data (ganseg train-imagegen)")
+    check_image_generator_fits_data(load_image_generator(generator_dir)[1], stats, generator_dir, data_dir)
 
 
 def _off(models_dir: Path, eval_dir: Path) -> dict:

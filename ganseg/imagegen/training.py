@@ -172,5 +172,9 @@ def sample(generator: nn.Module, mask: torch.Tensor, num_classes: int, seed: int
     if getattr(generator, "noise_dim", 0):
         source = torch.Generator(device="cpu").manual_seed(seed) if seed is not None else None
         noise = torch.randn(len(mask), generator.noise_dim, generator=source).to(device)
-    images = generator(label_map, noise)
-    return ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).cpu()
+    return to_uint8(generator(label_map, noise)).cpu()
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Generator output in [-1, 1] -> uint8 images, the type of every image in a prepared folder."""
+    return ((images.detach() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)

@@ -22,7 +22,7 @@ from ganseg.checkpoints import unwrap
 from ganseg.config import GeneratedPairsConfig, ImagegenConfig, MaskDeformConfig
 from ganseg.data.datasets import to_input
 from ganseg.data.void import VOID
-from ganseg.imagegen.training import ImagegenState, JointTerm, sample
+from ganseg.imagegen.training import ImagegenState, JointTerm, sample, to_uint8
 from ganseg.imagegen.training import train_step as imagegen_step
 from ganseg.segmenter.losses import cross_entropy_per_image
 
@@ -80,11 +80,6 @@ def frozen(network: nn.Module):
     finally:
         for p in params:
             p.requires_grad_(True)
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """Generator output in [-1, 1] -> uint8 images, the segmenter's input type."""
-    return ((images.detach() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
 
 
 class GeneratedPairs:
