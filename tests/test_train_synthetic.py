@@ -5,6 +5,7 @@ import json
 import pytest
 
 from ganseg.config import Params
+from ganseg.contracts import ModelCard
 from pipeline import train_synthetic
 
 
@@ -31,3 +32,28 @@ def test_a_tuned_or_set_share_counts_not_just_the_params_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="evaluate the train stage's model first"):
         stage(tmp_path, Params())
     assert not (tmp_path / "models_synthetic").exists() and not (tmp_path / "results/synthetic").exists()
+
+
+def test_an_image_generator_for_other_classes_is_refused_before_any_training(tmp_path):
+    from ganseg.contracts import ImagegenCard
+    from ganseg.data.prepare import prepare_dataset
+    from ganseg.errors import CheckpointError
+    from ganseg.export import export_model
+    from ganseg.imagegen.export import export_image_generator
+    from ganseg.imagegen.training import build_generator
+    from ganseg.segmenter.training import build_networks
+
+    params = Params().with_overrides({"data.synthetic.num_images": 20, "data.output_dir": str(tmp_path / "prepared"),
+                                      "train.synthetic.share": 0.5})
+    stats = prepare_dataset(params.data, params.seed, tmp_path / "prepared")
+    export_model(tmp_path / "models", build_networks(params, stats.channels, stats.num_classes)[0].state_dict(),
+                 ModelCard.for_data(params.model, stats))
+    (tmp_path / "results/evaluation").mkdir(parents=True)
+    (tmp_path / "results/evaluation/metrics.json").write_text(json.dumps({"test": {"miou": 0.5}}))
+    other = params.data.model_copy(update={"class_names": ["background", "vessel"]})
+    other_stats = stats.model_copy(update={"class_names": other.class_names, "num_classes": 2})
+    export_image_generator(tmp_path / "image_generator", build_generator(params.imagegen, 2, 1).state_dict(),
+                           ImagegenCard.for_data(params.imagegen, other, other_stats))
+    with pytest.raises(CheckpointError, match="draws 1-channel images of classes \\['background', 'vessel'\\]"):
+        stage(tmp_path, params)
+    assert not (tmp_path / "models_synthetic").exists()
