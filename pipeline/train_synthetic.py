@@ -20,7 +20,6 @@ from ganseg.export import load_model
 from ganseg.fileio import atomic_dir, atomic_write_text, read_json, write_json
 from pipeline import evaluate, train
 
-STAGE = "train_synthetic"
 OFF = ("train.synthetic.share is 0: no segmenter trained on generated pairs. Set it above 0 (see"
        " docs/fewlabels.md) and run `dvc repro` to train one.")
 

@@ -99,7 +99,8 @@ class GeneratedPairs:
         if cfg.drop_disagreeing and judge is None:
             raise ValueError("train.synthetic.drop_disagreeing needs a judge segmenter")
         self.cfg, self.num_classes = cfg, num_classes
-        self.generator, self.joint, self.imagegen, self.judge = generator, joint, imagegen, judge
+        self.generator, self.joint, self.imagegen = generator, joint, imagegen
+        self.judge = judge.eval() if judge is not None else None  # a fixed model: only ever read
         if joint is not None:
             joint.generator.train()
             joint.discriminator.train()
@@ -147,9 +148,6 @@ class GeneratedPairs:
 
     @torch.no_grad()
     def _judged(self, drawn: torch.Tensor, layouts: torch.Tensor) -> tuple[torch.Tensor, float]:
-        was_training = self.judge.training
-        self.judge.eval()
         predicted = self.judge(to_input(drawn)).argmax(1)
-        self.judge.train(was_training)
         disagree = (predicted != layouts) & (layouts != VOID)
         return torch.where(disagree, torch.full_like(layouts, VOID), layouts), disagree.float().mean().item()
