@@ -29,6 +29,7 @@ from pipeline.epoch_logging import images_due
 from pipeline.worker import (
     EpochLogger,
     maybe_inject_fault,
+    place,
     report_epoch,
     resume_from_checkpoint,
     shuffled_loader,
@@ -53,7 +54,7 @@ def imagegen_loop_per_worker(config: dict) -> None:
     stats = read_dataset_stats(data_dir)
     judge = load_model(config["judge_dir"])[0].to(device)
 
-    state = build_state(cfg, stats.num_classes, stats.channels, ray.train.torch.prepare_model)
+    state = build_state(cfg, stats.num_classes, stats.channels, place)
     train_set = PreparedSplit(data_dir, "train", pair_transform(cfg.augment, stats.image_size))
     train_loader = shuffled_loader(train_set, cfg.batch_size, world)
     val_set = PreparedSplit(data_dir, "val")

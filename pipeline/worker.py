@@ -27,6 +27,7 @@ from ganseg.export import load_model
 from ganseg.imagegen.export import load_image_generator
 from ganseg.imagegen.training import ImagegenState, build_state
 from ganseg.metrics import scores
+from ganseg.parallel import ddp_options
 from ganseg.segmenter.inference import confusion_over
 from ganseg.segmenter.synthetic import GeneratedPairs
 from ganseg.segmenter.training import TrainingState, build_training_state, train_epoch
@@ -143,26 +144,30 @@ def _build_state(
         say(f"warning: model.norm batch on {world} CPU workers: batch statistics stay per worker;"
             " use group or instance norm for results independent of the worker count")
 
-    def placed(network: torch.nn.Module) -> torch.nn.Module:
-        if sync_batch_norm:
-            network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(network)
-        return ray.train.torch.prepare_model(network)  # to the device, and into DDP when world > 1
+    return build_training_state(params, stats.channels, stats.num_classes, class_frequency,
+                                lambda network: place(network, sync_batch_norm))
 
-    return build_training_state(params, stats.channels, stats.num_classes, class_frequency, placed)
+
+def place(network: torch.nn.Module, sync_batch_norm: bool = False) -> torch.nn.Module:
+    """`network` on this worker's device, and into DDP when there are several workers (with
+    ganseg.parallel.ddp_options; batch norm synchronised across GPU workers with `sync_batch_norm`)."""
+    import ray.train.torch
+
+    if sync_batch_norm:
+        network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(network)
+    return ray.train.torch.prepare_model(network, parallel_strategy_kwargs=ddp_options(network))
 
 
 def generated_pairs(params: Params, stats: DatasetStats, config: dict, device: torch.device) -> GeneratedPairs | None:
     """train.synthetic's generated pairs in the train_synthetic stage (its config names the image
     generator and judge folders); None in the train and tune stages, or with share 0."""
-    import ray.train.torch
-
     cfg = params.train.synthetic
     if cfg.share == 0 or "image_generator_dir" not in config:
         return None
     judge = load_model(config["judge_dir"])[0].to(device) if cfg.drop_disagreeing else None
     if cfg.joint:
         torch.manual_seed(params.seed)
-        joint = build_state(params.imagegen, stats.num_classes, stats.channels, ray.train.torch.prepare_model)
+        joint = build_state(params.imagegen, stats.num_classes, stats.channels, place)
         return GeneratedPairs(cfg, stats.num_classes, joint=joint, imagegen=params.imagegen, judge=judge)
     generator = load_image_generator(config["image_generator_dir"])[0].to(device)
     return GeneratedPairs(cfg, stats.num_classes, generator=generator, judge=judge)

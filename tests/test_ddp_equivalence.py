@@ -9,6 +9,7 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
 from ganseg.checkpoints import unwrap
+from ganseg.parallel import ddp_options
 from ganseg.segmenter.training import build_training_state, train_step
 from tests.conftest import batch, free_port
 
@@ -36,6 +37,11 @@ def one_step(params, images, masks, unlabelled=None, wrap=lambda network: networ
     return weights, grads, step_stats
 
 
+def placed(network: torch.nn.Module) -> DistributedDataParallel:
+    """Into DDP with the options the pipeline uses (no buffer broadcast for spectral-norm vectors)."""
+    return DistributedDataParallel(network, **ddp_options(network))
+
+
 def ddp_worker(rank: int, world: int, port: int, params, void: bool, semi: bool, out: dict) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -44,7 +50,7 @@ def ddp_worker(rank: int, world: int, port: int, params, void: bool, semi: bool,
         images, masks, unlabelled = inputs(void, semi)
         shard = slice(rank * len(images) // world, (rank + 1) * len(images) // world)
         weights, grads, _ = one_step(params, images[shard], masks[shard],
-                                     None if unlabelled is None else unlabelled[shard], DistributedDataParallel)
+                                     None if unlabelled is None else unlabelled[shard], placed)
         if rank == 0:
             out.update(weights=weights, grads=grads)
     finally:

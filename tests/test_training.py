@@ -168,3 +168,30 @@ def test_channels_last_step_runs_in_channels_last_and_matches_the_contiguous_ste
     assert last.keys() == contiguous.keys()
     for name, loss in contiguous.items():
         assert last[name] == pytest.approx(loss, rel=1e-4, abs=1e-6), name
+
+
+def test_compile_compiles_both_networks_in_place_and_keeps_their_state_dict_keys(tiny_params):
+    plain = build_training_state(tiny_params, 1, 3)
+    compiled = build_training_state(tiny_params.with_overrides({"train.compile": True}), 1, 3)
+    for network in ("generator", "discriminator"):
+        assert getattr(getattr(compiled, network), "_compiled_call_impl", None) is not None
+        assert getattr(plain, network)._compiled_call_impl is None
+        assert getattr(compiled, network).state_dict().keys() == getattr(plain, network).state_dict().keys()
+    assert compiled.ema.module._compiled_call_impl is None  # the moving average is a copy made before compiling
+
+
+def test_generator_step_leaves_the_discriminator_gradients_of_its_own_step(tiny_params):
+    # D's weights are frozen in G's step: after the step D's gradients are those of its own loss alone.
+    state = build_training_state(tiny_params, 1, 3)
+    images, masks = batch(4)
+    seen = {}
+    step = state.opt_d.step
+
+    def record_then_step(*args, **kwargs):
+        seen.update({name: p.grad.clone() for name, p in state.discriminator.named_parameters()})
+        return step(*args, **kwargs)
+
+    state.opt_d.step = record_then_step
+    train_step(state, images, masks, tiny_params.train)
+    for name, p in state.discriminator.named_parameters():
+        torch.testing.assert_close(p.grad, seen[name], rtol=0, atol=0)

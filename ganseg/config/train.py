@@ -117,7 +117,10 @@ class TrainConfig(Strict):
     lr_schedule: Literal["constant", "cosine"] = "cosine"
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="fp16 needs a GPU")
-    channels_last: bool = False
+    channels_last: bool = Field(False, description="channels_last memory format; on CPUs often slower (the train"
+                                " stage probes and warns)")
+    compile: bool = Field(False, description="torch.compile both networks: compile time at the start of every"
+                          " run (ganseg bench throughput measures both)")
     storage_path: str = Field("runs/ray", description="Ray Train storage (local folder, shared mount or URI)")
     checkpoints_to_keep: int = Field(2, ge=1, description="best k by validation mIoU, plus the latest")
     max_failures: int = Field(2, ge=-1, description="worker-group restarts from the last checkpoint; -1 = no limit")

@@ -29,6 +29,7 @@ from ganseg.imagegen.networks import (
     SpadeGenerator,
     one_hot_with_void,
 )
+from ganseg.parallel import frozen
 
 ADVICE = "lower imagegen.lr_g or imagegen.lr_d"
 
@@ -135,15 +136,16 @@ def _discriminator_loss(state, real, fake, label_map, mask) -> torch.Tensor:
 
 
 def _generator_losses(state, real, fake, label_map, mask, cfg: ImagegenConfig) -> dict[str, torch.Tensor]:
-    if isinstance(unwrap(state.discriminator), OasisDiscriminator):
-        parts = {"loss_adv": losses.oasis_generator(state.discriminator(fake), mask)}
-    else:
-        fake_out = state.discriminator(fake, label_map)
-        parts = {"loss_adv": losses.hinge_generator(fake_out)}
-        if cfg.lambda_fm > 0:
-            with torch.no_grad():
-                real_out = state.discriminator(real, label_map)
-            parts["loss_fm"] = cfg.lambda_fm * losses.feature_matching(real_out, fake_out)
+    with frozen(state.discriminator) as critic:
+        if isinstance(critic, OasisDiscriminator):
+            parts = {"loss_adv": losses.oasis_generator(critic(fake), mask)}
+        else:
+            fake_out = critic(fake, label_map)
+            parts = {"loss_adv": losses.hinge_generator(fake_out)}
+            if cfg.lambda_fm > 0:
+                with torch.no_grad():
+                    real_out = critic(real, label_map)
+                parts["loss_fm"] = cfg.lambda_fm * losses.feature_matching(real_out, fake_out)
     if cfg.generator == "pix2pix" and cfg.lambda_l1 > 0:
         parts["loss_l1"] = cfg.lambda_l1 * F.l1_loss(fake, real)
     return parts

@@ -26,6 +26,7 @@ from ganseg.checkpoints import unwrap
 from ganseg.config import Params, TrainConfig
 from ganseg.data.datasets import to_input
 from ganseg.errors import NonFiniteLossError, require_finite
+from ganseg.parallel import frozen
 from ganseg.segmenter.adversarial import (
     feature_distance,
     instance_noise_std,
@@ -100,8 +101,8 @@ def build_training_state(
     wrap: Callable[[nn.Module], nn.Module] = lambda network: network,
 ) -> TrainingState:
     """Fresh networks (in channels_last memory format with train.channels_last), each passed through
-    `wrap` (under Ray Train, its prepare_model: to the device, and into DDP with several workers),
-    then their optimisers, per-epoch schedulers, the fp16 grad scaler, class weights (from the
+    `wrap` (under Ray Train, its prepare_model: to the device, and into DDP with several workers) and
+    compiled with train.compile, then their optimisers, per-epoch schedulers, the fp16 grad scaler, class weights (from the
     training pixel shares `class_frequency`) and the generator's moving average."""
     cfg = params.train
     generator, discriminator = build_networks(params, in_channels, num_classes)
@@ -118,6 +119,9 @@ def build_training_state(
     ema = None
     if cfg.ema_decay > 0:
         ema = AveragedModel(unwrap(generator), multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+    if cfg.compile:  # in place, after the moving average copied the generator: state dict keys stay as they are
+        unwrap(generator).compile()
+        unwrap(discriminator).compile()
     return TrainingState(
         generator, discriminator, opt_g, opt_d, _scheduler(opt_g, cfg), _scheduler(opt_d, cfg),
         torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16"),
@@ -178,11 +182,12 @@ def train_step(
         fake_all = with_instance_noise(fake_all, noise_std)
         if cfg.adv_loss == "segan":
             real = with_instance_noise(real_mask(masks, logits.shape[1], cfg.real_noise, logits.dtype), noise_std)
-            real_features, fake_features = _critic_features(state, x, real, fake_all)
+            with frozen(state.discriminator) as critic:
+                real_features, fake_features = _critic_features(state, x, real, fake_all, critic)
             loss_adv = feature_distance([f.detach() for f in real_features], fake_features)
         else:
-            with state.autocast():
-                fake_scores = state.discriminator(inputs, fake_all).float()
+            with state.autocast(), frozen(state.discriminator) as critic:
+                fake_scores = critic(inputs, fake_all).float()
             loss_adv = generator_adversarial_loss(cfg.adv_loss, fake_scores)
         loss_g = loss_g + cfg.lambda_adv * loss_adv
         step_stats["loss_adv"] = loss_adv.item()
@@ -241,11 +246,12 @@ def _discriminator_step(state: TrainingState, x: torch.Tensor, masks: torch.Tens
     return stats
 
 
-def _critic_features(state: TrainingState, x: torch.Tensor, real: torch.Tensor,
-                     fake: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """The discriminator's features of (x, real) and of (x, fake[:len(x)]), in one forward."""
+def _critic_features(state: TrainingState, x: torch.Tensor, real: torch.Tensor, fake: torch.Tensor,
+                     critic: nn.Module | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The features of `critic` (default: the discriminator) of (x, real) and of (x, fake[:len(x)]), in one forward."""
+    critic = critic or state.discriminator
     with state.autocast():
-        both = state.discriminator(torch.cat([x, x]), torch.cat([real, fake[: len(x)]]), features=True)
+        both = critic(torch.cat([x, x]), torch.cat([real, fake[: len(x)]]), features=True)
     halves = [feature.float().chunk(2) for feature in both]
     return [real_half for real_half, _ in halves], [fake_half for _, fake_half in halves]
 
