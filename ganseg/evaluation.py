@@ -15,12 +15,12 @@ from torch import nn
 from tqdm import tqdm
 
 from ganseg.contracts import DatasetStats, ImagegenCard, ModelCard
-from ganseg.data.datasets import PreparedSplit, full_size_test, to_input
+from ganseg.data.datasets import PreparedSplit, full_size_test
 from ganseg.data.void import VOID
 from ganseg.errors import CheckpointError
 from ganseg.fileio import write_json
 from ganseg.metrics import BinaryAUC, BoundaryF1, confusion_matrix, majority_class_confusion, scores
-from ganseg.segmenter.inference import image_logits
+from ganseg.segmenter.inference import logit_strips
 from ganseg.viz import comparison_strip, save_confusion_matrix, save_per_class_bars
 
 
@@ -84,16 +84,19 @@ def evaluate_full_size(
     total = stats.test_images if split == "test" else stats.counts["val"]
     for image, truth in tqdm(scored_images(data_dir, split), total=total, desc="evaluate", unit="img",
                              disable=not progress):
-        x = to_input(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]).to(device)
-        logits = image_logits(generator, x, stats.image_size, stats.fit, flips)[0]
-        pred_t, truth_t = logits.argmax(0).cpu().to(torch.uint8), torch.from_numpy(truth)
-        confusion += confusion_matrix(pred_t, truth_t, num_classes)
-        boundary.update(pred_t[None], truth_t[None])
-        if auc is not None:
-            auc.update(logits.softmax(0)[1], truth_t.to(device))
+        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(device)
+        prediction = np.empty(truth.shape, np.uint8)
+        for top, logits in logit_strips(generator, x, stats.image_size, stats.fit, flips):  # bounded memory
+            rows = slice(top, top + logits.shape[1])
+            pred_t, truth_t = logits.argmax(0).cpu().to(torch.uint8), torch.from_numpy(truth[rows])
+            confusion += confusion_matrix(pred_t, truth_t, num_classes)
+            if auc is not None:
+                auc.update(logits.softmax(0)[1], truth_t.to(device))
+            prediction[rows] = pred_t.numpy()
+        boundary.update(torch.from_numpy(prediction)[None], torch.from_numpy(truth)[None])
         void += int((truth == VOID).sum())
         if len(samples) < keep:
-            samples.append((image, truth, pred_t.numpy()))
+            samples.append((image, truth, prediction))
         count += 1
     return FullSizeResult(confusion, boundary.scores(), count, samples, void, auc.scores() if auc else None)
 

@@ -11,56 +11,70 @@ seed by seed; see ganseg/bench/quality.py.
 
 from __future__ import annotations
 
+import os
 import platform
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from ganseg.bench.tables import fewlabels_table, imagegen_table, paired_table, quality_table, throughput_table
+from ganseg.bench.tables import (
+    fewlabels_table,
+    imagegen_table,
+    paired_table,
+    predict_table,
+    quality_table,
+    throughput_table,
+)
 from ganseg.bench.throughput import flops_per_step, matmul_gflops, synthetic_batches, timed_steps
 from ganseg.config import Params
 from ganseg.fileio import write_json
 from ganseg.segmenter.training import build_training_state
+from pipeline.worker import place
 
-WARMUP, STEPS, BATCHES = 3, 20, 4
+WARMUP, BATCHES = 3, 4
+PLAIN_VARIANTS = {  # name: params overrides, each timed in the plain loop against fp32
+    "fp32": {},
+    "bf16": {"train.precision": "bf16"},
+    "channels_last": {"train.channels_last": True},
+    "torch.compile": {"train.compile": True},
+}
 
 
-def plain_loop(params: Params) -> dict:
+def plain_loop(params: Params, steps: int) -> dict:
     torch.set_num_threads(1)
     state = build_training_state(params, params.data.channels, params.data.num_classes)
-    seconds = timed_steps(state, synthetic_batches(params, BATCHES), params, WARMUP, STEPS)
-    return {"workers": 1, "images_per_s": STEPS * params.train.batch_size / seconds}
+    warmup, seconds = timed_steps(state, synthetic_batches(params, BATCHES), params, WARMUP, steps)
+    images_per_s = steps * params.train.batch_size / seconds
+    return {"workers": 1, "images_per_s": images_per_s, "warmup_extra_s": warmup - WARMUP * seconds / steps}
 
 
 def bench_loop_per_worker(config: dict) -> None:
     import ray.train
-    import ray.train.torch
     import torch.distributed as dist
 
     started = time.time()
     params = Params.model_validate(config["params"])
     context = ray.train.get_context()
     world = context.get_world_size()
-    state = build_training_state(
-        params, params.data.channels, params.data.num_classes, wrap=ray.train.torch.prepare_model
-    )
+    state = build_training_state(params, params.data.channels, params.data.num_classes, wrap=place)
     sync = dist.barrier if world > 1 else (lambda: None)
-    seconds = timed_steps(state, synthetic_batches(params, BATCHES), params, WARMUP, STEPS, sync)
+    _, seconds = timed_steps(state, synthetic_batches(params, BATCHES), params, WARMUP, config["steps"], sync)
     # Train V2 hands the driver only metrics reported with a checkpoint.
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = ray.train.Checkpoint.from_directory(folder) if context.get_world_rank() == 0 else None
         ray.train.report({"seconds": seconds, "worker_started": started}, checkpoint=checkpoint)
 
 
-def ray_train(params: Params, workers: int) -> dict:
+def ray_train(params: Params, workers: int, steps: int) -> dict:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     trainer = TorchTrainer(
         bench_loop_per_worker,
-        train_loop_config={"params": params.model_dump()},
+        train_loop_config={"params": params.model_dump(), "steps": steps},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=False),
         run_config=RunConfig(name=f"bench-{workers}w-{int(time.time())}", storage_path=str(Path("runs/ray").resolve())),
     )
@@ -68,35 +82,84 @@ def ray_train(params: Params, workers: int) -> dict:
     metrics = trainer.fit().metrics
     return {
         "workers": workers,
-        "images_per_s": workers * STEPS * params.train.batch_size / metrics["seconds"],
+        "images_per_s": workers * steps * params.train.batch_size / metrics["seconds"],
         "startup_s": metrics["worker_started"] - submitted,
     }
 
 
-def run(params: Params, out: Path | None) -> dict:
+def run(params: Params, out: Path | None, steps: int = 50, rounds: int = 3, variant_steps: int = 10) -> dict:
+    """The plain loop in fp32 and with each of PLAIN_VARIANTS (`variant_steps` per window: an
+    emulated bf16 step is 10x slower), then `rounds` rounds of plain loop, Ray Train with 1 and with
+    2 workers (fp32, `steps` per window). A shared machine's speed drifts by several per cent within
+    minutes, so the runners are compared within each round and the medians over rounds reported."""
     from pipeline.runtime import start_ray
 
-    params = params.with_overrides({"train.use_gpu": False})
+    params = params.with_overrides({"train.use_gpu": False, "train.precision": "fp32", "train.channels_last": False,
+                                    "train.compile": False})
+    described = machine()
     flops = flops_per_step(params)
     peak_1, peak_2 = matmul_gflops(1), matmul_gflops(2)
-    rows = {"plain loop": plain_loop(params)}
+    variants = {}
+    for name, overrides in PLAIN_VARIANTS.items():
+        variants[name] = plain_loop(params.with_overrides(overrides), steps if name == "fp32" else variant_steps)
+        print(f"  plain loop, {name}: {variants[name]['images_per_s']:.1f} images/s")
     start_ray()
-    rows["Ray Train, 1 worker"] = ray_train(params, 1)
-    rows["Ray Train, 2 workers"] = ray_train(params, 2)
+    measured = []
+    for number in range(1, rounds + 1):
+        measured.append({"plain loop": plain_loop(params, steps), "Ray Train, 1 worker": ray_train(params, 1, steps),
+                         "Ray Train, 2 workers": ray_train(params, 2, steps)})
+        print(f"  round {number}: " + ", ".join(f"{name} {row['images_per_s']:.1f}" for name, row in measured[-1].items()))
+    rows = {name: _median_row([m[name] for m in measured]) for name in measured[0]}
     for row in rows.values():
         achieved = flops / params.train.batch_size * row["images_per_s"] / 1e9
         peak = peak_1 if row["workers"] == 1 else peak_2
         row |= {"gflops": achieved, "fraction_of_peak": achieved / peak}
+    fp32 = variants["fp32"]["images_per_s"]
     report = {
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} cores visible to torch",
+        "machine": described,
         "image_size": params.data.image_size,
         "batch_per_worker": params.train.batch_size,
+        "steps_per_window": steps,
+        "rounds": measured,
         "gflop_per_step": flops / 1e9,
         "matmul_peak_gflops": {"1 thread": peak_1, "2 threads": peak_2},
-        "ray_1_worker_vs_plain": rows["Ray Train, 1 worker"]["images_per_s"] / rows["plain loop"]["images_per_s"],
+        "ray_1_worker_vs_plain": _median_ratio(measured, "Ray Train, 1 worker", "plain loop"),
+        "ray_2_workers_vs_1": _median_ratio(measured, "Ray Train, 2 workers", "Ray Train, 1 worker"),
         "runners": rows,
+        "plain_variants": {name: row | {"vs_fp32": row["images_per_s"] / fp32} for name, row in variants.items()},
     }
     print(throughput_table(report))
+    if out:
+        write_json(out, report)
+    return report
+
+
+def _median_row(rows: list[dict]) -> dict:
+    """Each figure's median over the rounds."""
+    return {key: float(statistics.median(row[key] for row in rows)) for key in rows[0]}
+
+
+def _median_ratio(measured: list[dict], runner: str, reference: str) -> float:
+    return float(statistics.median(m[runner]["images_per_s"] / m[reference]["images_per_s"] for m in measured))
+
+
+def machine() -> str:
+    """The CPU in words: architecture, cores torch sees, its widest vector unit and native bf16."""
+    bf16 = "native bf16" if torch.cpu._is_avx512_bf16_supported() else "no native bf16"
+    return (f"{platform.machine()}, {os.cpu_count()} cores,"
+            f" {torch.backends.cpu.get_cpu_capability()}, {bf16}")
+
+
+def predict(params: Params, model: str | None, sizes: str, out: Path | None) -> dict:
+    """`ganseg bench predict`: sliding-window prediction (default: 512 x 512 images and one 4096 x 4096 image)."""
+    from ganseg.bench import predict as pr
+
+    cases = pr.parse_cases(sizes)  # before any work
+    print(f"  model: {model or 'params.model with fresh weights (the speed does not depend on them)'}")
+    cases = pr.run_cases(params, model, cases)
+    report = {"machine": machine(), "cases": cases, "tile": cases[0]["tile"], "threads": cases[0]["threads"],
+              **pr.window_settings()}
+    print(predict_table(report))
     if out:
         write_json(out, report)
     return report

@@ -73,8 +73,19 @@ def _parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="measurements that print a table and write JSON")
     kinds = bench.add_subparsers(dest="bench", required=True)
     throughput = kinds.add_parser("throughput", parents=[common],
-                                  help="training images/s: plain loop vs Ray Train with 1 and 2 workers")
+                                  help="training images/s: plain loop (fp32, bf16, channels_last, torch.compile) vs"
+                                  " Ray Train with 1 and 2 workers")
+    throughput.add_argument("--steps", type=_positive_int, default=50,
+                            help="steps per timed window, best of 3 (default 50; 10 for the plain-loop variants)")
+    throughput.add_argument("--rounds", type=_positive_int, default=3,
+                            help="rounds of plain loop, Ray 1 worker, Ray 2 workers; medians reported (default 3)")
     throughput.add_argument("--out", type=Path, help="also write the figures as JSON here")
+    predict = kinds.add_parser("predict", parents=[common],
+                               help="prediction images/s and peak memory on 512 x 512 images and one 4096 x 4096 image")
+    predict.add_argument("--model", help="an exported model folder (default: params.model with fresh weights)")
+    predict.add_argument("--sizes", default="512x8,4096x1",
+                         help="SIZExCOUNT images to segment, each with flips off and on (default 512x8,4096x1)")
+    predict.add_argument("--out", type=Path, help="also write the figures as JSON here")
     quality = kinds.add_parser(
         "quality", parents=[common],
         help="supervised baseline vs GAN segmenter or named variants (and supervised vs semi-supervised on a label"
@@ -229,10 +240,14 @@ def _dispatch(args: argparse.Namespace) -> None:
 
         bench.fewlabels(params, args.data, args.labels, args.seeds, args.steps, args.generator_steps,
                         args.arms.split(","), args.share, args.out, args.figure)
+    elif args.stage == "bench" and args.bench == "predict":
+        from pipeline import bench
+
+        bench.predict(params, args.model, args.sizes, args.out)
     elif args.stage == "bench":
         from pipeline import bench
 
-        bench.run(params, args.out)
+        bench.run(params, args.out, args.steps, args.rounds)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -96,6 +96,14 @@ def check_device_support(cfg: TrainConfig, use_gpu: bool) -> None:
         raise ParamsError("train.precision: fp16 needs GPU workers; use bf16 or fp32 on CPUs")
 
 
+def warn_about_slower_options(cfg: TrainConfig, use_gpu: bool) -> None:
+    """Print a warning for each CPU speed option in `cfg` that a short probe finds slower than fp32."""
+    from ganseg.speed import slower_options
+
+    for warning in slower_options(cfg, use_gpu):
+        print(f"warning: {warning}")
+
+
 def storage_path(params: Params, project_root: Path) -> str:
     path = params.train.storage_path
     return path if "://" in path else str((project_root / path).resolve())

@@ -35,6 +35,7 @@ from pipeline.runtime import (
     resolve_scaling,
     start_ray,
     storage_path,
+    warn_about_slower_options,
 )
 from pipeline.worker import STATE_FILE, loop_config
 
@@ -100,6 +101,7 @@ def run(
     client = MlflowClient(uri)
     workers, use_gpu = resolve_scaling(params.train)
     check_device_support(params.train, use_gpu)
+    warn_about_slower_options(params.train, use_gpu)
     key = run_key(params, stats, stage, sources) if sources else run_key(params, stats)
     run_id = open_run(client, params, project_root, stage, key, workers, use_gpu)
     with ended_as_it_went(client, run_id):

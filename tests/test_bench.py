@@ -26,9 +26,10 @@ def test_flop_count_matches_a_hand_count_of_the_convolutions(tiny_params):
     g, d = conv_macs(generator), conv_macs(discriminator)
     g_first, d_first = conv_macs(generator[:1]), conv_macs(discriminator[:1])
     # Backward costs two forwards (input and weight gradients), except no input gradient where the
-    # input needs none: the images into G, and the detached prediction into D in D's own step.
+    # input needs none: the images into G, and the detached prediction into D in D's own step. In G's
+    # step D's weights are frozen: a forward and the input gradients only.
     n = 2
-    macs = n * (3 * g - g_first) + 2 * n * (3 * d - d_first) + n * 3 * d  # G; D on real + fake; D in G's step
+    macs = n * (3 * g - g_first) + 2 * n * (3 * d - d_first) + n * 2 * d  # G; D on real + fake; D in G's step
     assert flops_per_step(params) == pytest.approx(2 * macs, rel=0.02)
 
 
@@ -41,10 +42,11 @@ def test_flop_count_doubles_with_the_batch(tiny_params):
 def test_timed_steps_runs_every_step_and_reports_the_best_window(tiny_params):
     state = build_training_state(tiny_params, 1, 3)
     started = time.perf_counter()
-    seconds = timed_steps(state, synthetic_batches(tiny_params, 2), tiny_params, warmup=1, steps=2, windows=3)
+    warmup, seconds = timed_steps(state, synthetic_batches(tiny_params, 2), tiny_params, warmup=1, steps=2, windows=3)
     elapsed = time.perf_counter() - started
     assert state.global_step == 1 + 3 * 2
-    assert 0 < seconds <= elapsed / 3  # the best of three windows takes at most their mean
+    assert 0 < seconds <= (elapsed - warmup) / 3  # the best of three windows takes at most their mean
+    assert 0 < warmup < elapsed - 3 * seconds + 1e-9
 
 
 def test_matmul_rate_is_its_flops_over_the_best_window_and_restores_the_threads():

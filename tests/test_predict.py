@@ -4,9 +4,10 @@ import torch
 from PIL import Image
 from torch import nn
 
+from ganseg.data.datasets import to_input
 from ganseg.export import export_model
 from ganseg.segment_folder import segment_folder
-from ganseg.segmenter.inference import image_logits, segment_image, sliding_logits, window_starts
+from ganseg.segmenter.inference import image_logits, logit_strips, segment_image, window_starts
 from ganseg.segmenter.training import build_networks
 from tests.conftest import model_card
 
@@ -50,7 +51,7 @@ class ConstantLogits(nn.Module):
 
 def test_constant_model_output_is_stitched_without_seams():
     x = torch.rand(1, 1, 150, 97) * 2 - 1
-    logits = sliding_logits(ConstantLogits([0.1, 0.7, -0.3]), x, tile=32)
+    logits = image_logits(ConstantLogits([0.1, 0.7, -0.3]), x, tile=32)
     assert logits.shape == (1, 3, 150, 97)
     expected = torch.tensor([0.1, 0.7, -0.3]).view(1, 3, 1, 1).expand_as(logits)
     torch.testing.assert_close(logits, expected, rtol=0, atol=1e-6)
@@ -64,7 +65,37 @@ def test_pixelwise_model_gives_the_same_logits_as_one_whole_pass():
     x = torch.rand(1, 3, 131, 77)
     with torch.no_grad():
         whole = model(x)
-    torch.testing.assert_close(sliding_logits(model, x, tile=32), whole, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(image_logits(model, x, tile=32), whole, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("height", [32, 33, 150, 10])
+def test_strips_follow_each_other_and_hold_at_most_one_window_row(height):
+    # Prediction memory must not grow with the image: every strip is handed out before the next
+    # window row is summed, so none is taller than a tile, and together they tile the image exactly.
+    x = torch.randint(0, 256, (1, 1, height, 70), dtype=torch.uint8)
+    strips = list(logit_strips(ConstantLogits([0.5, -0.5]), x, tile=32))
+    assert [top for top, _ in strips] == list(np.cumsum([0] + [s.shape[1] for _, s in strips[:-1]]))
+    assert sum(s.shape[1] for _, s in strips) == height and all(s.shape[1] <= 32 for _, s in strips)
+    assert all(s.shape[0] == 2 and s.shape[2] == 70 for _, s in strips)
+
+
+def test_uint8_and_float_inputs_give_the_same_logits():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 2, 1))
+    image = torch.randint(0, 256, (1, 1, 90, 70), dtype=torch.uint8)
+    with torch.no_grad():
+        torch.testing.assert_close(image_logits(model, image, 32), image_logits(model, to_input(image), 32))
+
+
+def test_segment_image_matches_the_argmax_of_the_joined_logits(tiny_params):
+    generator, _ = build_networks(tiny_params, 1, 3)
+    generator.eval()
+    image = np.random.default_rng(2).integers(0, 255, (140, 75, 1), dtype=np.uint8)
+    x = to_input(torch.from_numpy(image).permute(2, 0, 1)[None])
+    for flips in (False, True):
+        with torch.no_grad():
+            expected = image_logits(generator, x, 32, flips=flips)[0].argmax(0).numpy()
+        np.testing.assert_array_equal(segment_image(generator, image, tile=32, flips=flips), expected)
 
 
 def test_large_image_keeps_its_shape_with_the_real_generator(tiny_params):

@@ -14,7 +14,8 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def throughput_table(report: dict) -> str:
-    """`ganseg bench throughput`: images/s, GFLOP/s and worker start-up of each runner."""
+    """`ganseg bench throughput`: images/s, GFLOP/s and worker start-up of each runner, then the plain
+    loop's precision, memory-format and compile variants against fp32."""
     header = ["runner", "images/s", "GFLOP/s", "of matmul peak", "worker start-up (s)"]
     rows = [
         [name, f"{row['images_per_s']:.1f}", f"{row['gflops']:.2f}", f"{row['fraction_of_peak']:.0%}",
@@ -22,9 +23,33 @@ def throughput_table(report: dict) -> str:
         for name, row in report["runners"].items()
     ]
     peaks = json.dumps({k: round(v, 1) for k, v in report["matmul_peak_gflops"].items()})
+    variants = [
+        [name, f"{row['images_per_s']:.1f}", f"{row['vs_fp32']:.2f}x", f"{row['warmup_extra_s']:.1f}"]
+        for name, row in report["plain_variants"].items()
+    ]
+    return (
+        markdown_table(header, rows)
+        + f"\n\nMedians over {len(report['rounds'])} rounds; per round, Ray Train 1 worker / plain loop:"
+        f" {report['ray_1_worker_vs_plain']:.2f}x, 2 workers / 1 worker:"
+        f" {report['ray_2_workers_vs_1']:.2f}x; {report['gflop_per_step']:.2f} GFLOP per step; matmul peak {peaks}"
+        f" GFLOP/s\n\n"
+        + markdown_table(["plain loop", "images/s", "vs fp32", "first steps' extra time (s)"], variants)
+        + f"\n\n{report['machine']}"
+    )
+
+
+def predict_table(report: dict) -> str:
+    """`ganseg bench predict`: time, images/s and peak memory of each image size and flips setting."""
+    header = ["image", "images", "flips", "seconds", "images/s", "megapixels/s", "peak memory (MB)",
+              "of which prediction (MB)"]
+    rows = [
+        [f"{r['size']}x{r['size']}", str(r["count"]), "on" if r["flips"] else "off", f"{r['seconds']:.1f}",
+         f"{r['images_per_s']:.2f}", f"{r['megapixels_per_s']:.2f}", f"{r['peak_mb']:.0f}", f"{r['peak_extra_mb']:.0f}"]
+        for r in report["cases"]
+    ]
     return markdown_table(header, rows) + (
-        f"\n\nRay Train 1 worker / plain loop: {report['ray_1_worker_vs_plain']:.2f}x; "
-        f"{report['gflop_per_step']:.2f} GFLOP per step; matmul peak {peaks} GFLOP/s"
+        f"\n\ntile {report['tile']} px, windows overlapping by {report['overlap']:.0%}, {report['windows_per_batch']}"
+        f" per batch, {report['threads']} threads; {report['machine']}"
     )
 
 

@@ -27,12 +27,14 @@ def synthetic_batches(params: Params, count: int) -> list[tuple[torch.Tensor, to
 
 def timed_steps(
     state: TrainingState, batches, params: Params, warmup: int, steps: int, sync=lambda: None, windows: int = 3
-) -> float:
-    """Seconds for `steps` training steps after `warmup` untimed ones: the best of `windows` tries,
-    so a burst of other work on the machine does not count against the runner."""
+) -> tuple[float, float]:
+    """(seconds of the `warmup` untimed steps, seconds for `steps` training steps after them: the best
+    of `windows` tries, so a burst of other work on the machine does not count against the runner).
+    The warm-up holds whatever the first steps cost once: oneDNN's kernel choice, torch.compile."""
+    start = time.perf_counter()
     for i in range(warmup):
         train_step(state, *batches[i % len(batches)], params.train)
-    best = float("inf")
+    warmup_seconds, best = time.perf_counter() - start, float("inf")
     for _ in range(windows):
         sync()
         start = time.perf_counter()
@@ -40,7 +42,7 @@ def timed_steps(
             train_step(state, *batches[i % len(batches)], params.train)
         sync()
         best = min(best, time.perf_counter() - start)
-    return best
+    return warmup_seconds, best
 
 
 def flops_per_step(params: Params) -> int:

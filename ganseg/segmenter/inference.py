@@ -11,6 +11,8 @@ images (test-time augmentation: four passes, slightly better edges).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -20,7 +22,7 @@ from ganseg.data.datasets import to_input
 from ganseg.metrics import confusion_matrix
 
 OVERLAP = 0.25  # of the tile side
-WINDOWS_PER_BATCH = 8
+WINDOWS_PER_BATCH = 16
 MIRRORS = ((), (-1,), (-2,), (-2, -1))  # as is, left-right, up-down, both
 
 
@@ -59,50 +61,96 @@ def pad_to_tile(x: torch.Tensor, tile: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sliding_logits(generator: nn.Module, x: torch.Tensor, tile: int, overlap: float = OVERLAP) -> torch.Tensor:
-    """Logits (1, K, H, W) for one input (1, C, H, W) of any size, from overlapping tile x tile windows."""
+def sliding_strips(generator: nn.Module, x: torch.Tensor, tile: int, flips: bool = False, overlap: float = OVERLAP,
+                   per_batch: int = WINDOWS_PER_BATCH) -> Iterator[tuple[int, torch.Tensor]]:
+    """(first row, logits (K, rows, W)) of consecutive row strips covering one input (1, C, H, W) of
+    any size, from overlapping tile x tile windows (each with its mirror images, with `flips`).
+
+    Windows go row by row, `per_batch` at a time. A strip is handed out as soon as no later window
+    touches it, so the logits held at any time cover one window row (K x tile x W floats), never
+    the whole image; `x` may stay uint8 (converted one batch of windows at a time).
+    """
     height, width = x.shape[-2:]
-    x = pad_to_tile(x, tile)
+    if height < tile or width < tile:
+        x = pad_to_tile(_as_input(x), tile)
     stride = max(1, round(tile * (1 - overlap)))
-    corners = [
-        (top, left)
-        for top in window_starts(x.shape[-2], tile, stride)
-        for left in window_starts(x.shape[-1], tile, stride)
-    ]
+    tops, lefts = window_starts(x.shape[-2], tile, stride), window_starts(x.shape[-1], tile, stride)
+    columns = torch.zeros(x.shape[-1], device=x.device)  # windows over each column in one window row
+    for left in lefts:
+        columns[left : left + tile] += 1
+    band: torch.Tensor | None = None  # logits summed over the window rows that cover rows top..top+tile
+    rows = torch.zeros(tile, 1, device=x.device)  # window rows summed into each row of the band
+    for i, top in enumerate(tops):
+        row = _window_row(generator, x[..., top : top + tile, :], lefts, tile, flips, per_batch)
+        band = row if band is None else band + row
+        rows += 1
+        done = (tops[i + 1] if i + 1 < len(tops) else x.shape[-2]) - top  # rows no later window reaches
+        if top < height:
+            yield top, (band[:, :done] / (rows[:done] * columns))[:, : height - top, :width]
+        band = torch.cat([band[:, done:], band.new_zeros(band.shape[0], done, band.shape[2])], 1)
+        rows = torch.cat([rows[done:], rows.new_zeros(done, 1)])
+
+
+def _window_row(generator: nn.Module, strip: torch.Tensor, lefts: list[int], tile: int, flips: bool,
+                per_batch: int) -> torch.Tensor:
+    """Logits (K, tile, W) of one row of windows, summed where they overlap."""
     total: torch.Tensor | None = None
-    count = torch.zeros(1, 1, *x.shape[-2:], device=x.device)
-    for start in range(0, len(corners), WINDOWS_PER_BATCH):
-        batch = corners[start : start + WINDOWS_PER_BATCH]
-        logits = generator(torch.cat([x[..., t : t + tile, l : l + tile] for t, l in batch]))
+    for start in range(0, len(lefts), per_batch):
+        batch = lefts[start : start + per_batch]
+        windows = _as_input(torch.cat([strip[..., left : left + tile] for left in batch]))
+        logits = _mirrored(generator, windows) if flips else generator(windows)
         if total is None:
-            total = x.new_zeros(1, logits.shape[1], *x.shape[-2:])
-        for window, (t, l) in zip(logits, batch):
-            total[0, :, t : t + tile, l : l + tile] += window
-            count[..., t : t + tile, l : l + tile] += 1
-    return (total / count)[..., :height, :width]
+            total = logits.new_zeros(logits.shape[1], tile, strip.shape[-1])
+        for window, left in zip(logits, batch):
+            total[:, :, left : left + tile] += window
+    return total
+
+
+def _mirrored(generator: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Logits of `x` averaged over `x` and its three mirror images, each flipped back."""
+    total = generator(x)
+    for dims in MIRRORS[1:]:  # one pass each: a batch four times larger runs slower per window on a CPU
+        total += generator(x.flip(dims)).flip(dims)
+    return total / len(MIRRORS)
+
+
+def _as_input(x: torch.Tensor) -> torch.Tensor:
+    return to_input(x) if x.dtype == torch.uint8 else x
 
 
 @torch.no_grad()
-def resized_logits(generator: nn.Module, x: torch.Tensor, tile: int) -> torch.Tensor:
+def resized_logits(generator: nn.Module, x: torch.Tensor, tile: int, flips: bool = False) -> torch.Tensor:
     """Logits (1, K, H, W) for one input (1, C, H, W): through the network at tile x tile, then resized back."""
-    small = F.interpolate(x, size=(tile, tile), mode="bilinear", antialias=True, align_corners=False)
-    return F.interpolate(generator(small), size=x.shape[-2:], mode="bilinear", align_corners=False)
+    small = F.interpolate(_as_input(x), size=(tile, tile), mode="bilinear", antialias=True, align_corners=False)
+    logits = _mirrored(generator, small) if flips else generator(small)
+    return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def logit_strips(generator: nn.Module, x: torch.Tensor, tile: int, fit: str = "tile",
+                 flips: bool = False) -> Iterator[tuple[int, torch.Tensor]]:
+    """(first row, logits (K, rows, W)) of row strips covering one input (1, C, H, W) of any size
+    (uint8 or already the network's input), segmented the way the model was trained: sliding
+    windows for data.fit tile (in strips, in bounded memory), one resized pass for data.fit resize
+    (one strip: the model sees the whole image at tile size anyway)."""
+    if fit == "resize":
+        yield 0, resized_logits(generator, x, tile, flips)[0]
+    else:
+        yield from sliding_strips(generator, x, tile, flips)
 
 
 def image_logits(generator: nn.Module, x: torch.Tensor, tile: int, fit: str = "tile", flips: bool = False) -> torch.Tensor:
-    """Logits (1, K, H, W) for one input (1, C, H, W) of any size, the way the model was trained."""
-    def once(view: torch.Tensor) -> torch.Tensor:
-        return resized_logits(generator, view, tile) if fit == "resize" else sliding_logits(generator, view, tile)
-
-    if not flips:
-        return once(x)
-    return sum(once(x.flip(dims)).flip(dims) for dims in MIRRORS) / len(MIRRORS)
+    """Logits (1, K, H, W) for one input (1, C, H, W) of any size, the way the model was trained
+    (the strips of `logit_strips`, joined: for small images and tests; large images stream)."""
+    return torch.cat([logits for _, logits in logit_strips(generator, x, tile, fit, flips)], 1)[None]
 
 
 def segment_image(
     generator: nn.Module, image: np.ndarray, tile: int, fit: str = "tile", flips: bool = False
 ) -> np.ndarray:
-    """Class ids (H, W) for one (H, W, C) uint8 image of any size."""
-    x = to_input(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None])
+    """Class ids (H, W) for one (H, W, C) uint8 image of any size, strip by strip."""
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
     x = x.to(next(generator.parameters()).device)
-    return image_logits(generator, x, tile, fit, flips)[0].argmax(0).cpu().numpy().astype(np.uint8)
+    classes = np.empty(image.shape[:2], np.uint8)
+    for top, logits in logit_strips(generator, x, tile, fit, flips):
+        classes[top : top + logits.shape[1]] = logits.argmax(0).cpu().numpy()
+    return classes

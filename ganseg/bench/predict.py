@@ -1,0 +1,104 @@
+"""Prediction speed and memory of a model trained on tiles, on large images: pure PyTorch.
+
+Each case runs in a fresh process, so that its peak resident memory is its own: the figure is the
+process's high-water mark after the prediction minus the one before it (model loaded, input image
+in memory, kernels warmed up on one small image), i.e. what predicting the image costs on top of
+holding it. Weights do not change the speed, so without a model folder the network of params.model
+is built with fresh weights.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ganseg.config import Params
+from ganseg.segmenter.inference import OVERLAP, WINDOWS_PER_BATCH, segment_image
+
+
+@dataclass(frozen=True)
+class Case:
+    size: int  # images are size x size
+    count: int
+    flips: bool
+
+
+DEFAULT_SIZES = "512x8,4096x1"
+
+
+def parse_cases(sizes: str) -> list[Case]:
+    """"512x8,4096x1" -> eight 512 x 512 images, one 4096 x 4096 image: each with flips off, then on."""
+    cases = []
+    for item in sizes.split(","):
+        size, _, count = item.strip().partition("x")
+        if not (size.isdigit() and count.isdigit() and int(size) > 0 and int(count) > 0):
+            raise ValueError(f"--sizes takes SIZExCOUNT items such as 512x8, not {item.strip()!r}")
+        cases += [Case(int(size), int(count), False), Case(int(size), int(count), True)]
+    return cases
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _network(params: Params, model_dir: str | None) -> tuple[torch.nn.Module, int, int]:
+    """(generator in eval mode, tile size, channels): the exported model's, or params' with fresh weights."""
+    if model_dir:
+        from ganseg.export import load_model
+
+        generator, card = load_model(Path(model_dir))
+        return generator.eval(), card.image_size, card.in_channels
+    from ganseg.segmenter.training import build_networks
+
+    generator, _ = build_networks(params, params.data.channels, params.data.num_classes)
+    return generator.eval(), params.data.image_size, params.data.channels
+
+
+def measure_case(raw_params: dict, model_dir: str | None, case: Case) -> dict:
+    """Seconds, images/s and peak memory of segmenting `case.count` random images (in this process)."""
+    params = Params.model_validate(raw_params)
+    generator, tile, channels = _network(params, model_dir)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (case.size, case.size, channels), dtype=np.uint8) for _ in range(case.count)]
+    segment_image(generator, images[0][: 2 * tile, : 2 * tile], tile, flips=case.flips)  # warm-up
+    before = _peak_mb()
+    start = time.perf_counter()
+    for image in images:
+        segment_image(generator, image, tile, flips=case.flips)
+    seconds = time.perf_counter() - start
+    return {
+        "size": case.size, "count": case.count, "flips": case.flips, "tile": tile,
+        "seconds": seconds, "images_per_s": case.count / seconds,
+        "megapixels_per_s": case.count * case.size**2 / seconds / 1e6,
+        "peak_mb": _peak_mb(), "peak_extra_mb": _peak_mb() - before,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def run_cases(params: Params, model_dir: str | None, cases: list[Case]) -> list[dict]:
+    """Every case in its own fresh process, one after the other."""
+    rows = []
+    for case in cases:
+        with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+            row = pool.submit(measure_case, params.model_dump(), model_dir, case).result()
+        rows.append(row)
+        print(f"  {case.size}x{case.size} x{case.count}, flips {'on' if case.flips else 'off'}:"
+              f" {row['seconds']:.1f} s, peak +{row['peak_extra_mb']:.0f} MB")
+    return rows
+
+
+def held_logits_mb(width: int, tile: int, num_classes: int) -> float:
+    """The logits prediction holds at any time for an image `width` wide: the band of summed window
+    rows and the window row being summed, K x tile x width floats each."""
+    return 2 * num_classes * tile * width * 4 / 1e6
+
+
+def window_settings() -> dict:
+    return {"overlap": OVERLAP, "windows_per_batch": WINDOWS_PER_BATCH}
