@@ -27,9 +27,9 @@ def frozen(network: nn.Module) -> Iterator[nn.Module]:
 
 
 def ddp_options(network: nn.Module) -> dict:
-    """DistributedDataParallel's keyword arguments for `network`: buffers are broadcast from rank 0 at
-    every forward only where they are batch statistics. A spectral norm's power-iteration vectors
+    """DistributedDataParallel's keyword arguments for `network`: buffers are synchronised from rank 0
+    at every forward only where they are batch statistics (at the start they always are). A spectral norm's power-iteration vectors
     are computed from the weights, which DDP keeps equal, so they agree on every worker without a
     broadcast that would add a wait for the other workers to every forward."""
     batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in network.modules())
-    return {"broadcast_buffers": batch_norm}
+    return {"forward_sync_buffers": batch_norm}

@@ -28,7 +28,7 @@ from ganseg.bench.tables import (
     quality_table,
     throughput_table,
 )
-from ganseg.bench.throughput import flops_per_step, matmul_gflops, synthetic_batches, timed_steps
+from ganseg.bench.throughput import flops_per_step, matmul_gflops, synthetic_batches, timed_steps, two_processes
 from ganseg.config import Params
 from ganseg.fileio import write_json
 from ganseg.segmenter.training import build_training_state
@@ -89,8 +89,9 @@ def ray_train(params: Params, workers: int, steps: int) -> dict:
 
 def run(params: Params, out: Path | None, steps: int = 50, rounds: int = 3, variant_steps: int = 10) -> dict:
     """The plain loop in fp32 and with each of PLAIN_VARIANTS (`variant_steps` per window: an
-    emulated bf16 step is 10x slower), then `rounds` rounds of plain loop, Ray Train with 1 and with
-    2 workers (fp32, `steps` per window). A shared machine's speed drifts by several per cent within
+    emulated bf16 step is 10x slower), then `rounds` rounds of plain loop, two processes without
+    Ray (independent, and DDP over gloo: what the cores allow and what DDP costs), Ray Train with 1
+    and with 2 workers (fp32, `steps` per window). A shared machine's speed drifts by several per cent within
     minutes, so the runners are compared within each round and the medians over rounds reported."""
     from pipeline.runtime import start_ray
 
@@ -106,9 +107,15 @@ def run(params: Params, out: Path | None, steps: int = 50, rounds: int = 3, vari
     start_ray()
     measured = []
     for number in range(1, rounds + 1):
-        measured.append({"plain loop": plain_loop(params, steps), "Ray Train, 1 worker": ray_train(params, 1, steps),
-                         "Ray Train, 2 workers": ray_train(params, 2, steps)})
-        print(f"  round {number}: " + ", ".join(f"{name} {row['images_per_s']:.1f}" for name, row in measured[-1].items()))
+        measured.append({
+            "plain loop": plain_loop(params, steps),
+            "2 processes, independent (no Ray)": two_processes(params, steps, WARMUP, BATCHES, ddp=False),
+            "2 processes, DDP over gloo (no Ray)": two_processes(params, steps, WARMUP, BATCHES, ddp=True),
+            "Ray Train, 1 worker": ray_train(params, 1, steps),
+            "Ray Train, 2 workers": ray_train(params, 2, steps),
+        })
+        figures = ", ".join(f"{name} {row['images_per_s']:.1f}" for name, row in measured[-1].items())
+        print(f"  round {number}: {figures} images/s")
     rows = {name: _median_row([m[name] for m in measured]) for name in measured[0]}
     for row in rows.values():
         achieved = flops / params.train.batch_size * row["images_per_s"] / 1e9
@@ -125,6 +132,8 @@ def run(params: Params, out: Path | None, steps: int = 50, rounds: int = 3, vari
         "matmul_peak_gflops": {"1 thread": peak_1, "2 threads": peak_2},
         "ray_1_worker_vs_plain": _median_ratio(measured, "Ray Train, 1 worker", "plain loop"),
         "ray_2_workers_vs_1": _median_ratio(measured, "Ray Train, 2 workers", "Ray Train, 1 worker"),
+        "independent_vs_plain": _median_ratio(measured, "2 processes, independent (no Ray)", "plain loop"),
+        "ddp_vs_plain": _median_ratio(measured, "2 processes, DDP over gloo (no Ray)", "plain loop"),
         "runners": rows,
         "plain_variants": {name: row | {"vs_fp32": row["images_per_s"] / fp32} for name, row in variants.items()},
     }

@@ -56,3 +56,30 @@ def test_matmul_rate_is_its_flops_over_the_best_window_and_restores_the_threads(
     overall = 2 * 256**3 * 2 * 2 / (time.perf_counter() - started) / 1e9  # every timed product over the whole call
     assert overall <= gflops < 1000  # the best window beats the average; no single thread reaches a TFLOP/s
     assert torch.get_num_threads() == threads
+
+
+def test_plain_loop_variants_turn_on_what_they_name(tiny_params):
+    from pipeline.bench import PLAIN_VARIANTS
+
+    states = {name: build_training_state(tiny_params.with_overrides(o), 1, 3) for name, o in PLAIN_VARIANTS.items()}
+    assert states["bf16"].precision == "bf16" and states["fp32"].precision == "fp32"
+    assert states["channels_last"].channels_last and not states["fp32"].channels_last
+    assert states["torch.compile"].generator._compiled_call_impl is not None
+
+
+def test_runners_are_compared_within_each_round_and_the_median_reported():
+    from pipeline.bench import _median_ratio, _median_row
+
+    rounds = [{"a": {"images_per_s": 10.0}, "b": {"images_per_s": 20.0}},
+              {"a": {"images_per_s": 5.0}, "b": {"images_per_s": 9.0}},
+              {"a": {"images_per_s": 8.0}, "b": {"images_per_s": 17.6}}]
+    assert _median_ratio(rounds, "b", "a") == pytest.approx(2.0)  # ratios 2.0, 1.8, 2.2
+    assert _median_row([r["a"] for r in rounds]) == {"images_per_s": 8.0}
+
+
+@pytest.mark.parametrize("ddp", [False, True])
+def test_two_processes_without_ray_report_their_summed_rate(tiny_params, ddp):
+    from ganseg.bench.throughput import two_processes
+
+    row = two_processes(tiny_params, steps=2, warmup=1, batches=1, ddp=ddp)
+    assert row["workers"] == 2 and 0 < row["images_per_s"] < 1e5

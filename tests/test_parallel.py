@@ -41,7 +41,7 @@ def test_frozen_restores_trainability_after_an_error_and_leaves_frozen_weights_f
 
 def test_only_batch_statistics_are_broadcast():
     params = Params.model_validate({})
-    assert ddp_options(build_discriminator(params.model, 1, 3)) == {"broadcast_buffers": False}  # spectral norm
+    assert ddp_options(build_discriminator(params.model, 1, 3)) == {"forward_sync_buffers": False}  # spectral norm
     batch_norm = Params.model_validate({"model": {"norm": "batch"}}).model
-    assert ddp_options(build_generator(batch_norm, 1, 3)) == {"broadcast_buffers": True}
-    assert ddp_options(build_generator(params.model, 1, 3)) == {"broadcast_buffers": False}  # group norm
+    assert ddp_options(build_generator(batch_norm, 1, 3)) == {"forward_sync_buffers": True}
+    assert ddp_options(build_generator(params.model, 1, 3)) == {"forward_sync_buffers": False}  # group norm

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ganseg.config import Params
+from ganseg.errors import ParamsError
 from ganseg.segmenter.inference import OVERLAP, WINDOWS_PER_BATCH, segment_image
 
 
@@ -39,7 +40,7 @@ def parse_cases(sizes: str) -> list[Case]:
     for item in sizes.split(","):
         size, _, count = item.strip().partition("x")
         if not (size.isdigit() and count.isdigit() and int(size) > 0 and int(count) > 0):
-            raise ValueError(f"--sizes takes SIZExCOUNT items such as 512x8, not {item.strip()!r}")
+            raise ParamsError(f"--sizes takes SIZExCOUNT items such as 512x8, not {item.strip()!r}")
         cases += [Case(int(size), int(count), False), Case(int(size), int(count), True)]
     return cases
 

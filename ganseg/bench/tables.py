@@ -29,10 +29,11 @@ def throughput_table(report: dict) -> str:
     ]
     return (
         markdown_table(header, rows)
-        + f"\n\nMedians over {len(report['rounds'])} rounds; per round, Ray Train 1 worker / plain loop:"
-        f" {report['ray_1_worker_vs_plain']:.2f}x, 2 workers / 1 worker:"
-        f" {report['ray_2_workers_vs_1']:.2f}x; {report['gflop_per_step']:.2f} GFLOP per step; matmul peak {peaks}"
-        f" GFLOP/s\n\n"
+        + f"\n\nMedians over {len(report['rounds'])} rounds. Per round, Ray Train 1 worker / plain loop:"
+        f" {report['ray_1_worker_vs_plain']:.2f}x; 2 workers / 1 worker: {report['ray_2_workers_vs_1']:.2f}x. Without"
+        f" Ray, over the plain loop: 2 independent processes {report['independent_vs_plain']:.2f}x, DDP"
+        f" {report['ddp_vs_plain']:.2f}x. {report['gflop_per_step']:.2f} GFLOP per step; matmul peak {peaks}"
+        " GFLOP/s\n\n"
         + markdown_table(["plain loop", "images/s", "vs fp32", "first steps' extra time (s)"], variants)
         + f"\n\n{report['machine']}"
     )

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 
 import numpy as np
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.flop_counter import FlopCounterMode
 
 from ganseg.config import Params
 from ganseg.data.synthetic import generate_sample
+from ganseg.parallel import ddp_options
 from ganseg.segmenter.training import TrainingState, build_training_state, train_step
 
 
@@ -70,3 +76,39 @@ def matmul_gflops(threads: int, size: int = 2048, repeats: int = 4, windows: int
     finally:
         torch.set_num_threads(previous)
     return 2 * size**3 * repeats / best / 1e9
+
+
+def two_processes(params: Params, steps: int, warmup: int, batches: int, ddp: bool) -> dict:
+    """Images/s of 2 processes of 1 thread each on this machine, without Ray: independent (what
+    the cores allow) or training one model under DDP over gloo (what DDP itself costs)."""
+    context = mp.get_context("spawn")
+    results = context.Queue()
+    port = _free_port()
+    processes = [context.Process(target=_process_steps, args=(rank, port, params.model_dump(), steps, warmup, batches,
+                                                              ddp, results)) for rank in range(2)]
+    for process in processes:
+        process.start()
+    seconds = [results.get() for _ in processes]
+    for process in processes:
+        process.join()
+    return {"workers": 2, "images_per_s": sum(steps * params.train.batch_size / s for s in seconds)}
+
+
+def _process_steps(rank: int, port: int, raw_params: dict, steps: int, warmup: int, batches: int, ddp: bool,
+                   results) -> None:
+    torch.set_num_threads(1)
+    params = Params.model_validate(raw_params)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)  # independent processes use it only to start together
+    wrap = (lambda network: DistributedDataParallel(network, **ddp_options(network))) if ddp else (lambda n: n)
+    state = build_training_state(params, params.data.channels, params.data.num_classes, wrap=wrap)
+    try:
+        results.put(timed_steps(state, synthetic_batches(params, batches), params, warmup, steps, dist.barrier)[1])
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

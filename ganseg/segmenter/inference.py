@@ -138,7 +138,8 @@ def logit_strips(generator: nn.Module, x: torch.Tensor, tile: int, fit: str = "t
         yield from sliding_strips(generator, x, tile, flips)
 
 
-def image_logits(generator: nn.Module, x: torch.Tensor, tile: int, fit: str = "tile", flips: bool = False) -> torch.Tensor:
+def image_logits(generator: nn.Module, x: torch.Tensor, tile: int, fit: str = "tile",
+                 flips: bool = False) -> torch.Tensor:
     """Logits (1, K, H, W) for one input (1, C, H, W) of any size, the way the model was trained
     (the strips of `logit_strips`, joined: for small images and tests; large images stream)."""
     return torch.cat([logits for _, logits in logit_strips(generator, x, tile, fit, flips)], 1)[None]

@@ -102,8 +102,8 @@ def build_training_state(
 ) -> TrainingState:
     """Fresh networks (in channels_last memory format with train.channels_last), each passed through
     `wrap` (under Ray Train, its prepare_model: to the device, and into DDP with several workers) and
-    compiled with train.compile, then their optimisers, per-epoch schedulers, the fp16 grad scaler, class weights (from the
-    training pixel shares `class_frequency`) and the generator's moving average."""
+    compiled with train.compile, then their optimisers, per-epoch schedulers, the fp16 grad scaler,
+    class weights (from the training pixel shares `class_frequency`) and the generator's moving average."""
     cfg = params.train
     generator, discriminator = build_networks(params, in_channels, num_classes)
     if cfg.channels_last:

@@ -1,0 +1,27 @@
+"""`ganseg bench predict`: every image size with flips off and on, each in a fresh process."""
+
+import json
+
+import pytest
+
+from pipeline.cli import main
+
+TINY = ["--set", "data.image_size=32", "--set", "model.base_channels=8", "--set", "model.depth=2"]
+
+
+def test_bench_predict_times_every_case_and_reports_its_memory(tmp_path, capsys):
+    out = tmp_path / "predict.json"
+    assert main(["bench", "predict", "--sizes", "40x2,100x1", "--out", str(out), *TINY]) == 0
+    report = json.loads(out.read_text())
+    cases = [(c["size"], c["count"], c["flips"]) for c in report["cases"]]
+    assert cases == [(40, 2, False), (40, 2, True), (100, 1, False), (100, 1, True)]
+    for case in report["cases"]:
+        assert case["tile"] == 32 and case["seconds"] > 0
+        assert case["images_per_s"] == pytest.approx(case["count"] / case["seconds"])
+        assert 0 <= case["peak_extra_mb"] <= case["peak_mb"]
+    assert "| 100x100 | 1 | on |" in capsys.readouterr().out
+
+
+def test_bench_predict_refuses_bad_sizes_before_any_work(capsys):
+    assert main(["bench", "predict", "--sizes", "512x8,big"]) == 2
+    assert "--sizes takes SIZExCOUNT items such as 512x8, not 'big'" in capsys.readouterr().err
