@@ -10,20 +10,18 @@ learns to draw images the segmenter learns from.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from ganseg.checkpoints import unwrap
 from ganseg.config import GeneratedPairsConfig, ImagegenConfig, MaskDeformConfig
 from ganseg.data.datasets import to_input
 from ganseg.data.void import VOID
 from ganseg.imagegen.training import ImagegenState, JointTerm, sample, to_uint8
 from ganseg.imagegen.training import train_step as imagegen_step
+from ganseg.parallel import frozen
 from ganseg.segmenter.losses import cross_entropy_per_image
 
 
@@ -67,19 +65,6 @@ def _mixed(masks: torch.Tensor, chance: float) -> torch.Tensor:
         top, left = int(torch.randint(0, size - h + 1, ())), int(torch.randint(0, size - w + 1, ()))
         out[i, top:top + h, left:left + w] = masks[other, top:top + h, left:left + w]
     return out
-
-
-@contextmanager
-def frozen(network: nn.Module):
-    """The network's weights need no gradient inside the block (its activations still pass one on)."""
-    params = [p for p in network.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield network
-    finally:
-        for p in params:
-            p.requires_grad_(True)
 
 
 class GeneratedPairs:
@@ -134,11 +119,9 @@ class GeneratedPairs:
     def _joint_step(self, images, masks, layouts, segmenter) -> tuple[torch.Tensor, dict]:
         """The image generator's GAN update on the real pairs, with the segmenter's cross-entropy on
         the images drawn from `layouts` added to its loss; those images, and the step's losses."""
-        plain = unwrap(segmenter)
-
         def segmenter_loss(drawn: torch.Tensor) -> torch.Tensor:
-            with frozen(plain):
-                logits = plain(drawn).float()
+            with frozen(segmenter) as bare:
+                logits = bare(drawn).float()
             return self.cfg.joint_lambda * cross_entropy_per_image(logits, layouts)
 
         term = JointTerm(layouts, segmenter_loss)
