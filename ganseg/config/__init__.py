@@ -79,7 +79,7 @@ class EvaluateConfig(Strict):
     num_overlays: int = Field(8, ge=0)
     batch_size: int = Field(32, ge=1)
     boundary_tolerance: int = Field(2, ge=0, description="boundary F1: pixels of slack between predicted and true edges")
-    flip_tta: bool = Field(True, description="test and predict: average the logits over the image's mirror images")
+    flip_tta: bool = Field(True, description="test and predict: average the logits over each window's (or the resized image's) mirror images")
 
 
 class MlflowConfig(Strict):

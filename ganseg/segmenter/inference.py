@@ -5,8 +5,11 @@ Every image is segmented at its own size, the way the model saw its training dat
 trained on tiles (data.fit: tile) slides overlapping windows of the tile size over the image and
 averages the logits where windows overlap, so the seams do not show; a model trained on whole
 images resized to the tile size (data.fit: resize) sees the image resized the same way, and its
-logits are resized back. With `flips`, the logits are averaged over the image and its three mirror
-images (test-time augmentation: four passes, slightly better edges).
+logits are resized back. With `flips`, the logits are averaged over each window (or the resized
+image) and its three mirror images (test-time augmentation: four passes, slightly better edges).
+
+Images come out in row strips (`logit_strips`), so that predicting and evaluating a large image
+hold the logits of one row of windows at a time, not of the whole image.
 """
 
 from __future__ import annotations
