@@ -25,3 +25,17 @@ def test_bench_predict_times_every_case_and_reports_its_memory(tmp_path, capsys)
 def test_bench_predict_refuses_bad_sizes_before_any_work(capsys):
     assert main(["bench", "predict", "--sizes", "512x8,big"]) == 2
     assert "--sizes takes SIZExCOUNT items such as 512x8, not 'big'" in capsys.readouterr().err
+
+
+def test_peak_memory_counts_from_the_reset_on():
+    import numpy as np
+
+    from ganseg.bench.memory import peak_mb, reset_peak
+
+    big = np.ones(200 * 2**20 // 8)  # 200 MB, resident
+    del big
+    before = reset_peak()  # the 200 MB peak above no longer counts
+    assert peak_mb() < before + 50
+    block = np.ones(100 * 2**20 // 8)
+    assert peak_mb() - before >= 90
+    del block

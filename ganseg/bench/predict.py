@@ -1,15 +1,13 @@
 """Prediction speed and memory of a model trained on tiles, on large images: pure PyTorch.
 
-Each case runs in a fresh process, so that its peak resident memory is its own: the figure is the
-process's high-water mark after the prediction minus the one before it (model loaded, input image
-in memory, kernels warmed up on one small image), i.e. what predicting the image costs on top of
-holding it. Weights do not change the speed, so without a model folder the network of params.model
+Each case runs in a fresh process: its peak resident memory during the prediction, and that peak
+minus the resident memory just before it (model loaded, input image in memory, kernels warmed up on
+one small image), i.e. what predicting the image costs on top of holding it. Weights do not change the speed, so without a model folder the network of params.model
 is built with fresh weights.
 """
 
 from __future__ import annotations
 
-import resource
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -19,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ganseg.bench.memory import peak_mb, reset_peak
 from ganseg.config import Params
 from ganseg.errors import ParamsError
 from ganseg.segmenter.inference import OVERLAP, WINDOWS_PER_BATCH, segment_image
@@ -45,10 +44,6 @@ def parse_cases(sizes: str) -> list[Case]:
     return cases
 
 
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
 def _network(params: Params, model_dir: str | None) -> tuple[torch.nn.Module, int, int]:
     """(generator in eval mode, tile size, channels): the exported model's, or params' with fresh weights."""
     if model_dir:
@@ -69,7 +64,7 @@ def measure_case(raw_params: dict, model_dir: str | None, case: Case) -> dict:
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (case.size, case.size, channels), dtype=np.uint8) for _ in range(case.count)]
     segment_image(generator, images[0][: 2 * tile, : 2 * tile], tile, flips=case.flips)  # warm-up
-    before = _peak_mb()
+    before = reset_peak()
     start = time.perf_counter()
     for image in images:
         segment_image(generator, image, tile, flips=case.flips)
@@ -78,7 +73,7 @@ def measure_case(raw_params: dict, model_dir: str | None, case: Case) -> dict:
         "size": case.size, "count": case.count, "flips": case.flips, "tile": tile,
         "seconds": seconds, "images_per_s": case.count / seconds,
         "megapixels_per_s": case.count * case.size**2 / seconds / 1e6,
-        "peak_mb": _peak_mb(), "peak_extra_mb": _peak_mb() - before,
+        "peak_mb": peak_mb(), "peak_extra_mb": peak_mb() - before,
         "threads": torch.get_num_threads(),
     }
 
