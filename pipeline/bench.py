@@ -25,6 +25,7 @@ from ganseg.bench.tables import (
     imagegen_table,
     paired_table,
     predict_table,
+    prepare_table,
     quality_table,
     throughput_table,
 )
@@ -169,6 +170,21 @@ def predict(params: Params, model: str | None, sizes: str, out: Path | None) -> 
     report = {"machine": machine(), "cases": cases, "tile": cases[0]["tile"], "threads": cases[0]["threads"],
               **pr.window_settings()}
     print(predict_table(report))
+    if out:
+        write_json(out, report)
+    return report
+
+
+def prepare(params: Params, images: str, size: int, workdir: Path | None, out: Path | None) -> dict:
+    """`ganseg bench prepare`: prepare's time and peak memory on folders of `images` pairs it writes itself."""
+    from ganseg.bench import prepare as pp
+
+    counts = pp.parse_counts(images)  # before any work
+    with tempfile.TemporaryDirectory(prefix="ganseg-bench-prepare-", dir=workdir) as scratch:
+        rows = pp.run_sizes(params, counts, size, Path(scratch))
+    report = {"machine": machine(), "size": size, "fit": params.data.fit, "image_size": params.data.image_size,
+              "sizes": rows, "growth_mb_per_1000": pp.memory_growth(rows)}
+    print(prepare_table(report))
     if out:
         write_json(out, report)
     return report

@@ -86,6 +86,12 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--sizes", default="512x8,4096x1",
                          help="SIZExCOUNT images to segment, each with flips off and on (default 512x8,4096x1)")
     predict.add_argument("--out", type=Path, help="also write the figures as JSON here")
+    prepare = kinds.add_parser("prepare", parents=[common],
+                               help="prepare's wall time, peak memory and MB/s on folders of image/mask pairs it writes")
+    prepare.add_argument("--images", default="1000,4000", help="numbers of image pairs, comma-separated (default 1000,4000)")
+    prepare.add_argument("--size", type=_positive_int, default=512, help="side of each image in pixels (default 512)")
+    prepare.add_argument("--workdir", type=Path, help="where the folders are written (default: the system's temp folder)")
+    prepare.add_argument("--out", type=Path, help="also write the figures as JSON here")
     quality = kinds.add_parser(
         "quality", parents=[common],
         help="supervised baseline vs GAN segmenter or named variants (and supervised vs semi-supervised on a label"
@@ -240,6 +246,10 @@ def _dispatch(args: argparse.Namespace) -> None:
 
         bench.fewlabels(params, args.data, args.labels, args.seeds, args.steps, args.generator_steps,
                         args.arms.split(","), args.share, args.out, args.figure)
+    elif args.stage == "bench" and args.bench == "prepare":
+        from pipeline import bench
+
+        bench.prepare(params, args.images, args.size, args.workdir, args.out)
     elif args.stage == "bench" and args.bench == "predict":
         from pipeline import bench
 

@@ -54,6 +54,21 @@ def predict_table(report: dict) -> str:
     )
 
 
+def prepare_table(report: dict) -> str:
+    """`ganseg bench prepare`: wall time, peak memory and MB/s per number of images."""
+    header = ["images", "source (MB)", "prepare (s)", "peak memory (MB)", "MB/s", "tiles", "prepared (MB)"]
+    rows = [
+        [str(r["images"]), f"{r['source_mb']:.0f}", f"{r['seconds']:.1f}", f"{r['peak_rss_mb']:.0f}",
+         f"{r['mb_per_s']:.1f}", str(r["tiles"]), f"{r['prepared_mb']:.0f}"]
+        for r in report["sizes"]
+    ]
+    return markdown_table(header, rows) + (
+        f"\n\n{report['size']} x {report['size']} grey PNG pairs, data.fit {report['fit']}, data.image_size"
+        f" {report['image_size']}; peak memory grows {report['growth_mb_per_1000']:.0f} MB per 1,000 images;"
+        f" {report['machine']}"
+    )
+
+
 def quality_table(report: dict) -> str:
     """`ganseg bench quality`: mean ± std over seeds of mIoU, AUC-ROC and AUC-PR (two classes), each
     class's Dice and boundary F1, img/s and wall time per run."""

@@ -11,6 +11,8 @@ Prepared layout (one folder, a DVC output):
 
 from __future__ import annotations
 
+import csv
+import shutil
 from pathlib import Path
 from typing import Iterator
 
@@ -144,40 +146,141 @@ def _synthetic_stem(index: int) -> str:
 def prepare_dataset(cfg: DataConfig, seed: int, out_dir: str | Path, progress: bool = True) -> DatasetStats:
     """Read, fit and split every usable pair, then write the prepared folder in one atomic move.
 
-    Every file is checked before anything is written. Unusable files stop the stage with one
-    DataError listing them all (data.on_error: fail), or are left out and listed in skipped.csv
-    (data.on_error: skip).
+    Pairs stream through: each is read, fitted and appended to its split's arrays in the staging
+    folder before the next is read, so memory holds one image and its tiles whatever the number of
+    images. Every file is checked before the staging folder replaces `out_dir`: unusable files stop
+    the stage with one DataError listing them all (data.on_error: fail; nothing is replaced), or
+    are left out and listed in skipped.csv (data.on_error: skip).
     """
     reader = SourceReader(cfg, seed)
-    tiles: dict[str, list[Sample]] = {name: [] for name in SPLITS}
-    full_test: list[Sample] = []  # the test images at their own size, for full-resolution evaluation
-    for sample, split in tqdm(reader, total=len(reader), desc="prepare", unit="img", disable=not progress):
-        tiles[split].extend(fit_to_size(sample, cfg.image_size, cfg.fit))
-        if split == "test":
-            full_test.append(sample)
-    _check_usable(cfg, reader, tiles)
     with atomic_dir(out_dir) as staging:
-        _save_full_size(full_test, staging / FULL_TEST_DIR)
-        rows = []
-        for name, items in tiles.items():
-            images = np.stack([s.image.transpose(2, 0, 1) for s in items])
-            masks = np.stack([s.mask for s in items])
-            np.save(staging / f"{name}_images.npy", images)
-            np.save(staging / f"{name}_masks.npy", masks)
-            rows += [
-                {"stem": s.stem, "split": name, "index": i, "image_file": s.image_path, "mask_file": s.mask_path}
-                for i, s in enumerate(items)
-            ]
-        pd.DataFrame(rows).to_csv(staging / "manifest.csv", index=False)
+        writers = {name: SplitWriter(staging, name, cfg.num_classes) for name in SPLITS}
+        full_test = FullSizeWriter(staging / FULL_TEST_DIR)
+        for sample, split in tqdm(reader, total=len(reader), desc="prepare", unit="img", disable=not progress):
+            for tile in fit_to_size(sample, cfg.image_size, cfg.fit):
+                writers[split].add(tile)
+            if split == "test":
+                full_test.add(sample)
+        _check_usable(cfg, reader, {name: writer.count for name, writer in writers.items()})
+        with open(staging / "manifest.csv", "w") as manifest:
+            manifest.write("stem,split,index,image_file,mask_file\n")
+            for writer in writers.values():
+                writer.finish(manifest)
+        full_test.finish()
         skipped = [{"file": str(p.file), "reason": p.reason} for p in reader.problems]
         pd.DataFrame(skipped, columns=["file", "reason"]).to_csv(staging / SKIPPED_REPORT, index=False)
-        stats = _dataset_stats(cfg, tiles, reader, len(full_test))
+        stats = _dataset_stats(cfg, writers, reader, full_test.count)
         write_dataset_stats(staging, stats)
     return stats
 
 
-def _check_usable(cfg: DataConfig, reader: SourceReader, tiles: dict[str, list[Sample]]) -> None:
-    if reader.problems and (cfg.on_error == "fail" or not any(tiles.values())):
+class SplitWriter:
+    """One split's tiles: gathered in memory up to CHUNK_BYTES, then saved as a chunk file in the
+    staging folder; `finish` joins the chunks into {split}_images.npy and {split}_masks.npy,
+    streaming, so that no split is ever held in memory whole."""
+
+    def __init__(self, folder: Path, split: str, num_classes: int):
+        self.folder, self.split = folder, split
+        self.manifest = open(self._part("manifest", 0, "csv"), "w", newline="")
+        self.rows = csv.writer(self.manifest, lineterminator="\n")
+        self.images: list[np.ndarray] = []
+        self.masks: list[np.ndarray] = []
+        self.buffered = self.chunks = 0
+        self.count = self.pixels = 0
+        self.class_pixels = np.zeros(num_classes, np.int64)  # void left out
+
+    def add(self, tile: Sample) -> int:
+        """Keep one tile, and its row of manifest.csv."""
+        self.rows.writerow([tile.stem, self.split, self.count, tile.image_path, tile.mask_path])
+        self.images.append(np.ascontiguousarray(tile.image.transpose(2, 0, 1)))  # copies: no view keeps
+        self.masks.append(np.array(tile.mask))  # the whole source image alive
+        self.buffered += tile.image.nbytes + tile.mask.nbytes
+        self.class_pixels = self.class_pixels + np.bincount(tile.mask[tile.mask != VOID],
+                                                            minlength=len(self.class_pixels))
+        self.pixels += tile.mask.size
+        self.count += 1
+        if self.buffered >= CHUNK_BYTES:
+            self._flush()
+
+    def finish(self, manifest) -> None:
+        """Join the chunks into the split's two arrays; append the split's rows to `manifest`."""
+        self._flush()
+        for kind in ("images", "masks"):
+            join_npy([self._part(kind, i) for i in range(self.chunks)], self.folder / f"{self.split}_{kind}.npy")
+        self.manifest.close()
+        with open(self._part("manifest", 0, "csv")) as rows:
+            shutil.copyfileobj(rows, manifest)
+        self._part("manifest", 0, "csv").unlink()
+
+    def _flush(self) -> None:
+        if not self.images:
+            return
+        np.save(self._part("images", self.chunks), np.stack(self.images))
+        np.save(self._part("masks", self.chunks), np.stack(self.masks))
+        self.chunks += 1
+        self.images, self.masks, self.buffered = [], [], 0
+
+    def _part(self, kind: str, number: int, suffix: str = "npy") -> Path:
+        return self.folder / f".{self.split}_{kind}_{number:05d}.{suffix}"
+
+
+CHUNK_BYTES = 64 * 2**20  # tiles held before they are saved: the part of prepare's memory that tiles take
+COPY_BYTES = 16 * 2**20
+
+
+def join_npy(parts: list[Path], target: Path) -> None:
+    """The arrays of the .npy files `parts` (same dtype and trailing shape), concatenated along their
+    first axis into `target`, copied a buffer at a time; the parts are removed."""
+    if len(parts) == 1:
+        parts[0].rename(target)
+        return
+    headers = [_npy_header(part) for part in parts]
+    shape = (sum(h[0][0] for h in headers), *headers[0][0][1:])
+    with open(target, "wb") as out:
+        np.lib.format.write_array_header_1_0(out, {"descr": np.lib.format.dtype_to_descr(headers[0][1]),
+                                                   "fortran_order": False, "shape": shape})
+        for part, (_, _, offset) in zip(parts, headers):
+            with open(part, "rb") as source:
+                source.seek(offset)
+                shutil.copyfileobj(source, out, COPY_BYTES)
+            part.unlink()
+
+
+def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, where the data start) of a C-ordered .npy file."""
+    with open(path, "rb") as file:
+        version = np.lib.format.read_magic(file)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(file)
+        return shape, dtype, file.tell()
+
+
+class FullSizeWriter:
+    """images/NNNNN.png and masks/NNNNN.png (class ids) of the test images at their own size, written
+    as they come, and their stems in stems.txt."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        (folder / "images").mkdir(parents=True)
+        (folder / "masks").mkdir()
+        self.stems: list[str] = []
+
+    @property
+    def count(self) -> int:
+        return len(self.stems)
+
+    def add(self, sample: Sample) -> None:
+        image = sample.image[..., 0] if sample.image.shape[2] == 1 else sample.image
+        Image.fromarray(image).save(self.folder / "images" / f"{self.count:05d}.png")
+        Image.fromarray(sample.mask).save(self.folder / "masks" / f"{self.count:05d}.png")
+        self.stems.append(sample.stem)
+
+    def finish(self) -> None:
+        (self.folder / "stems.txt").write_text("".join(f"{stem}\n" for stem in self.stems))
+
+
+def _check_usable(cfg: DataConfig, reader: SourceReader, counts: dict[str, int]) -> None:
+    if reader.problems and (cfg.on_error == "fail" or not any(counts.values())):
         advice = (
             "Fix or remove them, or set data.on_error: skip to leave them out (listed in skipped.csv)."
             if cfg.on_error == "fail" else "No usable pair is left."
@@ -186,7 +289,7 @@ def _check_usable(cfg: DataConfig, reader: SourceReader, tiles: dict[str, list[S
             f"{len(reader.problems)} file(s) in {reader.folder} cannot be used:\n"
             f"{describe_problems(reader.folder, reader.problems)}\n{advice}"
         )
-    empty = [name for name, items in tiles.items() if not items]
+    empty = [name for name, count in counts.items() if not count]
     if empty:
         raise DataError(
             f"split(s) {empty} came out empty from {reader.used} usable images:"
@@ -195,19 +298,13 @@ def _check_usable(cfg: DataConfig, reader: SourceReader, tiles: dict[str, list[S
 
 
 def _dataset_stats(
-    cfg: DataConfig, tiles: dict[str, list[Sample]], reader: SourceReader, test_images: int
+    cfg: DataConfig, writers: dict[str, SplitWriter], reader: SourceReader, test_images: int
 ) -> DatasetStats:
-    def counts(items: list[Sample]) -> np.ndarray:
-        """Pixels per class, void pixels left out."""
-        return sum(np.bincount(s.mask[s.mask != VOID], minlength=cfg.num_classes) for s in items)
+    def frequencies(writer: SplitWriter) -> list[float]:
+        return (writer.class_pixels / max(writer.class_pixels.sum(), 1)).round(6).tolist()
 
-    def frequencies(items: list[Sample]) -> list[float]:
-        per_class = counts(items)
-        return (per_class / max(per_class.sum(), 1)).round(6).tolist()
-
-    def void_fraction(items: list[Sample]) -> float:
-        pixels = sum(s.mask.size for s in items)
-        return round(float(pixels - counts(items).sum()) / max(pixels, 1), 6)
+    def void_fraction(writer: SplitWriter) -> float:
+        return round(float(writer.pixels - writer.class_pixels.sum()) / max(writer.pixels, 1), 6)
 
     return DatasetStats(
         source=cfg.source,
@@ -216,10 +313,10 @@ def _dataset_stats(
         channels=cfg.channels,
         image_size=cfg.image_size,
         fit=cfg.fit,
-        counts={name: len(items) for name, items in tiles.items()},
-        class_frequency={name: frequencies(items) for name, items in tiles.items()},
+        counts={name: writer.count for name, writer in writers.items()},
+        class_frequency={name: frequencies(writer) for name, writer in writers.items()},
         void_fraction=(
-            None if cfg.ignore_index is None else {name: void_fraction(items) for name, items in tiles.items()}
+            None if cfg.ignore_index is None else {name: void_fraction(writer) for name, writer in writers.items()}
         ),
         skipped_files=len(reader.problems),
         test_images=test_images,
@@ -227,14 +324,3 @@ def _dataset_stats(
         intensity=reader.rule,
         clipped_share=round(reader.clipped / max(reader.pixels, 1), 6),
     )
-
-
-def _save_full_size(samples: list[Sample], folder: Path) -> None:
-    """images/NNNNN.png and masks/NNNNN.png (class ids), in the order of the stems in stems.txt."""
-    (folder / "images").mkdir(parents=True)
-    (folder / "masks").mkdir()
-    for i, sample in enumerate(samples):
-        image = sample.image[..., 0] if sample.image.shape[2] == 1 else sample.image
-        Image.fromarray(image).save(folder / "images" / f"{i:05d}.png")
-        Image.fromarray(sample.mask).save(folder / "masks" / f"{i:05d}.png")
-    (folder / "stems.txt").write_text("".join(f"{s.stem}\n" for s in samples))

@@ -1,0 +1,29 @@
+"""prepare streams: tiles are saved in chunks as they come and joined into one array per split."""
+
+import numpy as np
+
+import ganseg.data.prepare
+from ganseg.data.prepare import join_npy, prepare_dataset
+
+
+def test_joined_chunks_equal_the_concatenated_arrays_and_are_removed(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, 255, (n, 2, 3, 3), dtype=np.uint8) for n in (4, 1, 7)]
+    parts = []
+    for i, array in enumerate(arrays):
+        np.save(tmp_path / f"part{i}.npy", array)
+        parts.append(tmp_path / f"part{i}.npy")
+    join_npy(parts, tmp_path / "joined.npy")
+    np.testing.assert_array_equal(np.load(tmp_path / "joined.npy", mmap_mode="r"), np.concatenate(arrays))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["joined.npy"]
+
+
+def test_many_small_chunks_prepare_exactly_what_one_chunk_does(tmp_path, tiny_params, monkeypatch):
+    whole = prepare_dataset(tiny_params.data, 1, tmp_path / "whole", progress=False)
+    monkeypatch.setattr(ganseg.data.prepare, "CHUNK_BYTES", 1)  # every tile its own chunk
+    chunked = prepare_dataset(tiny_params.data, 1, tmp_path / "chunked", progress=False)
+    assert chunked == whole
+    for path in sorted((tmp_path / "whole").rglob("*")):
+        if path.is_file():
+            assert (tmp_path / "chunked" / path.relative_to(tmp_path / "whole")).read_bytes() == path.read_bytes(), path
+    assert not any(p.name.startswith(".") for p in (tmp_path / "chunked").iterdir())
