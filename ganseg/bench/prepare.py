@@ -2,9 +2,9 @@
 on a folder of synthetic image/mask PNG pairs that the bench writes itself.
 
 Each size is prepared in a fresh Python process that imports only what prepare needs (not torch);
-its peak resident memory is counted from just before prepare starts (ganseg/bench/memory.py). The folders hold copies of a few distinct
-pairs: drawing thousands of synthetic images would take longer than preparing them, and prepare
-decodes every file whatever it holds.
+its peak resident memory is counted from just before prepare starts (ganseg/bench/memory.py). The
+folders hold copies of a few distinct pairs: drawing thousands of synthetic images would take
+longer than preparing them, and prepare decodes every file whatever it holds.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ def parse_counts(text: str) -> list[int]:
     counts = []
     for item in text.split(","):
         if not item.strip().isdigit() or int(item) < 50:
-            raise ParamsError(f"--images takes numbers of at least 50 images (every split needs some), comma-separated, not {item.strip()!r}")
+            raise ParamsError("--images takes numbers of at least 50 images (every split needs some),"
+                              f" comma-separated, not {item.strip()!r}")
         counts.append(int(item))
     return counts
 
