@@ -138,10 +138,7 @@ def run(params: Params, out: Path | None, steps: int = 50, rounds: int = 3, vari
         "runners": rows,
         "plain_variants": {name: row | {"vs_fp32": row["images_per_s"] / fp32} for name, row in variants.items()},
     }
-    print(throughput_table(report))
-    if out:
-        write_json(out, report)
-    return report
+    return _finish(report, None, [throughput_table(report)], out)
 
 
 def _median_row(rows: list[dict]) -> dict:
@@ -169,10 +166,7 @@ def predict(params: Params, model: str | None, sizes: str, out: Path | None) -> 
     cases = pr.run_cases(params, model, cases)
     report = {"machine": machine(), "cases": cases, "tile": cases[0]["tile"], "threads": cases[0]["threads"],
               **pr.window_settings()}
-    print(predict_table(report))
-    if out:
-        write_json(out, report)
-    return report
+    return _finish(report, None, [predict_table(report)], out)
 
 
 def prepare(params: Params, images: str, size: int, workdir: Path | None, out: Path | None) -> dict:
@@ -184,10 +178,7 @@ def prepare(params: Params, images: str, size: int, workdir: Path | None, out: P
         rows = pp.run_sizes(params, counts, size, Path(scratch))
     report = {"machine": machine(), "size": size, "fit": params.data.fit, "image_size": params.data.image_size,
               "sizes": rows, "growth_mb_per_1000": pp.memory_growth(rows)}
-    print(prepare_table(report))
-    if out:
-        write_json(out, report)
-    return report
+    return _finish(report, None, [prepare_table(report)], out)
 
 
 def quality(
@@ -237,9 +228,11 @@ def fewlabels(params: Params, data: str, labels: str, seeds: int, steps: int, ge
     return report
 
 
-def _finish(report: dict, data: str, tables: list[str], out: Path | None) -> dict:
-    """The report of a bench on `data`: its tables printed, and written as JSON to `out`."""
-    report["data"] = data
+def _finish(report: dict, data: str | None, tables: list[str], out: Path | None) -> dict:
+    """The report of a bench (on `data`, a dataset folder, when it reads one): its tables printed,
+    and written as JSON to `out`."""
+    if data is not None:
+        report["data"] = data
     print("\n\n".join(tables))
     if out:
         write_json(out, report)
