@@ -30,9 +30,6 @@ class Case:
     flips: bool
 
 
-DEFAULT_SIZES = "512x8,4096x1"
-
-
 def parse_cases(sizes: str) -> list[Case]:
     """"512x8,4096x1" -> eight 512 x 512 images, one 4096 x 4096 image: each with flips off, then on."""
     cases = []
@@ -88,12 +85,6 @@ def run_cases(params: Params, model_dir: str | None, cases: list[Case]) -> list[
         print(f"  {case.size}x{case.size} x{case.count}, flips {'on' if case.flips else 'off'}:"
               f" {row['seconds']:.1f} s, peak +{row['peak_extra_mb']:.0f} MB")
     return rows
-
-
-def held_logits_mb(width: int, tile: int, num_classes: int) -> float:
-    """The logits prediction holds at any time for an image `width` wide: the band of summed window
-    rows and the window row being summed, K x tile x width floats each."""
-    return 2 * num_classes * tile * width * 4 / 1e6
 
 
 def window_settings() -> dict:
