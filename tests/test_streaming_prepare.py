@@ -2,8 +2,9 @@
 
 import numpy as np
 
-import ganseg.data.prepare
-from ganseg.data.prepare import join_npy, prepare_dataset
+import ganseg.data.writers
+from ganseg.data.prepare import prepare_dataset
+from ganseg.data.writers import join_npy
 
 
 def test_joined_chunks_equal_the_concatenated_arrays_and_are_removed(tmp_path):
@@ -20,7 +21,7 @@ def test_joined_chunks_equal_the_concatenated_arrays_and_are_removed(tmp_path):
 
 def test_many_small_chunks_prepare_exactly_what_one_chunk_does(tmp_path, tiny_params, monkeypatch):
     whole = prepare_dataset(tiny_params.data, 1, tmp_path / "whole", progress=False)
-    monkeypatch.setattr(ganseg.data.prepare, "CHUNK_BYTES", 1)  # every tile its own chunk
+    monkeypatch.setattr(ganseg.data.writers, "CHUNK_BYTES", 1)  # every tile its own chunk
     chunked = prepare_dataset(tiny_params.data, 1, tmp_path / "chunked", progress=False)
     assert chunked == whole
     for path in sorted((tmp_path / "whole").rglob("*")):

@@ -1,0 +1,122 @@
+"""prepare's unit of work: a block of consecutive image/mask pairs read, checked, fitted to the tile
+size and written as chunk files into the staging folder.
+
+Blocks are independent of each other, so any number of processes (or Ray Data tasks on any node
+that sees the staging folder) can prepare them at once; what a block hands back is small: counts,
+class pixels and the problems it found. `ganseg.data.writers.join_blocks` then joins the chunks in
+block order, which gives the same arrays as reading every pair one after the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ganseg.config import DataConfig
+from ganseg.data import synthetic
+from ganseg.data.intensity import IntensityRule
+from ganseg.data.sources import Problem, Sample, load_pair
+from ganseg.data.splits import SPLITS
+from ganseg.data.writers import FullSizeWriter, SplitPart, SplitWriter
+
+PAIRS_PER_BLOCK = 64  # large enough that a Ray Data task's overhead (~20 ms) is small beside its work
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One image/mask pair to read; `image` and `mask` are None for the built-in synthetic image `index`."""
+
+    stem: str
+    split: str
+    image: Path | None = None
+    mask: Path | None = None
+    index: int = 0
+
+
+@dataclass(frozen=True)
+class BlockTask:
+    number: int
+    pairs: list[Pair]
+    cfg: DataConfig
+    seed: int
+    rule: IntensityRule
+    staging: Path
+
+
+@dataclass
+class BlockResult:
+    number: int
+    parts: dict[str, SplitPart]
+    test_stems: list[str]
+    problems: list[Problem] = field(default_factory=list)
+    used: int = 0
+    clipped: int = 0  # image values the intensity rule clipped,
+    pixels: int = 0  # of all image values read
+
+
+def prepare_block(task: BlockTask) -> BlockResult:
+    """Read, check and fit every pair of the block; its tiles go to chunk files of each split and its
+    test images to the full-size folder, all named by the block's number."""
+    writers = {name: SplitWriter(task.staging, name, task.number, task.cfg.num_classes) for name in SPLITS}
+    full_test = FullSizeWriter(task.staging, task.number)
+    result = BlockResult(task.number, {}, [])
+    for pair in task.pairs:
+        sample = _read(pair, task, result)
+        if sample is None:
+            continue
+        for tile in fit_to_size(sample, task.cfg.image_size, task.cfg.fit):
+            writers[pair.split].add(tile)
+        if pair.split == "test":
+            full_test.add(sample)
+    result.parts = {name: writer.close() for name, writer in writers.items()}
+    result.test_stems = full_test.stems
+    return result
+
+
+def _read(pair: Pair, task: BlockTask, result: BlockResult) -> Sample | None:
+    if pair.image is None:
+        image, mask = synthetic.generate_sample(task.seed, pair.index, task.cfg.synthetic.size)
+        image = np.repeat(image[..., None], task.cfg.channels, axis=2)
+        result.used += 1
+        return Sample(pair.stem, image, mask, "synthetic", "synthetic")
+    sample, problems, clipped = load_pair(pair.stem, pair.image, pair.mask, task.cfg, task.rule)
+    result.problems += problems
+    if sample is not None:
+        result.used += 1
+        result.clipped += clipped
+        result.pixels += sample.image.size
+    return sample
+
+
+def fit_to_size(sample: Sample, size: int, mode: str) -> list[Sample]:
+    """Resize to size x size, or cut into size x size tiles (images smaller than a tile are resized)."""
+    height, width = sample.mask.shape
+    if mode == "resize" or height < size or width < size:
+        image = _resize(sample.image, size, Image.BILINEAR)
+        mask = _resize(sample.mask, size, Image.NEAREST)
+        return [Sample(sample.stem, image, mask, sample.image_path, sample.mask_path)]
+    tiles = []
+    for top in range(0, height - size + 1, size):
+        for left in range(0, width - size + 1, size):
+            window = np.s_[top : top + size, left : left + size]
+            tiles.append(
+                Sample(sample.stem, sample.image[window], sample.mask[window], sample.image_path, sample.mask_path)
+            )
+    return tiles
+
+
+def _resize(array: np.ndarray, size: int, resample: int) -> np.ndarray:
+    if array.shape[:2] == (size, size):
+        return array
+    squeeze = array.ndim == 3 and array.shape[2] == 1
+    img = Image.fromarray(array[..., 0] if squeeze else array)
+    out = np.asarray(img.resize((size, size), resample))
+    return out[..., None] if squeeze else out
+
+
+def make_blocks(pairs: list[Pair], cfg: DataConfig, seed: int, rule: IntensityRule, staging: Path) -> list[BlockTask]:
+    return [BlockTask(number, pairs[start : start + PAIRS_PER_BLOCK], cfg, seed, rule, staging)
+            for number, start in enumerate(range(0, len(pairs), PAIRS_PER_BLOCK))]
