@@ -55,6 +55,14 @@ def is_warning_or_error(line: str) -> bool:
     return bool(_WARNING_OR_ERROR.search(line))
 
 
+def quiet_ray_data() -> None:
+    """Ray Data's logger keeps handlers of its own (its INFO lines on the console, all of them in Ray's
+    session log): on the console, warnings and errors only. Call after ray.data is imported."""
+    for handler in logging.getLogger("ray.data").handlers:
+        if type(handler).__name__ != "SessionFileHandler":
+            handler.setLevel(logging.WARNING)
+
+
 class RayOutput:
     """Sends Ray's output (the driver's Ray loggers, and every line its workers stream) to `log_path`."""
 

@@ -1,18 +1,44 @@
-"""prepare stage: the built-in synthetic default or a user's folder -> data/prepared."""
+"""prepare stage: the built-in synthetic default or a user's folder -> data/prepared.
+
+The blocks of pairs (ganseg/data/blocks.py) are prepared in this process, or as Ray Data tasks on
+every CPU of the Ray cluster (data.ray_data): locally a private Ray runtime, under `ray job submit`
+the job's cluster, whose nodes must all see the prepared folder's parent (the shared --root).
+"""
 
 from __future__ import annotations
 
+import os
+import pickle
 import sys
+from collections import Counter
+from functools import partial
+from itertools import islice
 from pathlib import Path
+from typing import Callable, Iterator
 
-from ganseg.config import Params
+from ganseg.bench.memory import peak_mb
+from ganseg.config import DataConfig, Params
 from ganseg.contracts import DatasetStats
-from ganseg.data.prepare import SKIPPED_REPORT, prepare_dataset
+from ganseg.data.blocks import PAIRS_PER_BLOCK, BlockResult, BlockTask
+from ganseg.data.prepare import SKIPPED_REPORT, RunBlocks, prepare_dataset, run_in_process
+from ganseg.data.sources import source_folder
+from pipeline.console import LOG_DIR, quiet_ray_data
+
+RAY_DATA_MIN_PAIRS = 1000  # below this, starting Ray takes longer than the second CPU saves
 
 
 def run(params: Params, project_root: Path) -> DatasetStats:
     out_dir = project_root / params.data.output_dir
-    stats = prepare_dataset(params.data, params.seed, out_dir)
+    run_blocks: RunBlocks = run_in_process
+    if uses_ray_data(params.data):
+        from pipeline.runtime import start_ray
+
+        start_ray(project_root / LOG_DIR / "prepare.log")
+        run_blocks = RayDataBlocks()
+    stats = prepare_dataset(params.data, params.seed, out_dir, run_blocks=run_blocks)
+    if isinstance(run_blocks, RayDataBlocks):
+        nodes = run_blocks.nodes
+        print(f"Ray Data: {sum(nodes.values())} blocks of up to {PAIRS_PER_BLOCK} pairs on {len(nodes)} node(s)")
     counts = ", ".join(f"{k} {v}" for k, v in stats.counts.items())
     shares = ", ".join(f"{n} {f:.1%}" for n, f in zip(stats.class_names, stats.train_frequency))
     void = stats.void_fraction
@@ -22,6 +48,58 @@ def run(params: Params, project_root: Path) -> DatasetStats:
     if stats.skipped_files:
         print(f"skipped {stats.skipped_files} unusable file(s) (data.on_error: skip): see {out_dir / SKIPPED_REPORT}")
     return stats
+
+
+def uses_ray_data(cfg: DataConfig) -> bool:
+    if cfg.ray_data != "auto":
+        return cfg.ray_data
+    if os.environ.get("RAY_ADDRESS"):
+        return True
+    if cfg.source == "synthetic":
+        return False
+    images = source_folder(cfg) / "images"
+    if not images.is_dir():
+        return False  # prepare itself says what is missing
+    with os.scandir(images) as entries:
+        return sum(1 for _ in islice(entries, RAY_DATA_MIN_PAIRS)) == RAY_DATA_MIN_PAIRS
+
+
+class RayDataBlocks:
+    """Runs prepare's blocks as Ray Data tasks, one CPU each, on the cluster this process joined; the
+    blocks write into the staging folder themselves, and only their small results come back.
+
+    `nodes` counts the blocks each node prepared; `worker_peak_mb` is each worker process's largest
+    resident memory, as the workers last reported it.
+    """
+
+    def __init__(self):
+        self.nodes: Counter[str] = Counter()
+        self.worker_peak_mb: dict[tuple[str, int], float] = {}
+
+    def __call__(self, prepare: Callable[[BlockTask], BlockResult], tasks: list[BlockTask]) -> Iterator[BlockResult]:
+        import ray.data
+
+        from ray.util.debug import log_once
+
+        quiet_ray_data()
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False  # prepare's own bar counts the images;
+        log_once("ray_data_progress_manager_disabled")  # and Ray's warning that its bars are off is spent
+        # Pickled by hand: Ray Data would try, and warn about, turning the objects into Arrow columns.
+        items = [{"task": pickle.dumps(task)} for task in tasks]
+        dataset = ray.data.from_items(items, override_num_blocks=max(len(items), 1))
+        for row in dataset.map(partial(_prepare_row, prepare), num_cpus=1).iter_rows():
+            self.nodes[row["node"]] += 1
+            self.worker_peak_mb[row["node"], row["pid"]] = row["peak_mb"]
+            yield pickle.loads(row["result"])
+
+
+def _prepare_row(prepare: Callable[[BlockTask], BlockResult], row: dict) -> dict:
+    import ray
+
+    result = prepare(pickle.loads(row["task"]))
+    return {"result": pickle.dumps(result), "node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
+            "peak_mb": peak_mb()}
 
 
 def _report_intensity(stats: DatasetStats) -> None:

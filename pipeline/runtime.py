@@ -16,7 +16,7 @@ from pipeline.worker import train_loop_per_worker
 WORKER_START_TIMEOUT_S = os.environ.get("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
 
 
-def start_ray(log_path: Path | None = None) -> None:
+def start_ray(log_path: Path | None = None, num_cpus: int | None = None) -> None:
     """Join the cluster in RAY_ADDRESS (as under `ray job submit`), or start a private local one.
 
     With `log_path`, Ray's own output (its driver loggers and everything its workers print) goes
@@ -25,7 +25,7 @@ def start_ray(log_path: Path | None = None) -> None:
     The local runtime starts with its dashboard: without it, Tune trials that each launch a
     TorchTrainer were seen to hang on a 2-CPU machine. It is always a new one (address "local"):
     a bare ray.init() would join whatever cluster `ray start` last recorded on this machine, and
-    wait minutes for it if that cluster has since gone.
+    wait minutes for it if that cluster has since gone. `num_cpus` limits the local one (benchmarks).
     """
     if ray.is_initialized():
         return
@@ -36,7 +36,8 @@ def start_ray(log_path: Path | None = None) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(runtime_env=runtime_env)
     else:
-        ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", runtime_env=runtime_env)
+        ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", runtime_env=runtime_env,
+                 num_cpus=num_cpus)
     resources = ray.cluster_resources()
     where = ""
     if output:

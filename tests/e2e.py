@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -67,3 +68,16 @@ def mlflow_runs(repo: Path, stage: str) -> list:
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("ganseg")
     return client.search_runs([experiment.experiment_id], filter_string=f"tags.`ganseg.stage` = '{stage}'")
+
+
+def submit(address: str, cmd: list[str], env: dict, cwd, attempts: int = 40) -> subprocess.CompletedProcess:
+    """Submit and wait; retry while the head is still starting (no dashboard or job agent yet)."""
+    for _ in range(attempts):
+        result = subprocess.run(["ray", "job", "submit", "--address", address, *cmd], cwd=cwd, env=env,
+                                capture_output=True, text=True, timeout=900)
+        if result.returncode == 0 or not any(
+            hint in result.stdout + result.stderr for hint in ("Failed to connect", "No available agent")
+        ):
+            return result
+        time.sleep(3)
+    return result

@@ -4,12 +4,11 @@ import json
 import secrets
 import subprocess
 import tempfile
-import time
 
 import pytest
 
 from tests.conftest import free_port
-from tests.e2e import TINY, clean_env, copy_project, mlflow_runs, run
+from tests.e2e import TINY, clean_env, copy_project, mlflow_runs, run, submit
 
 pytestmark = pytest.mark.integration
 
@@ -36,19 +35,6 @@ def head_node():
         head.wait()
         # Ray starts some daemons in sessions of their own: find them by their temp dir.
         subprocess.run(["pkill", "-9", "-f", temp_dir], check=False)
-
-
-def submit(address: str, cmd: list[str], env: dict, cwd, attempts: int = 40) -> subprocess.CompletedProcess:
-    """Submit and wait; retry while the head is still starting (no dashboard or job agent yet)."""
-    for _ in range(attempts):
-        result = subprocess.run(["ray", "job", "submit", "--address", address, *cmd], cwd=cwd, env=env,
-                                capture_output=True, text=True, timeout=900)
-        if result.returncode == 0 or not any(
-            hint in result.stdout + result.stderr for hint in ("Failed to connect", "No available agent")
-        ):
-            return result
-        time.sleep(3)
-    return result
 
 
 def test_upload_is_the_code_params_and_top_level_files(tmp_path, head_node):

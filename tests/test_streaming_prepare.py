@@ -28,3 +28,24 @@ def test_many_small_chunks_prepare_exactly_what_one_chunk_does(tmp_path, tiny_pa
         if path.is_file():
             assert (tmp_path / "chunked" / path.relative_to(tmp_path / "whole")).read_bytes() == path.read_bytes(), path
     assert not any(p.name.startswith(".") for p in (tmp_path / "chunked").iterdir())
+
+
+def test_ray_data_is_used_when_asked_for_a_cluster_or_a_large_folder(tmp_path, monkeypatch):
+    from ganseg.config import DataConfig
+    from pipeline.prepare import RAY_DATA_MIN_PAIRS, uses_ray_data
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    folder = tmp_path / "folder"
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    for index in range(RAY_DATA_MIN_PAIRS - 1):
+        (folder / "images" / f"{index}.png").touch()
+    small = DataConfig(source=str(folder))
+    assert not uses_ray_data(DataConfig())  # the built-in synthetic default
+    assert not uses_ray_data(small)
+    assert uses_ray_data(small.model_copy(update={"ray_data": True}))
+    (folder / "images" / "last.png").touch()
+    assert uses_ray_data(small)
+    assert not uses_ray_data(small.model_copy(update={"ray_data": False}))
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    assert uses_ray_data(DataConfig())

@@ -80,6 +80,11 @@ class DataConfig(Strict):
     max_image_pixels: int = Field(  # the default is Pillow's own limit
         89_478_485, ge=1, description="images with more pixels are refused as possible decompression bombs"
     )
+    ray_data: Literal["auto"] | bool = Field(
+        "auto",
+        description="prepare's blocks of pairs as Ray Data tasks over every CPU of the Ray cluster: true, false,"
+        " or auto (when RAY_ADDRESS names a cluster, or for a folder of at least 1,000 pairs)",
+    )
 
     @property
     def num_classes(self) -> int:
