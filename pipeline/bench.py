@@ -169,15 +169,19 @@ def predict(params: Params, model: str | None, sizes: str, out: Path | None) -> 
     return _finish(report, None, [predict_table(report)], out)
 
 
-def prepare(params: Params, images: str, size: int, workdir: Path | None, out: Path | None) -> dict:
-    """`ganseg bench prepare`: prepare's time and peak memory on folders of `images` pairs it writes itself."""
+def prepare(params: Params, images: str, size: int, cpus: str, workdir: Path | None, out: Path | None) -> dict:
+    """`ganseg bench prepare`: prepare's time and peak memory on folders of `images` pairs it writes
+    itself, in one process and as Ray Data tasks on each number of `cpus`."""
     from ganseg.bench import prepare as pp
+    from pipeline import bench_prepare
 
-    counts = pp.parse_counts(images)  # before any work
+    counts, cpu_counts = pp.parse_counts(images), pp.parse_cpus(cpus)  # before any work
     with tempfile.TemporaryDirectory(prefix="ganseg-bench-prepare-", dir=workdir) as scratch:
-        rows = pp.run_sizes(params, counts, size, Path(scratch))
+        rows = bench_prepare.run_sizes(params, counts, size, cpu_counts, Path(scratch))
+    in_process = [row for row in rows if row["cpus"] is None]
     report = {"machine": machine(), "size": size, "fit": params.data.fit, "image_size": params.data.image_size,
-              "sizes": rows, "growth_mb_per_1000": pp.memory_growth(rows)}
+              "sizes": rows, "growth_mb_per_1000": pp.memory_growth(in_process),
+              "speedup": bench_prepare.speedups(rows)}
     return _finish(report, None, [prepare_table(report)], out)
 
 

@@ -90,6 +90,8 @@ def _parser() -> argparse.ArgumentParser:
                                help="prepare's wall time, peak memory and MB/s on folders of image/mask pairs it writes")
     prepare.add_argument("--images", default="1000,4000", help="numbers of image pairs, comma-separated (default 1000,4000)")
     prepare.add_argument("--size", type=_positive_int, default=512, help="side of each image in pixels (default 512)")
+    prepare.add_argument("--cpus", default="1,2",
+                         help="numbers of CPUs to prepare on as Ray Data tasks, besides in one process (default 1,2)")
     prepare.add_argument("--workdir", type=Path, help="where the folders are written (default: the system's temp folder)")
     prepare.add_argument("--out", type=Path, help="also write the figures as JSON here")
     quality = kinds.add_parser(
@@ -249,7 +251,7 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif args.stage == "bench" and args.bench == "prepare":
         from pipeline import bench
 
-        bench.prepare(params, args.images, args.size, args.workdir, args.out)
+        bench.prepare(params, args.images, args.size, args.cpus, args.workdir, args.out)
     elif args.stage == "bench" and args.bench == "predict":
         from pipeline import bench
 

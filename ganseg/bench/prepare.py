@@ -1,26 +1,19 @@
-"""How prepare scales with the number of images: wall time, peak memory and MB/s of `prepare_dataset`
-on a folder of synthetic image/mask PNG pairs that the bench writes itself.
+"""How prepare scales with the number of images: the folders of synthetic image/mask PNG pairs that
+`ganseg bench prepare` (pipeline/bench_prepare.py) prepares, and its arguments.
 
-Each size is prepared in a fresh Python process that imports only what prepare needs (not torch);
-its peak resident memory is counted from just before prepare starts (ganseg/bench/memory.py). The
-folders hold copies of a few distinct pairs: drawing thousands of synthetic images would take
+The folders hold copies of a few distinct pairs: drawing thousands of synthetic images would take
 longer than preparing them, and prepare decodes every file whatever it holds.
 """
 
 from __future__ import annotations
 
-import json
+import os
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 from PIL import Image
 from tqdm import tqdm
 
-from ganseg.bench.memory import peak_mb, reset_peak
-from ganseg.config import Params
 from ganseg.data.synthetic import generate_sample
 from ganseg.errors import ParamsError
 
@@ -54,38 +47,14 @@ def write_folder(folder: Path, count: int, size: int, seed: int = 0) -> int:
     return sum(path.stat().st_size for path in folder.rglob("*.png"))
 
 
-def measure(raw_params: dict, source: str, out_dir: str) -> dict:
-    """Prepare `source` into `out_dir` in this process: seconds and peak resident memory."""
-    from ganseg.data.prepare import prepare_dataset
-
-    params = Params.model_validate(raw_params)
-    reset_peak()
-    start = time.perf_counter()
-    stats = prepare_dataset(params.data.model_copy(update={"source": source}), params.seed, out_dir, progress=False)
-    seconds = time.perf_counter() - start
-    return {"seconds": seconds, "peak_rss_mb": peak_mb(),
-            "tiles": sum(stats.counts.values())}
-
-
-def run_sizes(params: Params, counts: list[int], size: int, scratch: Path) -> list[dict]:
-    """Per image count: a folder written, then prepared in a fresh process; both removed after."""
-    rows = []
-    for count in counts:
-        source, out = scratch / f"source-{count}", scratch / f"prepared-{count}"
-        source_bytes = write_folder(source, count, size)
-        request = json.dumps({"params": params.model_dump(), "source": str(source), "out": str(out)})
-        child = subprocess.run([sys.executable, "-m", "ganseg.bench.prepare", request], capture_output=True, text=True)
-        if child.returncode != 0:
-            raise RuntimeError(f"prepare of {count} images failed:\n{child.stderr[-2000:]}")
-        row = json.loads(child.stdout.strip().splitlines()[-1])
-        prepared_bytes = sum(path.stat().st_size for path in out.rglob("*") if path.is_file())
-        row |= {"images": count, "size": size, "source_mb": source_bytes / 1e6, "prepared_mb": prepared_bytes / 1e6,
-                "mb_per_s": source_bytes / 1e6 / row["seconds"]}
-        rows.append(row)
-        print(f"  {count} images: {row['seconds']:.1f} s, peak {row['peak_rss_mb']:.0f} MB")
-        shutil.rmtree(source)
-        shutil.rmtree(out)
-    return rows
+def parse_cpus(text: str) -> list[int]:
+    """"1,2" -> [1, 2]: numbers of CPUs for the Ray Data runs, at most the CPUs this process may use."""
+    available = len(os.sched_getaffinity(0))
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not all(item.isdigit() and 1 <= int(item) <= available for item in items):
+        raise ParamsError(f"--cpus takes numbers of CPUs from 1 to {available} (this machine's), comma-separated,"
+                          f" not {text!r}")
+    return sorted({int(item) for item in items})
 
 
 def memory_growth(rows: list[dict]) -> float:
@@ -94,8 +63,3 @@ def memory_growth(rows: list[dict]) -> float:
     if last["images"] == first["images"]:
         return float("nan")
     return (last["peak_rss_mb"] - first["peak_rss_mb"]) / (last["images"] - first["images"]) * 1000
-
-
-if __name__ == "__main__":  # the fresh process of run_sizes
-    job = json.loads(sys.argv[1])
-    print(json.dumps(measure(job["params"], job["source"], job["out"])))

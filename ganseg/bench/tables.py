@@ -55,18 +55,26 @@ def predict_table(report: dict) -> str:
 
 
 def prepare_table(report: dict) -> str:
-    """`ganseg bench prepare`: wall time, peak memory and MB/s per number of images."""
-    header = ["images", "source (MB)", "prepare (s)", "peak memory (MB)", "MB/s", "tiles", "prepared (MB)"]
+    """`ganseg bench prepare`: wall time, peak memory and MB/s per number of images and way of running."""
+    header = ["images", "run", "source (MB)", "prepare (s)", "Ray start (s)", "peak memory (MB)",
+              "of which prepare (MB)", "Ray worker peak (MB)", "MB/s", "tiles", "prepared (MB)"]
     rows = [
-        [str(r["images"]), f"{r['source_mb']:.0f}", f"{r['seconds']:.1f}", f"{r['peak_rss_mb']:.0f}",
-         f"{r['mb_per_s']:.1f}", str(r["tiles"]), f"{r['prepared_mb']:.0f}"]
+        [str(r["images"]), prepare_run_name(r), f"{r['source_mb']:.0f}", f"{r['seconds']:.1f}",
+         f"{r['ray_start_s']:.1f}" if r["cpus"] else "-", f"{r['peak_rss_mb']:.0f}", f"{r['prepare_mb']:.0f}",
+         f"{r['worker_peak_mb']:.0f} x {r['workers']}" if r["cpus"] else "-", f"{r['mb_per_s']:.1f}",
+         str(r["tiles"]), f"{r['prepared_mb']:.0f}"]
         for r in report["sizes"]
     ]
+    speedups = "; ".join(f"{name}: {factor:.2f}x one CPU" for name, factor in report["speedup"].items())
     return markdown_table(header, rows) + (
         f"\n\n{report['size']} x {report['size']} grey PNG pairs, data.fit {report['fit']}, data.image_size"
-        f" {report['image_size']}; peak memory grows {report['growth_mb_per_1000']:.0f} MB per 1,000 images;"
-        f" {report['machine']}"
+        f" {report['image_size']}; in one process, peak memory grows {report['growth_mb_per_1000']:.0f} MB per"
+        f" 1,000 images{'; ' + speedups if speedups else ''}; {report['machine']}"
     )
+
+
+def prepare_run_name(row: dict) -> str:
+    return "in process" if row["cpus"] is None else f"Ray Data, {row['cpus']} CPU{'s' if row['cpus'] > 1 else ''}"
 
 
 def quality_table(report: dict) -> str:
