@@ -2,7 +2,10 @@
 
 throughput: the GAN step in a plain loop, and under Ray Train with 1 and 2 workers. Every runner
 trains the same model on the same in-memory batches with one thread per worker, so the
-differences are the cost of Ray and of DDP. Images/s is steady state (after warm-up).
+differences are the cost of Ray and of DDP; one more runs 2 workers on data.source prepared, read
+as the train stage reads it (each worker its shard of the memory-mapped tiles, augmented), and
+reports the share of step time they spent waiting for batches. Images/s is steady state (after
+warm-up).
 
 quality: the supervised baseline against the GAN segmenter or named variants of it (and, with a
 label fraction, supervised against semi-supervised on that fraction) on a dataset folder, compared
@@ -11,6 +14,7 @@ seed by seed; see ganseg/bench/quality.py.
 
 from __future__ import annotations
 
+import itertools
 import os
 import platform
 import statistics
@@ -31,11 +35,13 @@ from ganseg.bench.tables import (
 )
 from ganseg.bench.throughput import flops_per_step, matmul_gflops, synthetic_batches, timed_steps, two_processes
 from ganseg.config import Params
+from ganseg.data.datasets import WaitClock, endless, training_batches
 from ganseg.fileio import write_json
 from ganseg.segmenter.training import build_training_state
-from pipeline.worker import place
+from pipeline.worker import place, shuffled_loader
 
 WARMUP, BATCHES = 3, 4
+READING = "Ray Train, 2 workers, reading data.source prepared"
 PLAIN_VARIANTS = {  # name: params overrides, each timed in the plain loop against fp32
     "fp32": {},
     "bf16": {"train.precision": "bf16"},
@@ -47,9 +53,10 @@ PLAIN_VARIANTS = {  # name: params overrides, each timed in the plain loop again
 def plain_loop(params: Params, steps: int) -> dict:
     torch.set_num_threads(1)
     state = build_training_state(params, params.data.channels, params.data.num_classes)
-    warmup, seconds = timed_steps(state, synthetic_batches(params, BATCHES), params, WARMUP, steps)
-    images_per_s = steps * params.train.batch_size / seconds
-    return {"workers": 1, "images_per_s": images_per_s, "warmup_extra_s": warmup - WARMUP * seconds / steps}
+    timing = timed_steps(state, itertools.cycle(synthetic_batches(params, BATCHES)), params, WARMUP, steps)
+    images_per_s = steps * params.train.batch_size / timing.seconds
+    return {"workers": 1, "images_per_s": images_per_s,
+            "warmup_extra_s": timing.warmup_s - WARMUP * timing.seconds / steps}
 
 
 def bench_loop_per_worker(config: dict) -> None:
@@ -62,38 +69,54 @@ def bench_loop_per_worker(config: dict) -> None:
     world = context.get_world_size()
     state = build_training_state(params, params.data.channels, params.data.num_classes, wrap=place)
     sync = dist.barrier if world > 1 else (lambda: None)
-    _, seconds = timed_steps(state, synthetic_batches(params, BATCHES), params, WARMUP, config["steps"], sync)
+    waiting = WaitClock()
+    if config["data_dir"]:  # the training input of the train stage: this worker's shard of the prepared tiles
+        loader, _ = training_batches(config["data_dir"], params, params.data.image_size,
+                                     lambda dataset: shuffled_loader(dataset, params.train.batch_size, world))
+        batches = waiting.wrap(endless(loader))
+    else:
+        batches = itertools.cycle(synthetic_batches(params, BATCHES))
+    timing = timed_steps(state, batches, params, WARMUP, config["steps"], sync, waiting=waiting)
+    wait_share = torch.tensor([timing.data_wait_share])
+    if world > 1:
+        dist.all_reduce(wait_share)
     # Train V2 hands the driver only metrics reported with a checkpoint.
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = ray.train.Checkpoint.from_directory(folder) if context.get_world_rank() == 0 else None
-        ray.train.report({"seconds": seconds, "worker_started": started}, checkpoint=checkpoint)
+        ray.train.report({"seconds": timing.seconds, "worker_started": started,
+                          "data_wait_share": wait_share.item() / world}, checkpoint=checkpoint)
 
 
-def ray_train(params: Params, workers: int, steps: int) -> dict:
+def ray_train(params: Params, workers: int, steps: int, data_dir: Path | None = None) -> dict:
+    """Images/s of Ray Train with `workers` workers on in-memory batches, or reading `data_dir`, a
+    prepared folder, as the train stage does (then also the workers' mean share of step time spent
+    waiting for batches)."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     trainer = TorchTrainer(
         bench_loop_per_worker,
-        train_loop_config={"params": params.model_dump(), "steps": steps},
+        train_loop_config={"params": params.model_dump(), "steps": steps, "data_dir": data_dir and str(data_dir)},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=False),
         run_config=RunConfig(name=f"bench-{workers}w-{int(time.time())}", storage_path=str(Path("runs/ray").resolve())),
     )
     submitted = time.time()
     metrics = trainer.fit().metrics
-    return {
+    row = {
         "workers": workers,
         "images_per_s": workers * steps * params.train.batch_size / metrics["seconds"],
         "startup_s": metrics["worker_started"] - submitted,
     }
+    return row | ({"data_wait_share": metrics["data_wait_share"]} if data_dir else {})
 
 
 def run(params: Params, out: Path | None, steps: int = 50, rounds: int = 3, variant_steps: int = 10) -> dict:
     """The plain loop in fp32 and with each of PLAIN_VARIANTS (`variant_steps` per window: an
     emulated bf16 step is 10x slower), then `rounds` rounds of plain loop, two processes without
     Ray (independent, and DDP over gloo: what the cores allow and what DDP costs), Ray Train with 1
-    and with 2 workers (fp32, `steps` per window). A shared machine's speed drifts by several per cent within
-    minutes, so the runners are compared within each round and the medians over rounds reported."""
+    and with 2 workers, and 2 workers reading data.source prepared (fp32, `steps` per window). A
+    shared machine's speed drifts by several per cent within minutes, so the runners are compared
+    within each round and the medians over rounds reported."""
     from pipeline.runtime import start_ray
 
     params = params.with_overrides({"train.use_gpu": False, "train.precision": "fp32", "train.channels_last": False,
@@ -106,17 +129,8 @@ def run(params: Params, out: Path | None, steps: int = 50, rounds: int = 3, vari
         variants[name] = plain_loop(params.with_overrides(overrides), steps if name == "fp32" else variant_steps)
         print(f"  plain loop, {name}: {variants[name]['images_per_s']:.1f} images/s")
     start_ray()
-    measured = []
-    for number in range(1, rounds + 1):
-        measured.append({
-            "plain loop": plain_loop(params, steps),
-            "2 processes, independent (no Ray)": two_processes(params, steps, WARMUP, BATCHES, ddp=False),
-            "2 processes, DDP over gloo (no Ray)": two_processes(params, steps, WARMUP, BATCHES, ddp=True),
-            "Ray Train, 1 worker": ray_train(params, 1, steps),
-            "Ray Train, 2 workers": ray_train(params, 2, steps),
-        })
-        figures = ", ".join(f"{name} {row['images_per_s']:.1f}" for name, row in measured[-1].items())
-        print(f"  round {number}: {figures} images/s")
+    with tempfile.TemporaryDirectory(prefix="ganseg-bench-throughput-") as scratch:
+        measured = _rounds(params, steps, rounds, _prepared(params, params.data.source, Path(scratch)))
     rows = {name: _median_row([m[name] for m in measured]) for name in measured[0]}
     for row in rows.values():
         achieved = flops / params.train.batch_size * row["images_per_s"] / 1e9
@@ -133,12 +147,29 @@ def run(params: Params, out: Path | None, steps: int = 50, rounds: int = 3, vari
         "matmul_peak_gflops": {"1 thread": peak_1, "2 threads": peak_2},
         "ray_1_worker_vs_plain": _median_ratio(measured, "Ray Train, 1 worker", "plain loop"),
         "ray_2_workers_vs_1": _median_ratio(measured, "Ray Train, 2 workers", "Ray Train, 1 worker"),
+        "reading_vs_in_memory": _median_ratio(measured, READING, "Ray Train, 2 workers"),
         "independent_vs_plain": _median_ratio(measured, "2 processes, independent (no Ray)", "plain loop"),
         "ddp_vs_plain": _median_ratio(measured, "2 processes, DDP over gloo (no Ray)", "plain loop"),
         "runners": rows,
         "plain_variants": {name: row | {"vs_fp32": row["images_per_s"] / fp32} for name, row in variants.items()},
     }
     return _finish(report, None, [throughput_table(report)], out)
+
+
+def _rounds(params: Params, steps: int, rounds: int, data_dir: Path) -> list[dict]:
+    measured = []
+    for number in range(1, rounds + 1):
+        measured.append({
+            "plain loop": plain_loop(params, steps),
+            "2 processes, independent (no Ray)": two_processes(params, steps, WARMUP, BATCHES, ddp=False),
+            "2 processes, DDP over gloo (no Ray)": two_processes(params, steps, WARMUP, BATCHES, ddp=True),
+            "Ray Train, 1 worker": ray_train(params, 1, steps),
+            "Ray Train, 2 workers": ray_train(params, 2, steps),
+            READING: ray_train(params, 2, steps, data_dir),
+        })
+        figures = ", ".join(f"{name} {row['images_per_s']:.1f}" for name, row in measured[-1].items())
+        print(f"  round {number}: {figures} images/s")
+    return measured
 
 
 def _median_row(rows: list[dict]) -> dict:

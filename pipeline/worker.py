@@ -88,14 +88,17 @@ def train_loop_per_worker(config: dict) -> None:
 
 def _over_all_workers(epoch_means: dict, state: TrainingState, val_loader, stats: DatasetStats,
                       device: torch.device, world: int) -> dict[str, float]:
-    """The epoch's step means, images/s of all workers together, and the scores of the whole
-    validation set (every worker validated a different shard: their confusion matrices are summed)."""
+    """The epoch's step means, images/s of all workers together, their mean share of time spent
+    waiting for data, and the scores of the whole validation set (every worker validated a different
+    shard: their confusion matrices are summed)."""
     confusion = confusion_over(state.eval_generator, val_loader, stats.num_classes, device)
-    throughput = torch.tensor([epoch_means.pop("images_per_s")], device=device)
+    summed = torch.tensor([epoch_means.pop("images_per_s"), epoch_means.pop("data_wait_share")], device=device)
     if world > 1:
         dist.all_reduce(confusion)
-        dist.all_reduce(throughput)
-    return {**epoch_means, "images_per_s": throughput.item()} | _val_metrics(confusion, stats.class_names)
+        dist.all_reduce(summed)
+    images_per_s, wait_shares = summed.tolist()
+    return ({**epoch_means, "images_per_s": images_per_s, "data_wait_share": wait_shares / world}
+            | _val_metrics(confusion, stats.class_names))
 
 
 def shuffled_loader(dataset, batch_size: int, world: int) -> DataLoader:

@@ -1,9 +1,11 @@
+import itertools
 import time
 
 import pytest
 import torch
 
 from ganseg.bench.throughput import flops_per_step, matmul_gflops, synthetic_batches, timed_steps
+from ganseg.data.datasets import WaitClock
 from ganseg.segmenter.training import build_training_state
 
 
@@ -42,11 +44,29 @@ def test_flop_count_doubles_with_the_batch(tiny_params):
 def test_timed_steps_runs_every_step_and_reports_the_best_window(tiny_params):
     state = build_training_state(tiny_params, 1, 3)
     started = time.perf_counter()
-    warmup, seconds = timed_steps(state, synthetic_batches(tiny_params, 2), tiny_params, warmup=1, steps=2, windows=3)
+    timing = timed_steps(state, itertools.cycle(synthetic_batches(tiny_params, 2)), tiny_params, warmup=1, steps=2,
+                         windows=3)
     elapsed = time.perf_counter() - started
     assert state.global_step == 1 + 3 * 2
-    assert 0 < seconds <= (elapsed - warmup) / 3  # the best of three windows takes at most their mean
-    assert 0 < warmup < elapsed - 3 * seconds + 1e-9
+    assert 0 < timing.seconds <= (elapsed - timing.warmup_s) / 3  # the best of three windows takes at most their mean
+    assert 0 < timing.warmup_s < elapsed - 3 * timing.seconds + 1e-9
+
+
+def test_timed_steps_counts_the_time_spent_waiting_for_batches(tiny_params):
+    state = build_training_state(tiny_params, 1, 3)
+    pause = 0.05
+
+    def slow_batches():
+        for batch in itertools.cycle(synthetic_batches(tiny_params, 2)):
+            time.sleep(pause)
+            yield batch
+
+    waiting = WaitClock()
+    timing = timed_steps(state, waiting.wrap(slow_batches()), tiny_params, warmup=1, steps=3, windows=2,
+                         waiting=waiting)
+    assert 3 * pause / timing.seconds <= timing.data_wait_share < 1
+    in_memory = timed_steps(state, itertools.cycle(synthetic_batches(tiny_params, 2)), tiny_params, warmup=1, steps=3)
+    assert in_memory.data_wait_share == 0.0  # no clock, nothing counted
 
 
 def test_matmul_rate_is_its_flops_over_the_best_window_and_restores_the_threads():
@@ -83,3 +103,19 @@ def test_two_processes_without_ray_report_their_summed_rate(tiny_params, ddp):
 
     row = two_processes(tiny_params, steps=2, warmup=1, batches=1, ddp=ddp)
     assert row["workers"] == 2 and 0 < row["images_per_s"] < 1e5
+
+
+def test_throughput_table_shows_the_data_wait_of_the_runner_that_reads_prepared_data():
+    from ganseg.bench.tables import throughput_table
+
+    runner = {"workers": 2, "images_per_s": 100.0, "gflops": 1.0, "fraction_of_peak": 0.1, "startup_s": 3.0}
+    report = {
+        "runners": {"Ray Train, 2 workers": runner, "reading": runner | {"data_wait_share": 0.042}},
+        "matmul_peak_gflops": {"1 thread": 10.0}, "rounds": [{}, {}], "ray_1_worker_vs_plain": 0.95,
+        "ray_2_workers_vs_1": 1.5, "reading_vs_in_memory": 0.97, "independent_vs_plain": 1.6, "ddp_vs_plain": 1.5,
+        "gflop_per_step": 1.0, "plain_variants": {}, "machine": "a machine",
+    }
+    table = throughput_table(report)
+    assert "| reading | 100.0 | 1.00 | 10% | 3.0 | 4.2% of step time |" in table
+    assert "| Ray Train, 2 workers | 100.0 | 1.00 | 10% | 3.0 | - |" in table
+    assert "reading the prepared data / on in-memory batches: 0.97x" in table

@@ -30,22 +30,25 @@ def test_many_small_chunks_prepare_exactly_what_one_chunk_does(tmp_path, tiny_pa
     assert not any(p.name.startswith(".") for p in (tmp_path / "chunked").iterdir())
 
 
-def test_ray_data_is_used_when_asked_for_a_cluster_or_a_large_folder(tmp_path, monkeypatch):
+def test_ray_data_is_used_when_asked_for_a_cluster_or_much_image_data(tmp_path, monkeypatch):
+    import os
+
     from ganseg.config import DataConfig
-    from pipeline.prepare import RAY_DATA_MIN_PAIRS, uses_ray_data
+    from pipeline.prepare import RAY_DATA_MIN_BYTES, uses_ray_data
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     folder = tmp_path / "folder"
     (folder / "images").mkdir(parents=True)
     (folder / "masks").mkdir()
-    for index in range(RAY_DATA_MIN_PAIRS - 1):
-        (folder / "images" / f"{index}.png").touch()
+    for name, size in (("a.png", RAY_DATA_MIN_BYTES // 2), ("b.png", RAY_DATA_MIN_BYTES // 2 - 1)):
+        (folder / "images" / name).touch()
+        os.truncate(folder / "images" / name, size)  # sparse: takes no disk space
     small = DataConfig(source=str(folder))
     assert not uses_ray_data(DataConfig())  # the built-in synthetic default
     assert not uses_ray_data(small)
     assert uses_ray_data(small.model_copy(update={"ray_data": True}))
-    (folder / "images" / "last.png").touch()
-    assert uses_ray_data(small)
+    os.truncate(folder / "images" / "b.png", RAY_DATA_MIN_BYTES // 2)
+    assert uses_ray_data(small) == (len(os.sched_getaffinity(0)) > 1)
     assert not uses_ray_data(small.model_copy(update={"ray_data": False}))
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
     assert uses_ray_data(DataConfig())

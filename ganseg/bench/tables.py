@@ -16,10 +16,11 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 def throughput_table(report: dict) -> str:
     """`ganseg bench throughput`: images/s, GFLOP/s and worker start-up of each runner, then the plain
     loop's precision, memory-format and compile variants against fp32."""
-    header = ["runner", "images/s", "GFLOP/s", "of matmul peak", "worker start-up (s)"]
+    header = ["runner", "images/s", "GFLOP/s", "of matmul peak", "worker start-up (s)", "waiting for data"]
     rows = [
         [name, f"{row['images_per_s']:.1f}", f"{row['gflops']:.2f}", f"{row['fraction_of_peak']:.0%}",
-         f"{row['startup_s']:.1f}" if "startup_s" in row else "-"]
+         f"{row['startup_s']:.1f}" if "startup_s" in row else "-",
+         f"{row['data_wait_share']:.1%} of step time" if "data_wait_share" in row else "-"]
         for name, row in report["runners"].items()
     ]
     peaks = json.dumps({k: round(v, 1) for k, v in report["matmul_peak_gflops"].items()})
@@ -30,7 +31,8 @@ def throughput_table(report: dict) -> str:
     return (
         markdown_table(header, rows)
         + f"\n\nMedians over {len(report['rounds'])} rounds. Per round, Ray Train 1 worker / plain loop:"
-        f" {report['ray_1_worker_vs_plain']:.2f}x; 2 workers / 1 worker: {report['ray_2_workers_vs_1']:.2f}x. Without"
+        f" {report['ray_1_worker_vs_plain']:.2f}x; 2 workers / 1 worker: {report['ray_2_workers_vs_1']:.2f}x; 2 workers"
+        f" reading the prepared data / on in-memory batches: {report['reading_vs_in_memory']:.2f}x. Without"
         f" Ray, over the plain loop: 2 independent processes {report['independent_vs_plain']:.2f}x, DDP"
         f" {report['ddp_vs_plain']:.2f}x. {report['gflop_per_step']:.2f} GFLOP per step; matmul peak {peaks}"
         " GFLOP/s\n\n"

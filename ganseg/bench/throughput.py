@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import time
+from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -14,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.flop_counter import FlopCounterMode
 
 from ganseg.config import Params
+from ganseg.data.datasets import WaitClock
 from ganseg.data.synthetic import generate_sample
 from ganseg.parallel import ddp_options
 from ganseg.segmenter.training import TrainingState, build_training_state, train_step
@@ -31,24 +35,36 @@ def synthetic_batches(params: Params, count: int) -> list[tuple[torch.Tensor, to
     return batches
 
 
+@dataclass
+class Timing:
+    warmup_s: float  # the untimed first steps
+    seconds: float  # the best window
+    data_wait_share: float  # of the best window, spent waiting for the next batch (when a WaitClock was given)
+
+
 def timed_steps(
-    state: TrainingState, batches, params: Params, warmup: int, steps: int, sync=lambda: None, windows: int = 3
-) -> tuple[float, float]:
-    """(seconds of the `warmup` untimed steps, seconds for `steps` training steps after them: the best
-    of `windows` tries, so a burst of other work on the machine does not count against the runner).
-    The warm-up holds whatever the first steps cost once: oneDNN's kernel choice, torch.compile."""
+    state: TrainingState, batches: Iterator, params: Params, warmup: int, steps: int, sync=lambda: None,
+    windows: int = 3, waiting: WaitClock | None = None,
+) -> Timing:
+    """`warmup` untimed steps, then `windows` tries of `steps` training steps on the next of `batches`;
+    the best try counts, so a burst of other work on the machine does not count against the runner.
+    The warm-up holds whatever the first steps cost once: oneDNN's kernel choice, torch.compile.
+    `waiting`, the clock that wraps `batches`, tells how long each try waited for them."""
+    waiting = waiting or WaitClock()
     start = time.perf_counter()
-    for i in range(warmup):
-        train_step(state, *batches[i % len(batches)], params.train)
-    warmup_seconds, best = time.perf_counter() - start, float("inf")
+    for _ in range(warmup):
+        train_step(state, *next(batches), params.train)
+    warmup_seconds, best, best_wait = time.perf_counter() - start, float("inf"), 0.0
     for _ in range(windows):
         sync()
-        start = time.perf_counter()
-        for i in range(steps):
-            train_step(state, *batches[i % len(batches)], params.train)
+        start, waited = time.perf_counter(), waiting.seconds
+        for _ in range(steps):
+            train_step(state, *next(batches), params.train)
         sync()
-        best = min(best, time.perf_counter() - start)
-    return warmup_seconds, best
+        seconds = time.perf_counter() - start
+        if seconds < best:
+            best, best_wait = seconds, waiting.seconds - waited
+    return Timing(warmup_seconds, best, best_wait / best)
 
 
 def flops_per_step(params: Params) -> int:
@@ -103,7 +119,8 @@ def _process_steps(rank: int, port: int, raw_params: dict, steps: int, warmup: i
     wrap = (lambda network: DistributedDataParallel(network, **ddp_options(network))) if ddp else (lambda n: n)
     state = build_training_state(params, params.data.channels, params.data.num_classes, wrap=wrap)
     try:
-        results.put(timed_steps(state, synthetic_batches(params, batches), params, warmup, steps, dist.barrier)[1])
+        batches = itertools.cycle(synthetic_batches(params, batches))
+        results.put(timed_steps(state, batches, params, warmup, steps, dist.barrier).seconds)
     finally:
         dist.destroy_process_group()
 

@@ -83,7 +83,7 @@ class DataConfig(Strict):
     ray_data: Literal["auto"] | bool = Field(
         "auto",
         description="prepare's blocks of pairs as Ray Data tasks over every CPU of the Ray cluster: true, false,"
-        " or auto (when RAY_ADDRESS names a cluster, or for a folder of at least 1,000 pairs)",
+        " or auto (when RAY_ADDRESS names a cluster, or for at least 500 MB of images and 2 CPUs)",
     )
 
     @property

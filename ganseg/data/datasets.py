@@ -5,8 +5,9 @@ images, the labelled / unlabelled share of the training tiles and the loaders bu
 from __future__ import annotations
 
 import itertools
+import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,8 @@ from ganseg.data.augment import pair_transform
 from ganseg.data.prepare import FULL_TEST_DIR
 from ganseg.data.void import VOID
 from ganseg.errors import DataError
+
+T = TypeVar("T")
 
 
 def full_size_test(data_dir: str | Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -102,6 +105,26 @@ class ImagesOnly(Dataset):
 def shard_indices(length: int, rank: int, world_size: int) -> list[int]:
     """Every index exactly once across ranks (unlike DistributedSampler, which pads)."""
     return list(range(rank, length, world_size))
+
+
+class WaitClock:
+    """The seconds spent waiting for the next item of the iterables it wraps: how long training
+    waits for its input (reading, decoding, augmenting) rather than computing."""
+
+    def __init__(self):
+        self.seconds = 0.0
+
+    def wrap(self, iterable: Iterable[T]) -> Iterator[T]:
+        items = iter(iterable)
+        while True:
+            start = time.perf_counter()
+            try:
+                item = next(items)
+            except StopIteration:
+                return
+            finally:
+                self.seconds += time.perf_counter() - start
+            yield item
 
 
 def endless(loader) -> Iterator:

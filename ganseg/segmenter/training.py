@@ -24,7 +24,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ganseg.checkpoints import unwrap
 from ganseg.config import Params, TrainConfig
-from ganseg.data.datasets import to_input
+from ganseg.data.datasets import WaitClock, to_input
 from ganseg.errors import NonFiniteLossError, require_finite
 from ganseg.parallel import frozen
 from ganseg.segmenter.adversarial import (
@@ -273,7 +273,8 @@ def train_epoch(
     unlabelled: Iterator[torch.Tensor] | None = None,
     synthetic: GeneratedPairs | None = None,
 ) -> dict[str, float]:
-    """Mean step statistics over one pass of `loader`, plus images/s; then one scheduler step.
+    """Mean step statistics over one pass of `loader`, plus images/s and the share of the pass spent
+    waiting for batches (data_wait_share); then one scheduler step.
 
     The adversarial term starts after train.adv_warmup_epochs; batches drawn from `unlabelled`
     (an endless iterator of image batches) join from train.semi.start_epoch; `synthetic` replaces
@@ -289,7 +290,9 @@ def train_epoch(
     totals: dict[str, float] = {}
     steps, images_seen, start = 0, 0, time.perf_counter()
     rates = state.learning_rates()
-    for images, masks in loader:
+    waiting = WaitClock()
+    unlabelled = waiting.wrap(unlabelled) if semi else None
+    for images, masks in waiting.wrap(loader):
         images, masks = images.to(device), masks.to(device)
         unlabelled_images = next(unlabelled).to(device) if semi else None
         generated, mixing_stats = 0, {}
@@ -311,4 +314,5 @@ def train_epoch(
             warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
             state.sched_d.step()
     means = {key: value / max(steps, 1) for key, value in totals.items()}
-    return means | rates | {"images_per_s": images_seen / elapsed if elapsed > 0 else 0.0}
+    return means | rates | {"images_per_s": images_seen / elapsed if elapsed > 0 else 0.0,
+                            "data_wait_share": waiting.seconds / elapsed if elapsed > 0 else 0.0}
