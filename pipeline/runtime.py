@@ -10,7 +10,6 @@ import ray
 from ganseg.config import Params, TrainConfig
 from ganseg.errors import GansegError, NonFiniteLossError, ParamsError
 from pipeline.console import RayOutput
-from pipeline.worker import train_loop_per_worker
 
 # Ray's 60 s default is too short for a worker to import torch on a busy 2-core machine.
 WORKER_START_TIMEOUT_S = os.environ.get("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
@@ -117,13 +116,16 @@ def make_trainer(
     project_root: Path,
     callbacks: list | None = None,
     num_workers: int | str | None = None,
-    loop=train_loop_per_worker,
+    loop=None,
     score: str = "val_miou",
 ):
-    """A TorchTrainer running `loop` on every worker; Ray keeps the best checkpoints by `score`
-    (higher is better) and always the latest."""
+    """A TorchTrainer running `loop` (default: the segmenter's train_loop_per_worker) on every worker;
+    Ray keeps the best checkpoints by `score` (higher is better) and always the latest."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
+
+    if loop is None:  # imported here: the prepare stage starts Ray through this module without torch
+        from pipeline.worker import train_loop_per_worker as loop
 
     workers, use_gpu = resolve_scaling(params.train, num_workers)
     return TorchTrainer(
