@@ -77,14 +77,14 @@ def bench_loop_per_worker(config: dict) -> None:
     else:
         batches = itertools.cycle(synthetic_batches(params, BATCHES))
     timing = timed_steps(state, batches, params, WARMUP, config["steps"], sync, waiting=waiting)
-    wait_share = torch.tensor([timing.data_wait_share])
+    wait_share = torch.tensor([timing.waiting_for_data_share])
     if world > 1:
         dist.all_reduce(wait_share)
     # Train V2 hands the driver only metrics reported with a checkpoint.
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = ray.train.Checkpoint.from_directory(folder) if context.get_world_rank() == 0 else None
         ray.train.report({"seconds": timing.seconds, "worker_started": started,
-                          "data_wait_share": wait_share.item() / world}, checkpoint=checkpoint)
+                          "waiting_for_data_share": wait_share.item() / world}, checkpoint=checkpoint)
 
 
 def ray_train(params: Params, workers: int, steps: int, data_dir: Path | None = None) -> dict:
@@ -107,7 +107,7 @@ def ray_train(params: Params, workers: int, steps: int, data_dir: Path | None = 
         "images_per_s": workers * steps * params.train.batch_size / metrics["seconds"],
         "startup_s": metrics["worker_started"] - submitted,
     }
-    return row | ({"data_wait_share": metrics["data_wait_share"]} if data_dir else {})
+    return row | ({"waiting_for_data_share": metrics["waiting_for_data_share"]} if data_dir else {})
 
 
 def run(params: Params, out: Path | None, steps: int = 50, rounds: int = 3, variant_steps: int = 10) -> dict:

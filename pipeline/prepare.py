@@ -7,8 +7,8 @@ the job's cluster, whose nodes must all see the prepared folder's parent (the sh
 
 from __future__ import annotations
 
+import json
 import os
-import pickle
 import sys
 from collections import Counter
 from functools import partial
@@ -102,11 +102,12 @@ class RayDataBlocks:
         log_once("ray_data_progress_manager_disabled")  # and Ray's warning that its bars are off is spent
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         per_task = max(1, len(tasks) // (cpus * self.TASKS_PER_CPU))
-        # Pickled by hand: Ray Data would try, and warn about, turning the objects into Arrow columns.
-        items = [{"tasks": pickle.dumps(tasks[start : start + per_task])} for start in range(0, len(tasks), per_task)]
+        # As JSON text: a plain column for Ray Data, and nothing a worker unpickles.
+        items = [{"tasks": json.dumps([task.to_dict() for task in tasks[start : start + per_task]])}
+                 for start in range(0, len(tasks), per_task)]
         dataset = ray.data.from_items(items, override_num_blocks=max(len(items), 1))
         for row in dataset.map(partial(_prepare_row, prepare), num_cpus=1).iter_rows():
-            results = pickle.loads(row["results"])
+            results = [BlockResult.from_dict(result) for result in json.loads(row["results"])]
             self.nodes[row["node"]] += len(results)
             self.worker_peak_mb[row["node"], row["pid"]] = row["peak_mb"]
             yield from results
@@ -115,8 +116,8 @@ class RayDataBlocks:
 def _prepare_row(prepare: Callable[[BlockTask], BlockResult], row: dict) -> dict:
     import ray
 
-    results = [prepare(task) for task in pickle.loads(row["tasks"])]
-    return {"results": pickle.dumps(results), "node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
+    results = [prepare(BlockTask.from_dict(task)).to_dict() for task in json.loads(row["tasks"])]
+    return {"results": json.dumps(results), "node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
             "peak_mb": peak_mb()}
 
 

@@ -92,12 +92,12 @@ def _over_all_workers(epoch_means: dict, state: TrainingState, val_loader, stats
     waiting for data, and the scores of the whole validation set (every worker validated a different
     shard: their confusion matrices are summed)."""
     confusion = confusion_over(state.eval_generator, val_loader, stats.num_classes, device)
-    summed = torch.tensor([epoch_means.pop("images_per_s"), epoch_means.pop("data_wait_share")], device=device)
+    summed = torch.tensor([epoch_means.pop("images_per_s"), epoch_means.pop("waiting_for_data_share")], device=device)
     if world > 1:
         dist.all_reduce(confusion)
         dist.all_reduce(summed)
     images_per_s, wait_shares = summed.tolist()
-    return ({**epoch_means, "images_per_s": images_per_s, "data_wait_share": wait_shares / world}
+    return ({**epoch_means, "images_per_s": images_per_s, "waiting_for_data_share": wait_shares / world}
             | _val_metrics(confusion, stats.class_names))
 
 

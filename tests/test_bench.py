@@ -64,9 +64,9 @@ def test_timed_steps_counts_the_time_spent_waiting_for_batches(tiny_params):
     waiting = WaitClock()
     timing = timed_steps(state, waiting.wrap(slow_batches()), tiny_params, warmup=1, steps=3, windows=2,
                          waiting=waiting)
-    assert 3 * pause / timing.seconds <= timing.data_wait_share < 1
+    assert 3 * pause / timing.seconds <= timing.waiting_for_data_share < 1
     in_memory = timed_steps(state, itertools.cycle(synthetic_batches(tiny_params, 2)), tiny_params, warmup=1, steps=3)
-    assert in_memory.data_wait_share == 0.0  # no clock, nothing counted
+    assert in_memory.waiting_for_data_share == 0.0  # no clock, nothing counted
 
 
 def test_matmul_rate_is_its_flops_over_the_best_window_and_restores_the_threads():
@@ -110,7 +110,7 @@ def test_throughput_table_shows_the_data_wait_of_the_runner_that_reads_prepared_
 
     runner = {"workers": 2, "images_per_s": 100.0, "gflops": 1.0, "fraction_of_peak": 0.1, "startup_s": 3.0}
     report = {
-        "runners": {"Ray Train, 2 workers": runner, "reading": runner | {"data_wait_share": 0.042}},
+        "runners": {"Ray Train, 2 workers": runner, "reading": runner | {"waiting_for_data_share": 0.042}},
         "matmul_peak_gflops": {"1 thread": 10.0}, "rounds": [{}, {}], "ray_1_worker_vs_plain": 0.95,
         "ray_2_workers_vs_1": 1.5, "reading_vs_in_memory": 0.97, "independent_vs_plain": 1.6, "ddp_vs_plain": 1.5,
         "gflop_per_step": 1.0, "plain_variants": {}, "machine": "a machine",

@@ -175,7 +175,7 @@ def test_train_runs_have_full_curves_tags_and_images(pipeline, runs, client):
         run_id = train.info.run_id
         assert train.info.status == "FINISHED" and train.info.run_name.startswith("train-")
         for metric in ("loss_g", "loss_d", "d_real", "d_fake", "val_miou", "val_dice_membrane", "lr_g", "lr_d",
-                       "images_per_s", "data_wait_share"):
+                       "images_per_s", "waiting_for_data_share"):
             assert history(client, run_id, metric) == list(range(1, epochs + 1)), metric
         tags = train.data.tags
         assert tags["mlflow.source.git.commit"] == head and tags["ganseg.git_dirty"] in ("true", "false")

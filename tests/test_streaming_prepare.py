@@ -52,3 +52,23 @@ def test_ray_data_is_used_when_asked_for_a_cluster_or_much_image_data(tmp_path, 
     assert not uses_ray_data(small.model_copy(update={"ray_data": False}))
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
     assert uses_ray_data(DataConfig())
+
+
+def test_blocks_and_their_results_cross_processes_as_json(tmp_path, tiny_params):
+    import json
+
+    from ganseg.data.blocks import BlockResult, BlockTask, Pair, prepare_block
+    from ganseg.data.intensity import IntensityRule
+    from ganseg.data.writers import make_folders
+
+    make_folders(tmp_path)
+    pairs = [Pair(f"synth_{i:05d}", split, index=i) for i, split in enumerate(["train", "val", "test", "train"])]
+    task = BlockTask(3, pairs, tiny_params.data, 1, IntensityRule("image_percentiles", percentiles=(2.0, 98.0)), tmp_path)
+    assert BlockTask.from_dict(json.loads(json.dumps(task.to_dict()))) == task
+    folder_task = BlockTask(0, [Pair("a", "val", tmp_path / "i.png", tmp_path / "m.png")], tiny_params.data, 1,
+                            IntensityRule(), tmp_path)
+    assert BlockTask.from_dict(json.loads(json.dumps(folder_task.to_dict()))) == folder_task
+    result = prepare_block(task)
+    again = BlockResult.from_dict(json.loads(json.dumps(result.to_dict())))
+    assert again.to_dict() == result.to_dict() and again.test_stems == ["synth_00002"]
+    assert again.parts["train"].class_pixels.dtype == np.int64

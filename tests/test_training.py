@@ -52,7 +52,7 @@ def test_epoch_and_validation_on_prepared_data(tmp_path, tiny_params):
     epoch_means = train_epoch(state, DataLoader(train, batch_size=4), tiny_params.train)
     assert state.global_step == math.ceil(len(train) / 4)
     assert epoch_means["images_per_s"] >= len(train) / (time.perf_counter() - started)  # timed within the call
-    assert 0 < epoch_means["data_wait_share"] < 1  # reading the memory-mapped tiles takes some of the time
+    assert 0 < epoch_means["waiting_for_data_share"] < 1  # reading the memory-mapped tiles takes some of the time
     assert isinstance(train.images, np.memmap) and isinstance(train.masks, np.memmap)  # never loaded whole
     val = PreparedSplit(tmp_path / "prep", "val")
     confusion = confusion_over(state.generator, DataLoader(val, batch_size=8), 3)

@@ -20,7 +20,7 @@ def throughput_table(report: dict) -> str:
     rows = [
         [name, f"{row['images_per_s']:.1f}", f"{row['gflops']:.2f}", f"{row['fraction_of_peak']:.0%}",
          f"{row['startup_s']:.1f}" if "startup_s" in row else "-",
-         f"{row['data_wait_share']:.1%} of step time" if "data_wait_share" in row else "-"]
+         f"{row['waiting_for_data_share']:.1%} of step time" if "waiting_for_data_share" in row else "-"]
         for name, row in report["runners"].items()
     ]
     peaks = json.dumps({k: round(v, 1) for k, v in report["matmul_peak_gflops"].items()})

@@ -39,7 +39,7 @@ def synthetic_batches(params: Params, count: int) -> list[tuple[torch.Tensor, to
 class Timing:
     warmup_s: float  # the untimed first steps
     seconds: float  # the best window
-    data_wait_share: float  # of the best window, spent waiting for the next batch (when a WaitClock was given)
+    waiting_for_data_share: float  # of the best window, spent waiting for the next batch (when a WaitClock was given)
 
 
 def timed_steps(

@@ -9,7 +9,7 @@ block order, which gives the same arrays as reading every pair one after the oth
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,19 @@ class BlockTask:
     rule: IntensityRule
     staging: Path
 
+    def to_dict(self) -> dict:
+        """Plain JSON values, for another process to rebuild the task (`from_dict`) without pickle."""
+        pairs = [[p.stem, p.split, p.image and str(p.image), p.mask and str(p.mask), p.index] for p in self.pairs]
+        return {"number": self.number, "pairs": pairs, "cfg": self.cfg.model_dump(mode="json"), "seed": self.seed,
+                "rule": asdict(self.rule), "staging": str(self.staging)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BlockTask":
+        pairs = [Pair(stem, split, image and Path(image), mask and Path(mask), index)
+                 for stem, split, image, mask, index in d["pairs"]]
+        rule = IntensityRule(**(d["rule"] | {"percentiles": tuple(d["rule"]["percentiles"])}))
+        return cls(d["number"], pairs, DataConfig.model_validate(d["cfg"]), d["seed"], rule, Path(d["staging"]))
+
 
 @dataclass
 class BlockResult:
@@ -55,6 +68,20 @@ class BlockResult:
     used: int = 0
     clipped: int = 0  # image values the intensity rule clipped,
     pixels: int = 0  # of all image values read
+
+    def to_dict(self) -> dict:
+        """Plain JSON values, to hand back to the process that joins the blocks (`from_dict`)."""
+        parts = {name: asdict(part) | {"class_pixels": part.class_pixels.tolist()} for name, part in self.parts.items()}
+        return {"number": self.number, "parts": parts, "test_stems": self.test_stems,
+                "problems": [[str(p.file), p.reason] for p in self.problems],
+                "used": self.used, "clipped": self.clipped, "pixels": self.pixels}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BlockResult":
+        parts = {name: SplitPart(**(part | {"class_pixels": np.array(part["class_pixels"], np.int64)}))
+                 for name, part in d["parts"].items()}
+        problems = [Problem(Path(file), reason) for file, reason in d["problems"]]
+        return cls(d["number"], parts, d["test_stems"], problems, d["used"], d["clipped"], d["pixels"])
 
 
 def prepare_block(task: BlockTask) -> BlockResult:

@@ -274,7 +274,7 @@ def train_epoch(
     synthetic: GeneratedPairs | None = None,
 ) -> dict[str, float]:
     """Mean step statistics over one pass of `loader`, plus images/s and the share of the pass spent
-    waiting for batches (data_wait_share); then one scheduler step.
+    waiting for batches (waiting_for_data_share); then one scheduler step.
 
     The adversarial term starts after train.adv_warmup_epochs; batches drawn from `unlabelled`
     (an endless iterator of image batches) join from train.semi.start_epoch; `synthetic` replaces
@@ -315,4 +315,4 @@ def train_epoch(
             state.sched_d.step()
     means = {key: value / max(steps, 1) for key, value in totals.items()}
     return means | rates | {"images_per_s": images_seen / elapsed if elapsed > 0 else 0.0,
-                            "data_wait_share": waiting.seconds / elapsed if elapsed > 0 else 0.0}
+                            "waiting_for_data_share": waiting.seconds / elapsed if elapsed > 0 else 0.0}
