@@ -92,6 +92,8 @@ class RayDataBlocks:
         self.worker_peak_mb: dict[tuple[str, int], float] = {}
 
     def __call__(self, prepare: Callable[[BlockTask], BlockResult], tasks: list[BlockTask]) -> Iterator[BlockResult]:
+        if not tasks:  # no usable pair: prepare lists the problems; Ray Data has nothing to run
+            return
         import ray
         import ray.data
         from ray.util.debug import log_once
@@ -105,7 +107,7 @@ class RayDataBlocks:
         # As JSON text: a plain column for Ray Data, and nothing a worker unpickles.
         items = [{"tasks": json.dumps([task.to_dict() for task in tasks[start : start + per_task]])}
                  for start in range(0, len(tasks), per_task)]
-        dataset = ray.data.from_items(items, override_num_blocks=max(len(items), 1))
+        dataset = ray.data.from_items(items, override_num_blocks=len(items))
         for row in dataset.map(partial(_prepare_row, prepare), num_cpus=1).iter_rows():
             results = [BlockResult.from_dict(result) for result in json.loads(row["results"])]
             self.nodes[row["node"]] += len(results)
