@@ -24,6 +24,7 @@ from ganseg.errors import CheckpointError, DataError, GansegError, invalid_field
 from ganseg.fileio import read_json, write_json
 
 STATS_FILE = "stats.json"
+FULL_TEST_DIR = "test_full"  # the prepared test images and masks at their own size
 MODEL_CARD = "model.json"
 IMAGEGEN_CARD = "imagegen.json"
 Fit = Literal["resize", "tile"]

@@ -10,7 +10,7 @@ from ganseg.errors import ParamsError
 
 
 def get_dotted(tree: dict, dotted: str) -> Any:
-    """The value at a dotted key; None inside a section that is unset (e.g. train.fault_injection)."""
+    """The value at a dotted key; None inside a section that is unset (e.g. runtime.fault_injection)."""
     for part in dotted.split("."):
         tree = tree.get(part) if isinstance(tree, dict) else None
     return tree

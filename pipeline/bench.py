@@ -117,7 +117,7 @@ def run(params: Params, out: Path | None, steps: int = 50, rounds: int = 3, vari
     and with 2 workers, and 2 workers reading data.source prepared (fp32, `steps` per window). A
     shared machine's speed drifts by several per cent within minutes, so the runners are compared
     within each round and the medians over rounds reported."""
-    from pipeline.runtime import start_ray
+    from pipeline.cluster import start_ray
 
     params = params.with_overrides({"train.use_gpu": False, "train.precision": "fp32", "train.channels_last": False,
                                     "train.compile": False})
@@ -276,8 +276,12 @@ def _finish(report: dict, data: str | None, tables: list[str], out: Path | None)
 
 
 def _prepared(params: Params, data: str, scratch: Path) -> Path:
+    """`data` prepared in `scratch`; 'synthetic' names the built-in data, written there first."""
     from ganseg.data.prepare import prepare_dataset
+    from ganseg.data.synthetic import write_synthetic_dataset
 
+    if data == "synthetic":
+        data = str(write_synthetic_dataset(params.data.synthetic, params.seed, scratch / "synthetic", progress=False))
     data_dir = scratch / "prepared"
     stats = prepare_dataset(params.data.model_copy(update={"source": data}), params.seed, data_dir)
     print(f"prepared {data}: {stats.counts} tiles of {stats.image_size} px, {stats.test_images} test images")

@@ -70,7 +70,7 @@ def measure(raw_params: dict, source: str, out_dir: str, cpus: int | None) -> di
     run_blocks = run_in_process
     if cpus:
         from pipeline.prepare import RayDataBlocks
-        from pipeline.runtime import start_ray
+        from pipeline.cluster import start_ray
 
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:cpus])  # Ray's processes inherit it
         start = time.perf_counter()

@@ -11,8 +11,6 @@ from pathlib import Path
 
 from ganseg.config import load_params
 from ganseg.errors import GansegError
-from pipeline.registry import ModelSourceError
-from pipeline.tracking import TrackingServerError, require_reachable, tracking_uri
 
 BEST_CONFIG = Path("results/tune/best_config.json")
 MODELS_DIR = Path("models")
@@ -41,7 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser = argparse.ArgumentParser(prog="ganseg", description=__doc__)
     sub = parser.add_subparsers(dest="stage", required=True)
-    sub.add_parser("prepare", parents=[common], help="build data/prepared from data.source")
+    sub.add_parser("synthesize", parents=[common],
+                   help="write the built-in dataset (data.synthetic) to data/synthetic, the default data.source")
+    sub.add_parser("prepare", parents=[common], help="build data/prepared from the data.source folder")
     sub.add_parser("tune", parents=[common], help="Ray Tune search; writes results/tune/best_config.json")
     sub.add_parser("train", parents=[common], help="Ray Train DDP with the tuned config; writes models/")
     sub.add_parser("evaluate", parents=[common], help="test metrics, plots and overlays in results/evaluation")
@@ -159,7 +159,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _data_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True,
-                        help="folder with images/ and masks/ (read with the data section of params), or 'synthetic'")
+                        help="folder with images/ and masks/ (read with the data section of params), or 'synthetic'"
+                        " for the built-in data (data.synthetic), written to a temporary folder")
 
 
 def _positive_int(text: str) -> int:
@@ -196,8 +197,14 @@ def _dispatch(args: argparse.Namespace) -> None:
         predict.run(params, root, args.model, args.input, args.output, args.overlays)
         return
     if args.stage in ("tune", "train", "evaluate", "train-imagegen", "evaluate-imagegen", "train-synthetic"):
+        from pipeline.tracking import require_reachable, tracking_uri
+
         require_reachable(tracking_uri(root))  # before any training, not after it
-    if args.stage == "prepare":
+    if args.stage == "synthesize":
+        from pipeline import synthesize
+
+        synthesize.run(params, root)
+    elif args.stage == "prepare":
         from pipeline import prepare
 
         prepare.run(params, root)
@@ -274,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         _dispatch(args)
-    except (GansegError, FileNotFoundError, TrackingServerError, ModelSourceError) as err:  # the message alone
+    except (GansegError, FileNotFoundError) as err:  # the message alone
         print(f"ganseg {args.stage}: error: {err}", file=sys.stderr)
         return 2
     print(f"ganseg {args.stage} finished in {time.perf_counter() - start:.1f} s")

@@ -1,4 +1,4 @@
-"""Per-epoch extras for MLflow: every `train.log_images_every` epochs, a grid of validation
+"""Per-epoch extras for MLflow: every `mlflow.log_images_every` epochs, a grid of validation
 overlays logged by the chief worker.
 Pure PyTorch + MLflow, no Ray."""
 
@@ -41,7 +41,7 @@ def log_overlays_if_due(
     client: MlflowClient, run_id: str, state: TrainingState, val_set, params: Params, epoch: int
 ) -> None:
     """The validation overlay grid of this epoch, as an image artifact, when `images_due`."""
-    if images_due(epoch, params.train.log_images_every, params.train.epochs):
+    if images_due(epoch, params.mlflow.log_images_every, params.train.epochs):
         # The plain module: a DDP wrapper's forward on one rank alone could wait for the others.
         grid = preview_grid(state.eval_generator, val_set)
         client.log_image(run_id, grid, artifact_file=f"{OVERLAY_DIR}/epoch_{epoch:04d}.png")

@@ -79,7 +79,7 @@ def imagegen_loop_per_worker(config: dict) -> None:
             dist.all_reduce(rate)
         metrics = {"epoch": epoch, **means, "images_per_s": rate.item(), SCORE: scores(confusion.cpu())["miou"]}
         history.append(metrics)
-        if logger and images_due(epoch, cfg.log_images_every, cfg.epochs):
+        if logger and images_due(epoch, params.mlflow.log_images_every, cfg.epochs):
             _log_grid(logger.client, logger.run_id, state, val_set, cfg.samples, epoch)
         report_epoch(metrics, state, epoch, history, is_chief=rank == 0)
         if logger:

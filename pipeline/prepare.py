@@ -1,4 +1,8 @@
-"""prepare stage: the built-in synthetic default or a user's folder -> data/prepared.
+"""prepare stage: the data.source folder (data/synthetic, the built-in default, or a user's) ->
+data/prepared.
+
+DVC watches what prepare reads: the data.source folder is a dependency of the stage, so a split
+file must lie inside it (`check_watched`).
 
 The blocks of pairs (ganseg/data/blocks.py) are prepared in this process, or as Ray Data tasks on
 every CPU of the Ray cluster (data.ray_data): locally a private Ray runtime, under `ray job submit`
@@ -20,7 +24,7 @@ from ganseg.config import DataConfig, Params
 from ganseg.contracts import DatasetStats
 from ganseg.data.blocks import PAIRS_PER_BLOCK, BlockResult, BlockTask
 from ganseg.data.prepare import SKIPPED_REPORT, RunBlocks, prepare_dataset, run_in_process
-from ganseg.data.sources import source_folder
+from ganseg.errors import DataError
 from pipeline.console import LOG_DIR, quiet_ray_data
 
 # Less image data than this prepares faster in one process than with Ray Data on 2 CPUs, Ray's start
@@ -30,14 +34,15 @@ RAY_DATA_MIN_BYTES = 500 * 10**6
 
 
 def run(params: Params, project_root: Path) -> DatasetStats:
+    check_watched(params.data, project_root)
     out_dir = project_root / params.data.output_dir
     run_blocks: RunBlocks = run_in_process
-    if uses_ray_data(params.data):
-        from pipeline.runtime import start_ray
+    if uses_ray_data(params.data, project_root):
+        from pipeline.cluster import start_ray
 
         start_ray(project_root / LOG_DIR / "prepare.log")
         run_blocks = RayDataBlocks()
-    stats = prepare_dataset(params.data, params.seed, out_dir, run_blocks=run_blocks)
+    stats = prepare_dataset(params.data, params.seed, out_dir, run_blocks=run_blocks, root=project_root)
     if isinstance(run_blocks, RayDataBlocks):
         nodes = run_blocks.nodes
         print(f"Ray Data: {sum(nodes.values())} blocks of up to {PAIRS_PER_BLOCK} pairs on {len(nodes)} node(s)")
@@ -52,14 +57,29 @@ def run(params: Params, project_root: Path) -> DatasetStats:
     return stats
 
 
-def uses_ray_data(cfg: DataConfig) -> bool:
+def check_watched(cfg: DataConfig, project_root: Path) -> None:
+    """Refuse a split file outside the data.source folder: dvc.yaml names that folder as prepare's
+    dependency, so DVC would not see the file change."""
+    if cfg.split_file is None:
+        return
+    folder = (project_root / Path(cfg.source).expanduser()).resolve()
+    split_file = (project_root / Path(cfg.split_file).expanduser()).resolve()
+    if not split_file.is_relative_to(folder):
+        raise DataError(
+            f"data.split_file {cfg.split_file} lies outside data.source {cfg.source}: DVC watches only that folder"
+            " (prepare's dependency in dvc.yaml), so it would not rerun prepare when the split changes; move the"
+            " file into the folder, e.g. data.split_file: " + str(Path(cfg.source) / split_file.name)
+        )
+
+
+def uses_ray_data(cfg: DataConfig, project_root: Path) -> bool:
     if cfg.ray_data != "auto":
         return cfg.ray_data
     if os.environ.get("RAY_ADDRESS"):
         return True
-    if cfg.source == "synthetic" or len(os.sched_getaffinity(0)) < 2:
+    if len(os.sched_getaffinity(0)) < 2:
         return False
-    images = source_folder(cfg) / "images"
+    images = project_root / Path(cfg.source).expanduser() / "images"
     return images.is_dir() and _holds_at_least(images, RAY_DATA_MIN_BYTES)  # else prepare says what is missing
 
 

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 from ganseg.config import Params
+from pipeline.workspace import dvc_experiment
 
 GIT_COMMIT_TAG = "mlflow.source.git.commit"  # the tag MLflow's UI shows as the run's git commit
 GIT_DIRTY_TAG = "ganseg.git_dirty"
@@ -15,6 +16,7 @@ DATA_HASH_TAG = "ganseg.data_md5"
 DATASET_TAG = "ganseg.dataset"
 DATA_PATH_TAG = "ganseg.data_path"
 STAGE_TAG = "ganseg.stage"
+DVC_EXPERIMENT_TAG = "ganseg.dvc_experiment"
 
 
 def _git(project_root: Path, *args: str) -> str | None:
@@ -62,7 +64,7 @@ def dvc_dir_md5(folder: Path) -> str:
 
 
 def dataset_name(source: str) -> str:
-    return source if source == "synthetic" else Path(source).expanduser().resolve().name
+    return Path(source).expanduser().resolve().name
 
 
 def run_tags(project_root: Path, params: Params, stage: str) -> dict[str, str]:
@@ -71,4 +73,7 @@ def run_tags(project_root: Path, params: Params, stage: str) -> dict[str, str]:
     tags = {STAGE_TAG: stage, DATASET_TAG: dataset_name(params.data.source), DATA_PATH_TAG: params.data.output_dir}
     if data_dir.is_dir():
         tags[DATA_HASH_TAG] = dvc_dir_md5(data_dir)
+    experiment = dvc_experiment()
+    if experiment:
+        tags[DVC_EXPERIMENT_TAG] = experiment
     return tags | git_tags(project_root)

@@ -16,6 +16,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from ganseg.contracts import MODEL_CARD
+from ganseg.errors import GansegError
 from ganseg.export import MODEL_WEIGHTS
 from pipeline.tracking import point_mlflow_at
 
@@ -25,7 +26,7 @@ MLFLOW_URI = re.compile(r"^[a-z][a-z0-9+.\-]*:/")
 BARE_RUN_URI = re.compile(r"^runs:/([0-9a-f]+)/?$")
 
 
-class ModelSourceError(ValueError):
+class ModelSourceError(GansegError, ValueError):
     """A --model argument that names no usable ganseg model; the message says why."""
 
 

@@ -1,53 +1,14 @@
-"""Ray start-up, resource sizing and the TorchTrainer factory shared by the train and tune stages."""
+"""Resource sizing and the TorchTrainer factory shared by the train and tune stages."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import ray
 
 from ganseg.config import Params, TrainConfig
 from ganseg.errors import GansegError, NonFiniteLossError, ParamsError
-from pipeline.console import RayOutput
-
-# Ray's 60 s default is too short for a worker to import torch on a busy 2-core machine.
-WORKER_START_TIMEOUT_S = os.environ.get("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
-
-
-def start_ray(log_path: Path | None = None, num_cpus: int | None = None) -> None:
-    """Join the cluster in RAY_ADDRESS (as under `ray job submit`), or start a private local one.
-
-    With `log_path`, Ray's own output (its driver loggers and everything its workers print) goes
-    to that file and the console gets only our progress lines and Ray's warnings and errors.
-
-    The local runtime starts with its dashboard: without it, Tune trials that each launch a
-    TorchTrainer were seen to hang on a 2-CPU machine. It is always a new one (address "local"):
-    a bare ray.init() would join whatever cluster `ray start` last recorded on this machine, and
-    wait minutes for it if that cluster has since gone. `num_cpus` limits the local one (benchmarks).
-    """
-    if ray.is_initialized():
-        return
-    output = RayOutput(log_path) if log_path else None
-    if output:
-        output.take_over_driver_loggers()
-    runtime_env = {"env_vars": {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": WORKER_START_TIMEOUT_S}}
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(runtime_env=runtime_env)
-    else:
-        ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", runtime_env=runtime_env,
-                 num_cpus=num_cpus)
-    resources = ray.cluster_resources()
-    where = ""
-    if output:
-        output.take_over_worker_output()
-        where = f"; Ray's log: {_shown_path(log_path)}"
-    print(f"Ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs{where}")
-
-
-def _shown_path(path: Path) -> Path:
-    path = path.resolve()
-    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+from pipeline.workspace import stores_root
 
 
 class ClusterResourcesError(GansegError, RuntimeError):
@@ -105,8 +66,8 @@ def warn_about_slower_options(cfg: TrainConfig, use_gpu: bool) -> None:
 
 
 def storage_path(params: Params, project_root: Path) -> str:
-    path = params.train.storage_path
-    return path if "://" in path else str((project_root / path).resolve())
+    path = params.runtime.storage_path
+    return path if "://" in path else str((stores_root(project_root) / path).resolve())
 
 
 def make_trainer(
@@ -136,11 +97,11 @@ def make_trainer(
             name=name,
             storage_path=storage_path(params, project_root),
             checkpoint_config=CheckpointConfig(
-                num_to_keep=params.train.checkpoints_to_keep,
+                num_to_keep=params.runtime.checkpoints_to_keep,
                 checkpoint_score_attribute=score,
                 checkpoint_score_order="max",
             ),
-            failure_config=FailureConfig(max_failures=params.train.max_failures),
+            failure_config=FailureConfig(max_failures=params.runtime.max_failures),
             callbacks=callbacks or [],
         ),
     )

@@ -19,7 +19,9 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunT
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
+from ganseg.errors import GansegError
 from pipeline.provenance import DATA_HASH_TAG, DATA_PATH_TAG, DATASET_TAG
+from pipeline.workspace import stores_root
 
 DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
@@ -33,13 +35,14 @@ _UNSAFE_KEY_CHARS = re.compile(r"[^\w.\- :]")
 EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 
 
-class TrackingServerError(RuntimeError):
+class TrackingServerError(GansegError, RuntimeError):
     """The MLflow tracking server in MLFLOW_TRACKING_URI cannot be used; the message says why."""
 
 
 def tracking_uri(project_root: Path) -> str:
-    """MLFLOW_TRACKING_URI if set, otherwise the sqlite store at the project root."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(project_root / DEFAULT_DB).resolve()}"
+    """MLFLOW_TRACKING_URI if set, otherwise the sqlite store at the project root (DVC's project, for
+    an experiment run in a temporary copy: pipeline/workspace.py)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(stores_root(project_root) / DEFAULT_DB).resolve()}"
 
 
 def point_mlflow_at(uri: str) -> None:
@@ -87,7 +90,7 @@ def experiment_id(client: MlflowClient, name: str, project_root: Path) -> str:
     artifacts = None
     if client.tracking_uri.startswith("sqlite:"):
         # Keep artifacts beside the local store, wherever the process creating the experiment runs.
-        artifacts = (project_root / DEFAULT_ARTIFACTS).resolve().as_uri()
+        artifacts = (stores_root(project_root) / DEFAULT_ARTIFACTS).resolve().as_uri()
     return client.create_experiment(name, artifact_location=artifacts, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING})
 
 

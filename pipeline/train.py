@@ -27,13 +27,13 @@ from ganseg.export import MODEL_WEIGHTS, export_model, load_model
 from ganseg.fileio import atomic_dir, atomic_write_text, read_json
 from ganseg.segmenter.training import build_networks
 from pipeline import provenance, registry, tracking
+from pipeline.cluster import start_ray
 from pipeline.console import LOG_DIR
 from pipeline.runtime import (
     check_device_support,
     fit_or_explain,
     make_trainer,
     resolve_scaling,
-    start_ray,
     storage_path,
     warn_about_slower_options,
 )
@@ -144,21 +144,19 @@ def fit_latest_and_best(trainer, run_dir: str, score: str) -> tuple[dict, dict]:
 
 
 RUN_KEY_TAG = "ganseg.run_key"
-_OPERATIONAL = {"resume", "fault_injection", "max_failures"}
 
 
 def run_key(params: Params, stats: DatasetStats, *more) -> str:
-    """A fingerprint of what determines the result: the params (less how failures are handled), the
-    data and anything in `more` (the stage, the judge)."""
-    train = {k: v for k, v in params.train.model_dump().items() if k not in _OPERATIONAL}
-    payload = json.dumps([params.model_dump() | {"train": train}, stats.to_json(), *more], sort_keys=True, default=str)
+    """A fingerprint of what determines the result: the params (less the runtime section: where
+    checkpoints go, how failures are handled), the data and anything in `more` (the stage, the judge)."""
+    payload = json.dumps([params.model_dump(exclude={"runtime"}), stats.to_json(), *more], sort_keys=True, default=str)
     return hashlib.sha1(payload.encode()).hexdigest()[:16]
 
 
 def open_run(client: MlflowClient, params: Params, project_root: Path, stage: str, key: str, workers: int,
              use_gpu: bool) -> str:
-    """The MLflow run of this training: the unfinished one with the same `key` (train.resume), or a new one."""
-    run_id = _unfinished_run(client, params.mlflow.experiment, key) if params.train.resume else None
+    """The MLflow run of this training: the unfinished one with the same `key` (runtime.resume), or a new one."""
+    run_id = _unfinished_run(client, params.mlflow.experiment, key) if params.runtime.resume else None
     if run_id:
         client.update_run(run_id, status="RUNNING")
         print(f"resuming MLflow run {run_id}: an earlier attempt with the same config did not finish")
@@ -203,7 +201,7 @@ def check_checkpoints_fit(run_dir: str, generator: torch.nn.Module, discriminato
                 load_networks(generator, discriminator, read_checkpoint(path), path)
             except CheckpointError as err:
                 raise CheckpointError(
-                    f"{err}\n  (a checkpoint of the run being resumed; --set train.resume=false starts afresh)"
+                    f"{err}\n  (a checkpoint of the run being resumed; --set runtime.resume=false starts afresh)"
                 ) from None
 
 

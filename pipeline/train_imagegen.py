@@ -1,8 +1,7 @@
 """train_imagegen stage: Ray Train (DDP) of the mask -> image generator, run like the train stage.
 
-The same runtime settings (train.num_workers, use_gpu, storage_path, checkpoints_to_keep,
-max_failures, resume), the same full-state checkpoints and recovery, one MLflow run, and a
-registered model of its own (mlflow.registered_image_generator). The train stage's segmenter
+The same settings of how to run (train.num_workers and use_gpu, the runtime section), the same
+full-state checkpoints and recovery, one MLflow run, and a registered model of its own (mlflow.registered_image_generator). The train stage's segmenter
 (models/) is the judge whose validation score picks the best checkpoint.
 """
 
@@ -31,7 +30,8 @@ from ganseg.imagegen.training import build_discriminator, build_generator
 from pipeline import registry, tracking
 from pipeline.console import LOG_DIR
 from pipeline.imagegen_worker import SCORE, imagegen_loop_per_worker
-from pipeline.runtime import check_device_support, make_trainer, resolve_scaling, start_ray, storage_path
+from pipeline.cluster import start_ray
+from pipeline.runtime import check_device_support, make_trainer, resolve_scaling, storage_path
 from pipeline.train import check_checkpoints_fit, ended_as_it_went, fit_latest_and_best, open_run, run_key
 from pipeline.worker import loop_config
 

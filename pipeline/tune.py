@@ -88,7 +88,8 @@ def max_concurrent(params: Params, use_gpu: bool) -> int:
 def run(params: Params, project_root: Path, best_config_path: Path) -> dict:
     from ray import tune
 
-    from pipeline.runtime import resolve_scaling, start_ray, storage_path
+    from pipeline.cluster import start_ray
+    from pipeline.runtime import resolve_scaling, storage_path
 
     check_rungs(params)
     data_dir = (project_root / params.data.output_dir).resolve()

@@ -180,7 +180,7 @@ def maybe_inject_fault(params: Params, epoch: int, rank: int, resumed: bool) -> 
     """Kill this worker process as `at_epoch` starts, once: never in an attempt that resumed."""
     import ray.train
 
-    fault = params.train.fault_injection
+    fault = params.runtime.fault_injection
     if fault and not resumed and epoch == fault.at_epoch and rank == fault.kill_rank:
         # Die only once the previous epoch's checkpoint is committed, so recovery starts there.
         ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)

@@ -6,8 +6,10 @@ import pytest
 import torch
 from PIL import Image
 
-from ganseg.config import Params
+from ganseg.config import DataConfig, Params
 from ganseg.contracts import DatasetStats, ModelCard
+from ganseg.data import prepare
+from ganseg.data.synthetic import write_synthetic_dataset
 from ganseg.data.void import VOID
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,6 +22,19 @@ def shared_dataset(name: str) -> Path:
     if not (path / "images").is_dir():
         pytest.skip(f"real dataset not available: {path} is absent (it lives beside the project, never in it)")
     return path
+
+
+BUILT_IN_SOURCE = DataConfig().source
+
+
+def prepare_dataset(cfg: DataConfig, seed: int, out_dir: Path, *args, **kwargs) -> DatasetStats:
+    """ganseg's prepare_dataset; for the default data.source (the built-in data, which `dvc repro`'s
+    synthesize stage writes) the built-in data of `cfg.synthetic` and `seed` is written beside
+    `out_dir` first and prepared from there."""
+    if cfg.source == BUILT_IN_SOURCE:
+        folder = write_synthetic_dataset(cfg.synthetic, seed, Path(out_dir).parent / "synthetic", progress=False)
+        cfg = cfg.model_copy(update={"source": str(folder)})
+    return prepare.prepare_dataset(cfg, seed, out_dir, *args, **kwargs)
 
 
 def write_pair(folder: Path, stem: str, image: np.ndarray, mask: np.ndarray, image_ext: str = ".png") -> None:
@@ -93,7 +108,7 @@ def two_cpu_ray():
     """A fresh local Ray runtime with 2 CPUs for the tests of one module (never someone else's cluster)."""
     import ray
 
-    from pipeline.runtime import WORKER_START_TIMEOUT_S
+    from pipeline.cluster import WORKER_START_TIMEOUT_S
 
     runtime_env = {"env_vars": {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": WORKER_START_TIMEOUT_S}}
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=runtime_env)

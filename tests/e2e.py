@@ -15,7 +15,8 @@ from ganseg.dotted import set_dotted
 from tests.conftest import ROOT
 
 LEFT_BEHIND = {".venv", ".git", "runs", "models", "results", "mlartifacts", "mlruns", "mlflow.db", "dvc.lock",
-               "__pycache__", ".pytest_cache", ".hypothesis", "prepared", "cache", "tmp", "dvc_plots"}
+               "__pycache__", ".pytest_cache", ".hypothesis", "prepared", "synthetic", "cache", "tmp", "dvc_plots",
+               "image_generator", "models_synthetic"}
 
 TINY = {
     "data.synthetic.num_images": 40,
@@ -60,6 +61,12 @@ def run(cmd: list[str], cwd: Path, env: dict, timeout: int = 1200) -> subprocess
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"{cmd} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     return result
+
+
+def prepare_project(repo: Path, env: dict) -> None:
+    """The first two stages in `repo`: the built-in data written, then prepared."""
+    for stage in ("synthesize", "prepare"):
+        run(["ganseg", stage], repo, env)
 
 
 def mlflow_runs(repo: Path, stage: str) -> list:

@@ -10,13 +10,12 @@ from torchmetrics.classification import BinaryAUROC
 
 from ganseg.config import DataConfig
 from ganseg.data.datasets import full_size_test, to_input
-from ganseg.data.prepare import prepare_dataset
 from ganseg.data.void import VOID
 from ganseg.evaluation import evaluate_full_size, scored_images, summarise
 from ganseg.metrics import BinaryAUC, threshold_confusion
 from ganseg.segmenter.inference import image_logits
 from ganseg.segmenter.training import build_networks
-from tests.conftest import write_pair
+from tests.conftest import prepare_dataset, write_pair
 
 
 def test_perfect_separation_scores_one_and_void_pixels_count_in_neither():

@@ -4,6 +4,7 @@ import torch
 from ganseg.config import AugmentConfig
 from ganseg.data.augment import augment_pair, build_augmentation
 from ganseg.data.void import VOID
+from tests.conftest import prepare_dataset
 
 
 def pair(size=32):
@@ -88,8 +89,7 @@ def test_brightness_contrast_touch_the_image_only():
 def test_prepared_training_split_applies_the_transform(tmp_path, tiny_params):
     from ganseg.data.augment import pair_transform
     from ganseg.data.datasets import PreparedSplit
-    from ganseg.data.prepare import prepare_dataset
-
+    
     prepare_dataset(tiny_params.data, 0, tmp_path / "prep", progress=False)
     plain = PreparedSplit(tmp_path / "prep", "train")
     cfg = AugmentConfig(enabled=True, crop_scale=1.0, affine_degrees=0, brightness=0, contrast=0)

@@ -67,3 +67,14 @@ def test_predict_runs_without_a_params_file_but_an_explicit_one_must_exist(tmp_p
     assert "is not a ganseg model folder" in capsys.readouterr().err  # got past params loading
     assert main([*args, "--params", "missing.yaml"]) == 2
     assert "params file not found: missing.yaml" in capsys.readouterr().err
+
+
+def test_a_split_file_outside_the_data_folder_exits_2_and_writes_nothing(tmp_path, capsys):
+    write_pair(tmp_path / "ds", "a", np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.uint8))
+    (tmp_path / "split.csv").write_text("stem,split\na,train\n")
+    raw = {"data": {"source": str(tmp_path / "ds"), "split_file": str(tmp_path / "split.csv"),
+                    "class_names": ["x", "y"], "output_dir": str(tmp_path / "out")}}
+    assert main(["prepare", "--params", params_file(tmp_path, raw)]) == 2
+    err = capsys.readouterr().err
+    assert f"data.split_file {tmp_path / 'split.csv'} lies outside data.source" in err
+    assert "move the file into the folder" in err and not (tmp_path / "out").exists()

@@ -8,7 +8,7 @@ from tests.conftest import ROOT
 
 def test_repository_params_file_is_valid():
     params = load_params(ROOT / "params.yaml")
-    assert params.data.source == "synthetic"
+    assert params.data.source == "data/synthetic"
     assert params.data.num_classes == len(params.data.class_names)
 
 

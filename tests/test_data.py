@@ -5,11 +5,10 @@ import pytest
 from ganseg.config import DataConfig, SplitConfig
 from ganseg.contracts import read_dataset_stats
 from ganseg.data.datasets import PreparedSplit
-from ganseg.data.prepare import prepare_dataset
 from ganseg.data.splits import split_of
 from ganseg.data.synthetic import generate_sample
 from ganseg.errors import DataError
-from tests.conftest import shared_dataset, write_pair
+from tests.conftest import prepare_dataset, shared_dataset, write_pair
 
 
 def folder_config(folder, **extra):
@@ -117,7 +116,7 @@ def test_mask_values_outside_classes_are_rejected(tmp_path):
 
 
 def test_missing_folder_is_a_clear_error(tmp_path):
-    with pytest.raises(DataError, match="neither 'synthetic' nor an existing folder"):
+    with pytest.raises(DataError, match="is not an existing folder"):
         prepare_dataset(DataConfig(source=str(tmp_path / "nope")), 0, tmp_path / "out", False)
 
 

@@ -49,4 +49,4 @@ def test_every_pod_mounts_the_root_the_entrypoint_uses():
     cluster = spec["rayClusterSpec"]
     groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
     assert all(root in mounts(containers(g)[0]) for g in groups)
-    assert f"train.storage_path={root}" in spec["entrypoint"]
+    assert f"runtime.storage_path={root}" in spec["entrypoint"]

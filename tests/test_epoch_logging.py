@@ -4,9 +4,9 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from ganseg.data.datasets import PreparedSplit
-from ganseg.data.prepare import prepare_dataset
 from ganseg.segmenter.training import build_training_state
 from pipeline.epoch_logging import OVERLAY_DIR, images_due, log_overlays_if_due, preview_grid
+from tests.conftest import prepare_dataset
 
 
 @pytest.mark.parametrize(
@@ -19,7 +19,7 @@ def test_images_every_n_epochs_and_at_the_last(epoch, every, last, due):
 
 @pytest.fixture
 def setup(tmp_path, tiny_params):
-    params = tiny_params.with_overrides({"train.epochs": 4, "train.log_images_every": 3})
+    params = tiny_params.with_overrides({"train.epochs": 4, "mlflow.log_images_every": 3})
     prepare_dataset(params.data, params.seed, tmp_path / "data", progress=False)
     return params, build_training_state(params, 1, 3), PreparedSplit(tmp_path / "data", "val")
 

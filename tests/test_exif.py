@@ -4,12 +4,11 @@ import numpy as np
 from PIL import Image
 
 from ganseg.config import DataConfig
-from ganseg.data.prepare import prepare_dataset
 from ganseg.data.sources import read_image
 from ganseg.export import export_model
 from ganseg.segment_folder import segment_folder
 from ganseg.segmenter.training import build_networks
-from tests.conftest import model_card
+from tests.conftest import model_card, prepare_dataset
 
 ROTATE_90_CW_TO_VIEW = 6  # EXIF orientation: the stored pixels are turned 90° counter-clockwise
 

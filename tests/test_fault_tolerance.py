@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.e2e import TINY, clean_env, copy_project, mlflow_runs, run
+from tests.e2e import TINY, clean_env, copy_project, mlflow_runs, prepare_project, run
 
 pytestmark = pytest.mark.integration
 
@@ -26,8 +26,8 @@ def logged_steps(repo, run_id, metric: str = "val_miou") -> list[int]:
 def train_with_a_killed_worker(repo, env, stage: str, rank: int, at_epoch: int):
     """Run `stage` with one worker killed as `at_epoch` starts; check it resumed from the epoch
     before; its one MLflow run."""
-    result = run(["ganseg", stage, "--set", f"train.fault_injection.at_epoch={at_epoch}",
-                  "--set", f"train.fault_injection.kill_rank={rank}"], repo, env)
+    result = run(["ganseg", stage, "--set", f"runtime.fault_injection.at_epoch={at_epoch}",
+                  "--set", f"runtime.fault_injection.kill_rank={rank}"], repo, env)
     output = result.stdout + result.stderr
     assert f"fault injection: killing worker rank {rank}" in output
     assert f"resumed from the checkpoint of epoch {at_epoch - 1}" in output
@@ -47,7 +47,7 @@ def ray_tmp():
 def test_killed_worker_resumes_from_checkpoint_in_the_same_run(tmp_path):
     repo = copy_project(tmp_path / "repo", PARAMS)
     env = clean_env()
-    run(["ganseg", "prepare"], repo, env)
+    prepare_project(repo, env)
     train = train_with_a_killed_worker(repo, env, "train", rank=1, at_epoch=3)
     assert logged_steps(repo, train.info.run_id) == list(range(1, EPOCHS + 1))
     assert (repo / "models" / "generator.pt").is_file()
@@ -56,7 +56,7 @@ def test_killed_worker_resumes_from_checkpoint_in_the_same_run(tmp_path):
 def test_the_image_generator_stage_recovers_a_killed_worker_in_the_same_run(tmp_path):
     repo = copy_project(tmp_path / "repo", PARAMS | {"train.epochs": 1, "imagegen.epochs": 3})
     env = clean_env()
-    run(["ganseg", "prepare"], repo, env)
+    prepare_project(repo, env)
     run(["ganseg", "train"], repo, env)  # the judge
     imagegen = train_with_a_killed_worker(repo, env, "train-imagegen", rank=0, at_epoch=2)
     assert logged_steps(repo, imagegen.info.run_id, "val_judge_miou") == [1, 2, 3]
@@ -68,10 +68,10 @@ def test_joint_training_on_generated_pairs_recovers_both_generators_after_a_kill
     with it, and restored with it."""
     repo = copy_project(tmp_path / "repo", PARAMS | {"train.epochs": 1, "imagegen.epochs": 1})
     env = clean_env()
-    for stage in ("prepare", "train", "evaluate", "train-imagegen"):  # the inputs of train-synthetic
+    for stage in ("synthesize", "prepare", "train", "evaluate", "train-imagegen"):  # the inputs of train-synthetic
         run(["ganseg", stage], repo, env)
     joint = ["--set", "train.synthetic.share=0.5", "--set", "train.synthetic.joint=true", "--set", "train.epochs=3"]
-    result = run(["ganseg", "train-synthetic", *joint, "--set", "train.fault_injection.at_epoch=2"], repo, env)
+    result = run(["ganseg", "train-synthetic", *joint, "--set", "runtime.fault_injection.at_epoch=2"], repo, env)
     assert "resumed from the checkpoint of epoch 1" in result.stdout + result.stderr
     (synthetic,) = mlflow_runs(repo, "train_synthetic")
     assert synthetic.info.status == "FINISHED"

@@ -11,8 +11,8 @@ from ganseg.bench.fewlabels import parse_budgets
 from ganseg.bench.imagegen import train_image_generator
 from ganseg.config import Params
 from ganseg.data.datasets import labelled_split
-from ganseg.data.prepare import prepare_dataset
 from pipeline.cli import main
+from tests.conftest import prepare_dataset
 
 TINY = ["--set", "data.synthetic.num_images=30", "--set", "data.synthetic.size=32", "--set", "data.image_size=32",
         "--set", "model.base_channels=8", "--set", "train.epochs=1", "--set", "train.lambda_adv=0",

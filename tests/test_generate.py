@@ -6,11 +6,11 @@ from PIL import Image
 
 from ganseg.config import DataConfig, ImagegenConfig
 from ganseg.contracts import ImagegenCard
-from ganseg.data.prepare import prepare_dataset
 from ganseg.errors import DataError
 from ganseg.imagegen.export import export_image_generator, load_image_generator
 from ganseg.imagegen.generate import generate_folder
 from ganseg.imagegen.training import build_generator
+from tests.conftest import prepare_dataset
 
 CLASSES = ["background", "cell", "edge"]
 

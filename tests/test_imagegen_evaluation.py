@@ -10,7 +10,6 @@ import torch
 from ganseg.checkpoints import checkpoint_of, restore_checkpoint
 from ganseg.config import ImagegenConfig, Params
 from ganseg.contracts import ImagegenCard
-from ganseg.data.prepare import prepare_dataset
 from ganseg.imagegen.evaluation import grid_rows, judge_generator
 from ganseg.imagegen.export import without_parametrizations
 from ganseg.imagegen.networks import one_hot_with_void
@@ -18,7 +17,7 @@ from ganseg.imagegen.training import build_state, train_step
 from ganseg.segmenter.networks import UNet
 from ganseg.viz import sample_grid
 from pipeline.cli import main
-from tests.conftest import batch
+from tests.conftest import batch, prepare_dataset
 
 SMALL = ImagegenConfig(base_channels=8, disc_channels=8, depth=2, noise_dim=4, ema_decay=0.9)
 

@@ -8,13 +8,12 @@ from PIL import Image
 from ganseg.config import IntensityConfig, ParamsError, validate_params
 from ganseg.contracts import ModelCard, read_dataset_stats
 from ganseg.data.intensity import IntensityRule, map_to_uint8, resolve
-from ganseg.data.prepare import prepare_dataset
 from ganseg.data.sources import read_image
 from ganseg.evaluation import evaluate_full_size
 from ganseg.export import export_model
 from ganseg.metrics import scores
 from ganseg.segment_folder import segment_folder
-from tests.conftest import write_pair
+from tests.conftest import prepare_dataset, write_pair
 
 
 def camera_image(rng, mask, dark=900.0, bright=3600.0, noise=120.0):

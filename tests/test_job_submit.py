@@ -8,7 +8,7 @@ import tempfile
 import pytest
 
 from tests.conftest import free_port
-from tests.e2e import TINY, clean_env, copy_project, mlflow_runs, run, submit
+from tests.e2e import TINY, clean_env, copy_project, mlflow_runs, prepare_project, run, submit
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,7 @@ def head_node():
 def test_upload_is_the_code_params_and_top_level_files(tmp_path, head_node):
     address, env = head_node
     repo = copy_project(tmp_path / "repo", TINY)
-    run(["ganseg", "prepare"], repo, clean_env())
+    prepare_project(repo, clean_env())
     for output in (".venv", "models", "results", "runs", "mlartifacts"):  # as a user's folder holds them
         (repo / output).mkdir()
     (repo / "mlflow.db").write_text("a store")
@@ -58,7 +58,7 @@ def test_upload_is_the_code_params_and_top_level_files(tmp_path, head_node):
 def test_train_stage_runs_as_a_ray_job(tmp_path, head_node):
     address, env = head_node
     repo = copy_project(tmp_path / "repo", TINY)
-    run(["ganseg", "prepare"], repo, clean_env())
+    prepare_project(repo, clean_env())
     runtime_env = {"env_vars": {"MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}"}}  # as in the README
     result = submit(address, [
         "--working-dir", ".", "--runtime-env-json", json.dumps(runtime_env),

@@ -26,7 +26,7 @@ from tests.e2e import TINY, clean_env, copy_project, run
 
 pytestmark = pytest.mark.integration
 
-PARAMS = TINY | {"train.log_images_every": 1}
+PARAMS = TINY | {"mlflow.log_images_every": 1}
 SECOND_TRAIN_EPOCHS = 1
 MODEL_NAME = "ganseg-segmenter"
 CHROMIUM = Path(os.environ.get("GANSEG_CHROMIUM", "/usr/bin/chromium"))

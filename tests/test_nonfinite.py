@@ -9,11 +9,10 @@ from mlflow.tracking import MlflowClient
 from ray.train import WorkerGroupError
 
 from ganseg.checkpoints import checkpoint_of, restore_checkpoint
-from ganseg.data.prepare import prepare_dataset
 from ganseg.errors import NonFiniteLossError
 from ganseg.segmenter.training import build_training_state, train_epoch
 from pipeline.runtime import last_checkpoint_note, non_finite_cause
-from tests.conftest import batch, changed, weights_of
+from tests.conftest import batch, changed, prepare_dataset, weights_of
 
 
 def test_injected_inf_names_epoch_and_step_and_changes_no_weight(tmp_path, tiny_params):
@@ -75,7 +74,7 @@ def test_real_training_stops_with_epoch_step_and_keeps_the_checkpoint(two_cpu_ra
     # One step per epoch: epoch 1 ends finite and is checkpointed, epoch 2 starts at ~1e30 weights.
     params = tiny_params.with_overrides({
         "train.lr_g": 1e30, "train.lambda_adv": 0.0, "train.epochs": 3, "train.batch_size": 64,
-        "train.max_failures": 0,  # a NaN comes back on every retry: fail at once
+        "runtime.max_failures": 0,  # a NaN comes back on every retry: fail at once
         "data.output_dir": str(tmp_path / "prep"),
     })
     prepare_dataset(params.data, 0, tmp_path / "prep", progress=False)

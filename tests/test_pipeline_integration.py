@@ -1,5 +1,7 @@
 """End to end: a copy of the repo in a temp dir, `dvc repro` with tiny params, real Ray and MLflow."""
 
+import csv
+import io
 import json
 
 import numpy as np
@@ -152,3 +154,60 @@ def test_train_synthetic_trains_on_generated_pairs_and_is_scored_beside_the_trai
     card = json.loads((repo / "models_synthetic/model.json").read_text())
     assert card["mlflow_run_id"] == synthetic.info.run_id and card["registered_model_version"]
     assert "compared_with_train_stage.difference" in run(["dvc", "metrics", "show"], repo, env).stdout
+
+
+@pytest.fixture(scope="module")
+def committed(repro, tmp_path_factory):
+    """The reproduced project committed to git, its DVC outputs pushed to a local-folder remote that
+    the commit names as the default (as a team shares results)."""
+    repo, env, _ = repro
+    remote = tmp_path_factory.mktemp("dvc-remote")
+    run(["dvc", "remote", "add", "--default", "shared", str(remote)], repo, env)
+    run(["dvc", "push"], repo, env)
+    run(["git", "add", "--all"], repo, env)
+    run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-q", "-m", "reproduced"],
+        repo, env)
+    return repo, env, remote
+
+
+def test_a_fresh_clone_pulls_every_output_and_predicts_without_training(committed, tmp_path):
+    repo, env, remote = committed
+    assert sorted(p.name for p in remote.iterdir()) == ["files"]  # the pushed cache
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path, env)
+    assert not (clone / "models").exists() and (clone / "results/evaluation/metrics.json").is_file()
+    run(["dvc", "pull"], clone, env)
+    assert "up to date" in run(["dvc", "status"], clone, env).stdout.lower()
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], clone, env).stdout)
+    figures = shown[""]["data"]["results/evaluation/metrics.json"]["data"]["test"]
+    assert figures == json.loads((repo / "results/evaluation/metrics.json").read_text())["test"]
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 48), dtype=np.uint8)).save(images / "a.png")
+    run(["ganseg", "predict", "--model", "models", "--input", str(images), "--output", str(tmp_path / "masks")],
+        clone, env)
+    assert Image.open(tmp_path / "masks" / "a.png").size == (48, 40)
+    assert not (clone / "mlflow.db").exists() and not (clone / "runs").exists()  # nothing was trained
+
+
+def test_queued_experiments_log_to_the_project_store_and_show_their_test_miou(committed):
+    repo, env, _ = committed
+    names = {"lr-high": "0.004", "lr-low": "0.0025"}
+    for name, lr_g in names.items():
+        run(["dvc", "exp", "run", "--queue", "--name", name, "--set-param", f"train.lr_g={lr_g}", "evaluate"],
+            repo, env)
+    run(["dvc", "exp", "run", "--run-all"], repo, env, timeout=1800)
+    table = list(csv.DictReader(io.StringIO(run(["dvc", "exp", "show", "--csv"], repo, env).stdout)))
+    rows = {row["Experiment"]: row for row in table if row["Experiment"] in names}
+    assert set(rows) == set(names), [row["Experiment"] for row in table]
+    # DVC names a metric by its file too when two metrics files hold the same key
+    (miou,) = [c for c in table[0] if c in ("test.miou", "results/evaluation/metrics.json:test.miou")]
+    for name, lr_g in names.items():
+        assert float(rows[name]["train.lr_g"]) == float(lr_g)
+        assert 0 < float(rows[name][miou]) <= 1
+    tagged = {r.data.tags.get("ganseg.dvc_experiment"): r for r in mlflow_runs(repo, "train")}
+    assert set(names) <= set(tagged)
+    for name, lr_g in names.items():
+        assert tagged[name].info.status == "FINISHED"
+        assert float(tagged[name].data.params["train.lr_g"]) == float(lr_g)
+    assert not list((repo / ".dvc" / "tmp" / "exps").glob("*/mlflow.db"))  # no throw-away store

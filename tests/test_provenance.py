@@ -7,8 +7,8 @@ from dvc_data.hashfile.build import build
 from dvc_data.hashfile.db import HashFileDB
 from dvc_objects.fs.local import LocalFileSystem
 
-from ganseg.data.prepare import prepare_dataset
 from pipeline.provenance import DATA_HASH_TAG, GIT_COMMIT_TAG, GIT_DIRTY_TAG, dvc_dir_md5, git_tags, run_tags
+from tests.conftest import prepare_dataset
 
 
 def dvc_own_hash(folder: Path) -> str:

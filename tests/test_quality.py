@@ -17,10 +17,9 @@ from ganseg.data.datasets import endless, full_size_test, labelled_frequency, la
 from ganseg.data.void import VOID
 from ganseg.segmenter.losses import class_weight_tensor
 from ganseg.segmenter.training import build_training_state
-from ganseg.data.prepare import prepare_dataset
 from ganseg.segmenter.inference import resized_logits, segment_image
 from pipeline.cli import main
-from tests.conftest import write_pair
+from tests.conftest import prepare_dataset, write_pair
 
 
 @pytest.fixture

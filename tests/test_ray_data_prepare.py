@@ -13,7 +13,7 @@ from PIL import Image
 from ganseg.config import load_params
 from ganseg.data.prepare import prepare_dataset
 from tests.conftest import free_port
-from tests.e2e import TINY, clean_env, copy_project, submit
+from tests.e2e import TINY, clean_env, copy_project, run, submit
 
 pytestmark = pytest.mark.integration
 
@@ -65,6 +65,7 @@ def test_prepare_job_spreads_blocks_over_both_nodes_and_writes_what_one_process_
     address, env = two_nodes
     overrides = TINY | {"data.synthetic.num_images": 200}  # four blocks of pairs
     repo = copy_project(tmp_path / "repo", overrides)
+    run(["ganseg", "synthesize"], repo, clean_env())
     result = submit(address, ["--working-dir", ".", "--", "python", "-m", "pipeline.cli", "prepare",
                               "--root", str(repo)], env, cwd=repo)
     output = result.stdout + result.stderr
@@ -72,7 +73,7 @@ def test_prepare_job_spreads_blocks_over_both_nodes_and_writes_what_one_process_
     assert "Ray Data: 4 blocks of up to 64 pairs on 2 node(s)" in output, output[-4000:]
 
     params = load_params(repo / "params.yaml")
-    prepare_dataset(params.data, params.seed, tmp_path / "in_process", progress=False)
+    prepare_dataset(params.data, params.seed, tmp_path / "in_process", progress=False, root=repo)
     _assert_same_files(tmp_path / "in_process", repo / "data" / "prepared")
 
 

@@ -22,11 +22,10 @@ from PIL import Image
 
 from ganseg.config import Params, load_params
 from ganseg.contracts import read_dataset_stats
-from ganseg.data.prepare import prepare_dataset
 from ganseg.segmenter.training import build_networks
 from pipeline.cli import main
 from pipeline.train import RUN_KEY_TAG, check_checkpoints_fit, run_key
-from tests.conftest import ROOT, model_card, write_pair
+from tests.conftest import ROOT, model_card, prepare_dataset, write_pair
 from tests.test_bad_data import grey, png_bytes
 from tests.test_checkpoints import CodeOnLoad, export
 
@@ -148,9 +147,10 @@ def split_file_problems(tmp_path):
     }
     printed = ""
     for lines in rows.values():
-        Path("split.csv").write_text("stem,split\n" + "\n".join(lines) + "\n")
-        printed += prepare_folder(tmp_path, tmp_path / "ds", split_file="split.csv")
-    return printed
+        Path("ds/split.csv").write_text("stem,split\n" + "\n".join(lines) + "\n")
+        printed += prepare_folder(tmp_path, tmp_path / "ds", split_file="ds/split.csv")
+    shutil.move("ds/split.csv", "split.csv")  # outside the data folder, which DVC watches
+    return printed + prepare_folder(tmp_path, tmp_path / "ds", split_file="split.csv")
 
 
 def png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -237,7 +237,7 @@ def test_the_configuration_example_is_what_ganseg_prints(tmp_path, monkeypatch):
 
 # On a real Ray runtime: a training whose loss diverges in epoch 2 leaves a failed run with the
 # checkpoint of epoch 1, which a later run resumes.
-DIVERGING = ["train.lr_g=1e30", "train.lambda_adv=0", "train.epochs=3", "train.batch_size=64", "train.max_failures=0"]
+DIVERGING = ["train.lr_g=1e30", "train.lambda_adv=0", "train.epochs=3", "train.batch_size=64", "runtime.max_failures=0"]
 
 
 class Project:
@@ -324,7 +324,7 @@ def test_a_checkpoint_of_another_architecture_is_refused_before_the_workers_star
     run = project.train_run()
     run_dir = project.root / "runs" / "ray" / f"train-{run.info.run_id}"
     assert f"{run_dir}/checkpoint_" in printed and "state.pt: the generator weights are for another architecture" in printed
-    assert "--set train.resume=false starts afresh" in printed
+    assert "--set runtime.resume=false starts afresh" in printed
     assert len(list(run_dir.glob("checkpoint_*/state.pt"))) == 1  # epoch 1's, as the diverged run left it
     assert run.info.status == "FAILED" and not (project.root / "models").exists()
 

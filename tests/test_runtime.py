@@ -5,9 +5,9 @@ import threading
 import pytest
 
 from ganseg.config import Params, ParamsError, TrainConfig
-from ganseg.data.prepare import prepare_dataset
 from pipeline.runtime import ClusterResourcesError, scaling_for
 from pipeline.tune import check_trial_precision
+from tests.conftest import prepare_dataset
 
 CPUS_ONLY = {"CPU": 4.0, "memory": 8e9}
 TWO_GPUS = {"CPU": 16.0, "GPU": 2.0}

@@ -5,9 +5,8 @@ import pandas as pd
 import pytest
 
 from ganseg.config import DataConfig, SplitConfig
-from ganseg.data.prepare import prepare_dataset
 from ganseg.errors import DataError
-from tests.conftest import shared_dataset, write_pair
+from tests.conftest import prepare_dataset, shared_dataset, write_pair
 
 
 @pytest.fixture

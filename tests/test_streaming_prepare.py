@@ -3,8 +3,8 @@
 import numpy as np
 
 import ganseg.data.writers
-from ganseg.data.prepare import prepare_dataset
 from ganseg.data.writers import join_npy
+from tests.conftest import prepare_dataset
 
 
 def test_joined_chunks_equal_the_concatenated_arrays_and_are_removed(tmp_path):
@@ -44,14 +44,14 @@ def test_ray_data_is_used_when_asked_for_a_cluster_or_much_image_data(tmp_path, 
         (folder / "images" / name).touch()
         os.truncate(folder / "images" / name, size)  # sparse: takes no disk space
     small = DataConfig(source=str(folder))
-    assert not uses_ray_data(DataConfig())  # the built-in synthetic default
-    assert not uses_ray_data(small)
-    assert uses_ray_data(small.model_copy(update={"ray_data": True}))
+    assert not uses_ray_data(DataConfig(), tmp_path)  # the built-in data, small
+    assert not uses_ray_data(small, tmp_path)
+    assert uses_ray_data(small.model_copy(update={"ray_data": True}), tmp_path)
     os.truncate(folder / "images" / "b.png", RAY_DATA_MIN_BYTES // 2)
-    assert uses_ray_data(small) == (len(os.sched_getaffinity(0)) > 1)
-    assert not uses_ray_data(small.model_copy(update={"ray_data": False}))
+    assert uses_ray_data(small, tmp_path) == (len(os.sched_getaffinity(0)) > 1)
+    assert not uses_ray_data(small.model_copy(update={"ray_data": False}), tmp_path)
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
-    assert uses_ray_data(DataConfig())
+    assert uses_ray_data(DataConfig(), tmp_path)
 
 
 def test_blocks_and_their_results_cross_processes_as_json(tmp_path, tiny_params):
@@ -59,10 +59,14 @@ def test_blocks_and_their_results_cross_processes_as_json(tmp_path, tiny_params)
 
     from ganseg.data.blocks import BlockResult, BlockTask, Pair, prepare_block
     from ganseg.data.intensity import IntensityRule
+    from ganseg.data.synthetic import stem, write_synthetic_dataset
     from ganseg.data.writers import make_folders
 
     make_folders(tmp_path)
-    pairs = [Pair(f"synth_{i:05d}", split, index=i) for i, split in enumerate(["train", "val", "test", "train"])]
+    source = write_synthetic_dataset(tiny_params.data.synthetic.model_copy(update={"num_images": 4}), 1,
+                                     tmp_path / "source", progress=False)
+    pairs = [Pair(stem(i), split, source / "images" / f"{stem(i)}.png", source / "masks" / f"{stem(i)}.png")
+             for i, split in enumerate(["train", "val", "test", "train"])]
     task = BlockTask(3, pairs, tiny_params.data, 1, IntensityRule("image_percentiles", percentiles=(2.0, 98.0)), tmp_path)
     assert BlockTask.from_dict(json.loads(json.dumps(task.to_dict()))) == task
     folder_task = BlockTask(0, [Pair("a", "val", tmp_path / "i.png", tmp_path / "m.png")], tiny_params.data, 1,

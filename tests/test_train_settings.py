@@ -37,9 +37,9 @@ def test_without_a_tune_only_set_applies():
 
 
 def test_set_inside_a_section_the_file_leaves_unset():
-    effective, lines = layered_params(Params(), {}, ["train.fault_injection.at_epoch=3"], FROM)
-    assert effective.train.fault_injection.at_epoch == 3
-    assert lines == ["train.fault_injection.at_epoch = 3 (--set)"]
+    effective, lines = layered_params(Params(), {}, ["runtime.fault_injection.at_epoch=3"], FROM)
+    assert effective.runtime.fault_injection.at_epoch == 3
+    assert lines == ["runtime.fault_injection.at_epoch = 3 (--set)"]
 
 
 def test_train_stage_prints_the_differences_first(tmp_path, capsys, monkeypatch):

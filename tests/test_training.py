@@ -9,11 +9,10 @@ from torch.utils.data import DataLoader
 
 from ganseg.checkpoints import checkpoint_of, restore_checkpoint
 from ganseg.data.datasets import PreparedSplit, shard_indices, to_input
-from ganseg.data.prepare import prepare_dataset
 from ganseg.export import export_model, load_model
 from ganseg.segmenter.inference import confusion_over
 from ganseg.segmenter.training import build_training_state, train_epoch, train_step
-from tests.conftest import batch, changed, model_card, weights_of
+from tests.conftest import batch, changed, model_card, prepare_dataset, weights_of
 
 
 def test_gan_step_updates_both_networks(tiny_params):

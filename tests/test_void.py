@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ganseg.config import DataConfig, ParamsError, SplitConfig, validate_params
-from ganseg.data.prepare import prepare_dataset
 from ganseg.data.sources import mask_to_ids
 from ganseg.data.void import VOID
 from ganseg.errors import DataError
@@ -18,7 +17,7 @@ from ganseg.metrics import BoundaryF1, confusion_matrix, scores
 from ganseg.segmenter.losses import segmentation_loss, soft_dice_loss, valid_one_hot
 from ganseg.segmenter.training import build_networks, build_training_state, train_step
 from ganseg.viz import VOID_GREY, comparison_strip, overlay
-from tests.conftest import batch, write_pair
+from tests.conftest import batch, prepare_dataset, write_pair
 
 V = VOID
 

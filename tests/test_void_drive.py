@@ -11,11 +11,10 @@ from torch.utils.data import DataLoader
 
 from ganseg.data.augment import pair_transform
 from ganseg.data.datasets import PreparedSplit, endless
-from ganseg.data.prepare import prepare_dataset
 from ganseg.data.void import VOID
 from ganseg.evaluation import evaluate_full_size, write_report
 from ganseg.segmenter.training import build_training_state, train_epoch
-from tests.conftest import shared_dataset
+from tests.conftest import prepare_dataset, shared_dataset
 
 STEPS = 4
 

@@ -12,14 +12,13 @@ import ganseg.evaluation
 import ganseg.fileio
 import ganseg.segment_folder
 from ganseg.contracts import ModelCard, read_dataset_stats
-from ganseg.data.prepare import prepare_dataset
 from ganseg.export import export_model
 from ganseg.fileio import atomic_dir, write_json
 from ganseg.segment_folder import segment_folder
 from ganseg.segmenter.training import build_networks
 from pipeline import evaluate
 from pipeline.train import _export
-from tests.conftest import model_card, prepared_stats
+from tests.conftest import model_card, prepare_dataset, prepared_stats
 
 
 class InjectedFailure(Exception):

@@ -22,6 +22,7 @@ from ganseg.config.train import (
     GeneratedPairsConfig,
     MaskDeformConfig,
     ModelConfig,
+    RuntimeConfig,
     SemiConfig,
     TrainConfig,
 )
@@ -31,7 +32,7 @@ from ganseg.errors import ParamsError, invalid_fields
 __all__ = [
     "AugmentConfig", "DataConfig", "EvaluateConfig", "FaultInjection", "GeneratedPairsConfig", "ImagegenConfig",
     "IntensityConfig", "MaskDeformConfig",
-    "MlflowConfig", "ModelConfig", "Params", "ParamsError", "SearchDimension", "SemiConfig", "SplitConfig",
+    "MlflowConfig", "ModelConfig", "Params", "ParamsError", "RuntimeConfig", "SearchDimension", "SemiConfig", "SplitConfig",
     "SyntheticConfig", "TrainConfig", "TuneConfig", "load_params", "validate_params",
 ]
 
@@ -90,6 +91,10 @@ class MlflowConfig(Strict):
         "ganseg-image-generator", pattern=r"^[A-Za-z0-9_.\-]+$",
         description="model registry name of the mask -> image generator; every train_imagegen run registers a version",
     )
+    log_images_every: int = Field(
+        5, ge=0, description="every N epochs and at the last, a grid of validation overlays (train) or of mask |"
+        " real | samples (train_imagegen); 0 = never",
+    )
 
 
 class Params(Strict):
@@ -101,6 +106,7 @@ class Params(Strict):
     imagegen: ImagegenConfig = Field(default_factory=ImagegenConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Params":

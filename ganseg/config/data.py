@@ -24,6 +24,8 @@ class SplitConfig(Strict):
 
 
 class SyntheticConfig(Strict):
+    """The built-in dataset that stage synthesize writes to data/synthetic."""
+
     num_images: int = Field(400, ge=3, description="how many image/mask pairs to generate")
     size: int = Field(64, ge=16, description="side of each generated square image, in pixels")
 
@@ -52,7 +54,10 @@ class IntensityConfig(Strict):
 
 
 class DataConfig(Strict):
-    source: str = Field("synthetic", description="'synthetic' or a folder holding images/ and masks/")
+    source: str = Field(
+        "data/synthetic",
+        description="the folder holding images/ and masks/; data/synthetic is the built-in data (stage synthesize)",
+    )
     output_dir: str = "data/prepared"
     image_size: int = Field(64, ge=8, description="side of the square training tiles")
     fit: Literal["resize", "tile"] = "resize"

@@ -38,4 +38,3 @@ class ImagegenConfig(Strict):
         " generator learns the images' own intensities",
     )
     samples: int = Field(3, ge=1, le=8, description="images drawn per mask in the logged grids")
-    log_images_every: int = Field(5, ge=0, description="log a grid mask | real | samples every N epochs; 0 = never")

@@ -85,6 +85,17 @@ class FaultInjection(Strict):
     at_epoch: int = Field(2, ge=2, description="killed as this epoch starts; the one before is checkpointed")
 
 
+class RuntimeConfig(Strict):
+    """How the training stages run, for the segmenter and the image generator alike. None of it changes
+    what a stage produces, so no DVC stage depends on this section."""
+
+    storage_path: str = Field("runs/ray", description="Ray Train storage (local folder, shared mount or URI)")
+    checkpoints_to_keep: int = Field(2, ge=1, description="best k by validation score, plus the latest")
+    max_failures: int = Field(2, ge=-1, description="worker-group restarts from the last checkpoint; -1 = no limit")
+    resume: bool = Field(True, description="continue an unfinished run of the same config instead of starting over")
+    fault_injection: FaultInjection | None = None
+
+
 class TrainConfig(Strict):
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(8, ge=1, description="per worker")
@@ -121,14 +132,6 @@ class TrainConfig(Strict):
                                 " stage probes and warns)")
     compile: bool = Field(False, description="torch.compile both networks: compile time at the start of every"
                           " run (ganseg bench throughput measures both)")
-    storage_path: str = Field("runs/ray", description="Ray Train storage (local folder, shared mount or URI)")
-    checkpoints_to_keep: int = Field(2, ge=1, description="best k by validation mIoU, plus the latest")
-    max_failures: int = Field(2, ge=-1, description="worker-group restarts from the last checkpoint; -1 = no limit")
-    resume: bool = Field(True, description="continue an unfinished run of the same config instead of starting over")
-    fault_injection: FaultInjection | None = None
-    log_images_every: int = Field(
-        5, ge=0, description="log a grid of validation overlays every N epochs and at the last; 0 = never"
-    )
 
     @field_validator("class_weights")
     @classmethod

@@ -16,7 +16,6 @@ import numpy as np
 from PIL import Image
 
 from ganseg.config import DataConfig
-from ganseg.data import synthetic
 from ganseg.data.intensity import IntensityRule
 from ganseg.data.sources import Problem, Sample, load_pair
 from ganseg.data.splits import SPLITS
@@ -27,13 +26,12 @@ PAIRS_PER_BLOCK = 64  # large enough that a Ray Data task's overhead (~20 ms) is
 
 @dataclass(frozen=True)
 class Pair:
-    """One image/mask pair to read; `image` and `mask` are None for the built-in synthetic image `index`."""
+    """One image/mask pair to read."""
 
     stem: str
     split: str
-    image: Path | None = None
-    mask: Path | None = None
-    index: int = 0
+    image: Path
+    mask: Path
 
 
 @dataclass(frozen=True)
@@ -47,14 +45,13 @@ class BlockTask:
 
     def to_dict(self) -> dict:
         """Plain JSON values, for another process to rebuild the task (`from_dict`) without pickle."""
-        pairs = [[p.stem, p.split, p.image and str(p.image), p.mask and str(p.mask), p.index] for p in self.pairs]
+        pairs = [[p.stem, p.split, str(p.image), str(p.mask)] for p in self.pairs]
         return {"number": self.number, "pairs": pairs, "cfg": self.cfg.model_dump(mode="json"), "seed": self.seed,
                 "rule": asdict(self.rule), "staging": str(self.staging)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "BlockTask":
-        pairs = [Pair(stem, split, image and Path(image), mask and Path(mask), index)
-                 for stem, split, image, mask, index in d["pairs"]]
+        pairs = [Pair(stem, split, Path(image), Path(mask)) for stem, split, image, mask in d["pairs"]]
         rule = IntensityRule(**(d["rule"] | {"percentiles": tuple(d["rule"]["percentiles"])}))
         return cls(d["number"], pairs, DataConfig.model_validate(d["cfg"]), d["seed"], rule, Path(d["staging"]))
 
@@ -104,18 +101,19 @@ def prepare_block(task: BlockTask) -> BlockResult:
 
 
 def _read(pair: Pair, task: BlockTask, result: BlockResult) -> Sample | None:
-    if pair.image is None:
-        image, mask = synthetic.generate_sample(task.seed, pair.index, task.cfg.synthetic.size)
-        image = np.repeat(image[..., None], task.cfg.channels, axis=2)
-        result.used += 1
-        return Sample(pair.stem, image, mask, "synthetic", "synthetic")
     sample, problems, clipped = load_pair(pair.stem, pair.image, pair.mask, task.cfg, task.rule)
     result.problems += problems
     if sample is not None:
+        # within the dataset folder: the prepared data does not depend on where the folder lies
+        sample.image_path, sample.mask_path = (_within_dataset(path) for path in (pair.image, pair.mask))
         result.used += 1
         result.clipped += clipped
         result.pixels += sample.image.size
     return sample
+
+
+def _within_dataset(path: Path) -> str:
+    return f"{path.parent.name}/{path.name}"
 
 
 def fit_to_size(sample: Sample, size: int, mode: str) -> list[Sample]:

@@ -16,9 +16,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ganseg.config import Params
-from ganseg.contracts import read_dataset_stats
+from ganseg.contracts import FULL_TEST_DIR, read_dataset_stats
 from ganseg.data.augment import pair_transform
-from ganseg.data.prepare import FULL_TEST_DIR
 from ganseg.data.void import VOID
 from ganseg.errors import DataError
 

@@ -1,4 +1,4 @@
-"""The prepare stage's work: every usable pair of data.source read, fitted to the tile size, split,
+"""The prepare stage's work: every usable pair of the data.source folder read, fitted to the tile size, split,
 counted and written to the prepared folder in one atomic move.
 
 Prepared layout (one folder, a DVC output):
@@ -32,11 +32,11 @@ from ganseg.data.sources import (
     source_folder,
 )
 from ganseg.data.splits import SPLITS, assign_splits
-from ganseg.data.writers import FULL_TEST_DIR, join_blocks, make_folders
+from ganseg.data.writers import join_blocks, make_folders
 from ganseg.errors import DataError
 from ganseg.fileio import atomic_dir
 
-__all__ = ["FULL_TEST_DIR", "SKIPPED_REPORT", "prepare_dataset", "run_in_process"]
+__all__ = ["SKIPPED_REPORT", "prepare_dataset", "run_in_process"]
 
 SKIPPED_REPORT = "skipped.csv"
 
@@ -52,23 +52,15 @@ class SourcePlan:
     the rule may need the training images' percentiles.
     """
 
-    def __init__(self, cfg: DataConfig, seed: int):
+    def __init__(self, cfg: DataConfig, seed: int, root: Path):
         self.cfg = cfg
-        self.folder: Path | None = None
-        self.problems: list[Problem] = []
-        if cfg.source == "synthetic":
-            stems = [f"synth_{i:05d}" for i in range(cfg.synthetic.num_images)]
-            splits = assign_splits(stems, cfg, seed)
-            self.pairs = [Pair(stem, splits[stem], index=i) for i, stem in enumerate(stems)]
-            self.rule = IntensityRule("dtype")
-            return
-        self.folder = source_folder(cfg)
+        self.folder = source_folder(cfg, root)
         scan = scan_folder(self.folder)
-        self.problems = list(scan.problems)
+        self.problems: list[Problem] = list(scan.problems)
         in_images = {stem for stem, _, _ in scan.pairs} | {
             p.file.stem for p in self.problems if p.file.parent.name == "images"
         }
-        splits = assign_splits([stem for stem, _, _ in scan.pairs], cfg, seed, present=in_images)
+        splits = assign_splits([stem for stem, _, _ in scan.pairs], cfg, seed, present=in_images, root=root)
         self.pairs = [Pair(stem, splits[stem], image, mask) for stem, image, mask in scan.pairs]
         self.rule = self._intensity_rule()
 
@@ -93,7 +85,12 @@ def run_in_process(prepare: Callable[[BlockTask], BlockResult], tasks: list[Bloc
 
 
 def prepare_dataset(
-    cfg: DataConfig, seed: int, out_dir: str | Path, progress: bool = True, run_blocks: RunBlocks = run_in_process
+    cfg: DataConfig,
+    seed: int,
+    out_dir: str | Path,
+    progress: bool = True,
+    run_blocks: RunBlocks = run_in_process,
+    root: str | Path = ".",
 ) -> DatasetStats:
     """Read, fit and split every usable pair, then write the prepared folder in one atomic move.
 
@@ -102,9 +99,10 @@ def prepare_dataset(
     its tiles into the staging folder as it goes, so memory holds one block's tiles whatever the
     number of images. Every file is checked before the staging folder replaces `out_dir`: unusable
     files stop the stage with one DataError listing them all (data.on_error: fail; nothing is
-    replaced), or are left out and listed in skipped.csv (data.on_error: skip).
+    replaced), or are left out and listed in skipped.csv (data.on_error: skip). Relative data.source
+    and data.split_file paths are read from `root`; the manifest names files within data.source.
     """
-    plan = SourcePlan(cfg, seed)
+    plan = SourcePlan(cfg, seed, Path(root))
     with atomic_dir(out_dir) as staging:
         make_folders(staging)
         tasks = make_blocks(plan.pairs, cfg, seed, plan.rule, staging)
@@ -126,7 +124,7 @@ def prepare_dataset(
 
 
 def _check_usable(
-    cfg: DataConfig, folder: Path | None, problems: list[Problem], counts: dict[str, int], used: int
+    cfg: DataConfig, folder: Path, problems: list[Problem], counts: dict[str, int], used: int
 ) -> None:
     if problems and (cfg.on_error == "fail" or not any(counts.values())):
         advice = (

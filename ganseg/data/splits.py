@@ -24,15 +24,18 @@ def split_of(stem: str, split: SplitConfig) -> str:
     return "val" if position < split.train + split.val else "test"
 
 
-def assign_splits(stems: list[str], cfg: DataConfig, seed: int, present: set[str] | None = None) -> dict[str, str]:
+def assign_splits(
+    stems: list[str], cfg: DataConfig, seed: int, present: set[str] | None = None, root: Path = Path(".")
+) -> dict[str, str]:
     """stem -> train / val / test for every stem to prepare.
 
     With data.split_file the file decides; `present` (every stem found in images/, usable or not)
-    lets it tell a stem with a problem file from a stem that is not in the folder at all.
+    lets it tell a stem with a problem file from a stem that is not in the folder at all. A relative
+    split file is read from `root`.
     """
     if cfg.split_file is None:
         return {stem: split_of(stem, cfg.split) for stem in stems}
-    listed = read_split_file(Path(cfg.split_file))
+    listed = read_split_file(root / Path(cfg.split_file).expanduser(), cfg.split_file)
     _check_coverage(cfg.split_file, listed, set(stems), present if present is not None else set(stems))
     assigned = {stem: listed[stem] for stem in stems}
     if "val" not in listed.values():
@@ -40,27 +43,29 @@ def assign_splits(stems: list[str], cfg: DataConfig, seed: int, present: set[str
     return assigned
 
 
-def read_split_file(path: Path) -> dict[str, str]:
-    """The stem -> split map of a CSV with the columns stem,split; DataError for anything else."""
+def read_split_file(path: Path, shown: str | None = None) -> dict[str, str]:
+    """The stem -> split map of a CSV with the columns stem,split; DataError for anything else, naming
+    the file as `shown` (the path as the params give it) or `path`."""
+    shown = shown or str(path)
     if not path.is_file():
-        raise DataError(f"data.split_file {path}: no such file")
+        raise DataError(f"data.split_file {shown}: no such file")
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise DataError(f"data.split_file {path}: not a readable CSV ({err})") from None
+        raise DataError(f"data.split_file {shown}: not a readable CSV ({err})") from None
     if list(table.columns[:2]) != ["stem", "split"]:
-        raise DataError(f"data.split_file {path}: needs the header stem,split (found {','.join(table.columns)})")
+        raise DataError(f"data.split_file {shown}: needs the header stem,split (found {','.join(table.columns)})")
     table["stem"], table["split"] = table["stem"].str.strip(), table["split"].str.strip()
     bad = table[~table["split"].isin(SPLITS)]
     if len(bad):
         rows = ", ".join(f"line {i + 2}: {s!r}" for i, s in bad["split"].head(SHOWN).items())
-        raise DataError(f"data.split_file {path}: split must be train, val or test ({rows})")
+        raise DataError(f"data.split_file {shown}: split must be train, val or test ({rows})")
     twice = table["stem"][table["stem"].duplicated()].unique()
     if len(twice):
-        raise DataError(f"data.split_file {path}: stems listed more than once: {_names(twice)}")
+        raise DataError(f"data.split_file {shown}: stems listed more than once: {_names(twice)}")
     for needed in ("train", "test"):
         if needed not in set(table["split"]):
-            raise DataError(f"data.split_file {path}: no {needed!r} rows: the {needed} split would be empty")
+            raise DataError(f"data.split_file {shown}: no {needed!r} rows: the {needed} split would be empty")
     return dict(zip(table["stem"], table["split"]))
 
 

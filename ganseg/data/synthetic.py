@@ -1,4 +1,5 @@
-"""The built-in dataset: procedurally drawn cell tissue, deterministic by seed, made offline.
+"""The built-in dataset: procedurally drawn cell tissue, deterministic by seed, made offline and
+written as an ordinary dataset folder (images/ + masks/), which prepare reads like a user's.
 
 Each image shows packed cells (a warped Voronoi tiling) whose thin dark walls are the
 `membrane` class, with dark round `organelle` blobs inside some cells, on textured, blurred,
@@ -8,8 +9,14 @@ use shape and context, not just intensity, to tell them apart.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from PIL import Image, ImageFilter
+from tqdm import tqdm
+
+from ganseg.config import SyntheticConfig
+from ganseg.fileio import atomic_dir
 
 CLASS_NAMES = ["background", "membrane", "organelle"]
 
@@ -64,3 +71,19 @@ def generate_sample(seed: int, index: int, size: int) -> tuple[np.ndarray, np.nd
     rng = np.random.default_rng([seed, index])
     mask = draw_mask(rng, size)
     return render_image(rng, mask), mask
+
+
+def stem(index: int) -> str:
+    return f"synth_{index:05d}"
+
+
+def write_synthetic_dataset(cfg: SyntheticConfig, seed: int, folder: str | Path, progress: bool = True) -> Path:
+    """`cfg.num_images` pairs as grey PNG images and class-id PNG masks, replacing `folder` at once."""
+    with atomic_dir(folder) as staging:
+        (staging / "images").mkdir()
+        (staging / "masks").mkdir()
+        for index in tqdm(range(cfg.num_images), desc="synthesize", unit="img", disable=not progress):
+            image, mask = generate_sample(seed, index, cfg.size)
+            Image.fromarray(image).save(staging / "images" / f"{stem(index)}.png")
+            Image.fromarray(mask).save(staging / "masks" / f"{stem(index)}.png")
+    return Path(folder)

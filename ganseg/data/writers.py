@@ -17,11 +17,11 @@ from typing import IO, Sequence
 import numpy as np
 from PIL import Image
 
+from ganseg.contracts import FULL_TEST_DIR
 from ganseg.data.sources import Sample
 from ganseg.data.splits import SPLITS
 from ganseg.data.void import VOID
 
-FULL_TEST_DIR = "test_full"
 CHUNK_BYTES = 64 * 2**20  # tiles held before they are saved: the part of a block's memory that tiles take
 COPY_BYTES = 16 * 2**20
 

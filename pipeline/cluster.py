@@ -1,0 +1,50 @@
+"""Joining the Ray cluster in RAY_ADDRESS, or starting a private local one, with Ray's output
+sent to the stage's log. Every stage that uses Ray starts here, prepare included: this module
+imports neither torch nor the training code."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import ray
+
+from pipeline.console import RayOutput
+
+# Ray's 60 s default is too short for a worker to import torch on a busy 2-core machine.
+WORKER_START_TIMEOUT_S = os.environ.get("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
+
+
+def start_ray(log_path: Path | None = None, num_cpus: int | None = None) -> None:
+    """Join the cluster in RAY_ADDRESS (as under `ray job submit`), or start a private local one.
+
+    With `log_path`, Ray's own output (its driver loggers and everything its workers print) goes
+    to that file and the console gets only our progress lines and Ray's warnings and errors.
+
+    The local runtime starts with its dashboard: without it, Tune trials that each launch a
+    TorchTrainer were seen to hang on a 2-CPU machine. It is always a new one (address "local"):
+    a bare ray.init() would join whatever cluster `ray start` last recorded on this machine, and
+    wait minutes for it if that cluster has since gone. `num_cpus` limits the local one (benchmarks).
+    """
+    if ray.is_initialized():
+        return
+    output = RayOutput(log_path) if log_path else None
+    if output:
+        output.take_over_driver_loggers()
+    runtime_env = {"env_vars": {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": WORKER_START_TIMEOUT_S}}
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(runtime_env=runtime_env)
+    else:
+        ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", runtime_env=runtime_env,
+                 num_cpus=num_cpus)
+    resources = ray.cluster_resources()
+    where = ""
+    if output:
+        output.take_over_worker_output()
+        where = f"; Ray's log: {_shown_path(log_path)}"
+    print(f"Ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs{where}")
+
+
+def _shown_path(path: Path) -> Path:
+    path = path.resolve()
+    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
