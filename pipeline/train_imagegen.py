@@ -1,8 +1,9 @@
 """train_imagegen stage: Ray Train (DDP) of the mask -> image generator, run like the train stage.
 
 The same settings of how to run (train.num_workers and use_gpu, the runtime section), the same
-full-state checkpoints and recovery, one MLflow run, and a registered model of its own (mlflow.registered_image_generator). The train stage's segmenter
-(models/) is the judge whose validation score picks the best checkpoint.
+full-state checkpoints and recovery, one MLflow run, and a registered model of its own
+(mlflow.registered_image_generator). The train stage's segmenter (models/) is the judge whose
+validation score picks the best checkpoint.
 """
 
 from __future__ import annotations

@@ -56,7 +56,8 @@ def test_every_params_key_is_a_dependency_of_some_stage_unless_it_changes_no_out
     unused = [key for key in _leaf_keys(params)
               if not any(_covers(name, key) for name in listed + list(NO_STAGE_DEPENDS_ON))]
     assert not unused, f"params.yaml keys no stage lists: {unused}"
-    operational = [key for key in listed if any(_covers(name, key) or _covers(key, name) for name in NO_STAGE_DEPENDS_ON)]
+    operational = [key for key in listed
+                   if any(_covers(name, key) or _covers(key, name) for name in NO_STAGE_DEPENDS_ON)]
     assert not operational, f"stages depend on keys that change no output: {operational}"
 
 

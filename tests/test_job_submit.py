@@ -8,7 +8,7 @@ import tempfile
 import pytest
 
 from tests.conftest import free_port
-from tests.e2e import TINY, clean_env, copy_project, mlflow_runs, prepare_project, run, submit
+from tests.e2e import TINY, clean_env, copy_project, mlflow_runs, prepare_project, submit
 
 pytestmark = pytest.mark.integration
 

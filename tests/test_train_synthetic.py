@@ -37,7 +37,7 @@ def test_a_tuned_or_set_share_counts_not_just_the_params_file(tmp_path):
 
 def test_an_image_generator_for_other_classes_is_refused_before_any_training(tmp_path):
     from ganseg.contracts import ImagegenCard
-        from ganseg.errors import CheckpointError
+    from ganseg.errors import CheckpointError
     from ganseg.export import export_model
     from ganseg.imagegen.export import export_image_generator
     from ganseg.imagegen.training import build_generator

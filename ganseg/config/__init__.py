@@ -31,9 +31,9 @@ from ganseg.errors import ParamsError, invalid_fields
 
 __all__ = [
     "AugmentConfig", "DataConfig", "EvaluateConfig", "FaultInjection", "GeneratedPairsConfig", "ImagegenConfig",
-    "IntensityConfig", "MaskDeformConfig",
-    "MlflowConfig", "ModelConfig", "Params", "ParamsError", "RuntimeConfig", "SearchDimension", "SemiConfig", "SplitConfig",
-    "SyntheticConfig", "TrainConfig", "TuneConfig", "load_params", "validate_params",
+    "IntensityConfig", "MaskDeformConfig", "MlflowConfig", "ModelConfig", "Params", "ParamsError", "RuntimeConfig",
+    "SearchDimension", "SemiConfig", "SplitConfig", "SyntheticConfig", "TrainConfig", "TuneConfig", "load_params",
+    "validate_params",
 ]
 
 
