@@ -16,7 +16,7 @@ from tests.conftest import ROOT
 
 LEFT_BEHIND = {".venv", ".git", "runs", "models", "results", "mlartifacts", "mlruns", "mlflow.db", "dvc.lock",
                "__pycache__", ".pytest_cache", ".hypothesis", "prepared", "synthetic", "cache", "tmp", "dvc_plots",
-               "image_generator", "models_synthetic"}
+               "image_generator", "models_synthetic", "config.local"}  # .dvc/config.local: this machine's remotes
 
 TINY = {
     "data.synthetic.num_images": 40,

@@ -205,9 +205,11 @@ def test_queued_experiments_log_to_the_project_store_and_show_their_test_miou(co
     for name, lr_g in names.items():
         assert float(rows[name]["train.lr_g"]) == float(lr_g)
         assert 0 < float(rows[name][miou]) <= 1
-    tagged = {r.data.tags.get("ganseg.dvc_experiment"): r for r in mlflow_runs(repo, "train")}
-    assert set(names) <= set(tagged)
+    tune, train = ({r.data.tags.get("ganseg.dvc_experiment"): r for r in mlflow_runs(repo, stage)}
+                   for stage in ("tune", "train"))
+    assert set(names) <= set(tune) and set(names) <= set(train), (set(tune), set(train))
     for name, lr_g in names.items():
-        assert tagged[name].info.status == "FINISHED"
-        assert float(tagged[name].data.params["train.lr_g"]) == float(lr_g)
+        assert tune[name].info.status == train[name].info.status == "FINISHED"
+        # the tune run records the experiment's params; train's lr_g is the tuned one
+        assert float(tune[name].data.params["train.lr_g"]) == float(lr_g)
     assert not list((repo / ".dvc" / "tmp" / "exps").glob("*/mlflow.db"))  # no throw-away store
