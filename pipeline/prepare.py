@@ -24,6 +24,7 @@ from ganseg.config import DataConfig, Params
 from ganseg.contracts import DatasetStats
 from ganseg.data.blocks import PAIRS_PER_BLOCK, BlockResult, BlockTask
 from ganseg.data.prepare import SKIPPED_REPORT, RunBlocks, prepare_dataset, run_in_process
+from ganseg.data.sources import source_path
 from ganseg.errors import DataError
 from pipeline.console import LOG_DIR, quiet_ray_data
 
@@ -62,7 +63,7 @@ def check_watched(cfg: DataConfig, project_root: Path) -> None:
     dependency, so DVC would not see the file change."""
     if cfg.split_file is None:
         return
-    folder = (project_root / Path(cfg.source).expanduser()).resolve()
+    folder = source_path(cfg, project_root).resolve()
     split_file = (project_root / Path(cfg.split_file).expanduser()).resolve()
     if not split_file.is_relative_to(folder):
         raise DataError(
@@ -79,7 +80,7 @@ def uses_ray_data(cfg: DataConfig, project_root: Path) -> bool:
         return True
     if len(os.sched_getaffinity(0)) < 2:
         return False
-    images = project_root / Path(cfg.source).expanduser() / "images"
+    images = source_path(cfg, project_root) / "images"
     return images.is_dir() and _holds_at_least(images, RAY_DATA_MIN_BYTES)  # else prepare says what is missing
 
 

@@ -300,9 +300,14 @@ def _size(shape: tuple) -> str:
     return f"{shape[1]}x{shape[0]} px"
 
 
+def source_path(cfg: DataConfig, root: Path = Path(".")) -> Path:
+    """Where data.source points; a relative one is read from `root`."""
+    return root / Path(cfg.source).expanduser()
+
+
 def source_folder(cfg: DataConfig, root: Path = Path(".")) -> Path:
-    """The data.source folder; a relative one is read from `root`."""
-    folder = root / Path(cfg.source).expanduser()
+    """The data.source folder, which must exist."""
+    folder = source_path(cfg, root)
     if not folder.is_dir():
         raise DataError(f"data.source {cfg.source!r} is not an existing folder (the built-in data, data/synthetic,"
                         " is written by `ganseg synthesize`, the first stage of `dvc repro`)")
