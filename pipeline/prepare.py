@@ -25,6 +25,7 @@ from ganseg.contracts import DatasetStats
 from ganseg.data.blocks import PAIRS_PER_BLOCK, BlockResult, BlockTask
 from ganseg.data.prepare import SKIPPED_REPORT, RunBlocks, prepare_dataset, run_in_process
 from ganseg.data.sources import source_path
+from ganseg.data.splits import split_file_path
 from ganseg.errors import DataError
 from pipeline.console import LOG_DIR, quiet_ray_data
 
@@ -64,7 +65,7 @@ def check_watched(cfg: DataConfig, project_root: Path) -> None:
     if cfg.split_file is None:
         return
     folder = source_path(cfg, project_root).resolve()
-    split_file = (project_root / Path(cfg.split_file).expanduser()).resolve()
+    split_file = split_file_path(cfg, project_root).resolve()
     if not split_file.is_relative_to(folder):
         raise DataError(
             f"data.split_file {cfg.split_file} lies outside data.source {cfg.source}: DVC watches only that folder"

@@ -35,12 +35,17 @@ def assign_splits(
     """
     if cfg.split_file is None:
         return {stem: split_of(stem, cfg.split) for stem in stems}
-    listed = read_split_file(root / Path(cfg.split_file).expanduser(), cfg.split_file)
+    listed = read_split_file(split_file_path(cfg, root), cfg.split_file)
     _check_coverage(cfg.split_file, listed, set(stems), present if present is not None else set(stems))
     assigned = {stem: listed[stem] for stem in stems}
     if "val" not in listed.values():
         assigned |= _validation_share(assigned, cfg.split.val, seed)
     return assigned
+
+
+def split_file_path(cfg: DataConfig, root: Path = Path(".")) -> Path:
+    """Where data.split_file points (it must be set); a relative one is read from `root`."""
+    return root / Path(cfg.split_file).expanduser()
 
 
 def read_split_file(path: Path, shown: str | None = None) -> dict[str, str]:
