@@ -1,8 +1,8 @@
 """Checkpoints of a GAN's training state, and the weights files behind every model.
 
 A checkpoint holds all that training needs to go on exactly where it stopped: both networks,
-optimisers, schedulers, the grad scaler, the generator's moving average, epoch, step, history and
-the RNG states. Every file is loaded with `torch.load(weights_only=True)`, so none can run code, and
+optimisers (and schedulers and grad scaler, where the state has them), the moving average of the
+trained network, epoch, step, history and the RNG states. It serves any state that is a `GanState`. Every file is loaded with `torch.load(weights_only=True)`, so none can run code, and
 weights for another architecture are refused with the tensors that differ.
 """
 
@@ -12,20 +12,41 @@ import pickle
 import random
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from ganseg.errors import CheckpointError
 
-if TYPE_CHECKING:  # any GAN training state with these attributes; the segmenter's is this one
-    from ganseg.segmenter.training import TrainingState
 
-# Parts of a training state that only some states have (the image generator's has no schedulers
-# and no grad scaler): saved and restored when the state has them.
-OPTIONAL_PARTS = ("sched_g", "sched_d", "scaler")
+class Stateful(Protocol):
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state_dict: dict) -> Any: ...
+
+
+class GanState(Protocol):
+    """What a GAN's training state holds, as checkpoints see it: the network trained against the
+    discriminator (`model`, saved under `model_key`: "segmenter" or "generator"), the
+    discriminator, the optimisation state (optimisers, and schedulers and grad scaler where there
+    are any, by name), the step count and the moving average of `model`."""
+
+    model_key: str
+    discriminator: nn.Module
+    global_step: int
+    ema: AveragedModel | None
+
+    @property
+    def model(self) -> nn.Module: ...
+
+    def optimisation(self) -> dict[str, Stateful]: ...
+
+
+# Checkpoints of older code call the segmenter the generator.
+OLD_KEYS = {"segmenter": "generator", "ema_segmenter": "ema_generator"}
 
 
 def unwrap(module: nn.Module) -> nn.Module:
@@ -33,14 +54,12 @@ def unwrap(module: nn.Module) -> nn.Module:
     return getattr(module, "module", module)
 
 
-def checkpoint_of(state: TrainingState, epoch: int, history: list[dict]) -> dict:
+def checkpoint_of(state: GanState, epoch: int, history: list[dict]) -> dict:
     """Everything needed to continue exactly where training stopped."""
     return {
-        "generator": unwrap(state.generator).state_dict(),
+        state.model_key: unwrap(state.model).state_dict(),
         "discriminator": unwrap(state.discriminator).state_dict(),
-        "opt_g": state.opt_g.state_dict(),
-        "opt_d": state.opt_d.state_dict(),
-        **{name: getattr(state, name).state_dict() for name in OPTIONAL_PARTS if hasattr(state, name)},
+        **{name: part.state_dict() for name, part in state.optimisation().items()},
         "epoch": epoch,
         "global_step": state.global_step,
         "rng": rng_state(),
@@ -49,49 +68,56 @@ def checkpoint_of(state: TrainingState, epoch: int, history: list[dict]) -> dict
     }
 
 
-def _ema_weights(state: TrainingState) -> dict:
+def _ema_weights(state: GanState) -> dict:
     if state.ema is None:
         return {}
-    return {"ema_generator": state.ema.module.state_dict(), "ema_updates": state.ema.n_averaged.clone()}
+    return {f"ema_{state.model_key}": state.ema.module.state_dict(), "ema_updates": state.ema.n_averaged.clone()}
 
 
-def weights_to_export(checkpoint: dict) -> dict:
-    """The generator weights to export from a checkpoint: the moving average when there is one."""
-    return checkpoint.get("ema_generator", checkpoint["generator"])
+def weights_to_export(checkpoint: dict, model_key: str) -> dict:
+    """The weights of the trained network to export from a checkpoint: its moving average when there is one."""
+    return checkpoint.get(f"ema_{model_key}", checkpoint[model_key])
 
 
-CHECKPOINT_KEYS = ("generator", "discriminator", "opt_g", "opt_d", "epoch", "global_step", "rng", "history")
+CHECKPOINT_KEYS = ("discriminator", "opt_g", "opt_d", "epoch", "global_step", "rng", "history")
 
 
-def read_checkpoint(path: Path) -> dict:
-    """A checkpoint saved from `checkpoint_of`; CheckpointError if it is not one."""
+def read_checkpoint(path: Path, model_key: str) -> dict:
+    """A checkpoint saved from `checkpoint_of` of a state whose trained network is `model_key`;
+    CheckpointError if it is not one."""
     checkpoint = load_weights_file(path)
-    missing = [key for key in CHECKPOINT_KEYS if not isinstance(checkpoint, dict) or key not in checkpoint]
+    if isinstance(checkpoint, dict) and model_key == "segmenter":
+        for key, old in OLD_KEYS.items():
+            if key not in checkpoint and old in checkpoint:
+                checkpoint[key] = checkpoint.pop(old)
+    required = (model_key, *CHECKPOINT_KEYS)
+    missing = [key for key in required if not isinstance(checkpoint, dict) or key not in checkpoint]
     if missing:
         raise CheckpointError(f"{path}: not a ganseg training checkpoint (no {', '.join(missing)})")
     return checkpoint
 
 
-def load_networks(generator: nn.Module, discriminator: nn.Module, checkpoint: dict, path: Path) -> None:
-    """Both networks' weights from a checkpoint; CheckpointError naming the file if they do not fit."""
-    load_matching(unwrap(generator), checkpoint["generator"], path, "generator")
-    load_matching(unwrap(discriminator), checkpoint["discriminator"], path, "discriminator")
+def load_networks(state: GanState, checkpoint: dict, path: Path) -> None:
+    """Both networks' weights from a checkpoint into `state`; CheckpointError naming the file if they do not fit."""
+    load_matching(unwrap(state.model), checkpoint[state.model_key], path, state.model_key)
+    load_matching(unwrap(state.discriminator), checkpoint["discriminator"], path, "discriminator")
 
 
-def restore_checkpoint(state: TrainingState, path: Path) -> dict:
+def restore_checkpoint(state: GanState, path: Path) -> dict:
     """Put a checkpoint saved from `checkpoint_of` into `state` and the RNGs; CheckpointError if it is
     not one for these networks. Returns the checkpoint (epoch, history)."""
-    checkpoint = read_checkpoint(path)
-    load_networks(state.generator, state.discriminator, checkpoint, path)
-    for name in ("opt_g", "opt_d", *(part for part in OPTIONAL_PARTS if hasattr(state, part))):
+    checkpoint = read_checkpoint(path, state.model_key)
+    load_networks(state, checkpoint, path)
+    for name, part in state.optimisation().items():
         try:
-            getattr(state, name).load_state_dict(checkpoint[name])
+            part.load_state_dict(checkpoint[name])
         except (ValueError, KeyError) as err:
             raise CheckpointError(f"{path}: the {name} state does not fit these networks ({err})") from None
     if state.ema is not None:
-        if "ema_generator" not in checkpoint:
-            raise CheckpointError(f"{path}: has no generator moving average, but ema_decay is on")
-        load_matching(state.ema.module, checkpoint["ema_generator"], path, "ema_generator")
+        ema_key = f"ema_{state.model_key}"
+        if ema_key not in checkpoint:
+            raise CheckpointError(f"{path}: has no moving average of the {state.model_key}, but ema_decay is on")
+        load_matching(state.ema.module, checkpoint[ema_key], path, ema_key)
         state.ema.n_averaged.copy_(checkpoint["ema_updates"])
     state.global_step = checkpoint["global_step"]
     set_rng_state(checkpoint["rng"])

@@ -2,7 +2,7 @@
 
 - `stats.json` (prepare -> train, evaluate, bench): `DatasetStats`, what the prepared data holds.
 - `model.json` (train -> evaluate, predict): `ModelCard`, everything needed to rebuild and use the
-  exported generator.
+  exported segmenter.
 - `imagegen.json` (image generator -> generate): `ImagegenCard`, the same for the mask -> image generator.
 
 The JSON keeps its keys. A key that came later has the default that states what files without it
@@ -63,7 +63,7 @@ class DatasetStats(_Contract):
 
 
 class ModelCard(_Contract):
-    """The exported generator's architecture and the data it was trained on; the train run it came from."""
+    """The exported segmenter's architecture and the data it was trained on; the train run it came from."""
 
     model: ModelConfig
     in_channels: int
@@ -80,7 +80,7 @@ class ModelCard(_Contract):
 
     @classmethod
     def for_data(cls, model: ModelConfig, stats: DatasetStats, **training) -> "ModelCard":
-        """The card of a generator of `model` trained on the prepared data `stats` describes."""
+        """The card of a segmenter of `model` trained on the prepared data `stats` describes."""
         return cls(
             model=model, in_channels=stats.channels, num_classes=stats.num_classes, class_names=stats.class_names,
             image_size=stats.image_size, fit=stats.fit, intensity=stats.intensity, **training,

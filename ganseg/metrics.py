@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision
 
 from ganseg.data.void import VOID
 
@@ -119,10 +118,10 @@ AUC_THRESHOLDS = 100_001  # probabilities 0, 1e-5, 2e-5, ..., 1
 
 
 def threshold_confusion(scores: torch.Tensor, positive: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
-    """(T, 2, 2) counts of [threshold][truth][score >= threshold], the state of torchmetrics' binned
-    curves, from one pass that sorts the scores into the bins between the ascending thresholds.
+    """(T, 2, 2) counts of [threshold][truth][score >= threshold], as torchmetrics' binned curves count
+    them, from one pass that sorts the scores into the bins between the ascending thresholds.
 
-    torchmetrics fills it with one pass over the scores per threshold, which costs T times as much.
+    torchmetrics fills its counts with one pass over the scores per threshold, which costs T times as much.
     """
     count = len(thresholds)
     reached = torch.bucketize(scores, thresholds.to(scores.device), right=True)  # thresholds <= score: 0..T
@@ -132,25 +131,11 @@ def threshold_confusion(scores: torch.Tensor, positive: torch.Tensor, thresholds
     return torch.stack([below, at_least], dim=-1).transpose(0, 1).cpu()
 
 
-class _OnePassUpdate:
-    """A torchmetrics binned curve metric whose update adds counts from threshold_confusion."""
-
-    def update(self, counts: torch.Tensor) -> None:
-        self.confmat += counts
-
-
-class _BinnedAUROC(_OnePassUpdate, BinaryAUROC):
-    pass
-
-
-class _BinnedAveragePrecision(_OnePassUpdate, BinaryAveragePrecision):
-    pass
-
-
 class BinaryAUC:
     """AUC-ROC and AUC-PR (average precision) of a binary task's class-1 probability, streamed image
-    by image over the pixels whose truth is not void. torchmetrics computes both from counts
-    binned at AUC_THRESHOLDS evenly spaced probability thresholds (0, 1e-5, ..., 1).
+    by image over the pixels whose truth is not void, from counts binned at AUC_THRESHOLDS evenly
+    spaced probability thresholds (0, 1e-5, ..., 1). Both are computed as torchmetrics' binned
+    BinaryAUROC and BinaryAveragePrecision compute them, in float32 like torchmetrics.
 
     Binned, not exact: the exact curves (thresholds=None) keep every scored pixel and sort them all
     at the end, so their memory grows with the test set; the bins take 3.2 MB per AUC whatever the
@@ -164,21 +149,28 @@ class BinaryAUC:
     """
 
     def __init__(self, thresholds: int = AUC_THRESHOLDS):
-        self.roc = _BinnedAUROC(thresholds=thresholds)
-        self.pr = _BinnedAveragePrecision(thresholds=thresholds)
+        self.thresholds = torch.linspace(0, 1, thresholds)
+        self.counts = torch.zeros(thresholds, 2, 2, dtype=torch.long)  # threshold_confusion, summed
 
     def update(self, probability: torch.Tensor, target: torch.Tensor) -> None:
         """`probability` of class 1 and the truth (0, 1 or void), of the same shape."""
         valid = target != VOID
         scores, positive = probability[valid].float(), target[valid] == 1
         if scores.numel():
-            counts = threshold_confusion(scores, positive, self.roc.thresholds)
-            self.roc.update(counts)
-            self.pr.update(counts)
+            self.counts += threshold_confusion(scores, positive, self.thresholds)
 
     def scores(self) -> dict[str, float]:
-        """{"auc_roc": ..., "auc_pr": ...}."""
-        truth = self.roc.confmat[0].sum(1)  # pixels per true class
+        """{"auc_roc": ..., "auc_pr": ...}: the trapezoidal area under (FPR, TPR) across the thresholds,
+        and the average precision, the sum over thresholds of (R_n - R_{n-1}) * P_n."""
+        truth = self.counts[0].sum(1)  # pixels per true class
         if not bool((truth > 0).all()):
             return {"auc_roc": float("nan"), "auc_pr": float("nan")}
-        return {"auc_roc": float(self.roc.compute()), "auc_pr": float(self.pr.compute())}
+        counts = self.counts.float()
+        true_pos, false_pos = counts[:, 1, 1], counts[:, 0, 1]
+        negatives, positives = truth.float()
+        tpr, fpr = true_pos / positives, false_pos / negatives  # both fall as the threshold rises
+        auc_roc = torch.trapezoid(tpr.flip(0), fpr.flip(0))
+        precision = (true_pos / (true_pos + false_pos)).nan_to_num(0.0)  # 0 where no pixel reaches the threshold
+        recall = torch.cat([tpr, torch.zeros(1)])  # down to 0 past the last threshold
+        auc_pr = ((recall[:-1] - recall[1:]) * precision).sum()
+        return {"auc_roc": float(auc_roc), "auc_pr": float(auc_pr)}

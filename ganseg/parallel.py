@@ -12,8 +12,8 @@ from ganseg.checkpoints import unwrap
 
 @contextmanager
 def frozen(network: nn.Module) -> Iterator[nn.Module]:
-    """The bare network (outside its DDP wrapper) with its weights out of autograd, for the generator's
-    adversarial term: the loss flows through it to the masks, but computes no gradient for its weights
+    """The bare network (outside its DDP wrapper) with its weights out of autograd, for the trained
+    network's adversarial term: the loss flows through it to the masks, but computes no gradient for its weights
     (the discriminator's next step clears them anyway) and, under DDP, all-reduces none."""
     bare = unwrap(network)
     weights = [p for p in bare.parameters() if p.requires_grad]

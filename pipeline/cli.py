@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
+import functools
 import logging
 import os
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from ganseg.config import load_params
+import click
+
+from ganseg.config import Params, load_params
 from ganseg.errors import GansegError
 
 BEST_CONFIG = Path("results/tune/best_config.json")
@@ -24,249 +28,283 @@ SYNTHETIC_HISTORY = Path("results/synthetic_history.csv")
 SYNTHETIC_EVAL = Path("results/synthetic")
 DEFAULT_PARAMS = "params.yaml"
 
-
-def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--params", default=DEFAULT_PARAMS, help="params file (default: params.yaml)")
-    common.add_argument(
-        "--root", default=".", type=Path,
-        help="folder holding data/, models/, results/ and the default MLflow store (default: the current"
-        " folder); on a cluster, a shared mount every node can reach",
-    )
-    common.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override one param, e.g. --set train.epochs=3 (repeatable; value read as YAML)",
-    )
-    parser = argparse.ArgumentParser(prog="ganseg", description=__doc__)
-    sub = parser.add_subparsers(dest="stage", required=True)
-    sub.add_parser("synthesize", parents=[common],
-                   help="write the built-in dataset (data.synthetic) to data/synthetic, the default data.source")
-    sub.add_parser("prepare", parents=[common], help="build data/prepared from the data.source folder")
-    sub.add_parser("tune", parents=[common], help="Ray Tune search; writes results/tune/best_config.json")
-    sub.add_parser("train", parents=[common], help="Ray Train DDP with the tuned config; writes models/")
-    sub.add_parser("evaluate", parents=[common], help="test metrics, plots and overlays in results/evaluation")
-    sub.add_parser("train-imagegen", parents=[common],
-                   help="Ray Train DDP of the mask -> image generator, judged by models/; writes image_generator/")
-    sub.add_parser("evaluate-imagegen", parents=[common],
-                   help="judge mIoU ratio, KID, diversity and memorisation of image_generator/ in results/imagegen")
-    sub.add_parser("train-synthetic", parents=[common],
-                   help="with train.synthetic.share > 0: the segmenter trained on real + generated pairs (drawn by"
-                   " image_generator/), evaluated beside models/; writes models_synthetic/ and results/synthetic")
-    predict = sub.add_parser("predict", parents=[common], help="segment a folder of images with a model folder or an MLflow model URI")
-    predict.add_argument(
-        "--model", default=str(MODELS_DIR),
-        help="a model folder (default: models), a registry URI such as models:/ganseg-segmenter@champion,"
-        " or a run URI runs:/<run_id>/model (fetched from MLFLOW_TRACKING_URI, else ./mlflow.db)",
-    )
-    predict.add_argument("--input", required=True, type=Path, help="folder of images")
-    predict.add_argument("--output", required=True, type=Path, help="folder for the mask PNGs")
-    predict.add_argument("--overlays", action="store_true", help="also write <stem>_overlay.png")
-    generate = sub.add_parser("generate", parents=[common],
-                              help="draw images from a folder of masks with an image generator (mask -> image)")
-    generate.add_argument("--model", required=True,
-                          help="an image generator folder, or a models:/ or runs:/ URI (as for predict)")
-    generate.add_argument("--masks", required=True, type=Path, help="folder of masks, in the format data settings read")
-    generate.add_argument("--output", required=True, type=Path,
-                          help="new folder for images/ + masks/, a dataset that data.source accepts")
-    generate.add_argument("--samples", type=_positive_int, default=1, help="images per mask (default 1)")
-    generate.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
-    bench = sub.add_parser("bench", help="measurements that print a table and write JSON")
-    kinds = bench.add_subparsers(dest="bench", required=True)
-    throughput = kinds.add_parser("throughput", parents=[common],
-                                  help="training images/s: plain loop (fp32, bf16, channels_last, torch.compile) vs"
-                                  " Ray Train with 1 and 2 workers")
-    throughput.add_argument("--steps", type=_positive_int, default=50,
-                            help="steps per timed window, best of 3 (default 50; 10 for the plain-loop variants)")
-    throughput.add_argument("--rounds", type=_positive_int, default=3,
-                            help="rounds of plain loop, Ray 1 worker, Ray 2 workers; medians reported (default 3)")
-    throughput.add_argument("--out", type=Path, help="also write the figures as JSON here")
-    predict = kinds.add_parser("predict", parents=[common],
-                               help="prediction images/s and peak memory on 512 x 512 images and one 4096 x 4096 image")
-    predict.add_argument("--model", help="an exported model folder (default: params.model with fresh weights)")
-    predict.add_argument("--sizes", default="512x8,4096x1",
-                         help="SIZExCOUNT images to segment, each with flips off and on (default 512x8,4096x1)")
-    predict.add_argument("--out", type=Path, help="also write the figures as JSON here")
-    prepare = kinds.add_parser("prepare", parents=[common],
-                               help="prepare's wall time, peak memory and MB/s on folders of image/mask pairs it writes")
-    prepare.add_argument("--images", default="1000,4000", help="numbers of image pairs, comma-separated (default 1000,4000)")
-    prepare.add_argument("--size", type=_positive_int, default=512, help="side of each image in pixels (default 512)")
-    prepare.add_argument("--cpus", default="1,2",
-                         help="numbers of CPUs to prepare on as Ray Data tasks, besides in one process (default 1,2)")
-    prepare.add_argument("--workdir", type=Path, help="where the folders are written (default: the system's temp folder)")
-    prepare.add_argument("--out", type=Path, help="also write the figures as JSON here")
-    quality = kinds.add_parser(
-        "quality", parents=[common],
-        help="supervised baseline vs GAN segmenter or named variants (and supervised vs semi-supervised on a label"
-        " fraction): trained for the same steps on the same split, scored on the test images at full size,"
-        " compared seed by seed",
-    )
-    _data_argument(quality)
-    quality.add_argument("--seeds", type=_positive_int, default=3,
-                         help="seeds per config (default 3; the paired confidence intervals want 3 or more)")
-    quality.add_argument("--steps", type=_positive_int, default=600, help="generator updates per run (default 600)")
-    quality.add_argument("--label-fraction", type=_fraction, default=None,
-                         help="also compare supervised and semi-supervised with this share of the training images labelled")
-    quality.add_argument(
-        "--contender", dest="contenders", action="append", type=_contender, default=[], metavar="NAME=KEY=VALUE,...",
-        help="a named GAN variant, params plus dotted-key overrides (values read as YAML, as --set), e.g."
-        " 'lsgan=train.adv_loss=lsgan,train.lambda_adv=0.01'; repeatable; replaces the default GAN row,"
-        " every variant is compared with the same supervised baseline",
-    )
-    quality.add_argument("--split", choices=("test", "val"), default="test",
-                         help="score the test images at full size (default) or the validation tiles, to choose"
-                         " settings without touching the test split")
-    quality.add_argument("--out", type=Path, help="also write the table as JSON here")
-    quality.add_argument("--figure", type=Path,
-                         help="also draw, as a PNG here, the scored images where the first GAN row and the baseline"
-                         " differ most (first seed)")
-    imagegen = kinds.add_parser(
-        "imagegen", parents=[common],
-        help="mask -> image generator variants (SPADE + PatchGAN, SPADE + OASIS, pix2pix) trained for the same"
-        " steps and judged by a segmenter trained on the same split: judge mIoU on generated vs real test tiles,"
-        " KID, diversity, memorisation",
-    )
-    _data_argument(imagegen)
-    imagegen.add_argument("--variants", default="spade+patch,spade+oasis,pix2pix",
-                          help="comma-separated, the first is the reference (default: all three)")
-    imagegen.add_argument("--seeds", type=_positive_int, default=1, help="seeds per variant (default 1)")
-    imagegen.add_argument("--steps", type=_positive_int, default=1000, help="updates per generator (default 1000)")
-    imagegen.add_argument("--judge-steps", type=_positive_int, default=800,
-                          help="updates of the judge segmenter (default 800)")
-    imagegen.add_argument("--out", type=Path, help="also write the table as JSON here")
-    imagegen.add_argument("--grids", type=Path, help="also draw mask | real | samples per variant as PNGs in this folder")
-    fewlabels = kinds.add_parser(
-        "fewlabels", parents=[common],
-        help="do generated pairs help when labels are few? arms A (real + classical augmentation), B (+ pairs drawn"
-        " from the labelled masks), C (+ from deformed masks), D (generated only), E (joint training) per label"
-        " budget, each compared with A seed by seed",
-    )
-    _data_argument(fewlabels)
-    fewlabels.add_argument("--labels", default="2,5,all",
-                           help="label budgets: numbers of labelled training images, or all (default 2,5,all)")
-    fewlabels.add_argument("--seeds", type=_positive_int, default=3,
-                           help="seeds per arm and budget; each seed also picks the labelled images (default 3)")
-    fewlabels.add_argument("--arms", default="A,B,C,D,E", help="comma-separated, A included (default A,B,C,D,E)")
-    fewlabels.add_argument("--steps", type=_positive_int, default=600, help="segmenter updates per arm (default 600)")
-    fewlabels.add_argument("--generator-steps", type=_positive_int, default=800,
-                           help="updates of the image generator used by B, C, D (default 800)")
-    fewlabels.add_argument("--share", type=_fraction, default=0.5,
-                           help="share of each batch generated in B, C, E (default 0.5; D is 1)")
-    fewlabels.add_argument("--out", type=Path, help="also write the table as JSON here")
-    fewlabels.add_argument("--figure", type=Path,
-                           help="also draw labelled pairs next to generated ones (smallest budget, first seed) as a PNG")
-    return parser
+PATH = click.Path(path_type=Path)
+POSITIVE = click.IntRange(min=1)
+FRACTION = click.FloatRange(0, 1, min_open=True, max_open=True)
+BENCH_HELP = "measurements that print a table and write JSON"
 
 
-def _data_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True,
-                        help="folder with images/ and masks/ (read with the data section of params), or 'synthetic'"
-                        " for the built-in data (data.synthetic), written to a temporary folder")
+@dataclass
+class Shared:
+    """The options every stage takes: --params, --root (resolved) and the --set overrides."""
+
+    params_file: str
+    root: Path
+    overrides: list[str]
+
+    def params(self, required: bool = True) -> Params:
+        """The params file with --set applied; with required=False a missing file means the defaults."""
+        return load_params(self.params_file, self.overrides, required=required)
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+class _Group(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)  # in the order declared, as argparse listed them
 
 
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {value}")
-    return value
+@click.group("ganseg", cls=_Group, help=__doc__, context_settings={"help_option_names": ["-h", "--help"]})
+def ganseg() -> None:
+    pass
 
 
-def _contender(text: str) -> tuple[str, dict]:
+def stage(group: click.Group, name: str, text: str) -> Callable[[Callable[..., None]], click.Command]:
+    """Make `func(shared, **options)` the subcommand `name` of `group`, with the shared options.
+
+    The command times the run and turns a user error into `ganseg <stage>: error: ...` and exit
+    status 2; bench subcommands report as `ganseg bench`.
+    """
+    shown = name if group is ganseg else group.name
+
+    def decorate(func: Callable[..., None]) -> click.Command:
+        # short_help too: Click would cut the text to one line in the group's list, argparse showed it whole
+        @group.command(name, help=text, short_help=text)
+        @click.option("--params", "params_file", type=click.Path(), default=DEFAULT_PARAMS,
+                      help="params file (default: params.yaml)")
+        @click.option("--root", type=PATH, default=".",
+                      help="folder holding data/, models/, results/ and the default MLflow store (default: the"
+                      " current folder); on a cluster, a shared mount every node can reach")
+        @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                      help="override one param, e.g. --set train.epochs=3 (repeatable; value read as YAML)")
+        @functools.wraps(func)  # carries func's own options (__click_params__) over
+        def command(params_file: str, root: Path, overrides: tuple[str, ...], **options) -> int:
+            start = time.perf_counter()
+            try:
+                func(Shared(params_file, root.resolve(), list(overrides)), **options)
+            except (GansegError, FileNotFoundError) as err:  # the message alone
+                print(f"ganseg {shown}: error: {err}", file=sys.stderr)
+                return 2
+            print(f"ganseg {shown} finished in {time.perf_counter() - start:.1f} s")
+            return 0
+
+        return command
+
+    return decorate
+
+
+def _tracked(root: Path) -> Path:
+    """`root`, once its MLflow store is known to be reachable: checked before any training, not after it."""
+    from pipeline.tracking.runs import require_reachable, tracking_uri
+
+    require_reachable(tracking_uri(root))
+    return root
+
+
+@stage(ganseg, "synthesize", "write the built-in dataset (data.synthetic) to data/synthetic, the default data.source")
+def _synthesize(shared: Shared) -> None:
+    from pipeline.stages import synthesize
+    synthesize.run(shared.params(), shared.root)
+
+
+@stage(ganseg, "prepare", "build data/prepared from the data.source folder")
+def _prepare(shared: Shared) -> None:
+    from pipeline.stages import prepare
+    prepare.run(shared.params(), shared.root)
+
+
+@stage(ganseg, "tune", "Ray Tune search; writes results/tune/best_config.json")
+def _tune(shared: Shared) -> None:
+    params, root = shared.params(), _tracked(shared.root)
+    from pipeline.stages import tune
+    tune.run(params, root, root / BEST_CONFIG)
+
+
+@stage(ganseg, "train", "Ray Train DDP with the tuned config; writes models/")
+def _train(shared: Shared) -> None:
+    # the file alone: train.run puts the tuned config, then --set over it
+    params, root = load_params(shared.params_file), _tracked(shared.root)
+    from pipeline.stages import train
+    train.run(params, root, root / BEST_CONFIG, root / MODELS_DIR, root / HISTORY_CSV,
+              overrides=shared.overrides, params_file=shared.params_file)
+
+
+@stage(ganseg, "evaluate", "test metrics, plots and overlays in results/evaluation")
+def _evaluate(shared: Shared) -> None:
+    params, root = shared.params(), _tracked(shared.root)
+    from pipeline.stages import evaluate
+    evaluate.run(params, root, root / MODELS_DIR, root / EVAL_DIR)
+
+
+@stage(ganseg, "train-imagegen",
+       "Ray Train DDP of the mask -> image generator, judged by models/; writes image_generator/")
+def _train_imagegen(shared: Shared) -> None:
+    params, root = shared.params(), _tracked(shared.root)
+    from pipeline.stages import train_imagegen
+    train_imagegen.run(params, root, root / MODELS_DIR, root / IMAGEGEN_DIR, root / IMAGEGEN_HISTORY)
+
+
+@stage(ganseg, "evaluate-imagegen",
+       "judge mIoU ratio, KID, diversity and memorisation of image_generator/ in results/imagegen")
+def _evaluate_imagegen(shared: Shared) -> None:
+    params, root = shared.params(), _tracked(shared.root)
+    from pipeline.stages import evaluate_imagegen
+    evaluate_imagegen.run(params, root, root / MODELS_DIR, root / IMAGEGEN_DIR, root / IMAGEGEN_EVAL)
+
+
+@stage(ganseg, "train-synthetic",
+       "with train.synthetic.share > 0: the segmenter trained on real + generated pairs (drawn by"
+       " image_generator/), evaluated beside models/; writes models_synthetic/ and results/synthetic")
+def _train_synthetic(shared: Shared) -> None:
+    params, root = load_params(shared.params_file), _tracked(shared.root)  # as for train
+    from pipeline.stages import train_synthetic
+    train_synthetic.run(params, root, root / BEST_CONFIG, root / IMAGEGEN_DIR, root / MODELS_DIR,
+                        root / SYNTHETIC_MODELS_DIR, root / SYNTHETIC_HISTORY, root / SYNTHETIC_EVAL,
+                        root / EVAL_DIR / "metrics.json", overrides=shared.overrides, params_file=shared.params_file)
+
+
+# predict and generate may run anywhere: without params.yaml beside them the defaults apply (an explicit --params must exist)
+@stage(ganseg, "predict", "segment a folder of images with a model folder or an MLflow model URI")
+@click.option("--model", default=str(MODELS_DIR),
+              help="a model folder (default: models), a registry URI such as models:/ganseg-segmenter@champion,"
+              " or a run URI runs:/<run_id>/model (fetched from MLFLOW_TRACKING_URI, else ./mlflow.db)")
+@click.option("--input", "input_dir", type=PATH, required=True, help="folder of images")
+@click.option("--output", type=PATH, required=True, help="folder for the mask PNGs")
+@click.option("--overlays", is_flag=True, help="also write <stem>_overlay.png")
+def _predict(shared: Shared, model: str, input_dir: Path, output: Path, overlays: bool) -> None:
+    params = shared.params(required=shared.params_file != DEFAULT_PARAMS)
+    from pipeline.stages import predict
+    predict.run(params, shared.root, model, input_dir, output, overlays)
+
+
+@stage(ganseg, "generate", "draw images from a folder of masks with an image generator (mask -> image)")
+@click.option("--model", required=True, help="an image generator folder, or a models:/ or runs:/ URI (as for predict)")
+@click.option("--masks", type=PATH, required=True, help="folder of masks, in the format data settings read")
+@click.option("--output", type=PATH, required=True,
+              help="new folder for images/ + masks/, a dataset that data.source accepts")
+@click.option("--samples", type=POSITIVE, default=1, help="images per mask (default 1)")
+@click.option("--seed", type=int, default=0, help="seed of the noise (default 0)")
+def _generate(shared: Shared, model: str, masks: Path, output: Path, samples: int, seed: int) -> None:
+    params = shared.params(required=shared.params_file != DEFAULT_PARAMS)
+    from pipeline.stages import generate
+    generate.run(params, shared.root, model, masks, output, samples, seed)
+
+
+@ganseg.group("bench", cls=_Group, help=BENCH_HELP, short_help=BENCH_HELP)
+def bench_group() -> None:
+    pass
+
+
+def _contenders(ctx: click.Context, param: click.Parameter, texts: tuple[str, ...]) -> list[tuple[str, dict]]:
     from ganseg.bench.contenders import parse_contender
 
     try:
-        return parse_contender(text)
+        return [parse_contender(text) for text in texts]
     except GansegError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
+        raise click.BadParameter(str(err), ctx, param) from None
 
 
-def _dispatch(args: argparse.Namespace) -> None:
-    root = args.root.resolve()
-    # predict and generate may run anywhere: without params.yaml beside them, the defaults apply (an explicit --params must exist)
-    optional = args.stage in ("predict", "generate") and args.params == DEFAULT_PARAMS
-    params = load_params(args.params, args.overrides, required=not optional)
-    if args.stage == "predict":
-        from pipeline import predict
+_data = click.option("--data", required=True,
+                     help="folder with images/ and masks/ (read with the data section of params), or 'synthetic'"
+                     " for the built-in data (data.synthetic), written to a temporary folder")
+_figures_json = click.option("--out", type=PATH, help="also write the figures as JSON here")
+_table_json = click.option("--out", type=PATH, help="also write the table as JSON here")
 
-        predict.run(params, root, args.model, args.input, args.output, args.overlays)
-        return
-    if args.stage in ("tune", "train", "evaluate", "train-imagegen", "evaluate-imagegen", "train-synthetic"):
-        from pipeline.tracking import require_reachable, tracking_uri
 
-        require_reachable(tracking_uri(root))  # before any training, not after it
-    if args.stage == "synthesize":
-        from pipeline import synthesize
+@stage(bench_group, "throughput", "training images/s: plain loop (fp32, bf16, channels_last, torch.compile) vs Ray Train"
+       " with 1 and 2 workers")
+@click.option("--steps", type=POSITIVE, default=50,
+              help="steps per timed window, best of 3 (default 50; 10 for the plain-loop variants)")
+@click.option("--rounds", type=POSITIVE, default=3,
+              help="rounds of plain loop, Ray 1 worker, Ray 2 workers; medians reported (default 3)")
+@_figures_json
+def _bench_throughput(shared: Shared, steps: int, rounds: int, out: Path | None) -> None:
+    from pipeline.stages import bench
+    bench.run(shared.params(), out, steps, rounds)
 
-        synthesize.run(params, root)
-    elif args.stage == "prepare":
-        from pipeline import prepare
 
-        prepare.run(params, root)
-    elif args.stage == "tune":
-        from pipeline import tune
+@stage(bench_group, "predict", "prediction images/s and peak memory on 512 x 512 images and one 4096 x 4096 image")
+@click.option("--model", help="an exported model folder (default: params.model with fresh weights)")
+@click.option("--sizes", default="512x8,4096x1",
+              help="SIZExCOUNT images to segment, each with flips off and on (default 512x8,4096x1)")
+@_figures_json
+def _bench_predict(shared: Shared, model: str | None, sizes: str, out: Path | None) -> None:
+    from pipeline.stages import bench
+    bench.predict(shared.params(), model, sizes, out)
 
-        tune.run(params, root, root / BEST_CONFIG)
-    elif args.stage == "train":
-        from pipeline import train
 
-        # --set goes over the tuned config, so train starts from the params file alone
-        train.run(load_params(args.params), root, root / BEST_CONFIG, root / MODELS_DIR, root / HISTORY_CSV,
-                  overrides=args.overrides, params_file=args.params)
-    elif args.stage == "train-synthetic":
-        from pipeline import train_synthetic
+@stage(bench_group, "prepare", "prepare's wall time, peak memory and MB/s on folders of image/mask pairs it writes")
+@click.option("--images", default="1000,4000", help="numbers of image pairs, comma-separated (default 1000,4000)")
+@click.option("--size", type=POSITIVE, default=512, help="side of each image in pixels (default 512)")
+@click.option("--cpus", default="1,2",
+              help="numbers of CPUs to prepare on as Ray Data tasks, besides in one process (default 1,2)")
+@click.option("--workdir", type=PATH, help="where the folders are written (default: the system's temp folder)")
+@_figures_json
+def _bench_prepare(shared: Shared, images: str, size: int, cpus: str, workdir: Path | None, out: Path | None) -> None:
+    from pipeline.stages import bench
+    bench.prepare(shared.params(), images, size, cpus, workdir, out)
 
-        train_synthetic.run(load_params(args.params), root, root / BEST_CONFIG, root / IMAGEGEN_DIR, root / MODELS_DIR,
-                            root / SYNTHETIC_MODELS_DIR, root / SYNTHETIC_HISTORY, root / SYNTHETIC_EVAL,
-                            root / EVAL_DIR / "metrics.json", overrides=args.overrides, params_file=args.params)
-    elif args.stage == "train-imagegen":
-        from pipeline import train_imagegen
 
-        train_imagegen.run(params, root, root / MODELS_DIR, root / IMAGEGEN_DIR, root / IMAGEGEN_HISTORY)
-    elif args.stage == "evaluate-imagegen":
-        from pipeline import evaluate_imagegen
+@stage(bench_group, "quality", "supervised baseline vs GAN segmenter or named variants (and supervised vs semi-supervised"
+       " on a label fraction): trained for the same steps on the same split, scored on the test images at full size,"
+       " compared seed by seed")
+@_data
+@click.option("--seeds", type=POSITIVE, default=3,
+              help="seeds per config (default 3; the paired confidence intervals want 3 or more)")
+@click.option("--steps", type=POSITIVE, default=600, help="generator updates per run (default 600)")
+@click.option("--label-fraction", type=FRACTION,
+              help="also compare supervised and semi-supervised with this share of the training images labelled")
+@click.option("--contender", "contenders", multiple=True, callback=_contenders, metavar="NAME=KEY=VALUE,...",
+              help="a named GAN variant, params plus dotted-key overrides (values read as YAML, as --set), e.g."
+              " 'lsgan=train.adv_loss=lsgan,train.lambda_adv=0.01'; repeatable; replaces the default GAN row,"
+              " every variant is compared with the same supervised baseline")
+@click.option("--split", type=click.Choice(("test", "val")), default="test",
+              help="score the test images at full size (default) or the validation tiles, to choose settings without"
+              " touching the test split")
+@_table_json
+@click.option("--figure", type=PATH, help="also draw, as a PNG here, the scored images where the first GAN row and"
+              " the baseline differ most (first seed)")
+def _bench_quality(shared: Shared, data: str, seeds: int, steps: int, label_fraction: float | None, contenders: list,
+                   split: str, out: Path | None, figure: Path | None) -> None:
+    from pipeline.stages import bench
+    bench.quality(shared.params(), data, seeds, steps, label_fraction, out, contenders, split, figure)
 
-        evaluate_imagegen.run(params, root, root / MODELS_DIR, root / IMAGEGEN_DIR, root / IMAGEGEN_EVAL)
-    elif args.stage == "generate":
-        from pipeline import generate
 
-        generate.run(params, root, args.model, args.masks, args.output, args.samples, args.seed)
-    elif args.stage == "evaluate":
-        from pipeline import evaluate
+@stage(bench_group, "imagegen", "mask -> image generator variants (SPADE + PatchGAN, SPADE + OASIS, pix2pix) trained for"
+       " the same steps and judged by a segmenter trained on the same split: judge mIoU on generated vs real test"
+       " tiles, KID, diversity, memorisation")
+@_data
+@click.option("--variants", default="spade+patch,spade+oasis,pix2pix",
+              help="comma-separated, the first is the reference (default: all three)")
+@click.option("--seeds", type=POSITIVE, default=1, help="seeds per variant (default 1)")
+@click.option("--steps", type=POSITIVE, default=1000, help="updates per generator (default 1000)")
+@click.option("--judge-steps", type=POSITIVE, default=800, help="updates of the judge segmenter (default 800)")
+@_table_json
+@click.option("--grids", type=PATH, help="also draw mask | real | samples per variant as PNGs in this folder")
+def _bench_imagegen(shared: Shared, data: str, variants: str, seeds: int, steps: int, judge_steps: int,
+                    out: Path | None, grids: Path | None) -> None:
+    from pipeline.stages import bench
+    bench.imagegen(shared.params(), data, variants.split(","), seeds, steps, judge_steps, out, grids)
 
-        evaluate.run(params, root, root / MODELS_DIR, root / EVAL_DIR)
-    elif args.stage == "bench" and args.bench == "quality":
-        from pipeline import bench
 
-        bench.quality(params, args.data, args.seeds, args.steps, args.label_fraction, args.out,
-                      args.contenders, args.split, args.figure)
-    elif args.stage == "bench" and args.bench == "imagegen":
-        from pipeline import bench
-
-        bench.imagegen(params, args.data, args.variants.split(","), args.seeds, args.steps, args.judge_steps,
-                       args.out, args.grids)
-    elif args.stage == "bench" and args.bench == "fewlabels":
-        from pipeline import bench
-
-        bench.fewlabels(params, args.data, args.labels, args.seeds, args.steps, args.generator_steps,
-                        args.arms.split(","), args.share, args.out, args.figure)
-    elif args.stage == "bench" and args.bench == "prepare":
-        from pipeline import bench
-
-        bench.prepare(params, args.images, args.size, args.cpus, args.workdir, args.out)
-    elif args.stage == "bench" and args.bench == "predict":
-        from pipeline import bench
-
-        bench.predict(params, args.model, args.sizes, args.out)
-    elif args.stage == "bench":
-        from pipeline import bench
-
-        bench.run(params, args.out, args.steps, args.rounds)
+@stage(bench_group, "fewlabels", "do generated pairs help when labels are few? arms A (real + classical augmentation), B"
+       " (+ pairs drawn from the labelled masks), C (+ from deformed masks), D (generated only), E (joint training)"
+       " per label budget, each compared with A seed by seed")
+@click.option("--labels", default="2,5,all",
+              help="label budgets: numbers of labelled training images, or all (default 2,5,all)")
+@_data
+@click.option("--arms", default="A,B,C,D,E", help="comma-separated, A included (default A,B,C,D,E)")
+@click.option("--seeds", type=POSITIVE, default=3,
+              help="seeds per arm and budget; each seed also picks the labelled images (default 3)")
+@click.option("--steps", type=POSITIVE, default=600, help="segmenter updates per arm (default 600)")
+@click.option("--generator-steps", type=POSITIVE, default=800,
+              help="updates of the image generator used by B, C, D (default 800)")
+@click.option("--share", type=FRACTION, default=0.5, help="share of each batch generated in B, C, E (default 0.5; D is 1)")
+@_table_json
+@click.option("--figure", type=PATH,
+              help="also draw labelled pairs next to generated ones (smallest budget, first seed) as a PNG")
+def _bench_fewlabels(shared: Shared, data: str, labels: str, seeds: int, arms: str, steps: int, generator_steps: int,
+                     share: float, out: Path | None, figure: Path | None) -> None:
+    from pipeline.stages import bench
+    bench.fewlabels(shared.params(), data, labels, seeds, steps, generator_steps, arms.split(","), share, out, figure)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -277,15 +315,14 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial MLflow database tables"
-    args = _parser().parse_args(argv)
-    start = time.perf_counter()
     try:
-        _dispatch(args)
-    except (GansegError, FileNotFoundError) as err:  # the message alone
-        print(f"ganseg {args.stage}: error: {err}", file=sys.stderr)
-        return 2
-    print(f"ganseg {args.stage} finished in {time.perf_counter() - start:.1f} s")
-    return 0
+        # not standalone: the status comes back (a stage's 0 or 2, --help's 0) instead of a SystemExit
+        return ganseg.main(argv, prog_name="ganseg", standalone_mode=False)
+    except click.ClickException as err:  # a usage error
+        err.show()
+        return err.exit_code
+    except click.Abort as abort:  # Click wraps Ctrl-C (KeyboardInterrupt) and EOFError in Abort: end as before
+        raise (abort.__cause__ or abort) from None
 
 
 if __name__ == "__main__":

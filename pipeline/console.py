@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 MARK = "[ganseg] "
@@ -36,19 +37,20 @@ def duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-def metrics_text(metrics: dict) -> str:
-    """'loss_g 0.412  loss_d 1.23  val mIoU 0.812  38 img/s': the losses only once they exist."""
+def metrics_text(metrics: dict, score: str = "val_miou") -> str:
+    """'loss_g 0.412  loss_d 1.23  val mIoU 0.812  38 img/s': the losses only once they exist, then
+    the validation `score`."""
     parts = [f"{key} {metrics[key]:.3g}" for key in ("loss_g", "loss_d") if key in metrics]
-    if "val_miou" in metrics:
-        parts.append(f"val mIoU {metrics['val_miou']:.3f}")
+    if score in metrics:
+        parts.append(f"{'val mIoU' if score == 'val_miou' else score} {metrics[score]:.3f}")
     if "images_per_s" in metrics:
         parts.append(f"{metrics['images_per_s']:.0f} img/s")
     return "  ".join(parts)
 
 
-def epoch_line(metrics: dict, epochs: int, seconds_left: float | None) -> str:
+def epoch_line(metrics: dict, epochs: int, seconds_left: float | None, score: str = "val_miou") -> str:
     eta = f"  ETA {duration(seconds_left)}" if seconds_left else ""
-    return f"epoch {metrics['epoch']}/{epochs}  {metrics_text(metrics)}{eta}"
+    return f"epoch {metrics['epoch']}/{epochs}  {metrics_text(metrics, score)}{eta}"
 
 
 def is_warning_or_error(line: str) -> bool:
@@ -81,24 +83,38 @@ class RayOutput:
         ray_logger.addHandler(handler)
 
     def take_over_worker_output(self) -> None:
-        """After ray.init: route the lines Ray streams from workers through `route` instead of printing them."""
-        # Ray has no public hook for this; its client server registers the same way.
-        from ray._private.ray_logging import global_worker_stdstream_dispatcher
-
-        global_worker_stdstream_dispatcher.remove_handler("ray_print_logs")
-        global_worker_stdstream_dispatcher.add_handler("ganseg", self.route)
+        """After ray.init: the lines Ray streams from workers go through `route` instead of being printed."""
+        receive_worker_output(self.route)
 
     def route(self, data: dict) -> None:
-        from ray._private.worker import filter_autoscaler_events
-
-        lines = data.get("lines", [])
-        if data.get("pid") == "autoscaler":  # its status dumps are noise; Ray itself shows only its events
-            lines = list(filter_autoscaler_events(lines))
+        """One batch of streamed lines (Ray's dict: pid, lines, actor_name, task_name): all of them to the
+        file; ours (marked) to stdout without the mark, warnings and errors to stderr with their source."""
         name = data.get("actor_name") or data.get("task_name") or ""
         source = f"({name} pid={data.get('pid')})".replace("( ", "(")
-        for line in lines:
+        for line in data.get("lines", []):
             self.file.write(f"{source} {line}\n")
             if line.startswith(MARK):
                 print(line[len(MARK):], flush=True)
             elif is_warning_or_error(line):
                 print(f"{source} {line}", file=sys.stderr, flush=True)
+
+
+def receive_worker_output(handler: Callable[[dict], None]) -> None:
+    """After ray.init: every batch of lines Ray streams from its workers to this driver goes to `handler`
+    instead of Ray's printing; of the autoscaler's, only its events, as Ray itself shows them.
+
+    Through Ray's private dispatcher, as Ray's own client server (ray/util/client/server/logservicer.py),
+    because Ray 2.60 has no public API for it: ray.init(log_to_driver=...) and RAY_LOG_TO_DRIVER only turn
+    the stream on or off, ray.LoggingConfig only formats the workers' own logging, RAY_DEDUP_LOGS and
+    RAY_COLOR_PREFIX only change Ray's printing, and ray.util.state.get_log reads a log file afterwards.
+    """
+    from ray._private.ray_logging import global_worker_stdstream_dispatcher
+    from ray._private.worker import filter_autoscaler_events
+
+    def receive(data: dict) -> None:
+        if data.get("pid") == "autoscaler":  # its status dumps are noise
+            data = data | {"lines": list(filter_autoscaler_events(data.get("lines", [])))}
+        handler(data)
+
+    global_worker_stdstream_dispatcher.remove_handler("ray_print_logs")  # registered by ray.init
+    global_worker_stdstream_dispatcher.add_handler("ganseg", receive)

@@ -75,7 +75,7 @@ def files_run_by(path: Path, module_level_only: bool = False) -> set[Path]:
 def stage_code(stage_module: str) -> set[str]:
     """The project files (relative to the root) that `ganseg <stage>` runs."""
     cli = files_run_by(ROOT / "pipeline" / "cli.py", module_level_only=True) | {ROOT / "pipeline" / "__init__.py"}
-    files = cli | files_run_by(ROOT / "pipeline" / f"{stage_module}.py")
+    files = cli | files_run_by(ROOT / "pipeline" / "stages" / f"{stage_module}.py")
     return {path.relative_to(ROOT).as_posix() for path in files}
 
 

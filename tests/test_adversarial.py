@@ -94,11 +94,11 @@ def test_feature_distance_is_zero_for_the_same_pair_and_grows_with_the_differenc
 def test_every_remedy_trains_both_networks(tiny_params, options):
     params = tiny_params.model_copy(update={"train": tiny_params.train.model_copy(update=options)})
     state = build_training_state(params, 1, 3)
-    generator_before, discriminator_before = weights_of(state.generator), weights_of(state.discriminator)
+    generator_before, discriminator_before = weights_of(state.segmenter), weights_of(state.discriminator)
     images, masks = batch(4, 32, void=True)
     stats = train_step(state, images, masks, params.train)
     assert all(torch.isfinite(torch.tensor(v)) for v in stats.values())
-    assert changed(generator_before, state.generator) and changed(discriminator_before, state.discriminator)
+    assert changed(generator_before, state.segmenter) and changed(discriminator_before, state.discriminator)
     if options.get("adv_loss") == "segan":
         assert stats["loss_d"] < 0 < stats["loss_adv"]  # the critic maximises the distance the segmenter pays
 

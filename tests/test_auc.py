@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
-from torchmetrics.classification import BinaryAUROC
+from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision
 
 from ganseg.config import DataConfig
 from ganseg.data.datasets import full_size_test, to_input
 from ganseg.data.void import VOID
-from ganseg.evaluation import evaluate_full_size, scored_images, summarise
 from ganseg.metrics import BinaryAUC, threshold_confusion
+from ganseg.segmenter.evaluation import evaluate_full_size, scored_images, summarise
 from ganseg.segmenter.inference import image_logits
 from ganseg.segmenter.training import build_networks
 from tests.conftest import prepare_dataset, write_pair
@@ -65,6 +65,19 @@ def test_one_pass_counts_equal_torchmetrics_own_binned_update():
     assert torch.equal(threshold_confusion(scores, target, reference.thresholds), reference.confmat)
 
 
+def test_scores_equal_torchmetrics_own_binned_aucs():
+    gen = torch.Generator().manual_seed(2)
+    target = (torch.rand(30_000, generator=gen) < 0.1).long()
+    scores = torch.sigmoid(2 * target + torch.randn(target.shape, generator=gen) * 1.5 - 1) ** 3
+    auc = BinaryAUC(thresholds=1001)
+    parts = [5000, 12_000, 13_000]  # streamed in unequal parts
+    for part_scores, part_target in zip(scores.split(parts), target.split(parts), strict=True):
+        auc.update(part_scores, part_target)
+    roc, pr = BinaryAUROC(thresholds=1001), BinaryAveragePrecision(thresholds=1001)
+    roc.update(scores, target), pr.update(scores, target)
+    assert auc.scores() == pytest.approx({"auc_roc": float(roc.compute()), "auc_pr": float(pr.compute())}, abs=1e-9)
+
+
 def test_a_single_class_has_no_auc():
     auc = BinaryAUC()
     auc.update(torch.tensor([0.2, 0.9]), torch.tensor([1, 1]))
@@ -115,7 +128,8 @@ def test_multi_class_evaluation_has_no_auc_and_val_scores_the_validation_tiles(t
 
 @pytest.mark.parametrize("binary", [True, False])
 def test_evaluate_logs_the_aucs_to_the_train_run_for_binary_tasks_only(tmp_path, monkeypatch, binary):
-    from pipeline import evaluate, tracking
+    from pipeline import evaluation
+    from pipeline.tracking import runs
 
     names = ["a", "b"] if binary else ["a", "b", "c"]
     test = {"miou": 0.5, "mdice": 0.6, "pixel_accuracy": 0.7, "iou": dict.fromkeys(names, 0.5),
@@ -123,13 +137,13 @@ def test_evaluate_logs_the_aucs_to_the_train_run_for_binary_tasks_only(tmp_path,
     if binary:
         test |= {"auc_roc": 0.93, "auc_pr": 0.76}
     logged = {}
-    monkeypatch.setattr(tracking, "log_metrics", lambda client, run_id, metrics, step: logged.update(metrics))
+    monkeypatch.setattr(runs, "log_metrics", lambda client, run_id, metrics, step: logged.update(metrics))
 
     class Client:
         def log_artifact(self, *args, **kwargs): ...
         def log_artifacts(self, *args, **kwargs): ...
 
-    evaluate._log_to_run(Client(), "run", test, tmp_path)
+    evaluation._log_to_run(Client(), "run", test, tmp_path)
     aucs = {k: v for k, v in logged.items() if "auc" in k}
     assert aucs == ({"test_auc_roc": 0.93, "test_auc_pr": 0.76} if binary else {})
     assert logged["test_miou"] == 0.5

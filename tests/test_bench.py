@@ -4,7 +4,12 @@ import time
 import pytest
 import torch
 
-from ganseg.bench.throughput import flops_per_step, matmul_gflops, synthetic_batches, timed_steps
+from ganseg.bench.throughput import (
+    flops_per_step,
+    matmul_gflops,
+    synthetic_batches,
+    timed_steps,
+)
 from ganseg.data.datasets import WaitClock
 from ganseg.segmenter.training import build_training_state
 
@@ -79,16 +84,16 @@ def test_matmul_rate_is_its_flops_over_the_best_window_and_restores_the_threads(
 
 
 def test_plain_loop_variants_turn_on_what_they_name(tiny_params):
-    from pipeline.bench import PLAIN_VARIANTS
+    from pipeline.stages.bench import PLAIN_VARIANTS
 
     states = {name: build_training_state(tiny_params.with_overrides(o), 1, 3) for name, o in PLAIN_VARIANTS.items()}
     assert states["bf16"].precision == "bf16" and states["fp32"].precision == "fp32"
     assert states["channels_last"].channels_last and not states["fp32"].channels_last
-    assert states["torch.compile"].generator._compiled_call_impl is not None
+    assert states["torch.compile"].segmenter._compiled_call_impl is not None
 
 
 def test_runners_are_compared_within_each_round_and_the_median_reported():
-    from pipeline.bench import _median_ratio, _median_row
+    from pipeline.stages.bench import _median_ratio, _median_row
 
     rounds = [{"a": {"images_per_s": 10.0}, "b": {"images_per_s": 20.0}},
               {"a": {"images_per_s": 5.0}, "b": {"images_per_s": 9.0}},

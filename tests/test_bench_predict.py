@@ -30,7 +30,7 @@ def test_bench_predict_refuses_bad_sizes_before_any_work(capsys):
 def test_peak_memory_counts_from_the_reset_on():
     import numpy as np
 
-    from ganseg.bench.memory import peak_mb, reset_peak
+    from ganseg.memory import peak_mb, reset_peak
 
     big = np.ones(200 * 2**20 // 8)  # 200 MB, resident
     del big

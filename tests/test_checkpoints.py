@@ -8,8 +8,8 @@ import torch
 
 from ganseg.checkpoints import checkpoint_of, restore_checkpoint
 from ganseg.errors import CheckpointError
-from ganseg.evaluation import check_model_fits_data
-from ganseg.export import export_model, load_model
+from ganseg.segmenter.evaluation import check_model_fits_data
+from ganseg.segmenter.export import export_model, load_model
 from ganseg.segmenter.training import build_networks, build_training_state
 from tests.conftest import ROOT, model_card, prepared_stats
 
@@ -24,11 +24,11 @@ def export(folder, params, card=None):
 def test_weights_of_another_width_name_the_file_and_the_shapes(tmp_path, tiny_params):
     export(tmp_path / "model", tiny_params)
     wider, _ = build_networks(tiny_params.with_overrides({"model.base_channels": 16}), 1, 3)
-    torch.save(wider.state_dict(), tmp_path / "model" / "generator.pt")
+    torch.save(wider.state_dict(), tmp_path / "model" / "segmenter.pt")
     with pytest.raises(CheckpointError) as err:
         load_model(tmp_path / "model")
     message = str(err.value)
-    assert f"{tmp_path / 'model' / 'generator.pt'}: the generator weights are for another architecture" in message
+    assert f"{tmp_path / 'model' / 'segmenter.pt'}: the segmenter weights are for another architecture" in message
     assert "of another shape (e.g. down.0.0.weight: (16, 1, 3, 3) in the file, (8, 1, 3, 3) in the model)" in message
     assert "model.json describes a U-Net of depth 2, base_channels 8" in message
 
@@ -36,7 +36,7 @@ def test_weights_of_another_width_name_the_file_and_the_shapes(tmp_path, tiny_pa
 def test_weights_of_another_depth_list_missing_and_unexpected_tensors(tmp_path, tiny_params):
     export(tmp_path / "model", tiny_params.with_overrides({"model.depth": 3}))
     shallow, _ = build_networks(tiny_params, 1, 3)
-    torch.save(shallow.state_dict(), tmp_path / "model" / "generator.pt")
+    torch.save(shallow.state_dict(), tmp_path / "model" / "segmenter.pt")
     with pytest.raises(CheckpointError, match=r"missing tensor\(s\) \(down\.3\.0\.weight"):
         load_model(tmp_path / "model")
 
@@ -54,7 +54,7 @@ def test_a_file_that_is_not_a_checkpoint(tmp_path, tiny_params):
     with pytest.raises(CheckpointError, match="state.pt: not a readable PyTorch weights file"):
         restore_checkpoint(state, tmp_path / "state.pt")
     torch.save({"epoch": 1}, tmp_path / "partial.pt")
-    with pytest.raises(CheckpointError, match="not a ganseg training checkpoint .*no generator"):
+    with pytest.raises(CheckpointError, match="not a ganseg training checkpoint .*no segmenter"):
         restore_checkpoint(state, tmp_path / "partial.pt")
 
 
@@ -71,8 +71,8 @@ class CodeOnLoad:
 def test_pickled_code_in_a_model_is_refused_and_never_run(tmp_path, tiny_params):
     export(tmp_path / "model", tiny_params)
     marker = tmp_path / "code_ran"
-    torch.save({"head.weight": CodeOnLoad(marker)}, tmp_path / "model" / "generator.pt")
-    with pytest.raises(CheckpointError, match="generator.pt: refused: it holds Python objects.*GLOBAL posix.mkdir"):
+    torch.save({"head.weight": CodeOnLoad(marker)}, tmp_path / "model" / "segmenter.pt")
+    with pytest.raises(CheckpointError, match="segmenter.pt: refused: it holds Python objects.*GLOBAL posix.mkdir"):
         load_model(tmp_path / "model")
     assert not marker.exists()
 

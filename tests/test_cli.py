@@ -8,7 +8,7 @@ from ganseg.config import ParamsError
 from ganseg.data.sources import BadFileError
 from ganseg.errors import CheckpointError, DataError, NonFiniteLossError
 from pipeline.cli import main
-from pipeline.runtime import ClusterResourcesError
+from pipeline.ray.runtime import ClusterResourcesError
 from tests.conftest import ROOT, write_pair
 
 
@@ -53,7 +53,7 @@ def test_every_user_error_is_printed_without_traceback(monkeypatch, capsys, erro
     def fail(params, root):
         raise error
 
-    monkeypatch.setattr("pipeline.prepare.run", fail)
+    monkeypatch.setattr("pipeline.stages.prepare.run", fail)
     assert main(["prepare", "--params", str(ROOT / "params.yaml")]) == 2
     err = capsys.readouterr().err
     assert err == f"ganseg prepare: error: {error}\n"
@@ -78,3 +78,51 @@ def test_a_split_file_outside_the_data_folder_exits_2_and_writes_nothing(tmp_pat
     err = capsys.readouterr().err
     assert f"data.split_file {tmp_path / 'split.csv'} lies outside data.source" in err
     assert "move the file into the folder" in err and not (tmp_path / "out").exists()
+
+
+def test_usage_errors_return_2_with_clicks_message(capsys):
+    assert main(["prepare", "--no-such-option"]) == 2
+    assert "No such option" in capsys.readouterr().err
+    assert main(["predict", "--output", "out"]) == 2
+    assert "Missing option '--input'" in capsys.readouterr().err
+    assert main(["bench", "fewlabels", "--data", "synthetic", "--share", "1"]) == 2
+    assert "Invalid value for '--share'" in capsys.readouterr().err
+
+
+def test_help_returns_0_without_running_a_stage(capsys):
+    assert main(["prepare", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "build data/prepared from the data.source folder" in out and "--set KEY=VALUE" in out
+    assert "finished" not in out
+
+
+def test_set_is_applied_once_over_the_params_file(tmp_path, monkeypatch, capsys):
+    seen = {}
+    monkeypatch.setattr("pipeline.stages.prepare.run", lambda params, root: seen.update(params=params, root=root))
+    path = params_file(tmp_path, {"train": {"epochs": 7}})
+    assert main(["prepare", "--params", path, "--root", str(tmp_path), "--set", "train.epochs=3"]) == 0
+    assert seen == {"params": seen["params"], "root": tmp_path.resolve()} and seen["params"].train.epochs == 3
+    assert "ganseg prepare finished in" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("stage, run", [("train", "pipeline.stages.train.run"),
+                                        ("train-synthetic", "pipeline.stages.train_synthetic.run")])
+def test_train_stages_get_the_params_file_alone_and_set_to_layer_over_the_tuned_config(
+        stage, run, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    seen = {}
+    monkeypatch.setattr(run, lambda params, *paths, overrides, params_file: seen.update(
+        epochs=params.train.epochs, overrides=overrides, params_file=params_file))
+    path = params_file(tmp_path, {"train": {"epochs": 7}})
+    assert main([stage, "--params", path, "--root", str(tmp_path), "--set", "train.epochs=3"]) == 0
+    assert seen == {"epochs": 7, "overrides": ["train.epochs=3"], "params_file": path}
+    assert f"ganseg {stage} finished in" in capsys.readouterr().out
+
+
+def test_bench_errors_name_the_bench_stage(monkeypatch, capsys):
+    def fail(*args):
+        raise DataError("x")
+
+    monkeypatch.setattr("pipeline.stages.bench.prepare", fail)
+    assert main(["bench", "prepare", "--params", str(ROOT / "params.yaml")]) == 2
+    assert capsys.readouterr().err == "ganseg bench: error: x\n"

@@ -3,7 +3,7 @@
 import pytest
 
 from pipeline.console import MARK, RayOutput, duration, epoch_line, is_warning_or_error
-from pipeline.tune import trial_line
+from pipeline.stages.tune import trial_line
 
 
 @pytest.mark.parametrize("seconds, text", [(0.4, "0s"), (45, "45s"), (80, "1m20s"), (3725, "1h02m")])
@@ -61,3 +61,23 @@ def test_streamed_lines_all_go_to_the_file_and_only_ours_and_warnings_to_the_con
         "(RayTrainWorker pid=11) /x/y.py:3: UserWarning: careful",
         "(pid=raylet) WARNING: 8 PYTHON worker processes have been started",
     ]
+
+
+def test_taking_over_replaces_rays_printing_and_keeps_only_the_autoscalers_events(tmp_path, capsys, monkeypatch):
+    from ray._private import ray_constants
+    from ray._private.ray_logging import (
+        global_worker_stdstream_dispatcher as dispatcher,
+    )
+
+    monkeypatch.setattr(ray_constants, "AUTOSCALER_EVENTS", 0)  # Ray's filter then keeps no autoscaler line
+    printed = []
+    dispatcher.add_handler("ray_print_logs", printed.append)  # as ray.init registers Ray's printing
+    output = RayOutput(tmp_path / "train.log")
+    try:
+        output.take_over_worker_output()
+        dispatcher.emit({"pid": 7, "task_name": "prepare", "lines": [f"{MARK}done", "plain"]})
+        dispatcher.emit({"pid": "autoscaler", "lines": ["======== Autoscaler status ========"]})
+    finally:
+        dispatcher.remove_handler("ganseg"), dispatcher.remove_handler("ray_print_logs")
+    assert printed == [] and capsys.readouterr().out == "done\n"
+    assert (tmp_path / "train.log").read_text().splitlines() == [f"(prepare pid=7) {MARK}done", "(prepare pid=7) plain"]

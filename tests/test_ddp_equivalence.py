@@ -31,7 +31,7 @@ def one_step(params, images, masks, unlabelled=None, wrap=lambda network: networ
     """After one training step: the state of both networks, their gradients, and the step's statistics."""
     state = build_training_state(params, 1, 3, wrap=wrap)
     step_stats = train_step(state, images, masks, params.train, unlabelled=unlabelled)
-    networks = {"G.": unwrap(state.generator), "D.": unwrap(state.discriminator)}
+    networks = {"G.": unwrap(state.segmenter), "D.": unwrap(state.discriminator)}
     weights = {p + k: v.detach().clone() for p, net in networks.items() for k, v in net.state_dict().items()}
     grads = {p + k: v.grad.clone() for p, net in networks.items() for k, v in net.named_parameters()}
     return weights, grads, step_stats

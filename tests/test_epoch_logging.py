@@ -4,8 +4,10 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from ganseg.data.datasets import PreparedSplit
+from ganseg.jobs import Worker
+from ganseg.jobs.segmenter import OVERLAY_DIR, SegmenterJob, preview_grid
 from ganseg.segmenter.training import build_training_state
-from pipeline.epoch_logging import OVERLAY_DIR, images_due, log_overlays_if_due, preview_grid
+from pipeline.tracking.epochs import EpochLogger, images_due
 from tests.conftest import prepare_dataset
 
 
@@ -31,19 +33,23 @@ def test_learning_rates_come_from_the_optimizers(setup):
 
 def test_preview_grid_has_one_row_per_image_and_three_columns(setup):
     _, state, val_set = setup
-    grid = preview_grid(state.generator, val_set, count=2)
+    grid = preview_grid(state.segmenter, val_set, count=2)
     strip_height = 32 * 3
     assert grid.width > 3 * 32 * 3 and grid.height > 2 * strip_height
-    assert state.generator.training  # the preview leaves the training mode as it found it
+    assert state.segmenter.training  # the preview leaves the training mode as it found it
 
 
-def test_overlays_are_logged_only_when_due(setup, tmp_path):
-    params, state, val_set = setup
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+def test_the_segmenter_jobs_overlays_reach_the_run_under_their_epoch(setup, tmp_path):
+    params = setup[0]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
     experiment = client.create_experiment("e", artifact_location=(tmp_path / "artifacts").as_uri())
     run_id = client.create_run(experiment).info.run_id
-    for epoch in range(1, params.train.epochs + 1):
-        log_overlays_if_due(client, run_id, state, val_set, params, epoch)
+    job = SegmenterJob(params, tmp_path / "data")
+    job.start(Worker())
+    logger = EpochLogger(uri, run_id, job.score)
+    for epoch in (3, 4):
+        logger.log_picture(job.picture(epoch))
     logged = sorted(f.path for f in client.list_artifacts(run_id, OVERLAY_DIR))
     assert logged == [f"{OVERLAY_DIR}/epoch_0003.png", f"{OVERLAY_DIR}/epoch_0004.png"]
     local = client.download_artifacts(run_id, logged[0], str(tmp_path))

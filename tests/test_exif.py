@@ -5,8 +5,8 @@ from PIL import Image
 
 from ganseg.config import DataConfig
 from ganseg.data.sources import read_image
-from ganseg.export import export_model
-from ganseg.segment_folder import segment_folder
+from ganseg.segmenter.export import export_model
+from ganseg.segmenter.segment_folder import segment_folder
 from ganseg.segmenter.training import build_networks
 from tests.conftest import model_card, prepare_dataset
 

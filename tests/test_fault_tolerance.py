@@ -50,7 +50,7 @@ def test_killed_worker_resumes_from_checkpoint_in_the_same_run(tmp_path):
     prepare_project(repo, env)
     train = train_with_a_killed_worker(repo, env, "train", rank=1, at_epoch=3)
     assert logged_steps(repo, train.info.run_id) == list(range(1, EPOCHS + 1))
-    assert (repo / "models" / "generator.pt").is_file()
+    assert (repo / "models" / "segmenter.pt").is_file()
 
 
 def test_the_image_generator_stage_recovers_a_killed_worker_in_the_same_run(tmp_path):
@@ -79,7 +79,7 @@ def test_joint_training_on_generated_pairs_recovers_both_generators_after_a_kill
     assert logged_steps(repo, synthetic.info.run_id, "imagegen_loss_joint") == [1, 2, 3]
     checkpoints = list((repo / "runs" / "ray").glob("train_synthetic-*/checkpoint_*/joint_image_generator.pt"))
     assert checkpoints, "the joint image generator is saved in every checkpoint"
-    assert (repo / "models_synthetic" / "generator.pt").is_file()
+    assert (repo / "models_synthetic" / "segmenter.pt").is_file()
 
 
 def wait_for_logged_epoch(repo, process, timeout_s: float = 600) -> None:

@@ -17,7 +17,12 @@ from ganseg.segmenter.losses import (
     soft_dice_loss,
 )
 from ganseg.segmenter.networks import build_discriminator
-from ganseg.segmenter.training import _self_taught, build_training_state, train_epoch, train_step
+from ganseg.segmenter.training import (
+    _self_taught,
+    build_training_state,
+    train_epoch,
+    train_step,
+)
 from tests.conftest import batch, changed, weights_of
 
 
@@ -137,15 +142,15 @@ def test_ema_is_evaluated_exported_and_restored(tiny_params, tmp_path):
     state = build_training_state(params, 1, 3)
     for seed in range(3):
         train_step(state, *batch(seed=seed), params.train)
-    live, average = state.generator.state_dict(), state.eval_generator.state_dict()
-    assert state.eval_generator is state.ema.module
+    live, average = state.segmenter.state_dict(), state.eval_segmenter.state_dict()
+    assert state.eval_segmenter is state.ema.module
     assert any(not torch.equal(live[k], average[k]) for k in live)
     checkpoint = checkpoint_of(state, epoch=1, history=[])
-    assert all(torch.equal(weights_to_export(checkpoint)[k], average[k]) for k in average)
+    assert all(torch.equal(weights_to_export(checkpoint, "segmenter")[k], average[k]) for k in average)
     torch.save(checkpoint, tmp_path / "state.pt")
     fresh = build_training_state(params, 1, 3)
     restore_checkpoint(fresh, tmp_path / "state.pt")
-    assert all(torch.equal(fresh.eval_generator.state_dict()[k], average[k]) for k in average)
+    assert all(torch.equal(fresh.eval_segmenter.state_dict()[k], average[k]) for k in average)
     assert int(fresh.ema.n_averaged) == 3
 
 
@@ -165,7 +170,7 @@ def test_semi_supervised_step_trains_on_the_unlabelled_pixels_the_discriminator_
 
     state.discriminator.register_forward_hook(fixed_scores)
     predicted = []
-    state.generator.register_forward_hook(lambda _, __, logits: predicted.append(logits.detach()))
+    state.segmenter.register_forward_hook(lambda _, __, logits: predicted.append(logits.detach()))
     images, masks = batch()
     unlabelled, _ = batch(seed=5)
     step_stats = train_step(state, images, masks, params.train, unlabelled=unlabelled)

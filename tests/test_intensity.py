@@ -9,10 +9,10 @@ from ganseg.config import IntensityConfig, ParamsError, validate_params
 from ganseg.contracts import ModelCard, read_dataset_stats
 from ganseg.data.intensity import IntensityRule, map_to_uint8, resolve
 from ganseg.data.sources import read_image
-from ganseg.evaluation import evaluate_full_size
-from ganseg.export import export_model
 from ganseg.metrics import scores
-from ganseg.segment_folder import segment_folder
+from ganseg.segmenter.evaluation import evaluate_full_size
+from ganseg.segmenter.export import export_model
+from ganseg.segmenter.segment_folder import segment_folder
 from tests.conftest import prepare_dataset, write_pair
 
 
@@ -176,4 +176,4 @@ def _train(params, data_dir, steps):
     state = build_training_state(params, stats.channels, stats.num_classes, stats.train_frequency)
     batches = endless(DataLoader(PreparedSplit(data_dir, "train"), batch_size=8, shuffle=True))
     train_epoch(state, itertools.islice(batches, steps), params.train, epoch=1)
-    return state.eval_generator.eval()
+    return state.eval_segmenter.eval()

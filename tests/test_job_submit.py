@@ -8,7 +8,14 @@ import tempfile
 import pytest
 
 from tests.conftest import free_port
-from tests.e2e import TINY, clean_env, copy_project, mlflow_runs, prepare_project, submit
+from tests.e2e import (
+    TINY,
+    clean_env,
+    copy_project,
+    mlflow_runs,
+    prepare_project,
+    submit,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -67,7 +74,7 @@ def test_train_stage_runs_as_a_ray_job(tmp_path, head_node):
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     assert "succeeded" in output.lower()
-    assert (repo / "models" / "generator.pt").is_file()
+    assert (repo / "models" / "segmenter.pt").is_file()
     assert (repo / "results" / "train_history.csv").is_file()
     (train,) = mlflow_runs(repo, "train")
     assert train.info.status == "FINISHED" and "val_miou" in train.data.metrics

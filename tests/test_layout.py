@@ -47,6 +47,65 @@ def test_importing_every_library_module_loads_neither_ray_nor_mlflow():
 
 
 def test_no_module_is_longer_than_350_lines():
-    modules = [*LIBRARY.rglob("*.py"), *(ROOT / "pipeline").glob("*.py")]
+    modules = [*LIBRARY.rglob("*.py"), *(ROOT / "pipeline").rglob("*.py")]
     long = {str(path.relative_to(ROOT)): n for path in modules if (n := len(path.read_text().splitlines())) > MAX_LINES}
     assert not long
+
+
+def module_of(path) -> str:
+    return ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Each module of ganseg/ and pipeline/ -> the project modules it imports anywhere in its text:
+    at the top, inside functions and under TYPE_CHECKING alike (a module imported as `from a import
+    b` counts as a.b when a/b.py exists)."""
+    paths = [*LIBRARY.rglob("*.py"), *(ROOT / "pipeline").rglob("*.py")]
+    modules = {module_of(path) for path in paths}
+    graph = {}
+    for path in paths:
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found |= {f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in modules else node.module
+                          for alias in node.names}
+        graph[module_of(path)] = {name for name in found if name in modules} - {module_of(path)}
+    return graph
+
+
+def test_no_import_cycle_among_the_projects_modules():
+    graph, state, cycles = import_graph(), {}, []
+
+    def visit(module, trail):
+        state[module] = "open"
+        for imported in sorted(graph[module]):
+            if state.get(imported) == "open":
+                cycles.append(" -> ".join(trail[trail.index(imported):] + [imported]))
+            elif imported not in state:
+                visit(imported, trail + [imported])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert not cycles
+
+
+def test_the_two_model_packages_do_not_import_each_other():
+    graph = import_graph()
+    crossing = [f"{module} imports {imported}" for module, imports in graph.items() for imported in imports
+                for mine, theirs in (("ganseg.segmenter", "ganseg.imagegen"), ("ganseg.imagegen", "ganseg.segmenter"))
+                if module.startswith(mine) and imported.startswith(theirs)]
+    assert not crossing
+
+
+def test_checkpoints_is_a_leaf_of_the_library():
+    assert {name for name in import_graph()["ganseg.checkpoints"] if name.startswith("ganseg.")} == {"ganseg.errors"}
+
+
+def test_no_stage_imports_another():
+    stages = {name for name in import_graph() if name.startswith("pipeline.stages.")}
+    found = [f"{stage} imports {imported}" for stage in stages for imported in import_graph()[stage] if imported in stages]
+    assert not found

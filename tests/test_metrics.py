@@ -5,7 +5,12 @@ import pytest
 import torch
 from torchmetrics.classification import MulticlassJaccardIndex
 
-from ganseg.metrics import BoundaryF1, confusion_matrix, majority_class_confusion, scores
+from ganseg.metrics import (
+    BoundaryF1,
+    confusion_matrix,
+    majority_class_confusion,
+    scores,
+)
 
 
 def test_hand_computed_case():

@@ -20,7 +20,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from pipeline.registry import CHAMPION
+from pipeline.tracking.registry import CHAMPION
 from tests.conftest import free_port
 from tests.e2e import TINY, clean_env, copy_project, run
 
@@ -209,7 +209,7 @@ def test_registered_model_has_a_signature_and_an_input_example(pipeline, server,
     local = download_artifacts(artifact_uri=location, dst_path=str(tmp_path), tracking_uri=server)
     model = Model.load(Path(local) / "MLmodel")
     assert model.signature is not None and model.saved_input_example_info is not None
-    assert (Path(local) / "extra_files" / "generator.pt").is_file()
+    assert (Path(local) / "extra_files" / "segmenter.pt").is_file()
 
 
 def test_predict_from_the_registry_uri(pipeline, tmp_path):

@@ -2,8 +2,12 @@ import pytest
 import torch
 
 from ganseg.config import ModelConfig
-from ganseg.segmenter.losses import discriminator_loss, generator_adversarial_loss, soft_dice_loss
-from ganseg.segmenter.networks import UNet, build_discriminator, build_generator
+from ganseg.segmenter.losses import (
+    discriminator_loss,
+    segmenter_adversarial_loss,
+    soft_dice_loss,
+)
+from ganseg.segmenter.networks import UNet, build_discriminator, build_segmenter
 
 
 @pytest.mark.parametrize("depth,norm", [(1, "batch"), (2, "instance"), (3, "group"), (4, "none")])
@@ -24,7 +28,7 @@ def test_discriminator_scores_patches_and_uses_spectral_norm():
 
 
 def test_generator_from_config():
-    gen = build_generator(ModelConfig(base_channels=8, depth=2), in_channels=1, num_classes=2)
+    gen = build_segmenter(ModelConfig(base_channels=8, depth=2), in_channels=1, num_classes=2)
     assert gen(torch.randn(1, 1, 16, 16)).shape == (1, 2, 16, 16)
 
 
@@ -39,13 +43,13 @@ def test_hinge_losses_by_hand():
     real, fake = torch.tensor([2.0, 0.5]), torch.tensor([-2.0, 0.0])
     # relu(1 - real) = [0, 0.5] -> 0.25 ; relu(1 + fake) = [0, 1] -> 0.5
     assert discriminator_loss("hinge", real, fake).item() == pytest.approx(0.75)
-    assert generator_adversarial_loss("hinge", fake).item() == pytest.approx(1.0)
+    assert segmenter_adversarial_loss("hinge", fake).item() == pytest.approx(1.0)
 
 
 def test_lsgan_and_vanilla_by_hand():
     real, fake = torch.tensor([1.0]), torch.tensor([0.0])
     assert discriminator_loss("lsgan", real, fake).item() == pytest.approx(0.0)
-    assert generator_adversarial_loss("lsgan", fake).item() == pytest.approx(1.0)
+    assert segmenter_adversarial_loss("lsgan", fake).item() == pytest.approx(1.0)
     log2 = torch.log(torch.tensor(2.0)).item()
     assert discriminator_loss("vanilla", torch.zeros(1), torch.zeros(1)).item() == pytest.approx(2 * log2)
-    assert generator_adversarial_loss("vanilla", torch.zeros(1)).item() == pytest.approx(log2)
+    assert segmenter_adversarial_loss("vanilla", torch.zeros(1)).item() == pytest.approx(log2)

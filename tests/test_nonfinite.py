@@ -11,7 +11,7 @@ from ray.train import WorkerGroupError
 from ganseg.checkpoints import checkpoint_of, restore_checkpoint
 from ganseg.errors import NonFiniteLossError
 from ganseg.segmenter.training import build_training_state, train_epoch
-from pipeline.runtime import last_checkpoint_note, non_finite_cause
+from pipeline.ray.runtime import last_checkpoint_note, non_finite_cause
 from tests.conftest import batch, changed, prepare_dataset, weights_of
 
 
@@ -28,14 +28,14 @@ def test_injected_inf_names_epoch_and_step_and_changes_no_weight(tmp_path, tiny_
 
     def third_epoch():
         yield good
-        before_bad_step.extend(weights_of(state.generator, state.discriminator))
+        before_bad_step.extend(weights_of(state.segmenter, state.discriminator))
         yield poisoned, good[1]
 
     with pytest.raises(NonFiniteLossError) as err:
         train_epoch(state, third_epoch(), tiny_params.train, epoch=3)
     assert (err.value.epoch, err.value.step) == (3, 2)
     assert "is nan at epoch 3, step 2" in str(err.value)
-    assert not changed(before_bad_step, state.generator, state.discriminator)
+    assert not changed(before_bad_step, state.segmenter, state.discriminator)
     assert (tmp_path / "state.pt").read_bytes() == saved
     assert restore_checkpoint(build_training_state(tiny_params, 1, 3), tmp_path / "state.pt")["epoch"] == 2
 
@@ -68,7 +68,7 @@ def test_note_without_any_checkpoint(tmp_path):
 
 @pytest.mark.integration
 def test_real_training_stops_with_epoch_step_and_keeps_the_checkpoint(two_cpu_ray, tmp_path, tiny_params, monkeypatch):
-    from pipeline import train
+    from pipeline.stages import train
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     # One step per epoch: epoch 1 ends finite and is checkpointed, epoch 2 starts at ~1e30 weights.

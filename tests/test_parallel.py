@@ -5,7 +5,7 @@ from torch import nn
 
 from ganseg.config import Params
 from ganseg.parallel import ddp_options, frozen
-from ganseg.segmenter.networks import build_discriminator, build_generator
+from ganseg.segmenter.networks import build_discriminator, build_segmenter
 
 
 class Wrapper(nn.Module):
@@ -43,5 +43,5 @@ def test_only_batch_statistics_are_broadcast():
     params = Params.model_validate({})
     assert ddp_options(build_discriminator(params.model, 1, 3)) == {"forward_sync_buffers": False}  # spectral norm
     batch_norm = Params.model_validate({"model": {"norm": "batch"}}).model
-    assert ddp_options(build_generator(batch_norm, 1, 3)) == {"forward_sync_buffers": True}
-    assert ddp_options(build_generator(params.model, 1, 3)) == {"forward_sync_buffers": False}  # group norm
+    assert ddp_options(build_segmenter(batch_norm, 1, 3)) == {"forward_sync_buffers": True}
+    assert ddp_options(build_segmenter(params.model, 1, 3)) == {"forward_sync_buffers": False}  # group norm

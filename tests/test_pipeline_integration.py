@@ -44,7 +44,7 @@ def test_repro_writes_lock_metrics_and_a_model_that_beats_the_majority_class(rep
     # all pixels one class: that class's IoU is its pixel share, every other class's is 0
     assert majority["miou"] == pytest.approx(majority["pixel_accuracy"] / 3, abs=1e-5)
     assert test["miou"] >= majority["miou"] + 0.1, f"mIoU {test['miou']}, the majority class's {majority['miou']}"
-    assert (repo / "models/generator.pt").is_file()
+    assert (repo / "models/segmenter.pt").is_file()
     assert len(list((repo / "results/evaluation/overlays").glob("*.png"))) == 2
     best = json.loads((repo / "results/tune/best_config.json").read_text())
     assert set(best["overrides"]) == {"train.lr_g", "train.lambda_adv"}

@@ -5,9 +5,14 @@ from PIL import Image
 from torch import nn
 
 from ganseg.data.datasets import to_input
-from ganseg.export import export_model
-from ganseg.segment_folder import segment_folder
-from ganseg.segmenter.inference import image_logits, logit_strips, segment_image, window_starts
+from ganseg.segmenter.export import export_model
+from ganseg.segmenter.inference import (
+    image_logits,
+    logit_strips,
+    segment_image,
+    window_starts,
+)
+from ganseg.segmenter.segment_folder import segment_folder
 from ganseg.segmenter.training import build_networks
 from tests.conftest import model_card
 

@@ -1,31 +1,42 @@
+import os
 import subprocess
-import tempfile
+import sys
 from pathlib import Path
 
 import numpy as np
-from dvc_data.hashfile.build import build
-from dvc_data.hashfile.db import HashFileDB
-from dvc_objects.fs.local import LocalFileSystem
+import yaml
 
-from pipeline.provenance import DATA_HASH_TAG, GIT_COMMIT_TAG, GIT_DIRTY_TAG, dvc_dir_md5, git_tags, run_tags
+from pipeline.tracking.provenance import (
+    DATA_HASH_TAG,
+    GIT_COMMIT_TAG,
+    GIT_DIRTY_TAG,
+    dvc_dir_md5,
+    git_tags,
+    run_tags,
+)
 from tests.conftest import prepare_dataset
 
 
-def dvc_own_hash(folder: Path) -> str:
-    fs = LocalFileSystem()
-    _, _, obj = build(HashFileDB(fs, tempfile.mkdtemp()), str(folder), fs, "md5")
-    return obj.hash_info.value
+def dvc_add_hash(root: Path, folder: str) -> str:
+    """The hash `dvc add` records for `folder`, in a fresh DVC repository made at `root`."""
+    env = os.environ | {"DVC_NO_ANALYTICS": "1", "DVC_SITE_CACHE_DIR": str(root / ".dvc-site-cache")}
+    for args in (["init", "--no-scm", "-q"], ["add", "--no-commit", "-q", folder]):
+        subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, env=env, check=True, capture_output=True)
+    return yaml.safe_load((root / f"{folder}.dvc").read_text())["outs"][0]["md5"]
 
 
-def test_data_hash_is_the_one_dvc_computes(tmp_path):
-    (tmp_path / "sub").mkdir()
-    np.save(tmp_path / "a.npy", np.arange(10))
-    (tmp_path / "sub" / "b.csv").write_text("x,y\n1,2\n")
-    (tmp_path / "stats.json").write_text("{}")
-    assert dvc_dir_md5(tmp_path) == dvc_own_hash(tmp_path)
-    before = dvc_dir_md5(tmp_path)
-    (tmp_path / "sub" / "b.csv").write_text("x,y\n1,3\n")
-    assert dvc_dir_md5(tmp_path) != before
+def test_data_hash_is_the_one_dvc_records(tmp_path):
+    folder = tmp_path / "data"
+    (folder / "sub").mkdir(parents=True)
+    np.save(folder / "a.npy", np.arange(10))
+    (folder / "sub" / "b.csv").write_text("x,y\n1,2\n")
+    (folder / "stats.json").write_text("{}")
+    files = sorted(tmp_path.rglob("*"))
+    before = dvc_dir_md5(folder)  # outside any DVC repository
+    assert sorted(tmp_path.rglob("*")) == files  # and no cache written
+    assert before.endswith(".dir") and before == dvc_add_hash(tmp_path, "data")
+    (folder / "sub" / "b.csv").write_text("x,y\n1,3\n")
+    assert dvc_dir_md5(folder) != before
 
 
 def git(repo: Path, *args: str) -> str:
@@ -53,4 +64,4 @@ def test_run_tags_name_stage_dataset_and_prepared_data(tmp_path, tiny_params):
     prepare_dataset(tiny_params.data, tiny_params.seed, tmp_path / tiny_params.data.output_dir, progress=False)
     tags = run_tags(tmp_path, tiny_params, "train")
     assert tags["ganseg.stage"] == "train" and tags["ganseg.dataset"] == "synthetic"
-    assert tags[DATA_HASH_TAG] == dvc_own_hash(tmp_path / tiny_params.data.output_dir)
+    assert tags[DATA_HASH_TAG] == dvc_add_hash(tmp_path, tiny_params.data.output_dir)

@@ -22,9 +22,11 @@ from PIL import Image
 
 from ganseg.config import Params, load_params
 from ganseg.contracts import read_dataset_stats
+from ganseg.jobs.segmenter import SegmenterJob
 from ganseg.segmenter.training import build_networks
 from pipeline.cli import main
-from pipeline.train import RUN_KEY_TAG, check_checkpoints_fit, run_key
+from pipeline.tracking.lifecycle import RUN_KEY_TAG, run_key
+from pipeline.training import check_checkpoints_fit
 from tests.conftest import ROOT, model_card, prepare_dataset, write_pair
 from tests.test_bad_data import grey, png_bytes
 from tests.test_checkpoints import CodeOnLoad, export
@@ -182,15 +184,15 @@ def predict_with_models_folder(tmp_path):
 def model_of_another_architecture(tmp_path):
     export(tmp_path / "models", Params())
     wider, _ = build_networks(Params().with_overrides({"model.base_channels": 32}), 1, 3)
-    torch.save(wider.state_dict(), tmp_path / "models" / "generator.pt")
+    torch.save(wider.state_dict(), tmp_path / "models" / "segmenter.pt")
     return predict_with_models_folder(tmp_path)
 
 
 def damaged_or_pickled_weights(tmp_path):
     export(tmp_path / "models", Params())
-    (tmp_path / "models" / "generator.pt").write_bytes(b"just some bytes")
+    (tmp_path / "models" / "segmenter.pt").write_bytes(b"just some bytes")
     printed = predict_with_models_folder(tmp_path)
-    torch.save({"head.weight": CodeOnLoad(tmp_path / "code_ran")}, tmp_path / "models" / "generator.pt")
+    torch.save({"head.weight": CodeOnLoad(tmp_path / "code_ran")}, tmp_path / "models" / "segmenter.pt")
     return printed + predict_with_models_folder(tmp_path)
 
 
@@ -323,7 +325,7 @@ def test_a_checkpoint_of_another_architecture_is_refused_before_the_workers_star
     printed = checkpoint_of_another_architecture(project)
     run = project.train_run()
     run_dir = project.root / "runs" / "ray" / f"train-{run.info.run_id}"
-    assert f"{run_dir}/checkpoint_" in printed and "state.pt: the generator weights are for another architecture" in printed
+    assert f"{run_dir}/checkpoint_" in printed and "state.pt: the segmenter weights are for another architecture" in printed
     assert "--set runtime.resume=false starts afresh" in printed
     assert len(list(run_dir.glob("checkpoint_*/state.pt"))) == 1  # epoch 1's, as the diverged run left it
     assert run.info.status == "FAILED" and not (project.root / "models").exists()
@@ -335,8 +337,7 @@ def test_the_checkpoint_passes_the_check_with_the_params_that_wrote_it(project):
     run_dir = project.root / "runs" / "ray" / f"train-{project.train_run().info.run_id}"
     assert list(run_dir.glob("checkpoint_*/state.pt"))
     params = load_params(project.root / "params.yaml", DIVERGING)
-    stats = read_dataset_stats(project.root / "data" / "prepared")
-    check_checkpoints_fit(str(run_dir), *build_networks(params, stats.channels, stats.num_classes))
+    check_checkpoints_fit(str(run_dir), SegmenterJob(params, project.root / "data" / "prepared").fresh_state())
 
 
 def test_every_row_of_the_table_is_reproduced():

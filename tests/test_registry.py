@@ -1,7 +1,7 @@
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline.registry import (
+from pipeline.tracking.registry import (
     CHAMPION,
     ModelSourceError,
     beats,

@@ -5,8 +5,8 @@ import threading
 import pytest
 
 from ganseg.config import Params, ParamsError, TrainConfig
-from pipeline.runtime import ClusterResourcesError, scaling_for
-from pipeline.tune import check_trial_precision
+from pipeline.ray.runtime import ClusterResourcesError, scaling_for
+from pipeline.stages.tune import check_trial_precision
 from tests.conftest import prepare_dataset
 
 CPUS_ONLY = {"CPU": 4.0, "memory": 8e9}
@@ -77,7 +77,7 @@ def outcome_within(seconds, function, *args):
 @pytest.mark.integration
 @pytest.mark.parametrize("stage", ["train", "tune"])
 def test_real_cluster_too_small_fails_at_once(two_cpu_ray, tmp_path, tiny_params, stage):
-    from pipeline import train, tune
+    from pipeline.stages import train, tune
 
     params = tiny_params.with_overrides(
         {"train.num_workers": 3, "tune.workers_per_trial": 3, "data.output_dir": str(tmp_path / "prep")}
@@ -97,7 +97,7 @@ def test_real_cluster_too_small_fails_at_once(two_cpu_ray, tmp_path, tiny_params
 @pytest.mark.integration
 @pytest.mark.parametrize("stage", ["train", "tune"])
 def test_real_cpu_cluster_refuses_fp16_at_once(two_cpu_ray, tmp_path, tiny_params, stage):
-    from pipeline import train, tune
+    from pipeline.stages import train, tune
 
     params = tiny_params.with_overrides({"data.output_dir": str(tmp_path / "prep")})
     prepare_dataset(params.data, 0, tmp_path / "prep", progress=False)

@@ -7,7 +7,7 @@ import pytest
 import ganseg.speed
 from ganseg.config import Params, TrainConfig
 from ganseg.speed import probe_slowdowns, slower_options
-from pipeline.runtime import warn_about_slower_options
+from pipeline.training import warn_about_slower_options
 
 
 def train_config(**settings) -> TrainConfig:

@@ -34,7 +34,7 @@ def test_ray_data_is_used_when_asked_for_a_cluster_or_much_image_data(tmp_path, 
     import os
 
     from ganseg.config import DataConfig
-    from pipeline.prepare import RAY_DATA_MIN_BYTES, uses_ray_data
+    from pipeline.stages.prepare import RAY_DATA_MIN_BYTES, uses_ray_data
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     folder = tmp_path / "folder"

@@ -8,8 +8,8 @@ from torch import nn
 from ganseg.config import MaskDeformConfig, Params
 from ganseg.data.void import VOID
 from ganseg.imagegen.training import build_state, sample
-from ganseg.segmenter.synthetic import GeneratedPairs, deform_masks
 from ganseg.segmenter.training import build_training_state, train_epoch, train_step
+from ganseg.synthetic_pairs import GeneratedPairs, deform_masks
 
 CLASSES = 3
 
@@ -117,7 +117,7 @@ def test_generated_pairs_weigh_in_the_loss_by_their_count_and_weight(weight):
     torch.manual_seed(0)
     state = build_training_state(cfg, 1, CLASSES)
     with torch.no_grad():
-        logits = state.generator(images.float() / 127.5 - 1)
+        logits = state.segmenter(images.float() / 127.5 - 1)
     real, generated = segmentation_loss(logits[:3], masks[:3]), segmentation_loss(logits[3:], masks[3:])
     stats = train_step(state, images, masks, cfg.train, generated=1)
     assert stats["loss_seg"] == pytest.approx(((3 * real + weight * generated) / 4).item(), rel=1e-5)

@@ -4,9 +4,14 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline import tracking
 from pipeline.cli import main
-from pipeline.tracking import TrackingServerError, flatten, require_reachable, safe_key
+from pipeline.tracking import runs
+from pipeline.tracking.runs import (
+    TrackingServerError,
+    flatten,
+    require_reachable,
+    safe_key,
+)
 from tests.conftest import ROOT, free_port
 
 
@@ -27,8 +32,8 @@ def sqlite_client(tmp_path_factory):
 
 def test_params_metrics_and_tags_with_awkward_names_are_logged(sqlite_client, tmp_path):
     params = {"data": {"palette": {"255,0,0": 1, "0,0,0": 0}}, "model": {"depth": 3}}
-    run_id = tracking.create_run(sqlite_client, "awkward", tmp_path, "r", tags={"a+b": "1"}, params=params)
-    tracking.log_metrics(sqlite_client, run_id, {"val_dice_cell+wall": 0.5, "nan": float("nan")}, step=1)
+    run_id = runs.create_run(sqlite_client, "awkward", tmp_path, "r", tags={"a+b": "1"}, params=params)
+    runs.log_metrics(sqlite_client, run_id, {"val_dice_cell+wall": 0.5, "nan": float("nan")}, step=1)
     data = sqlite_client.get_run(run_id).data
     assert data.params["data.palette.255_0_0"] == "1" and data.params["model.depth"] == "3"
     assert data.metrics == {"val_dice_cell_wall": 0.5}
@@ -37,7 +42,7 @@ def test_params_metrics_and_tags_with_awkward_names_are_logged(sqlite_client, tm
 
 def test_more_params_than_one_request_takes_are_all_logged(sqlite_client, tmp_path):
     params = {"search": {f"key_{i:03d}": i for i in range(250)}}  # MLflow takes 100 params a request
-    run_id = tracking.create_run(sqlite_client, "many", tmp_path, "r", tags={}, params=params)
+    run_id = runs.create_run(sqlite_client, "many", tmp_path, "r", tags={}, params=params)
     logged = sqlite_client.get_run(run_id).data.params
     assert len(logged) == 250 and logged["search.key_249"] == "249"
 
@@ -45,28 +50,28 @@ def test_more_params_than_one_request_takes_are_all_logged(sqlite_client, tmp_pa
 def test_local_store_refuses_an_experiment_whose_artifacts_sit_behind_a_server(sqlite_client, tmp_path):
     sqlite_client.create_experiment("served", artifact_location="mlflow-artifacts:/7")
     with pytest.raises(TrackingServerError, match="experiment 'served' keeps its artifacts behind an MLflow server"):
-        tracking.experiment_id(sqlite_client, "served", tmp_path)
-    tracking.require_artifact_access(MlflowClient("http://127.0.0.1:5000"), "mlflow-artifacts:/7", "through a server")
-    tracking.require_artifact_access(sqlite_client, (tmp_path / "artifacts").as_uri(), "a local folder")
+        runs.experiment_id(sqlite_client, "served", tmp_path)
+    runs.require_artifact_access(MlflowClient("http://127.0.0.1:5000"), "mlflow-artifacts:/7", "through a server")
+    runs.require_artifact_access(sqlite_client, (tmp_path / "artifacts").as_uri(), "a local folder")
 
 
 def test_experiment_is_tagged_for_model_training_when_created_and_when_reused(sqlite_client, tmp_path):
-    created = tracking.experiment_id(sqlite_client, "fresh", tmp_path)
+    created = runs.experiment_id(sqlite_client, "fresh", tmp_path)
     assert sqlite_client.get_experiment(created).tags["mlflow.experimentKind"] == "custom_model_development"
     older = sqlite_client.create_experiment("made-before", artifact_location=(tmp_path / "a").as_uri())
-    assert tracking.experiment_id(sqlite_client, "made-before", tmp_path) == older
+    assert runs.experiment_id(sqlite_client, "made-before", tmp_path) == older
     assert sqlite_client.get_experiment(older).tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_a_run_with_prepared_data_has_it_as_its_input(sqlite_client, tmp_path):
     md5 = "0123456789abcdef0123456789abcdef.dir"
     tags = {"ganseg.dataset": "synthetic", "ganseg.data_md5": md5, "ganseg.data_path": "data/prepared"}
-    run_id = tracking.create_run(sqlite_client, "inputs", tmp_path, "r", tags=tags)
+    run_id = runs.create_run(sqlite_client, "inputs", tmp_path, "r", tags=tags)
     (logged,) = sqlite_client.get_run(run_id).inputs.dataset_inputs
     assert (logged.dataset.name, logged.dataset.digest) == ("synthetic@01234567", md5)
     assert str(tmp_path / "data" / "prepared") in logged.dataset.source
     assert {t.key: t.value for t in logged.tags} == {"mlflow.data.context": "training"}
-    no_data = tracking.create_run(sqlite_client, "inputs", tmp_path, "r2", tags={"ganseg.dataset": "synthetic"})
+    no_data = runs.create_run(sqlite_client, "inputs", tmp_path, "r2", tags={"ganseg.dataset": "synthetic"})
     assert sqlite_client.get_run(no_data).inputs.dataset_inputs == []
 
 
@@ -133,8 +138,8 @@ def test_stage_fails_at_once_when_the_server_is_down(stage, tmp_path, monkeypatc
 
 
 def test_server_command_matches_the_readme():
-    assert tracking.SERVER_COMMAND in (ROOT / "README.md").read_text()
+    assert runs.SERVER_COMMAND in (ROOT / "README.md").read_text()
 
 
 def test_run_names_tell_runs_apart():
-    assert tracking.run_name("train").startswith("train-20")
+    assert runs.run_name("train").startswith("train-20")

@@ -6,7 +6,7 @@ import yaml
 
 from ganseg.config import Params
 from pipeline.cli import main
-from pipeline.train import layered_params
+from pipeline.training import layered_params
 
 TUNED = {"train.lr_g": 0.0031, "train.lambda_adv": 0.03}
 FROM = "results/tune/best_config.json"

@@ -6,7 +6,7 @@ import pytest
 
 from ganseg.config import Params
 from ganseg.contracts import ModelCard
-from pipeline import train_synthetic
+from pipeline.stages import train_synthetic
 from tests.conftest import prepare_dataset
 
 
@@ -38,9 +38,9 @@ def test_a_tuned_or_set_share_counts_not_just_the_params_file(tmp_path):
 def test_an_image_generator_for_other_classes_is_refused_before_any_training(tmp_path):
     from ganseg.contracts import ImagegenCard
     from ganseg.errors import CheckpointError
-    from ganseg.export import export_model
     from ganseg.imagegen.export import export_image_generator
     from ganseg.imagegen.training import build_generator
+    from ganseg.segmenter.export import export_model
     from ganseg.segmenter.training import build_networks
 
     params = Params().with_overrides({"data.synthetic.num_images": 20, "data.output_dir": str(tmp_path / "prepared"),

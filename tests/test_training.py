@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 
 from ganseg.checkpoints import checkpoint_of, restore_checkpoint
 from ganseg.data.datasets import PreparedSplit, shard_indices, to_input
-from ganseg.export import export_model, load_model
+from ganseg.segmenter.export import export_model, load_model
 from ganseg.segmenter.inference import confusion_over
 from ganseg.segmenter.training import build_training_state, train_epoch, train_step
 from tests.conftest import batch, changed, model_card, prepare_dataset, weights_of
@@ -17,20 +17,20 @@ from tests.conftest import batch, changed, model_card, prepare_dataset, weights_
 
 def test_gan_step_updates_both_networks(tiny_params):
     state = build_training_state(tiny_params, 1, 3)
-    g_before, d_before = weights_of(state.generator), weights_of(state.discriminator)
+    g_before, d_before = weights_of(state.segmenter), weights_of(state.discriminator)
     step_stats = train_step(state, *batch(), tiny_params.train)
     assert {"loss_d", "loss_adv", "d_real", "d_fake", "loss_g"} <= step_stats.keys()
-    assert changed(g_before, state.generator)
+    assert changed(g_before, state.segmenter)
     assert changed(d_before, state.discriminator)
 
 
 def test_supervised_baseline_leaves_discriminator_alone(tiny_params):
     params = tiny_params.with_overrides({"train.lambda_adv": 0.0})
     state = build_training_state(params, 1, 3)
-    g_before, d_before = weights_of(state.generator), weights_of(state.discriminator)
+    g_before, d_before = weights_of(state.segmenter), weights_of(state.discriminator)
     step_stats = train_step(state, *batch(), params.train)
     assert "loss_d" not in step_stats
-    assert changed(g_before, state.generator) and not changed(d_before, state.discriminator)
+    assert changed(g_before, state.segmenter) and not changed(d_before, state.discriminator)
 
 
 def test_training_lowers_the_loss(tiny_params):
@@ -54,7 +54,7 @@ def test_epoch_and_validation_on_prepared_data(tmp_path, tiny_params):
     assert 0 < epoch_means["waiting_for_data_share"] < 1  # reading the memory-mapped tiles takes some of the time
     assert isinstance(train.images, np.memmap) and isinstance(train.masks, np.memmap)  # never loaded whole
     val = PreparedSplit(tmp_path / "prep", "val")
-    confusion = confusion_over(state.generator, DataLoader(val, batch_size=8), 3)
+    confusion = confusion_over(state.segmenter, DataLoader(val, batch_size=8), 3)
     assert int(confusion.sum()) == len(val) * 32 * 32
 
 
@@ -65,18 +65,18 @@ def test_checkpoint_round_trip_restores_weights_and_optimisers(tmp_path, tiny_pa
     fresh = build_training_state(tiny_params.with_overrides({"seed": 99}), 1, 3)
     checkpoint = restore_checkpoint(fresh, tmp_path / "state.pt")
     assert checkpoint["epoch"] == 3 and checkpoint["history"] == [{"epoch": 3}]
-    for a, b in zip(state.generator.state_dict().values(), fresh.generator.state_dict().values()):
+    for a, b in zip(state.segmenter.state_dict().values(), fresh.segmenter.state_dict().values()):
         assert torch.equal(a, b)
     assert fresh.opt_g.state_dict()["state"].keys() == state.opt_g.state_dict()["state"].keys()
 
 
 def test_exported_model_loads_and_predicts(tmp_path, tiny_params):
     state = build_training_state(tiny_params, 1, 3)
-    export_model(tmp_path / "model", state.generator.state_dict(), model_card(tiny_params, best_epoch=4))
+    export_model(tmp_path / "model", state.segmenter.state_dict(), model_card(tiny_params, best_epoch=4))
     model, card = load_model(tmp_path / "model")
     assert card.best_epoch == 4 and card.num_classes == 3
     images, _ = batch()
-    assert torch.equal(model(to_input(images)), state.generator.eval()(to_input(images)))
+    assert torch.equal(model(to_input(images)), state.segmenter.eval()(to_input(images)))
 
 
 def test_shards_cover_every_index_once():
@@ -97,15 +97,15 @@ def test_precision_sets_the_dtype_every_convolution_computes_in_on_cpu(tiny_para
     params = tiny_params.with_overrides({"train.precision": precision})
     state = build_training_state(params, 1, 3)
     computed = {"G": set(), "D": set()}
-    for name, network in (("G", state.generator), ("D", state.discriminator)):
+    for name, network in (("G", state.segmenter), ("D", state.discriminator)):
         for conv in convolutions(network):
             conv.register_forward_hook(lambda _, __, out, name=name: computed[name].add(out.dtype))
-    before = weights_of(state.generator, state.discriminator)
+    before = weights_of(state.segmenter, state.discriminator)
     step_stats = train_step(state, *batch(), params.train)
     assert computed == {"G": {dtype}, "D": {dtype}}
     assert all(math.isfinite(value) for value in step_stats.values()), step_stats
-    assert changed(before, state.generator, state.discriminator)
-    assert {p.dtype for p in state.generator.parameters()} == {torch.float32}  # the weights stay fp32
+    assert changed(before, state.segmenter, state.discriminator)
+    assert {p.dtype for p in state.segmenter.parameters()} == {torch.float32}  # the weights stay fp32
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
@@ -115,7 +115,7 @@ def test_the_grad_scaler_is_on_for_fp16_only(tiny_params, precision):
 
 
 def test_fp16_scales_the_loss_and_unscales_the_gradients_before_the_step(tiny_params):
-    """fp16 runs on CPU too. The gradient reaching the generator's logits is the scaled loss's; the weights'
+    """fp16 runs on CPU too. The gradient reaching the segmenter's logits is the scaled loss's; the weights'
     gradients the optimiser steps with are the true ones (the fp32 run's, up to fp16 rounding)."""
     at_logits, at_weights, scale = {}, {}, None
     for precision in ("fp32", "fp16"):
@@ -127,11 +127,11 @@ def test_fp16_scales_the_loss_and_unscales_the_gradients_before_the_step(tiny_pa
         def keep_gradient(_, __, logits, precision=precision):
             logits.register_hook(lambda grad: at_logits.update({precision: grad.float()}))
 
-        state.generator.register_forward_hook(keep_gradient)
-        before = weights_of(state.generator)
+        state.segmenter.register_forward_hook(keep_gradient)
+        before = weights_of(state.segmenter)
         train_step(state, *batch(), params.train)
-        assert changed(before, state.generator)
-        at_weights[precision] = torch.cat([p.grad.flatten() for p in state.generator.parameters()])
+        assert changed(before, state.segmenter)
+        at_weights[precision] = torch.cat([p.grad.flatten() for p in state.segmenter.parameters()])
         scale = state.scaler.get_scale()
     assert scale == 2.0**16  # the initial scale, kept: no overflow in this step
     assert at_logits["fp16"].norm() / at_logits["fp32"].norm() == pytest.approx(scale, rel=0.01)
@@ -159,8 +159,8 @@ def test_channels_last_step_runs_in_channels_last_and_matches_the_contiguous_ste
         params = tiny_params.with_overrides({"train.channels_last": channels_last})
         state = build_training_state(params, 3, 3)
         layouts = []
-        state.generator.register_forward_pre_hook(lambda _, args: layouts.append(is_channels_last(args[0])))
-        for conv in convolutions(state.generator, state.discriminator):
+        state.segmenter.register_forward_pre_hook(lambda _, args: layouts.append(is_channels_last(args[0])))
+        for conv in convolutions(state.segmenter, state.discriminator):
             conv.register_forward_hook(lambda conv, _, out: layouts.append(
                 is_channels_last(conv.weight) and is_channels_last(out)
             ))
@@ -175,14 +175,14 @@ def test_channels_last_step_runs_in_channels_last_and_matches_the_contiguous_ste
 def test_compile_compiles_both_networks_in_place_and_keeps_their_state_dict_keys(tiny_params):
     plain = build_training_state(tiny_params, 1, 3)
     compiled = build_training_state(tiny_params.with_overrides({"train.compile": True}), 1, 3)
-    for network in ("generator", "discriminator"):
+    for network in ("segmenter", "discriminator"):
         assert getattr(getattr(compiled, network), "_compiled_call_impl", None) is not None
         assert getattr(plain, network)._compiled_call_impl is None
         assert getattr(compiled, network).state_dict().keys() == getattr(plain, network).state_dict().keys()
     assert compiled.ema.module._compiled_call_impl is None  # the moving average is a copy made before compiling
 
 
-def test_generator_step_leaves_the_discriminator_gradients_of_its_own_step(tiny_params):
+def test_segmenter_step_leaves_the_discriminator_gradients_of_its_own_step(tiny_params):
     # D's weights are frozen in G's step: after the step D's gradients are those of its own loss alone.
     state = build_training_state(tiny_params, 1, 3)
     images, masks = batch(4)

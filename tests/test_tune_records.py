@@ -3,15 +3,15 @@ from types import SimpleNamespace
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from pipeline import tracking
-from pipeline.search import search_space_record
-from pipeline.tune import backfill_epochs, outcome_tags
+from pipeline.ray.search import search_space_record
+from pipeline.stages.tune import backfill_epochs, outcome_tags
+from pipeline.tracking import runs
 
 
 def test_epochs_tune_received_but_the_run_lacks_are_logged_once(tmp_path):
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     run_id = client.create_run(client.create_experiment("e", (tmp_path / "a").as_uri())).info.run_id
-    tracking.log_metrics(client, run_id, {"epoch": 1, "val_miou": 0.3}, step=1)  # the worker logged epoch 1 only
+    runs.log_metrics(client, run_id, {"epoch": 1, "val_miou": 0.3}, step=1)  # the worker logged epoch 1 only
     reports = pd.DataFrame([
         {"epoch": 1, "val_miou": 0.3, "timestamp": 1.7e9, "trial_id": "t1", "done": False, "config/train.lr_g": 0.1},
         {"epoch": 2, "val_miou": 0.4, "timestamp": 1.7e9, "trial_id": "t1", "done": True, "config/train.lr_g": 0.1},

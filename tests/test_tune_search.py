@@ -7,7 +7,14 @@ from ray.tune.schedulers import TrialScheduler
 
 from ganseg.config import Params, load_params
 from ganseg.errors import ParamsError
-from pipeline.search import check_rungs, first_rung, longest_warmup, make_scheduler, make_searcher, to_domain
+from pipeline.ray.search import (
+    check_rungs,
+    first_rung,
+    longest_warmup,
+    make_scheduler,
+    make_searcher,
+    to_domain,
+)
 from tests.conftest import ROOT
 
 

@@ -12,8 +12,8 @@ from ganseg.config import DataConfig, ParamsError, SplitConfig, validate_params
 from ganseg.data.sources import mask_to_ids
 from ganseg.data.void import VOID
 from ganseg.errors import DataError
-from ganseg.evaluation import evaluate_full_size, summarise, write_report
 from ganseg.metrics import BoundaryF1, confusion_matrix, scores
+from ganseg.segmenter.evaluation import evaluate_full_size, summarise, write_report
 from ganseg.segmenter.losses import segmentation_loss, soft_dice_loss, valid_one_hot
 from ganseg.segmenter.training import build_networks, build_training_state, train_step
 from ganseg.viz import VOID_GREY, comparison_strip, overlay

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from ganseg.data.augment import pair_transform
 from ganseg.data.datasets import PreparedSplit, endless
 from ganseg.data.void import VOID
-from ganseg.evaluation import evaluate_full_size, write_report
+from ganseg.segmenter.evaluation import evaluate_full_size, write_report
 from ganseg.segmenter.training import build_training_state, train_epoch
 from tests.conftest import prepare_dataset, shared_dataset
 
@@ -40,7 +40,7 @@ def test_drive_prepares_trains_and_evaluates_without_the_void_outside_the_field_
     epoch_means = train_epoch(state, itertools.islice(batches, STEPS), params.train, epoch=1)
     assert math.isfinite(epoch_means["loss_seg"]) and math.isfinite(epoch_means["loss_d"])
 
-    result = evaluate_full_size(state.eval_generator, prepared, stats, keep=1, progress=False)
+    result = evaluate_full_size(state.eval_segmenter, prepared, stats, keep=1, progress=False)
     annotated, void, background = 0, 0, 0
     for stem in (prepared / "test_full/stems.txt").read_text().split():
         truth = np.asarray(Image.open(source / "masks" / f"{stem}.png"))

@@ -8,17 +8,18 @@ from PIL import Image
 
 import ganseg.contracts
 import ganseg.data.prepare
-import ganseg.evaluation
 import ganseg.fileio
-import ganseg.segment_folder
+import ganseg.segmenter.evaluation
+import ganseg.segmenter.segment_folder
 from ganseg.contracts import ModelCard, read_dataset_stats
-from ganseg.export import export_model
 from ganseg.fileio import atomic_dir, write_json
-from ganseg.segment_folder import segment_folder
+from ganseg.jobs.segmenter import SegmenterJob
+from ganseg.segmenter.export import export_model
+from ganseg.segmenter.segment_folder import segment_folder
 from ganseg.segmenter.training import build_networks
-from pipeline import evaluate
-from pipeline.train import _export
-from tests.conftest import model_card, prepare_dataset, prepared_stats
+from pipeline.stages import evaluate
+from pipeline.training import export
+from tests.conftest import model_card, prepare_dataset
 
 
 class InjectedFailure(Exception):
@@ -85,21 +86,23 @@ def test_json_write_failing_half_way(tmp_path, monkeypatch):
 
 def exported_state(params, epoch):
     """The entries of a final checkpoint that the export reads."""
-    generator, _ = build_networks(params.with_overrides({"seed": epoch}), 1, 3)
+    segmenter, _ = build_networks(params.with_overrides({"seed": epoch}), 1, 3)
     history = [{"epoch": e, "val_miou": 0.1 * e} for e in range(1, epoch + 1)]
-    best = {"epoch": epoch, "val_miou": 0.1 * epoch, "generator": generator.state_dict()}
-    return {"epoch": epoch, "generator": best["generator"], "history": history, "best": best}
+    best = {"epoch": epoch, "val_miou": 0.1 * epoch, "segmenter": segmenter.state_dict()}
+    return {"epoch": epoch, "segmenter": best["segmenter"], "history": history, "best": best}
 
 
 def test_train_export_failing_after_the_weights(tmp_path, tiny_params, monkeypatch):
     models, history = tmp_path / "models", tmp_path / "results" / "train_history.csv"
+    prepare_dataset(tiny_params.data, 0, tmp_path / "data", progress=False)
+    job = SegmenterJob(tiny_params, tmp_path / "data")
     state = exported_state(tiny_params, 2)
-    _export(tiny_params, prepared_stats(), state, state, "run-a", models, history)
+    export(job, state, state, "run-a", models, history)
     before_models, before_history = snapshot(models), history.read_bytes()
     monkeypatch.setattr(ganseg.contracts, "write_json", fail_on_call(1, ganseg.contracts.write_json))
     with pytest.raises(InjectedFailure):
         state = exported_state(tiny_params, 5)
-        _export(tiny_params, prepared_stats(), state, state, "run-b", models, history)
+        export(job, state, state, "run-b", models, history)
     assert snapshot(models) == before_models and history.read_bytes() == before_history
     assert hidden_leftovers(tmp_path) == [] and hidden_leftovers(history.parent) == []
 
@@ -107,15 +110,15 @@ def test_train_export_failing_after_the_weights(tmp_path, tiny_params, monkeypat
 def test_evaluate_failing_half_way_through_its_report(tmp_path, tiny_params, monkeypatch):
     params = tiny_params.with_overrides({"data.output_dir": "prep", "evaluate.num_overlays": 2})
     prepare_dataset(params.data, 0, tmp_path / "prep", progress=False)
-    generator, _ = build_networks(params, 1, 3)
+    segmenter, _ = build_networks(params, 1, 3)
     card = ModelCard.for_data(params.model, read_dataset_stats(tmp_path / "prep"))
-    export_model(tmp_path / "models", generator.state_dict(), card)
+    export_model(tmp_path / "models", segmenter.state_dict(), card)
     out = tmp_path / "results" / "evaluation"
     evaluate.run(params, tmp_path, tmp_path / "models", out)
     before = snapshot(out)
     assert {"metrics.json", "per_class.csv", "overlays/test_000.png"} <= before.keys()
-    bars = ganseg.evaluation.save_per_class_bars
-    monkeypatch.setattr(ganseg.evaluation, "save_per_class_bars", fail_on_call(1, bars))
+    bars = ganseg.segmenter.evaluation.save_per_class_bars
+    monkeypatch.setattr(ganseg.segmenter.evaluation, "save_per_class_bars", fail_on_call(1, bars))
     with pytest.raises(InjectedFailure):
         evaluate.run(params, tmp_path, tmp_path / "models", out)
     assert snapshot(out) == before
@@ -133,7 +136,7 @@ def test_predict_failing_on_its_second_image(tmp_path, tiny_params, monkeypatch)
     (out / "a.png").write_bytes(b"the user's earlier mask")
     (out / "notes.txt").write_text("not ours")
     before = snapshot(out)
-    monkeypatch.setattr(ganseg.segment_folder, "segment_image", fail_on_call(2, ganseg.segment_folder.segment_image))
+    monkeypatch.setattr(ganseg.segmenter.segment_folder, "segment_image", fail_on_call(2, ganseg.segmenter.segment_folder.segment_image))
     with pytest.raises(InjectedFailure):
         segment_folder(tmp_path / "model", inputs, out)
     assert snapshot(out) == before

@@ -25,14 +25,20 @@ import pandas as pd
 import torch
 
 from ganseg.bench.imagegen import train_image_generator
+from ganseg.bench.machine import machine
 from ganseg.bench.paired import paired_comparisons
-from ganseg.bench.quality import machine, mean_std, paired_metrics, score_segmenter, train_segmenter
+from ganseg.bench.quality import (
+    mean_std,
+    paired_metrics,
+    score_segmenter,
+    train_segmenter,
+)
 from ganseg.config import Params
 from ganseg.contracts import read_dataset_stats
 from ganseg.data.datasets import PreparedSplit, labelled_split
 from ganseg.errors import ParamsError
 from ganseg.imagegen.training import build_state, sample
-from ganseg.segmenter.synthetic import GeneratedPairs, deform_masks
+from ganseg.synthetic_pairs import GeneratedPairs, deform_masks
 from ganseg.viz import panel_grid
 
 ARMS = {
@@ -136,10 +142,10 @@ def _one_seed(params: Params, data_dir: Path, n: int, steps: int, generator_step
         state, tiles = train_segmenter(config, data_dir, steps, synthetic=synthetic)
         wall = time.perf_counter() - started
         if arm == "A":
-            judge = state.eval_generator  # drop_disagreeing's judge: trained on the same n labelled images
+            judge = state.eval_segmenter  # drop_disagreeing's judge: trained on the same n labelled images
         if arm == "E":
             joint_generator = synthetic.joint.eval_generator
-        scores = score_segmenter(state.eval_generator, config, data_dir)
+        scores = score_segmenter(state.eval_segmenter, config, data_dir)
         log(f"    {arm} ({ARMS[arm]}): mIoU {scores['miou']:.4f} ({wall:.0f} s)")
         runs.append({"config": arm, "seed": params.seed, "labelled_tiles": tiles, "wall_s": wall} | scores)
     if figure and generator is not None:

@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import Subset
 
+from ganseg.bench.machine import machine
 from ganseg.bench.paired import paired_comparisons
-from ganseg.bench.quality import machine, mean_std, seeded_loader, train_segmenter
+from ganseg.bench.quality import mean_std, seeded_loader, train_segmenter
 from ganseg.config import Params
 from ganseg.contracts import read_dataset_stats
 from ganseg.data.augment import pair_transform
@@ -73,7 +74,7 @@ def run_benchmark(
     stats = read_dataset_stats(data_dir)
     started = time.perf_counter()
     judge_params = params.with_overrides({"train.lambda_adv": 0.0, "train.semi.label_fraction": 1.0})
-    judge = train_segmenter(judge_params, data_dir, judge_steps)[0].eval_generator.eval()
+    judge = train_segmenter(judge_params, data_dir, judge_steps)[0].eval_segmenter.eval()
     log(f"  judge: {judge_steps} steps ({time.perf_counter() - started:.0f} s)")
     runs = []
     for name, offset in itertools.product(variants, range(seeds)):

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ganseg.bench.memory import peak_mb, reset_peak
 from ganseg.config import Params
 from ganseg.errors import ParamsError
+from ganseg.memory import peak_mb, reset_peak
 from ganseg.segmenter.inference import OVERLAP, WINDOWS_PER_BATCH, segment_image
 
 
@@ -42,29 +42,29 @@ def parse_cases(sizes: str) -> list[Case]:
 
 
 def _network(params: Params, model_dir: str | None) -> tuple[torch.nn.Module, int, int]:
-    """(generator in eval mode, tile size, channels): the exported model's, or params' with fresh weights."""
+    """(segmenter in eval mode, tile size, channels): the exported model's, or params' with fresh weights."""
     if model_dir:
-        from ganseg.export import load_model
+        from ganseg.segmenter.export import load_model
 
-        generator, card = load_model(Path(model_dir))
-        return generator.eval(), card.image_size, card.in_channels
+        segmenter, card = load_model(Path(model_dir))
+        return segmenter.eval(), card.image_size, card.in_channels
     from ganseg.segmenter.training import build_networks
 
-    generator, _ = build_networks(params, params.data.channels, params.data.num_classes)
-    return generator.eval(), params.data.image_size, params.data.channels
+    segmenter, _ = build_networks(params, params.data.channels, params.data.num_classes)
+    return segmenter.eval(), params.data.image_size, params.data.channels
 
 
 def measure_case(raw_params: dict, model_dir: str | None, case: Case) -> dict:
     """Seconds, images/s and peak memory of segmenting `case.count` random images (in this process)."""
     params = Params.model_validate(raw_params)
-    generator, tile, channels = _network(params, model_dir)
+    segmenter, tile, channels = _network(params, model_dir)
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (case.size, case.size, channels), dtype=np.uint8) for _ in range(case.count)]
-    segment_image(generator, images[0][: 2 * tile, : 2 * tile], tile, flips=case.flips)  # warm-up
+    segment_image(segmenter, images[0][: 2 * tile, : 2 * tile], tile, flips=case.flips)  # warm-up
     before = reset_peak()
     start = time.perf_counter()
     for image in images:
-        segment_image(generator, image, tile, flips=case.flips)
+        segment_image(segmenter, image, tile, flips=case.flips)
     seconds = time.perf_counter() - start
     return {
         "size": case.size, "count": case.count, "flips": case.flips, "tile": tile,

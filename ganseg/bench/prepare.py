@@ -1,5 +1,5 @@
 """How prepare scales with the number of images: the folders of synthetic image/mask PNG pairs that
-`ganseg bench prepare` (pipeline/bench_prepare.py) prepares, and its arguments.
+`ganseg bench prepare` (pipeline/ray/data_bench.py) prepares, and its arguments.
 
 The folders hold copies of a few distinct pairs: drawing thousands of synthetic images would take
 longer than preparing them, and prepare decodes every file whatever it holds.

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import platform
 import time
 from pathlib import Path
 
@@ -21,13 +20,18 @@ from torch.utils.data import DataLoader
 
 from ganseg.bench.contenders import BASELINE, Contender
 from ganseg.bench.differences import largest_differences
+from ganseg.bench.machine import machine
 from ganseg.bench.paired import paired_comparisons
 from ganseg.config import Params
 from ganseg.contracts import read_dataset_stats
 from ganseg.data.datasets import endless, labelled_frequency, training_batches
-from ganseg.evaluation import evaluate_full_size, scored_description, summarise
-from ganseg.segmenter.synthetic import GeneratedPairs
+from ganseg.segmenter.evaluation import (
+    evaluate_full_size,
+    scored_description,
+    summarise,
+)
 from ganseg.segmenter.training import TrainingState, build_training_state, train_epoch
+from ganseg.synthetic_pairs import GeneratedPairs
 from ganseg.viz import save_difference_figure
 
 AUCS = ("auc_roc", "auc_pr")  # binary tasks only
@@ -43,7 +47,7 @@ def train_and_score(
     state, labelled_tiles = train_segmenter(params, data_dir, steps, progress)
     seconds = time.perf_counter() - started
     images = steps * params.train.batch_size
-    return score_segmenter(state.eval_generator, params, data_dir, split, keep) | {
+    return score_segmenter(state.eval_segmenter, params, data_dir, split, keep) | {
         "images_per_s": images / seconds if seconds else float("nan"),
         "labelled_tiles": labelled_tiles,
     }
@@ -68,7 +72,7 @@ def score_segmenter(segmenter: torch.nn.Module, params: Params, data_dir: Path, 
 
 def train_segmenter(params: Params, data_dir: Path, steps: int, progress: bool = False,
                     synthetic: GeneratedPairs | None = None) -> tuple[TrainingState, int]:
-    """A segmenter trained from scratch for `steps` generator updates, split into train.epochs equal
+    """A segmenter trained from scratch for `steps` segmenter updates, split into train.epochs equal
     epochs (with `synthetic`, part of each batch generated); and how many labelled tiles it saw.
     Deterministic for a given params.seed."""
     torch.manual_seed(params.seed)
@@ -173,11 +177,6 @@ def paired_metrics(class_names: list[str]) -> dict:
         metrics[f"Dice {foreground}"] = lambda run: run["dice"][foreground]
         metrics["AUC-ROC"] = lambda run: run.get("auc_roc")
     return metrics
-
-
-def machine() -> str:
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU only"
-    return f"{platform.machine()}, {torch.get_num_threads()} torch threads, {device}"
 
 
 def summarise_runs(runs: list[dict], class_names: list[str]) -> dict:

@@ -1,4 +1,5 @@
-"""Throughput of the GAN segmenter's training step: pure PyTorch, shared by every runner."""
+"""Throughput of the GAN segmenter's training step: pure PyTorch, shared by every runner (the Ray
+Train runners time it through ganseg/jobs/throughput.py)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from ganseg.data.datasets import WaitClock
 from ganseg.data.synthetic import generate_sample
 from ganseg.parallel import ddp_options
 from ganseg.segmenter.training import TrainingState, build_training_state, train_step
+
+WARMUP, BATCHES = 3, 4  # untimed steps; in-memory batches, cycled
 
 
 def synthetic_batches(params: Params, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -129,3 +132,4 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+

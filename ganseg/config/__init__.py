@@ -134,12 +134,12 @@ class Params(Strict):
                 raise ValueError(f"tune.search_space key {key!r} is not a params key")
         return self
 
-    def with_overrides(self, overrides: dict[str, Any]) -> "Params":
-        """A validated copy with dotted keys replaced (used for tune trials and the best config)."""
+    def with_overrides(self, overrides: dict[str, Any], source: str = "overrides") -> "Params":
+        """A validated copy with dotted keys replaced (tune trials, the best config, --set); errors name `source`."""
         raw = self.model_dump()
         for key, value in overrides.items():
             set_dotted(raw, key, value)
-        return validate_params(raw, source="overrides")
+        return validate_params(raw, source=source)
 
 
 def validate_params(raw: dict, source: str = "params.yaml") -> Params:

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from ganseg.config.base import Strict
+from ganseg.errors import ParamsError
 
 
 class ModelConfig(Strict):
@@ -120,7 +121,7 @@ class TrainConfig(Strict):
         "none",
         description="cross-entropy and Dice weight per class: none, inverse_sqrt (of the training pixel share), or a list",
     )
-    ema_decay: float = Field(0.99, ge=0, lt=1, description="exponential moving average of the generator; 0 = off")
+    ema_decay: float = Field(0.99, ge=0, lt=1, description="exponential moving average of the segmenter; 0 = off")
     semi: SemiConfig = Field(default_factory=SemiConfig)
     synthetic: GeneratedPairsConfig = Field(default_factory=GeneratedPairsConfig)
     num_workers: int | Literal["auto"] = Field("auto", description="Ray Train workers; auto = GPUs or CPUs")
@@ -154,3 +155,8 @@ class TrainConfig(Strict):
         if isinstance(value, int) and value < 1:
             raise ValueError("must be at least 1 (or 'auto')")
         return value
+
+    def check_device(self, use_gpu: bool) -> None:
+        """precision fp16 needs GPU workers (`use_gpu`: as resolved against the cluster)."""
+        if self.precision == "fp16" and not use_gpu:
+            raise ParamsError("train.precision: fp16 needs GPU workers; use bf16 or fp32 on CPUs")

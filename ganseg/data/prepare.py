@@ -95,7 +95,7 @@ def prepare_dataset(
     """Read, fit and split every usable pair, then write the prepared folder in one atomic move.
 
     Pairs go in blocks (ganseg/data/blocks.py) that `run_blocks` prepares, here one after the other
-    or elsewhere all at once (pipeline/prepare.py runs them as Ray Data tasks); each block writes
+    or elsewhere all at once (pipeline/stages/prepare.py runs them as Ray Data tasks); each block writes
     its tiles into the staging folder as it goes, so memory holds one block's tiles whatever the
     number of images. Every file is checked before the staging folder replaces `out_dir`: unusable
     files stop the stage with one DataError listing them all (data.on_error: fail; nothing is

@@ -12,12 +12,16 @@ For every test mask the generator draws `samples` images. Reported:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch import nn
 
+from ganseg.contracts import DatasetStats, ImagegenCard
 from ganseg.data.datasets import PreparedSplit
 from ganseg.data.void import VOID
+from ganseg.errors import CheckpointError
 from ganseg.imagegen.quality import diversity, judge_miou, kid, nearest_train_distance
 from ganseg.imagegen.training import sample
 
@@ -75,3 +79,13 @@ def judge_generator(
         "samples_per_mask": samples,
     }
     return figures, drawn
+
+
+def check_image_generator_fits_data(card: ImagegenCard, stats: DatasetStats, generator_dir: Path, data_dir: Path) -> None:
+    """An image generator (its ImagegenCard) drawing other classes or channels than the data holds: refuse it."""
+    if (card.class_names, card.channels) != (stats.class_names, stats.channels):
+        raise CheckpointError(
+            f"{generator_dir} draws {card.channels}-channel images of classes {card.class_names}, but {data_dir}"
+            f" holds {stats.channels}-channel images of {stats.class_names}: train the image generator on this"
+            " data (ganseg train-imagegen)"
+        )

@@ -16,7 +16,12 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from ganseg.data.sources import DEFAULT_MAX_PIXELS, BadFileError, decode_mask, image_files
+from ganseg.data.sources import (
+    DEFAULT_MAX_PIXELS,
+    BadFileError,
+    decode_mask,
+    image_files,
+)
 from ganseg.data.void import VOID
 from ganseg.errors import DataError
 from ganseg.fileio import atomic_dir

@@ -3,7 +3,7 @@
 - `SpadeGenerator`: spatially-adaptive normalisation (Park et al. 2019) with noise joined to the
   label map at every layer (3D noise, as in OASIS, Schönfeld et al. 2021), so one mask gives many
   images.
-- `pix2pix`: the segmenter's U-Net run the other way (label map -> image), no noise (Isola et al.).
+- `pix2pix`: the U-Net run the other way (label map -> image), no noise (Isola et al.).
 - `MultiScalePatchDiscriminator`: PatchGANs on the (image, mask) pair at full and halved scales,
   returning every layer's activations for feature matching.
 - `OasisDiscriminator`: a U-Net segmenter of the image alone into the N classes + 1 "fake".
@@ -18,20 +18,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.parametrizations import spectral_norm
 
 from ganseg.data.void import VOID
-from ganseg.segmenter.networks import UNet
+from ganseg.gan.networks import PatchGAN, UNet, spectral_norm_if
 
 
 def one_hot_with_void(mask: torch.Tensor, num_classes: int) -> torch.Tensor:
     """(N, H, W) class ids with VOID -> (N, num_classes + 1, H, W) floats; the last channel marks void."""
     ids = torch.where(mask == VOID, torch.full_like(mask, num_classes), mask).long()
     return F.one_hot(ids, num_classes + 1).permute(0, 3, 1, 2).float()
-
-
-def _maybe_sn(use: bool):
-    return spectral_norm if use else (lambda module: module)
 
 
 class Spade(nn.Module):
@@ -54,7 +49,7 @@ class Spade(nn.Module):
 class SpadeResBlock(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, cond_channels: int, use_sn: bool):
         super().__init__()
-        sn = _maybe_sn(use_sn)
+        sn = spectral_norm_if(use_sn)
         middle = min(in_ch, out_ch)
         self.norm_0, self.conv_0 = Spade(in_ch, cond_channels), sn(nn.Conv2d(in_ch, middle, 3, padding=1))
         self.norm_1, self.conv_1 = Spade(middle, cond_channels), sn(nn.Conv2d(middle, out_ch, 3, padding=1))
@@ -111,28 +106,6 @@ class Pix2PixGenerator(nn.Module):
         return torch.tanh(self.unet(label_map))
 
 
-class PatchCritic(nn.Module):
-    """One PatchGAN; returns the activations after each layer, the patch scores last."""
-
-    def __init__(self, in_channels: int, width: int, layers: int, use_sn: bool):
-        super().__init__()
-        sn = _maybe_sn(use_sn)
-        stages, channels = [], in_channels
-        for i in range(layers):
-            out = width * 2 ** min(i, 3)
-            stages.append(nn.Sequential(sn(nn.Conv2d(channels, out, 4, stride=2, padding=1)), nn.LeakyReLU(0.2)))
-            channels = out
-        stages.append(sn(nn.Conv2d(channels, 1, 3, padding=1)))
-        self.stages = nn.ModuleList(stages)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        found = []
-        for stage in self.stages:
-            x = stage(x)
-            found.append(x)
-        return found
-
-
 class MultiScalePatchDiscriminator(nn.Module):
     """PatchGANs on image ⊕ label map at full size, half size, ... (pix2pixHD / SPADE).
     Returns, per scale, the list of activations with the patch scores last."""
@@ -141,13 +114,13 @@ class MultiScalePatchDiscriminator(nn.Module):
                  use_sn: bool = True):
         super().__init__()
         channels = image_channels + num_classes + 1
-        self.critics = nn.ModuleList(PatchCritic(channels, width, layers, use_sn) for _ in range(scales))
+        self.critics = nn.ModuleList(PatchGAN(channels, width, layers, use_sn) for _ in range(scales))
 
     def forward(self, image: torch.Tensor, label_map: torch.Tensor) -> list[list[torch.Tensor]]:
         x = torch.cat([image, label_map], dim=1)
         outputs = []
         for i, critic in enumerate(self.critics):
-            outputs.append(critic(x if i == 0 else F.avg_pool2d(x, 2 ** i, ceil_mode=True)))
+            outputs.append(critic(x if i == 0 else F.avg_pool2d(x, 2 ** i, ceil_mode=True), features=True))
         return outputs
 
 

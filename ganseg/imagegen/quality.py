@@ -23,8 +23,8 @@ from torchmetrics.functional.image import multiscale_structural_similarity_index
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from ganseg.data.datasets import to_input
+from ganseg.gan.networks import UNet
 from ganseg.metrics import confusion_matrix, scores
-from ganseg.segmenter.networks import UNet
 
 MS_SSIM_KERNEL = 7  # small windows, so that 64 px tiles still have 3 scales
 MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al.'s weights, finest scale first
@@ -48,14 +48,21 @@ class JudgeFeatures(nn.Module):
 
 
 @torch.no_grad()
+def judge_confusion(judge: nn.Module, images: torch.Tensor, masks: torch.Tensor, num_classes: int,
+                    batch_size: int = 32) -> torch.Tensor:
+    """The judge's confusion matrix on `images` against the masks they were drawn from (on the judge's device)."""
+    judge.eval()
+    device = next(judge.parameters(), torch.empty(0)).device  # a judge without weights reads on the CPU
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
+    for start in range(0, len(images), batch_size):
+        pred = judge(to_input(images[start:start + batch_size]).to(device)).argmax(1)
+        confusion += confusion_matrix(pred, masks[start:start + batch_size].to(device), num_classes)
+    return confusion
+
+
 def judge_miou(judge: nn.Module, images: torch.Tensor, masks: torch.Tensor, num_classes: int,
                batch_size: int = 32) -> float:
-    judge.eval()
-    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
-    for start in range(0, len(images), batch_size):
-        pred = judge(to_input(images[start:start + batch_size])).argmax(1)
-        confusion += confusion_matrix(pred, masks[start:start + batch_size], num_classes)
-    return scores(confusion)["miou"]
+    return scores(judge_confusion(judge, images, masks, num_classes, batch_size).cpu())["miou"]
 
 
 def kid(

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from ganseg.checkpoints import unwrap
 from ganseg.config import ImagegenConfig
 from ganseg.data.datasets import to_input
 from ganseg.errors import require_finite
+from ganseg.gan.averaging import moving_average
 from ganseg.imagegen import losses
 from ganseg.imagegen.networks import (
     MultiScalePatchDiscriminator,
@@ -45,6 +47,9 @@ class JointTerm:
 
 @dataclass
 class ImagegenState:
+    """Both networks, their optimisers, the step count and the generator's moving average (a `GanState`)."""
+
+    model_key: ClassVar[str] = "generator"
     generator: nn.Module
     discriminator: nn.Module
     opt_g: torch.optim.Optimizer
@@ -52,6 +57,13 @@ class ImagegenState:
     num_classes: int
     global_step: int = 0
     ema: AveragedModel | None = None
+
+    @property
+    def model(self) -> nn.Module:
+        return self.generator
+
+    def optimisation(self) -> dict:
+        return {"opt_g": self.opt_g, "opt_d": self.opt_d}
 
     @property
     def eval_generator(self) -> nn.Module:
@@ -79,16 +91,13 @@ def build_state(
     OASIS, and the generator's moving average."""
     generator = place(build_generator(cfg, num_classes, channels))
     discriminator = place(build_discriminator(cfg, num_classes, channels))
-    ema = None
-    if cfg.ema_decay > 0:
-        ema = AveragedModel(unwrap(generator), multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
     return ImagegenState(
         generator=generator,
         discriminator=discriminator,
         opt_g=torch.optim.Adam(generator.parameters(), lr=cfg.lr_g, betas=(0.0, 0.999)),
         opt_d=torch.optim.Adam(discriminator.parameters(), lr=cfg.lr_d, betas=(0.0, 0.999)),
         num_classes=num_classes,
-        ema=ema,
+        ema=moving_average(generator, cfg.ema_decay),
     )
 
 

@@ -30,19 +30,19 @@ MIRRORS = ((), (-1,), (-2,), (-2, -1))  # as is, left-right, up-down, both
 
 
 @torch.no_grad()
-def predict_classes(generator: nn.Module, images: torch.Tensor) -> torch.Tensor:
+def predict_classes(segmenter: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """Class ids (N, H, W) for uint8 images (N, C, H, W) of the training size."""
-    return generator(to_input(images)).argmax(1)
+    return segmenter(to_input(images)).argmax(1)
 
 
 @torch.no_grad()
-def confusion_over(generator: nn.Module, loader, num_classes: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """The confusion matrix of `generator`'s classes over every (image, mask) batch of `loader`."""
-    generator.eval()
+def confusion_over(segmenter: nn.Module, loader, num_classes: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The confusion matrix of `segmenter`'s classes over every (image, mask) batch of `loader`."""
+    segmenter.eval()
     total = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
     for images, masks in loader:
         images, masks = images.to(device), masks.to(device)
-        total += confusion_matrix(predict_classes(generator, images), masks, num_classes)
+        total += confusion_matrix(predict_classes(segmenter, images), masks, num_classes)
     return total
 
 
@@ -64,7 +64,7 @@ def pad_to_tile(x: torch.Tensor, tile: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sliding_strips(generator: nn.Module, x: torch.Tensor, tile: int, flips: bool = False, overlap: float = OVERLAP,
+def sliding_strips(segmenter: nn.Module, x: torch.Tensor, tile: int, flips: bool = False, overlap: float = OVERLAP,
                    per_batch: int = WINDOWS_PER_BATCH) -> Iterator[tuple[int, torch.Tensor]]:
     """(first row, logits (K, rows, W)) of consecutive row strips covering one input (1, C, H, W) of
     any size, from overlapping tile x tile windows (each with its mirror images, with `flips`).
@@ -84,7 +84,7 @@ def sliding_strips(generator: nn.Module, x: torch.Tensor, tile: int, flips: bool
     band: torch.Tensor | None = None  # logits summed over the window rows that cover rows top..top+tile
     rows = torch.zeros(tile, 1, device=x.device)  # window rows summed into each row of the band
     for i, top in enumerate(tops):
-        row = _window_row(generator, x[..., top : top + tile, :], lefts, tile, flips, per_batch)
+        row = _window_row(segmenter, x[..., top : top + tile, :], lefts, tile, flips, per_batch)
         band = row if band is None else band + row
         rows += 1
         done = (tops[i + 1] if i + 1 < len(tops) else x.shape[-2]) - top  # rows no later window reaches
@@ -94,14 +94,14 @@ def sliding_strips(generator: nn.Module, x: torch.Tensor, tile: int, flips: bool
         rows = torch.cat([rows[done:], rows.new_zeros(done, 1)])
 
 
-def _window_row(generator: nn.Module, strip: torch.Tensor, lefts: list[int], tile: int, flips: bool,
+def _window_row(segmenter: nn.Module, strip: torch.Tensor, lefts: list[int], tile: int, flips: bool,
                 per_batch: int) -> torch.Tensor:
     """Logits (K, tile, W) of one row of windows, summed where they overlap."""
     total: torch.Tensor | None = None
     for start in range(0, len(lefts), per_batch):
         batch = lefts[start : start + per_batch]
         windows = _as_input(torch.cat([strip[..., left : left + tile] for left in batch]))
-        logits = _mirrored(generator, windows) if flips else generator(windows)
+        logits = _mirrored(segmenter, windows) if flips else segmenter(windows)
         if total is None:
             total = logits.new_zeros(logits.shape[1], tile, strip.shape[-1])
         for window, left in zip(logits, batch):
@@ -109,11 +109,11 @@ def _window_row(generator: nn.Module, strip: torch.Tensor, lefts: list[int], til
     return total
 
 
-def _mirrored(generator: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _mirrored(segmenter: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Logits of `x` averaged over `x` and its three mirror images, each flipped back."""
-    total = generator(x)
+    total = segmenter(x)
     for dims in MIRRORS[1:]:  # one pass each: a batch four times larger runs slower per window on a CPU
-        total += generator(x.flip(dims)).flip(dims)
+        total += segmenter(x.flip(dims)).flip(dims)
     return total / len(MIRRORS)
 
 
@@ -122,39 +122,39 @@ def _as_input(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def resized_logits(generator: nn.Module, x: torch.Tensor, tile: int, flips: bool = False) -> torch.Tensor:
+def resized_logits(segmenter: nn.Module, x: torch.Tensor, tile: int, flips: bool = False) -> torch.Tensor:
     """Logits (1, K, H, W) for one input (1, C, H, W): through the network at tile x tile, then resized back."""
     small = F.interpolate(_as_input(x), size=(tile, tile), mode="bilinear", antialias=True, align_corners=False)
-    logits = _mirrored(generator, small) if flips else generator(small)
+    logits = _mirrored(segmenter, small) if flips else segmenter(small)
     return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
-def logit_strips(generator: nn.Module, x: torch.Tensor, tile: int, fit: str = "tile",
+def logit_strips(segmenter: nn.Module, x: torch.Tensor, tile: int, fit: str = "tile",
                  flips: bool = False) -> Iterator[tuple[int, torch.Tensor]]:
     """(first row, logits (K, rows, W)) of row strips covering one input (1, C, H, W) of any size
     (uint8 or already the network's input), segmented the way the model was trained: sliding
     windows for data.fit tile (in strips, in bounded memory), one resized pass for data.fit resize
     (one strip: the model sees the whole image at tile size anyway)."""
     if fit == "resize":
-        yield 0, resized_logits(generator, x, tile, flips)[0]
+        yield 0, resized_logits(segmenter, x, tile, flips)[0]
     else:
-        yield from sliding_strips(generator, x, tile, flips)
+        yield from sliding_strips(segmenter, x, tile, flips)
 
 
-def image_logits(generator: nn.Module, x: torch.Tensor, tile: int, fit: str = "tile",
+def image_logits(segmenter: nn.Module, x: torch.Tensor, tile: int, fit: str = "tile",
                  flips: bool = False) -> torch.Tensor:
     """Logits (1, K, H, W) for one input (1, C, H, W) of any size, the way the model was trained
     (the strips of `logit_strips`, joined: for small images and tests; large images stream)."""
-    return torch.cat([logits for _, logits in logit_strips(generator, x, tile, fit, flips)], 1)[None]
+    return torch.cat([logits for _, logits in logit_strips(segmenter, x, tile, fit, flips)], 1)[None]
 
 
 def segment_image(
-    generator: nn.Module, image: np.ndarray, tile: int, fit: str = "tile", flips: bool = False
+    segmenter: nn.Module, image: np.ndarray, tile: int, fit: str = "tile", flips: bool = False
 ) -> np.ndarray:
     """Class ids (H, W) for one (H, W, C) uint8 image of any size, strip by strip."""
     x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
-    x = x.to(next(generator.parameters()).device)
+    x = x.to(next(segmenter.parameters()).device)
     classes = np.empty(image.shape[:2], np.uint8)
-    for top, logits in logit_strips(generator, x, tile, fit, flips):
+    for top, logits in logit_strips(segmenter, x, tile, fit, flips):
         classes[top : top + logits.shape[1]] = logits.argmax(0).cpu().numpy()
     return classes

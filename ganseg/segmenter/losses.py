@@ -131,7 +131,7 @@ def discriminator_loss(kind: str, real_scores: torch.Tensor, fake_scores: torch.
     raise ValueError(f"unknown adversarial loss {kind!r}")
 
 
-def generator_adversarial_loss(kind: str, fake_scores: torch.Tensor) -> torch.Tensor:
+def segmenter_adversarial_loss(kind: str, fake_scores: torch.Tensor) -> torch.Tensor:
     if kind == "hinge":
         return -fake_scores.mean()
     if kind == "vanilla":

@@ -1,7 +1,7 @@
 """The GAN segmenter's training: its state, one step and one epoch; pure PyTorch, no Ray.
 
 One step updates the discriminator on (image, true mask) against (image, predicted mask), then
-the generator on cross-entropy + Dice + lambda_adv * adversarial (how the masks reach the
+the segmenter on cross-entropy + Dice + lambda_adv * adversarial (how the masks reach the
 discriminator, and the feature critic: ganseg/segmenter/adversarial.py). With lambda_adv = 0 the
 discriminator is skipped entirely and the step is the supervised baseline. Void pixels of the
 masks count in no loss: the one-hot truth and the prediction the discriminator sees are both zero there.
@@ -15,17 +15,18 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import ClassVar, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from ganseg.checkpoints import unwrap
 from ganseg.config import Params, TrainConfig
 from ganseg.data.datasets import WaitClock, to_input
 from ganseg.errors import NonFiniteLossError, require_finite
+from ganseg.gan.averaging import moving_average
 from ganseg.parallel import frozen
 from ganseg.segmenter.adversarial import (
     feature_distance,
@@ -37,24 +38,33 @@ from ganseg.segmenter.adversarial import (
 from ganseg.segmenter.losses import (
     class_weight_tensor,
     discriminator_loss,
-    generator_adversarial_loss,
     hide_void,
     realness,
     segmentation_loss,
+    segmenter_adversarial_loss,
     self_taught_loss,
 )
-from ganseg.segmenter.networks import build_discriminator, build_generator
+from ganseg.segmenter.networks import build_discriminator, build_segmenter
 
-if TYPE_CHECKING:
-    from ganseg.segmenter.synthetic import GeneratedPairs
+
+class BatchMixer(Protocol):
+    """Puts generated pairs into the segmenter's batches (ganseg/synthetic_pairs.py): `mix` returns
+    (images, masks, generated count, statistics). `joint` is the image generator trained alongside
+    (from the first epoch), if any."""
+
+    joint: object | None
+
+    def mix(self, images: torch.Tensor, masks: torch.Tensor,
+            segmenter: nn.Module) -> tuple[torch.Tensor, torch.Tensor, int, dict]: ...
 
 
 @dataclass
 class TrainingState:
     """What training changes and carries from step to step: both networks, their optimisers and
-    schedulers, the grad scaler, the step count and the generator's moving average."""
+    schedulers, the grad scaler, the step count and the segmenter's moving average (a `GanState`)."""
 
-    generator: nn.Module
+    model_key: ClassVar[str] = "segmenter"
+    segmenter: nn.Module
     discriminator: nn.Module
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer
@@ -65,16 +75,24 @@ class TrainingState:
     channels_last: bool = False
     global_step: int = 0
     class_weights: torch.Tensor | None = None
-    ema: AveragedModel | None = None  # moving average of the generator, evaluated and exported instead of it
+    ema: AveragedModel | None = None  # moving average of the segmenter, evaluated and exported instead of it
+
+    @property
+    def model(self) -> nn.Module:
+        return self.segmenter
 
     @property
     def device_type(self) -> str:
-        return next(self.generator.parameters()).device.type
+        return next(self.segmenter.parameters()).device.type
 
     @property
-    def eval_generator(self) -> nn.Module:
-        """The generator to validate and export: the moving average when there is one."""
-        return self.ema.module if self.ema is not None else unwrap(self.generator)
+    def eval_segmenter(self) -> nn.Module:
+        """The segmenter to validate and export: the moving average when there is one."""
+        return self.ema.module if self.ema is not None else unwrap(self.segmenter)
+
+    def optimisation(self) -> dict:
+        return {"opt_g": self.opt_g, "opt_d": self.opt_d, "sched_g": self.sched_g, "sched_d": self.sched_d,
+                "scaler": self.scaler}
 
     def autocast(self):
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
@@ -85,10 +103,10 @@ class TrainingState:
 
 
 def build_networks(params: Params, in_channels: int, num_classes: int) -> tuple[nn.Module, nn.Module]:
-    """The U-Net generator and the PatchGAN discriminator, initialised from params.seed."""
+    """The U-Net segmenter and the PatchGAN discriminator, initialised from params.seed."""
     torch.manual_seed(params.seed)
     return (
-        build_generator(params.model, in_channels, num_classes),
+        build_segmenter(params.model, in_channels, num_classes),
         build_discriminator(params.model, in_channels, num_classes),
     )
 
@@ -103,27 +121,25 @@ def build_training_state(
     """Fresh networks (in channels_last memory format with train.channels_last), each passed through
     `wrap` (under Ray Train, its prepare_model: to the device, and into DDP with several workers) and
     compiled with train.compile, then their optimisers, per-epoch schedulers, the fp16 grad scaler,
-    class weights (from the training pixel shares `class_frequency`) and the generator's moving average."""
+    class weights (from the training pixel shares `class_frequency`) and the segmenter's moving average."""
     cfg = params.train
-    generator, discriminator = build_networks(params, in_channels, num_classes)
+    segmenter, discriminator = build_networks(params, in_channels, num_classes)
     if cfg.channels_last:
-        generator = generator.to(memory_format=torch.channels_last)
+        segmenter = segmenter.to(memory_format=torch.channels_last)
         discriminator = discriminator.to(memory_format=torch.channels_last)
-    generator, discriminator = wrap(generator), wrap(discriminator)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr_g, betas=(0.5, 0.999))
+    segmenter, discriminator = wrap(segmenter), wrap(discriminator)
+    opt_g = torch.optim.Adam(segmenter.parameters(), lr=cfg.lr_g, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr_d, betas=(0.5, 0.999))
-    device = next(generator.parameters()).device
+    device = next(segmenter.parameters()).device
     if cfg.class_weights == "inverse_sqrt" and not class_frequency:
         raise ValueError("train.class_weights inverse_sqrt needs the training class frequencies")
     weights = class_weight_tensor(cfg.class_weights, class_frequency or [])
-    ema = None
-    if cfg.ema_decay > 0:
-        ema = AveragedModel(unwrap(generator), multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
-    if cfg.compile:  # in place, after the moving average copied the generator: state dict keys stay as they are
-        unwrap(generator).compile()
+    ema = moving_average(segmenter, cfg.ema_decay)
+    if cfg.compile:  # in place, after the moving average copied the segmenter: state dict keys stay as they are
+        unwrap(segmenter).compile()
         unwrap(discriminator).compile()
     return TrainingState(
-        generator, discriminator, opt_g, opt_d, _scheduler(opt_g, cfg), _scheduler(opt_d, cfg),
+        segmenter, discriminator, opt_g, opt_d, _scheduler(opt_g, cfg), _scheduler(opt_d, cfg),
         torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16"),
         cfg.precision, cfg.channels_last,
         class_weights=None if weights is None else weights.to(device),
@@ -153,7 +169,7 @@ def train_step(
     noise_std: float | None = None,
     generated: int = 0,
 ) -> dict[str, float]:
-    """One discriminator update, then one generator update.
+    """One discriminator update, then one segmenter update.
 
     The adversarial term (and with it the discriminator) runs when `adversarial` and lambda_adv > 0.
     `unlabelled` images (no masks) add, in that case, the adversarial term on their predictions and
@@ -167,7 +183,7 @@ def train_step(
     u = _prepare_input(state, unlabelled) if unlabelled is not None and adversarial else None
     inputs = x if u is None else torch.cat([x, u])
     with state.autocast():
-        logits_all = state.generator(inputs)
+        logits_all = state.segmenter(inputs)
     logits_all = logits_all.float()
     logits = logits_all[: len(x)]
     step_stats: dict[str, float] = {}
@@ -188,7 +204,7 @@ def train_step(
         else:
             with state.autocast(), frozen(state.discriminator) as critic:
                 fake_scores = critic(inputs, fake_all).float()
-            loss_adv = generator_adversarial_loss(cfg.adv_loss, fake_scores)
+            loss_adv = segmenter_adversarial_loss(cfg.adv_loss, fake_scores)
         loss_g = loss_g + cfg.lambda_adv * loss_adv
         step_stats["loss_adv"] = loss_adv.item()
         if u is not None:
@@ -201,7 +217,7 @@ def train_step(
     state.scaler.step(state.opt_g)
     state.scaler.update()
     if state.ema is not None:
-        state.ema.update_parameters(unwrap(state.generator))
+        state.ema.update_parameters(unwrap(state.segmenter))
     state.global_step += 1
     return step_stats | {"loss_g": loss_g.item(), "loss_seg": loss_seg.item()}
 
@@ -271,7 +287,7 @@ def train_epoch(
     *,
     epoch: int | None = None,
     unlabelled: Iterator[torch.Tensor] | None = None,
-    synthetic: GeneratedPairs | None = None,
+    synthetic: BatchMixer | None = None,
 ) -> dict[str, float]:
     """Mean step statistics over one pass of `loader`, plus images/s and the share of the pass spent
     waiting for batches (waiting_for_data_share); then one scheduler step.
@@ -279,10 +295,10 @@ def train_epoch(
     The adversarial term starts after train.adv_warmup_epochs; batches drawn from `unlabelled`
     (an endless iterator of image batches) join from train.semi.start_epoch; `synthetic` replaces
     part of every batch with generated pairs from train.synthetic.start_epoch (joint training: its
-    generator trains from the first epoch). Without `epoch`, all are on. A NaN or infinite loss
+    image generator trains from the first epoch). Without `epoch`, all are on. A NaN or infinite loss
     raises NonFiniteLossError naming `epoch` and the step (1-based).
     """
-    state.generator.train()
+    state.segmenter.train()
     state.discriminator.train()
     adversarial = epoch is None or epoch > cfg.adv_warmup_epochs
     semi = unlabelled is not None and adversarial and (epoch is None or epoch >= cfg.semi.start_epoch)
@@ -297,7 +313,7 @@ def train_epoch(
         unlabelled_images = next(unlabelled).to(device) if semi else None
         generated, mixing_stats = 0, {}
         if synthetic is not None and (synthetic.joint is not None or epoch is None or epoch >= cfg.synthetic.start_epoch):
-            images, masks, generated, mixing_stats = synthetic.mix(images, masks, state.generator)
+            images, masks, generated, mixing_stats = synthetic.mix(images, masks, state.segmenter)
         try:
             step_stats = mixing_stats | train_step(state, images, masks, cfg, adversarial=adversarial,
                                                    unlabelled=unlabelled_images, noise_std=noise_std, generated=generated)

@@ -15,8 +15,6 @@ seed by seed; see ganseg/bench/quality.py.
 from __future__ import annotations
 
 import itertools
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -24,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from ganseg.bench.machine import machine
 from ganseg.bench.tables import (
     fewlabels_table,
     imagegen_table,
@@ -33,14 +32,19 @@ from ganseg.bench.tables import (
     quality_table,
     throughput_table,
 )
-from ganseg.bench.throughput import flops_per_step, matmul_gflops, synthetic_batches, timed_steps, two_processes
+from ganseg.bench.throughput import (
+    BATCHES,
+    WARMUP,
+    flops_per_step,
+    matmul_gflops,
+    synthetic_batches,
+    timed_steps,
+    two_processes,
+)
 from ganseg.config import Params
-from ganseg.data.datasets import WaitClock, endless, training_batches
 from ganseg.fileio import write_json
 from ganseg.segmenter.training import build_training_state
-from pipeline.worker import place, shuffled_loader
 
-WARMUP, BATCHES = 3, 4
 READING = "Ray Train, 2 workers, reading data.source prepared"
 PLAIN_VARIANTS = {  # name: params overrides, each timed in the plain loop against fp32
     "fp32": {},
@@ -59,44 +63,19 @@ def plain_loop(params: Params, steps: int) -> dict:
             "warmup_extra_s": timing.warmup_s - WARMUP * timing.seconds / steps}
 
 
-def bench_loop_per_worker(config: dict) -> None:
-    import ray.train
-    import torch.distributed as dist
-
-    started = time.time()
-    params = Params.model_validate(config["params"])
-    context = ray.train.get_context()
-    world = context.get_world_size()
-    state = build_training_state(params, params.data.channels, params.data.num_classes, wrap=place)
-    sync = dist.barrier if world > 1 else (lambda: None)
-    waiting = WaitClock()
-    if config["data_dir"]:  # the training input of the train stage: this worker's shard of the prepared tiles
-        loader, _ = training_batches(config["data_dir"], params, params.data.image_size,
-                                     lambda dataset: shuffled_loader(dataset, params.train.batch_size, world))
-        batches = waiting.wrap(endless(loader))
-    else:
-        batches = itertools.cycle(synthetic_batches(params, BATCHES))
-    timing = timed_steps(state, batches, params, WARMUP, config["steps"], sync, waiting=waiting)
-    wait_share = torch.tensor([timing.waiting_for_data_share])
-    if world > 1:
-        dist.all_reduce(wait_share)
-    # Train V2 hands the driver only metrics reported with a checkpoint.
-    with tempfile.TemporaryDirectory() as folder:
-        checkpoint = ray.train.Checkpoint.from_directory(folder) if context.get_world_rank() == 0 else None
-        ray.train.report({"seconds": timing.seconds, "worker_started": started,
-                          "waiting_for_data_share": wait_share.item() / world}, checkpoint=checkpoint)
-
-
 def ray_train(params: Params, workers: int, steps: int, data_dir: Path | None = None) -> dict:
     """Images/s of Ray Train with `workers` workers on in-memory batches, or reading `data_dir`, a
     prepared folder, as the train stage does (then also the workers' mean share of step time spent
-    waiting for batches)."""
+    waiting for batches): the throughput job (ganseg/bench/throughput.py) in the one worker loop."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from ganseg.jobs.throughput import ThroughputJob
+    from pipeline.ray.worker import loop_config, train_loop_per_worker
+
     trainer = TorchTrainer(
-        bench_loop_per_worker,
-        train_loop_config={"params": params.model_dump(), "steps": steps, "data_dir": data_dir and str(data_dir)},
+        train_loop_per_worker,
+        train_loop_config=loop_config(ThroughputJob, params, data_dir, options={"steps": steps}),
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=False),
         run_config=RunConfig(name=f"bench-{workers}w-{int(time.time())}", storage_path=str(Path("runs/ray").resolve())),
     )
@@ -117,7 +96,7 @@ def run(params: Params, out: Path | None, steps: int = 50, rounds: int = 3, vari
     and with 2 workers, and 2 workers reading data.source prepared (fp32, `steps` per window). A
     shared machine's speed drifts by several per cent within minutes, so the runners are compared
     within each round and the medians over rounds reported."""
-    from pipeline.cluster import start_ray
+    from pipeline.ray.cluster import start_ray
 
     params = params.with_overrides({"train.use_gpu": False, "train.precision": "fp32", "train.channels_last": False,
                                     "train.compile": False})
@@ -181,13 +160,6 @@ def _median_ratio(measured: list[dict], runner: str, reference: str) -> float:
     return float(statistics.median(m[runner]["images_per_s"] / m[reference]["images_per_s"] for m in measured))
 
 
-def machine() -> str:
-    """The CPU in words: architecture, cores torch sees, its widest vector unit and native bf16."""
-    bf16 = "native bf16" if torch.cpu._is_avx512_bf16_supported() else "no native bf16"
-    return (f"{platform.machine()}, {os.cpu_count()} cores,"
-            f" {torch.backends.cpu.get_cpu_capability()}, {bf16}")
-
-
 def predict(params: Params, model: str | None, sizes: str, out: Path | None) -> dict:
     """`ganseg bench predict`: sliding-window prediction (default: 512 x 512 images and one 4096 x 4096 image)."""
     from ganseg.bench import predict as pr
@@ -204,7 +176,7 @@ def prepare(params: Params, images: str, size: int, cpus: str, workdir: Path | N
     """`ganseg bench prepare`: prepare's time and peak memory on folders of `images` pairs it writes
     itself, in one process and as Ray Data tasks on each number of `cpus`."""
     from ganseg.bench import prepare as pp
-    from pipeline import bench_prepare
+    from pipeline.ray import data_bench as bench_prepare
 
     counts, cpu_counts = pp.parse_counts(images), pp.parse_cpus(cpus)  # before any work
     with tempfile.TemporaryDirectory(prefix="ganseg-bench-prepare-", dir=workdir) as scratch:

@@ -1,6 +1,5 @@
-"""The exported model folder: the generator's weights beside its card (ganseg/contracts.py), all
-that evaluate and predict need to rebuild and use it; nothing in it is pickled code.
-"""
+"""An exported model folder, for either GAN: the trained network's weights beside its card (a
+contract of ganseg/contracts.py); nothing in it is pickled code."""
 
 from __future__ import annotations
 
@@ -10,27 +9,12 @@ import torch
 from torch import nn
 
 from ganseg.checkpoints import load_matching, load_weights_file
-from ganseg.contracts import MODEL_CARD, ModelCard, read_model_card, write_model_card
 from ganseg.errors import CheckpointError
-from ganseg.segmenter.networks import UNet, build_generator
-
-MODEL_WEIGHTS = "generator.pt"
 
 
-def export_model(out_dir: Path, weights: dict, card: ModelCard) -> None:
-    """Write a self-describing model folder: the generator's weights and the card to rebuild and use it."""
+def save_weights(out_dir: Path, weights_file: str, weights: dict) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(weights, out_dir / MODEL_WEIGHTS)
-    write_model_card(out_dir, card)
-
-
-def load_model(model_dir: str | Path) -> tuple[UNet, ModelCard]:
-    """The generator of an exported model folder; CheckpointError if its files do not fit together."""
-    card_path = card_in(model_dir, MODEL_CARD, "model")
-    card = read_model_card(card_path)
-    generator = build_generator(card.model, card.in_channels, card.num_classes)
-    weights = Path(model_dir) / MODEL_WEIGHTS
-    return load_exported(generator, weights, card_path, card.describe_network(), "generator"), card
+    torch.save(weights, out_dir / weights_file)
 
 
 def card_in(model_dir: str | Path, card_name: str, kind: str) -> Path:

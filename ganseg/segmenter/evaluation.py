@@ -14,12 +14,18 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ganseg.contracts import DatasetStats, ImagegenCard, ModelCard
+from ganseg.contracts import DatasetStats, ModelCard
 from ganseg.data.datasets import PreparedSplit, full_size_test
 from ganseg.data.void import VOID
 from ganseg.errors import CheckpointError
 from ganseg.fileio import write_json
-from ganseg.metrics import BinaryAUC, BoundaryF1, confusion_matrix, majority_class_confusion, scores
+from ganseg.metrics import (
+    BinaryAUC,
+    BoundaryF1,
+    confusion_matrix,
+    majority_class_confusion,
+    scores,
+)
 from ganseg.segmenter.inference import logit_strips
 from ganseg.viz import comparison_strip, save_confusion_matrix, save_per_class_bars
 
@@ -60,7 +66,7 @@ def scored_description(stats: DatasetStats, split: str = "test") -> str:
 
 @torch.no_grad()
 def evaluate_full_size(
-    generator: nn.Module,
+    segmenter: nn.Module,
     data_dir: Path,
     stats: DatasetStats,
     tolerance: int = 2,
@@ -74,8 +80,8 @@ def evaluate_full_size(
 
     A two-class task is also scored without a threshold: the softmax of the (flip-averaged) logits
     gives class 1's probability at every pixel, ranked against the truth by AUC-ROC and AUC-PR."""
-    generator.eval()
-    device = next(generator.parameters()).device
+    segmenter.eval()
+    device = next(segmenter.parameters()).device
     num_classes = stats.num_classes
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
     boundary = BoundaryF1(num_classes, tolerance)
@@ -86,7 +92,7 @@ def evaluate_full_size(
                              disable=not progress):
         x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(device)
         prediction = np.empty(truth.shape, np.uint8)
-        for top, logits in logit_strips(generator, x, stats.image_size, stats.fit, flips):  # bounded memory
+        for top, logits in logit_strips(segmenter, x, stats.image_size, stats.fit, flips):  # bounded memory
             rows = slice(top, top + logits.shape[1])
             pred_t, truth_t = logits.argmax(0).cpu().to(torch.uint8), torch.from_numpy(truth[rows])
             confusion += confusion_matrix(pred_t, truth_t, num_classes)
@@ -109,16 +115,6 @@ def check_model_fits_data(card: ModelCard, stats: DatasetStats, model_dir: Path,
         raise CheckpointError(
             f"{model_dir} was trained for classes {model[2]} on {model[1]}-channel images, but {data_dir} holds"
             f" classes {data[2]} with {data[1]} channel(s): train again on this data (ganseg train)"
-        )
-
-
-def check_image_generator_fits_data(card: ImagegenCard, stats: DatasetStats, generator_dir: Path, data_dir: Path) -> None:
-    """An image generator (its ImagegenCard) drawing other classes or channels than the data holds: refuse it."""
-    if (card.class_names, card.channels) != (stats.class_names, stats.channels):
-        raise CheckpointError(
-            f"{generator_dir} draws {card.channels}-channel images of classes {card.class_names}, but {data_dir}"
-            f" holds {stats.channels}-channel images of {stats.class_names}: train the image generator on this"
-            " data (ganseg train-imagegen)"
         )
 
 

@@ -17,10 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-from ganseg.bench.memory import peak_mb, reset_peak
 from ganseg.bench.prepare import write_folder
 from ganseg.bench.tables import prepare_run_name
 from ganseg.config import Params
+from ganseg.memory import peak_mb, reset_peak
 
 
 def run_sizes(params: Params, counts: list[int], size: int, cpus: list[int], scratch: Path) -> list[dict]:
@@ -51,7 +51,7 @@ def speedups(rows: list[dict]) -> dict[str, float]:
 
 def _run_child(params: Params, source: Path, out: Path, cpus: int | None) -> dict:
     request = json.dumps({"params": params.model_dump(), "source": str(source), "out": str(out), "cpus": cpus})
-    child = subprocess.run([sys.executable, "-m", "pipeline.bench_prepare", request], capture_output=True, text=True)
+    child = subprocess.run([sys.executable, "-m", "pipeline.ray.data_bench", request], capture_output=True, text=True)
     if child.returncode != 0:
         raise RuntimeError(f"prepare of {source} failed:\n{child.stderr[-2000:]}")
     row = json.loads(child.stdout.strip().splitlines()[-1])
@@ -69,8 +69,8 @@ def measure(raw_params: dict, source: str, out_dir: str, cpus: int | None) -> di
     row = {"cpus": cpus, "ray_start_s": 0.0, "workers": 0, "worker_peak_mb": 0.0}
     run_blocks = run_in_process
     if cpus:
-        from pipeline.prepare import RayDataBlocks
-        from pipeline.cluster import start_ray
+        from pipeline.ray.cluster import start_ray
+        from pipeline.ray.data import RayDataBlocks
 
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:cpus])  # Ray's processes inherit it
         start = time.perf_counter()

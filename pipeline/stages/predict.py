@@ -6,9 +6,9 @@ import tempfile
 from pathlib import Path
 
 from ganseg.config import Params
-from ganseg.segment_folder import segment_folder
-from pipeline.registry import download_model, is_mlflow_uri
-from pipeline.tracking import require_reachable, tracking_uri
+from ganseg.segmenter.segment_folder import segment_folder
+from pipeline.tracking.registry import download_model, is_mlflow_uri
+from pipeline.tracking.runs import require_reachable, tracking_uri
 
 
 def run(params: Params, project_root: Path, model: str, input_dir: Path, output_dir: Path, overlays: bool) -> dict:

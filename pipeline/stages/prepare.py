@@ -11,23 +11,24 @@ the job's cluster, whose nodes must all see the prepared folder's parent (the sh
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from collections import Counter
-from functools import partial
 from pathlib import Path
-from typing import Callable, Iterator
 
-from ganseg.bench.memory import peak_mb
 from ganseg.config import DataConfig, Params
 from ganseg.contracts import DatasetStats
-from ganseg.data.blocks import PAIRS_PER_BLOCK, BlockResult, BlockTask
-from ganseg.data.prepare import SKIPPED_REPORT, RunBlocks, prepare_dataset, run_in_process
+from ganseg.data.blocks import PAIRS_PER_BLOCK
+from ganseg.data.prepare import (
+    SKIPPED_REPORT,
+    RunBlocks,
+    prepare_dataset,
+    run_in_process,
+)
 from ganseg.data.sources import source_path
 from ganseg.data.splits import split_file_path
 from ganseg.errors import DataError
-from pipeline.console import LOG_DIR, quiet_ray_data
+from pipeline.console import LOG_DIR
+from pipeline.ray.data import RayDataBlocks
 
 # Less image data than this prepares faster in one process than with Ray Data on 2 CPUs, Ray's start
 # included (ganseg bench prepare: 1,000 PNGs of 512 x 512, 237 MB, took 10.6 s in process, 12.4 s
@@ -40,7 +41,7 @@ def run(params: Params, project_root: Path) -> DatasetStats:
     out_dir = project_root / params.data.output_dir
     run_blocks: RunBlocks = run_in_process
     if uses_ray_data(params.data, project_root):
-        from pipeline.cluster import start_ray
+        from pipeline.ray.cluster import start_ray
 
         start_ray(project_root / LOG_DIR / "prepare.log")
         run_blocks = RayDataBlocks()
@@ -94,55 +95,6 @@ def _holds_at_least(folder: Path, size: int) -> bool:
             if total >= size:
                 return True
     return False
-
-
-class RayDataBlocks:
-    """Runs prepare's blocks as Ray Data tasks, one CPU each, on the cluster this process joined; the
-    blocks write into the staging folder themselves, and only their small results come back.
-
-    A task takes several consecutive blocks when there are many: each task costs about 0.15 s of
-    dispatch on a small machine, which small blocks would pay a few hundred times over; but a
-    large task left for last keeps the other CPUs idle, so about TASKS_PER_CPU tasks go to each CPU.
-    `nodes` counts the blocks each node prepared; `worker_peak_mb` is each worker process's largest
-    resident memory, as the workers last reported it.
-    """
-
-    TASKS_PER_CPU = 8
-
-    def __init__(self):
-        self.nodes: Counter[str] = Counter()
-        self.worker_peak_mb: dict[tuple[str, int], float] = {}
-
-    def __call__(self, prepare: Callable[[BlockTask], BlockResult], tasks: list[BlockTask]) -> Iterator[BlockResult]:
-        if not tasks:  # no usable pair: prepare lists the problems; Ray Data has nothing to run
-            return
-        import ray
-        import ray.data
-        from ray.util.debug import log_once
-
-        quiet_ray_data()
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False  # prepare's own bar counts the images;
-        log_once("ray_data_progress_manager_disabled")  # and Ray's warning that its bars are off is spent
-        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        per_task = max(1, len(tasks) // (cpus * self.TASKS_PER_CPU))
-        # As JSON text: a plain column for Ray Data, and nothing a worker unpickles.
-        items = [{"tasks": json.dumps([task.to_dict() for task in tasks[start : start + per_task]])}
-                 for start in range(0, len(tasks), per_task)]
-        dataset = ray.data.from_items(items, override_num_blocks=len(items))
-        for row in dataset.map(partial(_prepare_row, prepare), num_cpus=1).iter_rows():
-            results = [BlockResult.from_dict(result) for result in json.loads(row["results"])]
-            self.nodes[row["node"]] += len(results)
-            self.worker_peak_mb[row["node"], row["pid"]] = row["peak_mb"]
-            yield from results
-
-
-def _prepare_row(prepare: Callable[[BlockTask], BlockResult], row: dict) -> dict:
-    import ray
-
-    results = [prepare(BlockTask.from_dict(task)).to_dict() for task in json.loads(row["tasks"])]
-    return {"results": json.dumps(results), "node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
-            "peak_mb": peak_mb()}
 
 
 def _report_intensity(stats: DatasetStats) -> None:

@@ -11,13 +11,17 @@ from mlflow.tracking import MlflowClient
 from ganseg.config import Params
 from ganseg.contracts import read_dataset_stats
 from ganseg.data.datasets import PreparedSplit
-from ganseg.evaluation import check_image_generator_fits_data, check_model_fits_data
-from ganseg.export import load_model
 from ganseg.fileio import atomic_dir, write_json
-from ganseg.imagegen.evaluation import grid_rows, judge_generator
+from ganseg.imagegen.evaluation import (
+    check_image_generator_fits_data,
+    grid_rows,
+    judge_generator,
+)
 from ganseg.imagegen.export import load_image_generator
+from ganseg.segmenter.evaluation import check_model_fits_data
+from ganseg.segmenter.export import load_model
 from ganseg.viz import sample_grid
-from pipeline import registry, tracking
+from pipeline.tracking import registry, runs
 
 RATIO = "judge_miou_ratio"
 GRID_ROWS = 8
@@ -30,10 +34,10 @@ def run(params: Params, project_root: Path, judge_dir: Path, generator_dir: Path
     check_model_fits_data(judge_card, stats, judge_dir, data_dir)
     generator, card = load_image_generator(generator_dir)
     check_image_generator_fits_data(card, stats, generator_dir, data_dir)
-    client = MlflowClient(tracking.tracking_uri(project_root)) if card.mlflow_run_id else None
+    client = MlflowClient(runs.tracking_uri(project_root)) if card.mlflow_run_id else None
     if client:  # before evaluating: the results must be able to reach the run
         run = client.get_run(card.mlflow_run_id)
-        tracking.require_artifact_access(client, run.info.artifact_uri, f"run {card.mlflow_run_id}")
+        runs.require_artifact_access(client, run.info.artifact_uri, f"run {card.mlflow_run_id}")
     figures, drawn = judge_generator(generator, judge, data_dir, stats.num_classes, params.imagegen.samples, params.seed)
     test = PreparedSplit(data_dir, "test")
     rows = grid_rows(test.masks, GRID_ROWS)
@@ -47,7 +51,7 @@ def run(params: Params, project_root: Path, judge_dir: Path, generator_dir: Path
           f" x {figures['samples_per_mask']} samples; {out_dir / 'samples.png'}")
     if client:
         numbers = {f"test_{key}": value for key, value in figures.items() if isinstance(value, float)}
-        tracking.log_metrics(client, card.mlflow_run_id, numbers, step=0)
+        runs.log_metrics(client, card.mlflow_run_id, numbers, step=0)
         client.log_artifact(card.mlflow_run_id, str(out_dir / "samples.png"), artifact_path="evaluation")
         if card.registered_model and card.registered_model_version:
             print(registry.record_and_promote(client, card.registered_model, card.registered_model_version,

@@ -19,9 +19,16 @@ from ganseg.config import Params
 from ganseg.contracts import read_dataset_stats
 from ganseg.errors import ParamsError
 from ganseg.fileio import write_json
-from pipeline import provenance, tracking
 from pipeline.console import LOG_DIR, duration, metrics_text
-from pipeline.search import check_rungs, make_scheduler, make_searcher, search_space_record, summary, to_domain
+from pipeline.ray.search import (
+    check_rungs,
+    make_scheduler,
+    make_searcher,
+    search_space_record,
+    summary,
+    to_domain,
+)
+from pipeline.tracking import provenance, runs
 
 log = logging.getLogger(__name__)
 TRIAL_DRIVER_MEMORY = 256 * 1024**2
@@ -38,14 +45,15 @@ def run_trial(overrides: dict, base: dict, context: dict) -> None:
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from pipeline.runtime import make_trainer
-    from pipeline.worker import loop_config
+    from ganseg.jobs.segmenter import SegmenterJob
+    from pipeline.ray.runtime import make_trainer
+    from pipeline.ray.worker import loop_config
 
     project_root = Path(context["project_root"])
     params = trial_params(Params.model_validate(base), overrides)
     trial_id = ray.tune.get_context().get_trial_id()
     client = MlflowClient(context["tracking_uri"])
-    run_id = tracking.create_run(
+    run_id = runs.create_run(
         client, params.mlflow.experiment, project_root, run_name=f"trial-{trial_id}",
         tags=context["trial_tags"] | {"ganseg.trial_id": trial_id},
         params=params.model_dump() | {"overrides": overrides},
@@ -53,7 +61,7 @@ def run_trial(overrides: dict, base: dict, context: dict) -> None:
     )
     trainer = make_trainer(
         params,
-        loop_config(params, Path(context["data_dir"]), context["tracking_uri"], run_id),
+        loop_config(SegmenterJob, params, Path(context["data_dir"]), context["tracking_uri"], run_id),
         name=f"tune-{context['parent_run_id'][:8]}-{trial_id}",
         project_root=project_root,
         callbacks=[TuneReportCallback()],
@@ -65,11 +73,9 @@ def run_trial(overrides: dict, base: dict, context: dict) -> None:
 
 def check_trial_precision(params: Params, use_gpu: bool) -> None:
     """fp16 needs GPU workers: refuse it before any trial, whether params or the search space set it."""
-    from pipeline.runtime import check_device_support
-
     dimension = params.tune.search_space.get("train.precision")
     if dimension is None:
-        check_device_support(params.train, use_gpu)
+        params.train.check_device(use_gpu)
     elif "fp16" in (dimension.values or []) and not use_gpu:
         raise ParamsError(
             "tune.search_space: train.precision may be fp16, which needs GPU workers; search bf16 and fp32 on CPUs"
@@ -88,8 +94,8 @@ def max_concurrent(params: Params, use_gpu: bool) -> int:
 def run(params: Params, project_root: Path, best_config_path: Path) -> dict:
     from ray import tune
 
-    from pipeline.cluster import start_ray
-    from pipeline.runtime import resolve_scaling, storage_path
+    from pipeline.ray.cluster import start_ray
+    from pipeline.ray.runtime import resolve_scaling, storage_path
 
     check_rungs(params)
     data_dir = (project_root / params.data.output_dir).resolve()
@@ -98,12 +104,12 @@ def run(params: Params, project_root: Path, best_config_path: Path) -> dict:
     # fail now, not in a trial, if the cluster cannot hold one trial's workers
     _, use_gpu = resolve_scaling(params.train, params.tune.workers_per_trial, "tune.workers_per_trial")
     check_trial_precision(params, use_gpu)
-    uri = tracking.tracking_uri(project_root)
+    uri = runs.tracking_uri(project_root)
     client = MlflowClient(uri)
     space = {key: to_domain(dim) for key, dim in params.tune.search_space.items()}
     tags = provenance.run_tags(project_root, params, "tune")
-    parent_id = tracking.create_run(
-        client, params.mlflow.experiment, project_root, run_name=tracking.run_name("tune"),
+    parent_id = runs.create_run(
+        client, params.mlflow.experiment, project_root, run_name=runs.run_name("tune"),
         tags=tags, params=params.model_dump(),
     )
     client.log_dict(parent_id, search_space_record(params), "tune/search_space.json")
@@ -141,10 +147,10 @@ def run(params: Params, project_root: Path, best_config_path: Path) -> dict:
         _close_children(client, parent_id, params.tune.epochs, [])
         client.set_terminated(parent_id, "FAILED")
         raise
-    tracking.log_params(client, parent_id, {"best": best["overrides"]})
-    tracking.log_metrics(client, parent_id, {f"best_{params.tune.metric}": best["value"]}, step=0)
+    runs.log_params(client, parent_id, {"best": best["overrides"]})
+    runs.log_metrics(client, parent_id, {f"best_{params.tune.metric}": best["value"]}, step=0)
     best_run = _mark_best_child(client, parent_id, best)
-    tracking.set_tags(client, parent_id, {"ganseg.best_trial_id": best["trial_id"]} | best_run)
+    runs.set_tags(client, parent_id, {"ganseg.best_trial_id": best["trial_id"]} | best_run)
     client.log_dict(parent_id, best, "tune/best_config.json")
     client.set_terminated(parent_id, "FINISHED")
     write_json(best_config_path, best | {"mlflow_parent_run_id": parent_id})
@@ -196,7 +202,7 @@ def _mark_best_child(client: MlflowClient, parent_id: str, best: dict) -> dict:
     )
     if not found:
         return {}
-    tracking.set_tags(client, found[0].info.run_id, {"ganseg.best_trial": "true"})
+    runs.set_tags(client, found[0].info.run_id, {"ganseg.best_trial": "true"})
     return {"ganseg.best_run_id": found[0].info.run_id}
 
 
@@ -231,7 +237,7 @@ def _close_children(client: MlflowClient, parent_id: str, epochs: int, results) 
             client.set_terminated(child.info.run_id, "FAILED")
             continue
         backfill_epochs(client, child.info.run_id, result)
-        tracking.set_tags(client, child.info.run_id, outcome_tags(int(result.metrics.get("epoch", 0)), epochs))
+        runs.set_tags(client, child.info.run_id, outcome_tags(int(result.metrics.get("epoch", 0)), epochs))
         end_ms = int(result.metrics["timestamp"] * 1000) if "timestamp" in result.metrics else None
         client.set_terminated(child.info.run_id, "FINISHED", end_time=end_ms)
 
@@ -259,4 +265,4 @@ def backfill_epochs(client: MlflowClient, run_id: str, result) -> None:
         epoch = int(row["epoch"])
         if epoch not in logged:
             metrics = {k: v for k, v in row.items() if k not in bookkeeping and not k.startswith("config/")}
-            tracking.log_metrics(client, run_id, metrics, step=epoch)
+            runs.log_metrics(client, run_id, metrics, step=epoch)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import subprocess
 from pathlib import Path
+
+from dvc_data.hashfile.build import build
+from dvc_data.hashfile.db import HashFileDB
+from dvc_objects.fs import LocalFileSystem, MemoryFileSystem
 
 from ganseg.config import Params
 from pipeline.workspace import dvc_experiment
@@ -39,28 +41,12 @@ def git_tags(project_root: Path) -> dict[str, str]:
     return tags
 
 
-def _file_md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(2**20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def dvc_dir_md5(folder: Path) -> str:
-    """The hash DVC records for a directory output in dvc.lock ('<md5>.dir').
-
-    DVC hashes each file, then the JSON of the [{"md5", "relpath"}] list sorted by relpath;
-    computing it here keeps it right even when the stage runs outside `dvc repro`.
-    """
-    entries = [
-        {"md5": _file_md5(path), "relpath": path.relative_to(folder).as_posix()}
-        for path in folder.rglob("*")
-        if path.is_file()
-    ]
-    entries.sort(key=lambda entry: entry["relpath"])
-    listing = json.dumps(entries, sort_keys=True).encode("utf-8")
-    return hashlib.md5(listing).hexdigest() + ".dir"
+    """The hash DVC records for a directory output in dvc.lock ('<md5>.dir'), found by DVC's own code
+    (as for an output with `cache: false`), outside any DVC repository and without writing a cache."""
+    fs = LocalFileSystem()
+    _, _, tree = build(HashFileDB(MemoryFileSystem(), "ganseg"), str(folder), fs, "md5", dry_run=True)
+    return tree.hash_info.value
 
 
 def dataset_name(source: str) -> str:

@@ -17,8 +17,8 @@ from mlflow.tracking import MlflowClient
 
 from ganseg.contracts import MODEL_CARD
 from ganseg.errors import GansegError
-from ganseg.export import MODEL_WEIGHTS
-from pipeline.tracking import point_mlflow_at
+from ganseg.segmenter.export import MODEL_WEIGHTS, OLD_MODEL_WEIGHTS
+from pipeline.tracking.runs import point_mlflow_at
 
 CHAMPION = "champion"
 TEST_MIOU = "test_miou"  # the version tag (and train-run metric) the champion rule compares
@@ -80,17 +80,21 @@ def is_mlflow_uri(text: str) -> bool:
     return bool(MLFLOW_URI.match(text)) and not Path(text).exists()
 
 
-def find_model_folder(root: Path, card_name: str = MODEL_CARD, weights_name: str = MODEL_WEIGHTS) -> Path:
-    """The folder under `root` that holds a ganseg model card and its weights (the segmenter's by
-    default; the image generator's with its file names)."""
+SEGMENTER_FILES = (MODEL_CARD, (MODEL_WEIGHTS, OLD_MODEL_WEIGHTS))  # versions of older code hold generator.pt
+
+
+def find_model_folder(root: Path, files: tuple[str, tuple[str, ...]] = SEGMENTER_FILES) -> Path:
+    """The folder under `root` that holds a ganseg model card and its weights (`files`: the card's
+    name and the weights file's possible names; the segmenter's by default)."""
+    card_name, weights_names = files
     for card in sorted(root.rglob(card_name)):
-        if (card.parent / weights_name).is_file():
+        if any((card.parent / name).is_file() for name in weights_names):
             return card.parent
-    raise ModelSourceError(f"no ganseg model ({card_name} + {weights_name}) among the downloaded files in {root}")
+    raise ModelSourceError(f"no ganseg model ({card_name} + {weights_names[0]}) among the downloaded files in {root}")
 
 
-def download_model(uri: str, tracking_uri: str, destination: Path, card_name: str = MODEL_CARD,
-                   weights_name: str = MODEL_WEIGHTS) -> Path:
+def download_model(uri: str, tracking_uri: str, destination: Path,
+                   files: tuple[str, tuple[str, ...]] = SEGMENTER_FILES) -> Path:
     """Download a models:/ or runs:/ URI and return the ganseg model folder inside it."""
     import mlflow.artifacts
 
@@ -107,7 +111,7 @@ def download_model(uri: str, tracking_uri: str, destination: Path, card_name: st
         local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(destination))
     except MlflowException as err:
         raise ModelSourceError(f"cannot fetch {uri} from {tracking_uri}: {err.message}") from None
-    return find_model_folder(Path(local), card_name, weights_name)
+    return find_model_folder(Path(local), files)
 
 
 def log_and_register(uri: str, run_id: str, model, example, extra_files: list[Path], registered_name: str) -> str:

@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from ganseg.errors import GansegError
-from pipeline.provenance import DATA_HASH_TAG, DATA_PATH_TAG, DATASET_TAG
+from pipeline.tracking.provenance import DATA_HASH_TAG, DATA_PATH_TAG, DATASET_TAG
 from pipeline.workspace import stores_root
 
 DEFAULT_DB = "mlflow.db"

@@ -1,4 +1,4 @@
-"""Resource sizing and the TorchTrainer factory shared by the train and tune stages."""
+"""Resource sizing and the TorchTrainer factory of every training (pipeline/training.py, the tune stage)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import ray
 
 from ganseg.config import Params, TrainConfig
-from ganseg.errors import GansegError, NonFiniteLossError, ParamsError
+from ganseg.errors import GansegError, NonFiniteLossError
 from pipeline.workspace import stores_root
 
 
@@ -52,19 +52,6 @@ def scaling_for(
     return workers, use_gpu
 
 
-def check_device_support(cfg: TrainConfig, use_gpu: bool) -> None:
-    if cfg.precision == "fp16" and not use_gpu:
-        raise ParamsError("train.precision: fp16 needs GPU workers; use bf16 or fp32 on CPUs")
-
-
-def warn_about_slower_options(cfg: TrainConfig, use_gpu: bool) -> None:
-    """Print a warning for each CPU speed option in `cfg` that a short probe finds slower than fp32."""
-    from ganseg.speed import slower_options
-
-    for warning in slower_options(cfg, use_gpu):
-        print(f"warning: {warning}")
-
-
 def storage_path(params: Params, project_root: Path) -> str:
     path = params.runtime.storage_path
     return path if "://" in path else str((stores_root(project_root) / path).resolve())
@@ -77,20 +64,18 @@ def make_trainer(
     project_root: Path,
     callbacks: list | None = None,
     num_workers: int | str | None = None,
-    loop=None,
     score: str = "val_miou",
 ):
-    """A TorchTrainer running `loop` (default: the segmenter's train_loop_per_worker) on every worker;
-    Ray keeps the best checkpoints by `score` (higher is better) and always the latest."""
+    """A TorchTrainer whose workers run the job that `loop_config` names; Ray keeps the best
+    checkpoints by `score` (higher is better) and always the latest."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    if loop is None:  # imported here: the prepare stage starts Ray through this module without torch
-        from pipeline.worker import train_loop_per_worker as loop
+    from pipeline.ray.worker import train_loop_per_worker
 
     workers, use_gpu = resolve_scaling(params.train, num_workers)
     return TorchTrainer(
-        loop,
+        train_loop_per_worker,
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
         run_config=RunConfig(

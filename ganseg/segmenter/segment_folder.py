@@ -12,9 +12,14 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from ganseg.data.sources import DEFAULT_MAX_PIXELS, BadFileError, image_files, read_model_input
-from ganseg.export import load_model
+from ganseg.data.sources import (
+    DEFAULT_MAX_PIXELS,
+    BadFileError,
+    image_files,
+    read_model_input,
+)
 from ganseg.fileio import atomic_add_files
+from ganseg.segmenter.export import load_model
 from ganseg.segmenter.inference import segment_image
 from ganseg.viz import overlay
 
@@ -30,7 +35,7 @@ def segment_folder(
     """One mask PNG per image of `input_dir` (and an overlay with `overlays`); unreadable images are
     reported and skipped. The masks land in `output_dir` only once every image is done: a failure
     adds nothing there."""
-    generator, card = load_model(model_dir)
+    segmenter, card = load_model(model_dir)
     files = image_files(Path(input_dir))
     failed: dict[str, str] = {}
     with atomic_add_files(output_dir) as staging:
@@ -40,7 +45,7 @@ def segment_folder(
             except BadFileError as err:
                 failed[path.name] = err.reason
                 continue
-            mask = segment_image(generator, image, card.image_size, card.fit, flips)
+            mask = segment_image(segmenter, image, card.image_size, card.fit, flips)
             Image.fromarray(mask).save(staging / f"{path.stem}.png")
             if overlays:
                 Image.fromarray(overlay(image, mask)).save(staging / f"{path.stem}_overlay.png")

@@ -1,0 +1,141 @@
+"""What every Ray Train worker runs (`train_loop_per_worker`), whatever the job: the segmenter
+(train, tune), the image generator (train_imagegen), the segmenter with generated pairs
+(train_synthetic) or the throughput bench.
+
+Each worker builds the job on its device and shard, resumes from the checkpoint Ray hands it,
+then trains epoch by epoch; every worker reports each epoch, rank 0 with the checkpoint, and logs
+the epoch to the MLflow run the stage driver created once that checkpoint is committed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from ganseg.checkpoints import checkpoint_of, restore_checkpoint
+from ganseg.config import Params
+from ganseg.jobs import GanJob, Worker, job_class, job_reference
+from ganseg.parallel import ddp_options
+from pipeline.console import epoch_line, say
+from pipeline.tracking.epochs import EpochLogger, images_due
+
+
+def loop_config(job: type, params: Params, data_dir: Path | None, tracking_uri: str | None = None,
+                run_id: str | None = None, progress: bool = False, options: dict | None = None) -> dict:
+    """What every worker gets: the job class (by reference) and its `options`, the params, the
+    prepared data and the MLflow run; with `progress`, rank 0 prints a line per epoch."""
+    return {"job": job_reference(job), "options": options or {}, "params": params.model_dump(),
+            "data_dir": str(data_dir.resolve()) if data_dir else None,
+            "tracking_uri": tracking_uri, "run_id": run_id, "progress": progress}
+
+
+def train_loop_per_worker(config: dict) -> None:
+    params = Params.model_validate(config["params"])
+    data_dir = Path(config["data_dir"]) if config["data_dir"] else None
+    job = job_class(config["job"])(params, data_dir, config["options"])
+    worker = ray_worker(job)
+    states = job.start(worker)
+    epoch, history = resume(states, worker)
+    resumed, first_epoch, started = epoch > 0, epoch, time.monotonic()
+    logger = EpochLogger(config["tracking_uri"], config["run_id"], job.score) if worker.is_chief and config["run_id"] else None
+    if logger:
+        logger.log_new(history)  # epochs checkpointed before a crash but never logged
+    while epoch < job.epochs:
+        epoch += 1
+        maybe_inject_fault(params, epoch, worker.rank, resumed)
+        metrics = {"epoch": epoch} | job.train_epoch(epoch)
+        history.append(metrics)
+        if logger and images_due(epoch, params.mlflow.log_images_every, job.epochs):
+            logger.log_picture(job.picture(epoch))
+        report(metrics, states, epoch, history, worker.is_chief)
+        if logger:
+            logger.log_new(history)
+        if config["progress"] and worker.is_chief:
+            seconds_left = (time.monotonic() - started) / (epoch - first_epoch) * (job.epochs - epoch)
+            say(f"{job.title} {epoch_line(metrics, job.epochs, seconds_left, job.score)}")
+
+
+def ray_worker(job: GanJob) -> Worker:
+    """This Ray Train worker: its rank, device, networks placed by Ray (DDP with several workers)
+    and data loaders sharded by Ray."""
+    import ray.train
+    import ray.train.torch
+
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    batch_norm_across_workers = job.batch_norm and world > 1
+    sync_batch_norm = batch_norm_across_workers and device.type == "cuda"  # SyncBatchNorm cannot sync CPU tensors
+    if batch_norm_across_workers and not sync_batch_norm and rank == 0:
+        say(f"warning: model.norm batch on {world} CPU workers: batch statistics stay per worker;"
+            " use group or instance norm for results independent of the worker count")
+    return Worker(rank, world, device, lambda network: place(network, sync_batch_norm),
+                  lambda dataset, batch_size: shuffled_loader(dataset, batch_size, world))
+
+
+def place(network: torch.nn.Module, sync_batch_norm: bool = False) -> torch.nn.Module:
+    """`network` on this worker's device, and into DDP when there are several workers (with
+    ganseg.parallel.ddp_options; batch norm synchronised across GPU workers with `sync_batch_norm`)."""
+    import ray.train.torch
+
+    if sync_batch_norm:
+        network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(network)
+    return ray.train.torch.prepare_model(network, parallel_strategy_kwargs=ddp_options(network))
+
+
+def shuffled_loader(dataset, batch_size: int, world: int):
+    """Shuffled, and sharded across workers by Ray (with a DistributedSampler) when world > 1."""
+    import ray.train.torch
+    from torch.utils.data import DataLoader
+
+    drop_last = len(dataset) >= batch_size * world
+    return ray.train.torch.prepare_data_loader(DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=drop_last))
+
+
+def maybe_inject_fault(params: Params, epoch: int, rank: int, resumed: bool) -> None:
+    """Kill this worker process as `at_epoch` starts, once: never in an attempt that resumed."""
+    import ray.train
+
+    fault = params.runtime.fault_injection
+    if fault and not resumed and epoch == fault.at_epoch and rank == fault.kill_rank:
+        # Die only once the previous epoch's checkpoint is committed, so recovery starts there.
+        ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
+        say(f"fault injection: killing worker rank {rank} (pid {os.getpid()}) at the start of epoch {epoch}")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def resume(states: dict, worker: Worker) -> tuple[int, list[dict]]:
+    """(epoch, history) of the checkpoint Ray hands this attempt, restored into `states` (by file
+    name, in their order: the last one's RNG state is the one that counts); (0, []) on a first attempt."""
+    import ray.train
+
+    reported = ray.train.get_checkpoint()
+    if reported is None:
+        return 0, []
+    with reported.as_directory() as folder:
+        checkpoint = {}
+        for file_name, state in states.items():
+            checkpoint = restore_checkpoint(state, Path(folder) / file_name)
+    if worker.is_chief:
+        say(f"resumed from the checkpoint of epoch {checkpoint['epoch']} (step {checkpoint['global_step']})")
+    return checkpoint["epoch"], checkpoint["history"]
+
+
+def report(metrics: dict, states: dict, epoch: int, history: list, is_chief: bool) -> None:
+    """Every worker reports; only the chief attaches the checkpoint (every state the job trains; the
+    history goes with the last, the main one)."""
+    import ray.train as train
+
+    if not is_chief:
+        train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        last = list(states)[-1]
+        for file_name, state in states.items():
+            torch.save(checkpoint_of(state, epoch, history if file_name == last else []), Path(folder) / file_name)
+        train.report(metrics, checkpoint=train.Checkpoint.from_directory(folder))

@@ -1,0 +1,1 @@
+"""MLflow: runs and their lifecycle, provenance tags, per-epoch logging and the model registry."""

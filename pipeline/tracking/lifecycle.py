@@ -1,0 +1,66 @@
+"""The MLflow run of a training stage from start to end: found again by its key when an earlier
+attempt did not finish (runtime.resume), created otherwise, and ended FINISHED or FAILED."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from ganseg.config import Params
+from ganseg.contracts import DatasetStats
+from pipeline.tracking import provenance, runs
+
+RUN_KEY_TAG = "ganseg.run_key"
+
+
+def run_key(params: Params, stats: DatasetStats, *more) -> str:
+    """A fingerprint of what determines the result: the params (less the runtime section: where
+    checkpoints go, how failures are handled), the data and anything in `more` (the stage, the judge)."""
+    payload = json.dumps([params.model_dump(exclude={"runtime"}), stats.to_json(), *more], sort_keys=True, default=str)
+    return hashlib.sha1(payload.encode()).hexdigest()[:16]
+
+
+def open_run(client: MlflowClient, params: Params, project_root: Path, stage: str, key: str, workers: int,
+             use_gpu: bool) -> str:
+    """The MLflow run of this training: the unfinished one with the same `key` (runtime.resume), or a new one."""
+    run_id = _unfinished_run(client, params.mlflow.experiment, key) if params.runtime.resume else None
+    if run_id:
+        client.update_run(run_id, status="RUNNING")
+        print(f"resuming MLflow run {run_id}: an earlier attempt with the same config did not finish")
+        return run_id
+    run_id = runs.create_run(
+        client, params.mlflow.experiment, project_root, run_name=runs.run_name(stage),
+        tags=provenance.run_tags(project_root, params, stage) | {RUN_KEY_TAG: key},
+        params=params.model_dump() | {"resolved": {"num_workers": workers, "use_gpu": use_gpu}},
+    )
+    print(f"MLflow run {run_id} in experiment {params.mlflow.experiment!r} ({client.tracking_uri})")
+    return run_id
+
+
+def _unfinished_run(client: MlflowClient, experiment: str, key: str) -> str | None:
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    unfinished = client.search_runs(
+        [found.experiment_id],
+        filter_string=f"tags.`{RUN_KEY_TAG}` = '{key}' and attributes.status != 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return unfinished[0].info.run_id if unfinished else None
+
+
+@contextmanager
+def ended_as_it_went(client: MlflowClient, run_id: str) -> Iterator[None]:
+    """The MLflow run ends FINISHED when the block does, FAILED when it raises (or is interrupted)."""
+    try:
+        yield
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")

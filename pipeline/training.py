@@ -1,0 +1,174 @@
+"""The one driver of every GAN training stage (train, train_imagegen, train_synthetic): the job's
+inputs checked, Ray started, the MLflow run opened (or an unfinished one resumed), a TorchTrainer
+whose workers run pipeline/ray/worker.py, the best checkpoint exported as a model folder, logged
+and registered in MLflow.
+
+Also the settings the segmenter's stages train with: the params file < the tune stage's best config < --set.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from ganseg.checkpoints import (
+    GanState,
+    load_networks,
+    load_weights_file,
+    read_checkpoint,
+)
+from ganseg.config import Params, TrainConfig
+from ganseg.dotted import get_dotted, parse_override
+from ganseg.errors import CheckpointError
+from ganseg.fileio import atomic_dir, atomic_write_text, read_json
+from ganseg.jobs import GanJob
+from ganseg.jobs.base import STATE_FILE
+from pipeline.console import LOG_DIR
+from pipeline.ray.cluster import start_ray
+from pipeline.ray.runtime import (
+    fit_or_explain,
+    make_trainer,
+    resolve_scaling,
+    storage_path,
+)
+from pipeline.ray.worker import loop_config
+from pipeline.tracking import registry, runs
+from pipeline.tracking.lifecycle import ended_as_it_went, open_run, run_key
+
+log = logging.getLogger(__name__)
+
+
+def train(job_type: type[GanJob], params: Params, project_root: Path, out_dir: Path, history_csv: Path,
+          registered_name: str, options: dict | None = None) -> dict:
+    """Train a `job_type` job (ganseg/jobs/, given `options`) under Ray Train; its best
+    checkpoint becomes `out_dir`, registered as a new version of `registered_name`; the epochs of the
+    latest go to `history_csv`. Returns the summary of the training and the registered version."""
+    data_dir = project_root / params.data.output_dir
+    job = job_type(params, data_dir, options)
+    job.check_inputs()  # before Ray starts
+    start_ray(project_root / LOG_DIR / f"{job.stage}.log")
+    uri = runs.tracking_uri(project_root)
+    client = MlflowClient(uri)
+    workers, use_gpu = resolve_scaling(params.train)
+    params.train.check_device(use_gpu)
+    if job.model_key == "segmenter":  # train.precision, channels_last and compile apply to the segmenter
+        warn_about_slower_options(params.train, use_gpu)
+    key = run_key(params, job.stats, *job.run_key_parts())
+    run_id = open_run(client, params, project_root, job.stage, key, workers, use_gpu)
+    with ended_as_it_went(client, run_id):
+        name = f"{job.stage}-{run_id}"  # a rerun after a crash finds its checkpoints
+        run_dir = f"{storage_path(params, project_root)}/{name}"
+        check_checkpoints_fit(run_dir, job.fresh_state())
+        config = loop_config(job_type, params, data_dir, uri, run_id, progress=True, options=options)
+        trainer = make_trainer(params, config, name, project_root, score=job.score)
+        latest, best = fit_latest_and_best(trainer, run_dir, job.score)
+        summary = export(job, latest, best, run_id, out_dir, history_csv)
+        summary |= log_model(job, uri, run_id, out_dir, registered_name)
+    return summary
+
+
+def warn_about_slower_options(cfg: TrainConfig, use_gpu: bool) -> None:
+    """Print a warning for each CPU speed option in `cfg` that a short probe finds slower than fp32."""
+    from ganseg.speed import slower_options
+
+    for warning in slower_options(cfg, use_gpu):
+        print(f"warning: {warning}")
+
+
+def check_checkpoints_fit(run_dir: str, fresh: GanState) -> None:
+    """Before any worker starts: the Ray checkpoints of the run to resume must hold networks of the
+    params' architecture, as in `fresh` (they may not, e.g. when written by code that built the
+    networks otherwise)."""
+    from ray.train import Result
+
+    try:
+        result = Result.from_path(run_dir)
+    except RuntimeError:  # no run folder or no checkpoint record: nothing to resume
+        return
+    kept = {c.path: c for c in [result.checkpoint, *(c for c, _ in result.best_checkpoints)] if c is not None}
+    for checkpoint in kept.values():
+        with checkpoint.as_directory() as folder:
+            path = Path(folder) / STATE_FILE
+            try:
+                load_networks(fresh, read_checkpoint(path, fresh.model_key), path)
+            except CheckpointError as err:
+                raise CheckpointError(
+                    f"{err}\n  (a checkpoint of the run being resumed; --set runtime.resume=false starts afresh)"
+                ) from None
+
+
+def fit_latest_and_best(trainer, run_dir: str, score: str) -> tuple[dict, dict]:
+    """trainer.fit(), then the training state of the latest checkpoint and of the best by `score`."""
+    result = fit_or_explain(trainer, run_dir)
+    return _load_state(result.checkpoint), _load_state(result.get_best_checkpoint(metric=score, mode="max"))
+
+
+def _load_state(checkpoint) -> dict:
+    with checkpoint.as_directory() as folder:
+        return load_weights_file(Path(folder) / STATE_FILE)
+
+
+def export(job: GanJob, latest: dict, best: dict, run_id: str | None, out_dir: Path, history_csv: Path) -> dict:
+    """The best checkpoint as the model folder `out_dir`, the latest's epochs in `history_csv`."""
+    history = pd.DataFrame(latest["history"]).to_csv(index=False)  # ready before either output moves
+    with atomic_dir(out_dir) as staging:
+        summary = job.export(staging, best, run_id)
+    atomic_write_text(history_csv, history)
+    print(f"best {job.score} {summary[f'best_{job.score}']:.4f} at epoch {best['epoch']}; {job.title} in {out_dir}")
+    return summary
+
+
+def log_model(job: GanJob, uri: str, run_id: str, folder: Path, registered_name: str) -> dict:
+    """Log and register the exported network, and note the version in its card."""
+    network, example, files = job.servable(folder)
+    version = registry.log_and_register(uri, run_id, network, example, files, registered_name)
+    registered = {"registered_model": registered_name, "registered_model_version": version}
+    job.note_registration(folder, registered)
+    MlflowClient(uri).log_artifact(run_id, str(files[0]), artifact_path="model_card")
+    return registered
+
+
+def effective_settings(params: Params, project_root: Path, best_config: Path, overrides: list[str],
+                       params_file: str) -> Params:
+    """`layered_params`, with the lines of what differs from the params file printed."""
+    shown = best_config.relative_to(project_root) if best_config.is_relative_to(project_root) else best_config
+    params, changed = layered_params(params, tuned_overrides(best_config), overrides, str(shown), params_file)
+    print(f"settings that differ from {params_file}:" if changed else f"settings as in {params_file}")
+    for line in changed:
+        print(f"  {line}")
+    return params
+
+
+def tuned_overrides(best_config: Path) -> dict:
+    """The tune stage's best overrides, or none when the stage has not run."""
+    if not best_config.is_file():
+        log.info("no %s: no tuned settings to apply", best_config)
+        return {}
+    return read_json(best_config)["overrides"]
+
+
+def layered_params(params: Params, tuned: dict, overrides: list[str], tuned_from: str,
+                   params_file: str = "params.yaml") -> tuple[Params, list[str]]:
+    """Params by precedence: the params file (over the defaults) < the tuned best config < --set.
+
+    Also one line per effective value that differs from the params file, naming where it came from.
+    """
+    cli = dict(parse_override(text) for text in overrides)
+    effective = params.with_overrides(tuned | cli, source=params_file)
+    sources = {key: f"tuned: {tuned_from}" for key in tuned} | {key: "--set" for key in cli}
+    before, after = params.model_dump(), effective.model_dump()
+    lines = [
+        f"{key} = {_shown(get_dotted(after, key))} ({source})"
+        for key, source in sources.items()
+        if get_dotted(after, key) != get_dotted(before, key)
+    ]
+    return effective, lines
+
+
+def _shown(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:g}" if isinstance(value, float) else str(value)
