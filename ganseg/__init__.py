@@ -1,3 +1,3 @@
-"""ganseg: GAN-based image segmentation (U-Net generator + conditional PatchGAN discriminator)."""
+"""ganseg: GAN-based image segmentation (U-Net segmenter + conditional PatchGAN discriminator; a mask -> image generator)."""
 
 __version__ = "0.1.0"

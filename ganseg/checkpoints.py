@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pickle
 import random
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -45,8 +46,10 @@ class GanState(Protocol):
     def optimisation(self) -> dict[str, Stateful]: ...
 
 
-# Checkpoints of older code call the segmenter the generator.
-OLD_KEYS = {"segmenter": "generator", "ema_segmenter": "ema_generator"}
+# Checkpoints of older code call the segmenter the generator (per trained network: new key -> old key).
+OLD_KEYS = {"segmenter": {"segmenter": "generator", "ema_segmenter": "ema_generator"}}
+# ... and name the layers of the image generator's PatchGANs by stage ("stages.1.0." is now "net.2.").
+_OLD_PATCHGAN_LAYER = re.compile(r"\.stages\.(\d+)\.(?:0\.)?")
 
 
 def unwrap(module: nn.Module) -> nn.Module:
@@ -86,15 +89,26 @@ def read_checkpoint(path: Path, model_key: str) -> dict:
     """A checkpoint saved from `checkpoint_of` of a state whose trained network is `model_key`;
     CheckpointError if it is not one."""
     checkpoint = load_weights_file(path)
-    if isinstance(checkpoint, dict) and model_key == "segmenter":
-        for key, old in OLD_KEYS.items():
-            if key not in checkpoint and old in checkpoint:
-                checkpoint[key] = checkpoint.pop(old)
+    if isinstance(checkpoint, dict):
+        _rename_old_keys(checkpoint, model_key)
     required = (model_key, *CHECKPOINT_KEYS)
     missing = [key for key in required if not isinstance(checkpoint, dict) or key not in checkpoint]
     if missing:
         raise CheckpointError(f"{path}: not a ganseg training checkpoint (no {', '.join(missing)})")
     return checkpoint
+
+
+def _rename_old_keys(checkpoint: dict, model_key: str) -> None:
+    """A checkpoint of older code, in place, as this code names its entries and tensors."""
+    for key, old in OLD_KEYS.get(model_key, {}).items():
+        if key not in checkpoint and old in checkpoint:
+            checkpoint[key] = checkpoint.pop(old)
+    discriminator = checkpoint.get("discriminator")
+    if isinstance(discriminator, dict) and any(".stages." in name for name in discriminator):
+        checkpoint["discriminator"] = {
+            _OLD_PATCHGAN_LAYER.sub(lambda m: f".net.{2 * int(m.group(1))}.", name): tensor
+            for name, tensor in discriminator.items()
+        }
 
 
 def load_networks(state: GanState, checkpoint: dict, path: Path) -> None:

@@ -249,7 +249,7 @@ def _bench_prepare(shared: Shared, images: str, size: int, cpus: str, workdir: P
 @_data
 @click.option("--seeds", type=POSITIVE, default=3,
               help="seeds per config (default 3; the paired confidence intervals want 3 or more)")
-@click.option("--steps", type=POSITIVE, default=600, help="generator updates per run (default 600)")
+@click.option("--steps", type=POSITIVE, default=600, help="segmenter updates per run (default 600)")
 @click.option("--label-fraction", type=FRACTION,
               help="also compare supervised and semi-supervised with this share of the training images labelled")
 @click.option("--contender", "contenders", multiple=True, callback=_contenders, metavar="NAME=KEY=VALUE,...",

@@ -14,12 +14,7 @@ from pathlib import Path
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from ganseg.checkpoints import (
-    GanState,
-    load_networks,
-    load_weights_file,
-    read_checkpoint,
-)
+from ganseg.checkpoints import GanState, load_networks, read_checkpoint
 from ganseg.config import Params, TrainConfig
 from ganseg.dotted import get_dotted, parse_override
 from ganseg.errors import CheckpointError
@@ -54,7 +49,7 @@ def train(job_type: type[GanJob], params: Params, project_root: Path, out_dir: P
     client = MlflowClient(uri)
     workers, use_gpu = resolve_scaling(params.train)
     params.train.check_device(use_gpu)
-    if job.model_key == "segmenter":  # train.precision, channels_last and compile apply to the segmenter
+    if job.train_speed_options:
         warn_about_slower_options(params.train, use_gpu)
     key = run_key(params, job.stats, *job.run_key_parts())
     run_id = open_run(client, params, project_root, job.stage, key, workers, use_gpu)
@@ -64,7 +59,7 @@ def train(job_type: type[GanJob], params: Params, project_root: Path, out_dir: P
         check_checkpoints_fit(run_dir, job.fresh_state())
         config = loop_config(job_type, params, data_dir, uri, run_id, progress=True, options=options)
         trainer = make_trainer(params, config, name, project_root, score=job.score)
-        latest, best = fit_latest_and_best(trainer, run_dir, job.score)
+        latest, best = fit_latest_and_best(trainer, run_dir, job.score, job.model_key)
         summary = export(job, latest, best, run_id, out_dir, history_csv)
         summary |= log_model(job, uri, run_id, out_dir, registered_name)
     return summary
@@ -100,15 +95,17 @@ def check_checkpoints_fit(run_dir: str, fresh: GanState) -> None:
                 ) from None
 
 
-def fit_latest_and_best(trainer, run_dir: str, score: str) -> tuple[dict, dict]:
-    """trainer.fit(), then the training state of the latest checkpoint and of the best by `score`."""
+def fit_latest_and_best(trainer, run_dir: str, score: str, model_key: str) -> tuple[dict, dict]:
+    """trainer.fit(), then the training state of the latest checkpoint and of the best by `score`
+    (of a state whose trained network is `model_key`; checkpoints of older code read alike)."""
     result = fit_or_explain(trainer, run_dir)
-    return _load_state(result.checkpoint), _load_state(result.get_best_checkpoint(metric=score, mode="max"))
+    best = result.get_best_checkpoint(metric=score, mode="max")
+    return _load_state(result.checkpoint, model_key), _load_state(best, model_key)
 
 
-def _load_state(checkpoint) -> dict:
+def _load_state(checkpoint, model_key: str) -> dict:
     with checkpoint.as_directory() as folder:
-        return load_weights_file(Path(folder) / STATE_FILE)
+        return read_checkpoint(Path(folder) / STATE_FILE, model_key)
 
 
 def export(job: GanJob, latest: dict, best: dict, run_id: str | None, out_dir: Path, history_csv: Path) -> dict:

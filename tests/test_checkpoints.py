@@ -116,3 +116,52 @@ def test_every_loader_in_the_code_is_weights_only():
             else:
                 assert "allow_pickle" not in keywords, where
     assert seen >= 3  # torch.load in checkpoints, np.load in data: the scan does find the loaders
+
+
+def test_a_model_folder_of_older_code_loads_from_generator_pt(tmp_path, tiny_params):
+    folder = export(tmp_path / "model", tiny_params)
+    os.rename(folder / "segmenter.pt", folder / "generator.pt")
+    segmenter, _ = load_model(folder)
+    expected, _ = build_networks(tiny_params, 1, 3)
+    assert all(torch.equal(a, b) for a, b in zip(segmenter.state_dict().values(), expected.state_dict().values()))
+
+
+def test_a_segmenter_checkpoint_of_older_code_restores(tmp_path, tiny_params):
+    state = build_training_state(tiny_params, 1, 3)
+    saved = checkpoint_of(state, 2, [{"epoch": 2}])
+    saved["generator"], saved["ema_generator"] = saved.pop("segmenter"), saved.pop("ema_segmenter")
+    torch.save(saved, tmp_path / "state.pt")
+    fresh = build_training_state(tiny_params.with_overrides({"seed": 1}), 1, 3)
+    assert restore_checkpoint(fresh, tmp_path / "state.pt")["epoch"] == 2
+    assert all(torch.equal(a, b) for a, b in zip(fresh.segmenter.state_dict().values(),
+                                                  state.segmenter.state_dict().values()))
+
+
+def test_an_image_generator_checkpoint_of_older_code_restores_its_patchgans(tmp_path):
+    """Older code built each PatchGAN scale as stages: [Sequential(conv, LeakyReLU)] * layers + [conv]."""
+    from torch import nn
+    from torch.nn.utils.parametrizations import spectral_norm
+
+    from ganseg.config import ImagegenConfig
+    from ganseg.imagegen.training import build_state
+
+    cfg = ImagegenConfig(base_channels=8, disc_channels=8, depth=2)
+    state = build_state(cfg, 3, 1)
+
+    def old_critic(channels):
+        stages = []
+        for i in range(cfg.disc_layers):
+            out = cfg.disc_channels * 2 ** min(i, 3)
+            stages.append(nn.Sequential(spectral_norm(nn.Conv2d(channels, out, 4, 2, 1)), nn.LeakyReLU(0.2)))
+            channels = out
+        critic = nn.Module()
+        critic.stages = nn.ModuleList([*stages, spectral_norm(nn.Conv2d(channels, 1, 3, padding=1))])
+        return critic
+
+    old = nn.Module()
+    old.critics = nn.ModuleList(old_critic(1 + 3 + 1) for _ in range(cfg.disc_scales))
+    saved = checkpoint_of(state, 1, [])
+    saved["discriminator"] = old.state_dict()
+    torch.save(saved, tmp_path / "state.pt")
+    restore_checkpoint(state, tmp_path / "state.pt")
+    assert all(torch.equal(a, b) for a, b in zip(state.discriminator.state_dict().values(), old.state_dict().values()))

@@ -1,2 +1,3 @@
-"""What both GANs share: the networks (U-Net, PatchGAN), the generator's moving average and the
-training job that the pipeline's one worker loop and one stage driver run."""
+"""What both GANs share, below both model packages: the networks (U-Net, PatchGAN), the moving
+average of the trained network and the exported model folder. (Their training jobs, above both,
+are in ganseg/jobs/.)"""

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import importlib
 
-from ganseg.jobs.base import GanJob, Worker
+from ganseg.jobs.base import GanJob, Worker, WorkerJob
 
-__all__ = ["GanJob", "Worker", "job_reference", "job_class"]
+__all__ = ["GanJob", "Worker", "WorkerJob", "job_reference", "job_class"]
 
 
 def job_reference(job: type) -> str:

@@ -67,31 +67,35 @@ class Picture:
     artifact_file: str
 
 
-class GanJob(Protocol):
-    """One model's training as a GAN.
+class WorkerJob(Protocol):
+    """What every Ray Train worker runs (pipeline/ray/worker.py): `start` builds the training
+    state(s) and the data, then, epoch by epoch, `train_epoch` trains (and validates) and returns
+    the epoch's figures, those of all workers together, with `score` among them; `picture` is what
+    to log as an image."""
 
-    On every worker: `start` builds the training state(s) and the data, then, epoch by epoch,
-    `train_epoch` trains and validates and returns the epoch's figures (those of all workers
-    together), with `score` among them; `picture` is what to log as an image. On the driver:
-    `fresh_state` checks that old checkpoints fit, `export` writes the best checkpoint as a model
-    folder, `servable` is what MLflow logs and registers.
-    """
-
-    stage: str  # names the Ray run and the MLflow run's stage tag
     title: str  # what the console calls the trained model
-    score: str  # the validation figure Ray keeps the best checkpoints by (higher is better)
-    model_key: str  # the trained network's name in checkpoints
+    score: str  # the figure Ray keeps the best checkpoints by (higher is better)
     epochs: int
-    stats: DatasetStats  # the prepared data it trains on
     batch_norm: bool  # whether its networks use batch norm (synchronised across GPU workers)
 
     def start(self, worker: Worker) -> dict[str, GanState]:
-        """Build the state(s) on `worker`; returns them by checkpoint file name, the main one
+        """Build the state(s) on `worker`; returns those to checkpoint by file name, the main one
         (STATE_FILE) last."""
 
     def train_epoch(self, epoch: int) -> dict[str, float]: ...
 
     def picture(self, epoch: int) -> Picture | None: ...
+
+
+class GanJob(WorkerJob, Protocol):
+    """One model's training as a GAN, as the stage driver (pipeline/training.py) runs it: its
+    inputs checked, `fresh_state` to check that old checkpoints fit, `export` of the best
+    checkpoint as a model folder, `servable` for MLflow to log and register."""
+
+    stage: str  # names the Ray run and the MLflow run's stage tag
+    model_key: str  # the trained network's name in checkpoints
+    stats: DatasetStats  # the prepared data it trains on
+    train_speed_options: bool  # whether train.precision, channels_last and compile apply to it
 
     def check_inputs(self) -> None:
         """Before any worker starts: the folders the job reads fit its data (GansegError if not)."""

@@ -50,6 +50,7 @@ class ImagegenJob:
     score = "val_judge_miou"
     model_key = ImagegenState.model_key
     batch_norm = False
+    train_speed_options = False
 
     def __init__(self, params: Params, data_dir: Path, options: dict):
         """options: judge, the judge segmenter's folder."""

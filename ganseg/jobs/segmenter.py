@@ -39,6 +39,7 @@ OVERLAY_DIR = "training/overlays"
 class SegmenterJob:
     stage = "train"
     title = "segmenter"
+    train_speed_options = True
     score = "val_miou"
     model_key = TrainingState.model_key
 

@@ -11,8 +11,8 @@ import torch
 from ganseg.bench.throughput import BATCHES, WARMUP, synthetic_batches, timed_steps
 from ganseg.config import Params
 from ganseg.data.datasets import WaitClock, endless, training_batches
-from ganseg.jobs.base import STATE_FILE, Worker
-from ganseg.segmenter.training import TrainingState, build_training_state
+from ganseg.jobs.base import Worker
+from ganseg.segmenter.training import build_training_state
 
 
 class ThroughputJob:
@@ -21,10 +21,8 @@ class ThroughputJob:
     train stage reads them. Its figures: the window's seconds, when the worker started, and the
     workers' mean share of the window spent waiting for batches."""
 
-    stage = "bench"
     title = "throughput"
     score = "seconds"
-    model_key = TrainingState.model_key
     batch_norm = False
     epochs = 1
 
@@ -37,7 +35,7 @@ class ThroughputJob:
         self.worker = worker
         self.state = build_training_state(self.params, self.params.data.channels, self.params.data.num_classes,
                                           wrap=worker.place)
-        return {STATE_FILE: self.state}
+        return {}  # nothing to resume: each run times afresh
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         params, waiting = self.params, WaitClock()

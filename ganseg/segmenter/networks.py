@@ -5,7 +5,10 @@ from __future__ import annotations
 import torch
 
 from ganseg.config import ModelConfig
-from ganseg.gan.networks import PatchGAN, UNet
+from ganseg.gan.networks import ConvBlock, PatchGAN, UNet, make_norm  # noqa: F401
+
+# ConvBlock, UNet and make_norm are named here too: models registered in MLflow by older code were
+# pickled with this module as their classes' home.
 
 
 class PatchDiscriminator(PatchGAN):

@@ -19,7 +19,7 @@ import torch
 
 from ganseg.checkpoints import checkpoint_of, restore_checkpoint
 from ganseg.config import Params
-from ganseg.jobs import GanJob, Worker, job_class, job_reference
+from ganseg.jobs import Worker, WorkerJob, job_class, job_reference
 from ganseg.parallel import ddp_options
 from pipeline.console import epoch_line, say
 from pipeline.tracking.epochs import EpochLogger, images_due
@@ -60,7 +60,7 @@ def train_loop_per_worker(config: dict) -> None:
             say(f"{job.title} {epoch_line(metrics, job.epochs, seconds_left, job.score)}")
 
 
-def ray_worker(job: GanJob) -> Worker:
+def ray_worker(job: WorkerJob) -> Worker:
     """This Ray Train worker: its rank, device, networks placed by Ray (DDP with several workers)
     and data loaders sharded by Ray."""
     import ray.train
@@ -128,14 +128,15 @@ def resume(states: dict, worker: Worker) -> tuple[int, list[dict]]:
 
 def report(metrics: dict, states: dict, epoch: int, history: list, is_chief: bool) -> None:
     """Every worker reports; only the chief attaches the checkpoint (every state the job trains; the
-    history goes with the last, the main one)."""
+    history goes with the last, the main one). A job without states reports an empty checkpoint:
+    Ray Train hands the driver only metrics reported with one."""
     import ray.train as train
 
     if not is_chief:
         train.report(metrics)
         return
     with tempfile.TemporaryDirectory() as folder:
-        last = list(states)[-1]
         for file_name, state in states.items():
-            torch.save(checkpoint_of(state, epoch, history if file_name == last else []), Path(folder) / file_name)
+            main = file_name == list(states)[-1]
+            torch.save(checkpoint_of(state, epoch, history if main else []), Path(folder) / file_name)
         train.report(metrics, checkpoint=train.Checkpoint.from_directory(folder))

@@ -66,7 +66,7 @@ def plain_loop(params: Params, steps: int) -> dict:
 def ray_train(params: Params, workers: int, steps: int, data_dir: Path | None = None) -> dict:
     """Images/s of Ray Train with `workers` workers on in-memory batches, or reading `data_dir`, a
     prepared folder, as the train stage does (then also the workers' mean share of step time spent
-    waiting for batches): the throughput job (ganseg/bench/throughput.py) in the one worker loop."""
+    waiting for batches): the throughput job (ganseg/jobs/throughput.py) in the one worker loop."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 

@@ -5,10 +5,6 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from dvc_data.hashfile.build import build
-from dvc_data.hashfile.db import HashFileDB
-from dvc_objects.fs import LocalFileSystem, MemoryFileSystem
-
 from ganseg.config import Params
 from pipeline.workspace import dvc_experiment
 
@@ -44,6 +40,10 @@ def git_tags(project_root: Path) -> dict[str, str]:
 def dvc_dir_md5(folder: Path) -> str:
     """The hash DVC records for a directory output in dvc.lock ('<md5>.dir'), found by DVC's own code
     (as for an output with `cache: false`), outside any DVC repository and without writing a cache."""
+    from dvc_data.hashfile.build import build  # DVC's own packages, loaded only where a hash is taken
+    from dvc_data.hashfile.db import HashFileDB
+    from dvc_objects.fs import LocalFileSystem, MemoryFileSystem
+
     fs = LocalFileSystem()
     _, _, tree = build(HashFileDB(MemoryFileSystem(), "ganseg"), str(folder), fs, "md5", dry_run=True)
     return tree.hash_info.value
