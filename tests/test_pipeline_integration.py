@@ -88,7 +88,7 @@ def test_console_shows_our_progress_and_leaves_ray_output_in_the_stage_logs(repr
         assert f"Ray's log: {log}" in result.stdout
         assert "TrainingReport(" in (repo / log).read_text()  # Ray's output went there instead
     epochs, trials = SETTINGS["train.epochs"], SETTINGS["tune.num_samples"]
-    assert [line.split()[1] for line in result.stdout.splitlines() if line.startswith("epoch ")] == [
+    assert [line.split()[2] for line in result.stdout.splitlines() if line.startswith("segmenter epoch ")] == [
         f"{e}/{epochs}" for e in range(1, epochs + 1)
     ] * 2  # train, then train_synthetic
     assert f"trial {trials}/{trials}  " in result.stdout
