@@ -22,14 +22,15 @@ from ganseg.fileio import atomic_dir, atomic_write_text, read_json
 from ganseg.jobs import GanJob
 from ganseg.jobs.base import STATE_FILE
 from pipeline.console import LOG_DIR
-from pipeline.ray.cluster import start_ray
+from pipeline.ray.cluster import node_count, start_ray
 from pipeline.ray.runtime import (
     fit_or_explain,
     make_trainer,
     resolve_scaling,
-    storage_path,
+    run_storage,
 )
 from pipeline.ray.worker import loop_config
+from pipeline.storage import Location
 from pipeline.tracking import registry, runs
 from pipeline.tracking.lifecycle import ended_as_it_went, open_run, run_key
 
@@ -45,7 +46,7 @@ def train(job_type: type[GanJob], params: Params, project_root: Path, out_dir: P
     job = job_type(params, data_dir, options)
     job.check_inputs()  # before Ray starts
     start_ray(project_root / LOG_DIR / f"{job.stage}.log")
-    uri = runs.tracking_uri(project_root)
+    uri = tracking_uri_for_cluster(project_root)
     client = MlflowClient(uri)
     workers, use_gpu = resolve_scaling(params.train)
     params.train.check_device(use_gpu)
@@ -55,7 +56,7 @@ def train(job_type: type[GanJob], params: Params, project_root: Path, out_dir: P
     run_id = open_run(client, params, project_root, job.stage, key, workers, use_gpu)
     with ended_as_it_went(client, run_id):
         name = f"{job.stage}-{run_id}"  # a rerun after a crash finds its checkpoints
-        run_dir = f"{storage_path(params, project_root)}/{name}"
+        run_dir = run_storage(params, project_root).join(name)
         check_checkpoints_fit(run_dir, job.fresh_state())
         config = loop_config(job_type, params, data_dir, uri, run_id, progress=True, options=options)
         trainer = make_trainer(params, config, name, project_root, score=job.score)
@@ -63,6 +64,15 @@ def train(job_type: type[GanJob], params: Params, project_root: Path, out_dir: P
         summary = export(job, latest, best, run_id, out_dir, history_csv)
         summary |= log_model(job, uri, run_id, out_dir, registered_name)
     return summary
+
+
+def tracking_uri_for_cluster(project_root: Path) -> str:
+    """The MLflow tracking URI, refused when it is a local store and the Ray cluster has several nodes."""
+    uri = runs.tracking_uri(project_root)
+    nodes = node_count()
+    if nodes > 1:
+        runs.require_shared_store(uri, f"the Ray cluster has {nodes} nodes")
+    return uri
 
 
 def warn_about_slower_options(cfg: TrainConfig, use_gpu: bool) -> None:
@@ -73,14 +83,14 @@ def warn_about_slower_options(cfg: TrainConfig, use_gpu: bool) -> None:
         print(f"warning: {warning}")
 
 
-def check_checkpoints_fit(run_dir: str, fresh: GanState) -> None:
+def check_checkpoints_fit(run_dir: Location, fresh: GanState) -> None:
     """Before any worker starts: the Ray checkpoints of the run to resume must hold networks of the
     params' architecture, as in `fresh` (they may not, e.g. when written by code that built the
     networks otherwise)."""
     from ray.train import Result
 
     try:
-        result = Result.from_path(run_dir)
+        result = Result.from_path(run_dir.path, storage_filesystem=run_dir.filesystem)
     except RuntimeError:  # no run folder or no checkpoint record: nothing to resume
         return
     kept = {c.path: c for c in [result.checkpoint, *(c for c, _ in result.best_checkpoints)] if c is not None}
@@ -95,7 +105,7 @@ def check_checkpoints_fit(run_dir: str, fresh: GanState) -> None:
                 ) from None
 
 
-def fit_latest_and_best(trainer, run_dir: str, score: str, model_key: str) -> tuple[dict, dict]:
+def fit_latest_and_best(trainer, run_dir: Location, score: str, model_key: str) -> tuple[dict, dict]:
     """trainer.fit(), then the training state of the latest checkpoint and of the best by `score`
     (of a state whose trained network is `model_key`; checkpoints of older code read alike)."""
     result = fit_or_explain(trainer, run_dir)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 DVC_ROOT = "DVC_ROOT"
 DVC_EXP_NAME = "DVC_EXP_NAME"
+GANSEG_STORE = "GANSEG_STORE"
 
 
 def stores_root(project_root: Path) -> Path:
@@ -24,3 +25,14 @@ def stores_root(project_root: Path) -> Path:
 def dvc_experiment() -> str | None:
     """The name of the DVC experiment this stage runs for (`dvc exp run`), or None."""
     return os.environ.get(DVC_EXP_NAME) or None
+
+
+def project_store():
+    """The project's root on object storage (GANSEG_STORE, e.g. s3://bucket/project), or None when
+    the project's bulk files stay in the project folder."""
+    uri = os.environ.get(GANSEG_STORE)
+    if not uri:
+        return None
+    from pipeline.storage import location
+
+    return location(uri)

@@ -4,6 +4,7 @@ imports neither torch nor the training code."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -11,6 +12,10 @@ import ray
 
 from pipeline.console import RayOutput
 
+# Where the project and MLflow are, for every node (pipeline/store.py, pipeline/storage.py).
+FORWARDED_VARIABLES = ("GANSEG_STORE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "MLFLOW_TRACKING_URI",
+                       "GANSEG_GIT_COMMIT", "GANSEG_GIT_DIRTY")
+JOB_CONFIG_VARIABLE = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray in a submitted job's entrypoint
 # Ray's 60 s default is too short for a worker to import torch on a busy 2-core machine.
 WORKER_START_TIMEOUT_S = os.environ.get("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
 
@@ -33,7 +38,7 @@ def start_ray(log_path: Path | None = None, num_cpus: int | None = None) -> None
         output.take_over_driver_loggers()
     runtime_env = {"env_vars": {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": WORKER_START_TIMEOUT_S}}
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(runtime_env=runtime_env)
+        ray.init(runtime_env=cluster_runtime_env(runtime_env))
     else:
         ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", runtime_env=runtime_env,
                  num_cpus=num_cpus)
@@ -43,6 +48,27 @@ def start_ray(log_path: Path | None = None, num_cpus: int | None = None) -> None
         output.take_over_worker_output()
         where = f"; Ray's log: {_shown_path(log_path)}"
     print(f"Ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs{where}")
+
+
+def cluster_runtime_env(runtime_env: dict) -> dict:
+    """What every process of this stage on the cluster gets: the settings that say where the project
+    and MLflow are (never credentials: Ray shows runtime environments in its dashboard), and,
+    unless the stage already runs as a Ray job that brought its working dir, this checkout's
+    `ganseg` and `pipeline` packages, so remote workers run the code being run here."""
+    job = json.loads(os.environ.get(JOB_CONFIG_VARIABLE) or "{}").get("runtime_env") or {}
+    given = job.get("env_vars") or {}
+    forwarded = {name: os.environ[name] for name in FORWARDED_VARIABLES if os.environ.get(name) and name not in given}
+    runtime_env = runtime_env | {"env_vars": runtime_env["env_vars"] | forwarded}
+    if not job.get("working_dir") and not job.get("py_modules"):
+        import ganseg
+        import pipeline
+
+        runtime_env["py_modules"] = [str(Path(module.__file__).parent) for module in (ganseg, pipeline)]
+    return runtime_env
+
+
+def node_count() -> int:
+    return sum(1 for node in ray.nodes() if node["Alive"])
 
 
 def _shown_path(path: Path) -> Path:

@@ -8,7 +8,8 @@ import ray
 
 from ganseg.config import Params, TrainConfig
 from ganseg.errors import GansegError, NonFiniteLossError
-from pipeline.workspace import stores_root
+from pipeline.storage import Location, is_uri, location
+from pipeline.workspace import project_store, stores_root
 
 
 class ClusterResourcesError(GansegError, RuntimeError):
@@ -52,9 +53,19 @@ def scaling_for(
     return workers, use_gpu
 
 
-def storage_path(params: Params, project_root: Path) -> str:
+def run_storage(params: Params, project_root: Path) -> Location:
+    """Where Ray keeps run folders and checkpoints (runtime.storage_path): a URI as it is; a relative
+    path under the project store when there is one (GANSEG_STORE), else under the project."""
     path = params.runtime.storage_path
-    return path if "://" in path else str((stores_root(project_root) / path).resolve())
+    store = project_store()
+    if store is not None and not is_uri(path) and not Path(path).is_absolute():
+        return store.join(path)
+    return location(path, base=stores_root(project_root))
+
+
+def ray_storage(storage: Location) -> dict:
+    """RunConfig's arguments for `storage`: the path on its filesystem, and that filesystem."""
+    return {"storage_path": storage.path, "storage_filesystem": storage.filesystem}
 
 
 def make_trainer(
@@ -80,7 +91,7 @@ def make_trainer(
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
         run_config=RunConfig(
             name=name,
-            storage_path=storage_path(params, project_root),
+            **ray_storage(run_storage(params, project_root)),
             checkpoint_config=CheckpointConfig(
                 num_to_keep=params.runtime.checkpoints_to_keep,
                 checkpoint_score_attribute=score,
@@ -92,7 +103,7 @@ def make_trainer(
     )
 
 
-def fit_or_explain(trainer, run_dir: str):
+def fit_or_explain(trainer, run_dir: Location):
     """trainer.fit(); a worker's NaN or infinite loss comes back as NonFiniteLossError, with where
     Ray keeps the last good checkpoint (the one reported after the last complete epoch)."""
     from ray.train import TrainingFailedError
@@ -113,11 +124,11 @@ def non_finite_cause(error: BaseException) -> NonFiniteLossError | None:
     return next((e for e in failures.values() if isinstance(e, NonFiniteLossError)), None)
 
 
-def last_checkpoint_note(run_dir: str) -> str:
+def last_checkpoint_note(run_dir: Location) -> str:
     from ray.train import Result
 
     try:
-        result = Result.from_path(run_dir)
+        result = Result.from_path(run_dir.path, storage_filesystem=run_dir.filesystem)
     except RuntimeError:  # no run folder or no checkpoint record yet
         result = None
     if result is None or result.checkpoint is None:

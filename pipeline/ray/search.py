@@ -86,8 +86,26 @@ def make_searcher(params: Params):
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per study on the console
+    quiet_optuna()
     return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=params.seed, n_startup_trials=startup_trials(params)))
+
+
+def quiet_optuna() -> None:
+    """No line per study on the console, from a new searcher or one Tune restores."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def max_concurrent(params: Params, use_gpu: bool) -> int:
+    """Trials at a time: tune.max_concurrent_trials, or ("auto") as many as the cluster's GPUs (or
+    CPUs) hold trials of tune.workers_per_trial workers."""
+    import ray
+
+    if params.tune.max_concurrent_trials != "auto":
+        return params.tune.max_concurrent_trials
+    available = ray.cluster_resources().get("GPU" if use_gpu else "CPU", 1)
+    return max(1, int(available // params.tune.workers_per_trial))
 
 
 def search_space_record(params: Params) -> dict:

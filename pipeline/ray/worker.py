@@ -22,21 +22,28 @@ from ganseg.config import Params
 from ganseg.jobs import Worker, WorkerJob, job_class, job_reference
 from ganseg.parallel import ddp_options
 from pipeline.console import epoch_line, say
+from pipeline.store import pull_prepared
 from pipeline.tracking.epochs import EpochLogger, images_due
+from pipeline.workspace import project_store
 
 
 def loop_config(job: type, params: Params, data_dir: Path | None, tracking_uri: str | None = None,
                 run_id: str | None = None, progress: bool = False, options: dict | None = None) -> dict:
     """What every worker gets: the job class (by reference) and its `options`, the params, the
-    prepared data and the MLflow run; with `progress`, rank 0 prints a line per epoch."""
+    prepared data (on the project's store, when there is one: each node pulls its own copy) and the
+    MLflow run; with `progress`, rank 0 prints a line per epoch."""
+    on_store = data_dir is not None and project_store() is not None
     return {"job": job_reference(job), "options": options or {}, "params": params.model_dump(),
             "data_dir": str(data_dir.resolve()) if data_dir else None,
+            "data_on_store": params.data.output_dir if on_store else None,
             "tracking_uri": tracking_uri, "run_id": run_id, "progress": progress}
 
 
 def train_loop_per_worker(config: dict) -> None:
     params = Params.model_validate(config["params"])
     data_dir = Path(config["data_dir"]) if config["data_dir"] else None
+    if config.get("data_on_store"):
+        data_dir = pull_prepared(project_store(), config["data_on_store"])
     job = job_class(config["job"])(params, data_dir, config["options"])
     worker = ray_worker(job)
     states = job.start(worker)

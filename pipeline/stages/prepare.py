@@ -6,7 +6,8 @@ file must lie inside it (`check_watched`).
 
 The blocks of pairs (ganseg/data/blocks.py) are prepared in this process, or as Ray Data tasks on
 every CPU of the Ray cluster (data.ray_data): locally a private Ray runtime, under `ray job submit`
-the job's cluster, whose nodes must all see the prepared folder's parent (the shared --root).
+the job's cluster, whose nodes either all see the prepared folder's parent (a shared --root) or
+pass their files through the project's store (GANSEG_STORE: pipeline/ray/data.py).
 """
 
 from __future__ import annotations

@@ -2,6 +2,17 @@
 
 MLflow gets one parent run for the search and one child run per trial. The best trial's
 overrides are written to a JSON file that the train stage reads.
+
+A search that did not finish (its driver killed, a RayJob retried) resumes when the stage runs
+again with the same config (runtime.resume): the parent run is found by its key (the params less
+their runtime section, the prepared data and the stage) and reopened; the Ray Tune experiment,
+named after it, is restored from its storage. Finished trials are kept as they are, child runs
+included. A trial that was running (or had failed) is continued: Tune starts it again with the
+same trial id, it reopens its child run and its TorchTrainer, of the same name, resumes from its
+last checkpoint, so the child run's epochs go on where they stopped. A child run whose trial Tune
+no longer knows ends FAILED. The restored search keeps its first attempt's settings (trials at a
+time among them). Tune saves its state every few seconds (TUNE_GLOBAL_CHECKPOINT_S): a trial that
+ended just before the kill may be started again, and finds its training already done.
 """
 
 from __future__ import annotations
@@ -24,14 +35,19 @@ from pipeline.ray.search import (
     check_rungs,
     make_scheduler,
     make_searcher,
+    max_concurrent,
+    quiet_optuna,
     search_space_record,
     summary,
     to_domain,
 )
 from pipeline.tracking import provenance, runs
+from pipeline.tracking.lifecycle import RUN_KEY_TAG, reopened_run, run_key
 
 log = logging.getLogger(__name__)
 TRIAL_DRIVER_MEMORY = 256 * 1024**2
+TRIAL_ID_TAG = "ganseg.trial_id"
+STATE_SAVE_PERIOD_S = "2"  # Tune's own ("auto") is 10 s or more: a trial's end is saved sooner
 
 
 def trial_params(base: Params, overrides: dict) -> Params:
@@ -53,12 +69,7 @@ def run_trial(overrides: dict, base: dict, context: dict) -> None:
     params = trial_params(Params.model_validate(base), overrides)
     trial_id = ray.tune.get_context().get_trial_id()
     client = MlflowClient(context["tracking_uri"])
-    run_id = runs.create_run(
-        client, params.mlflow.experiment, project_root, run_name=f"trial-{trial_id}",
-        tags=context["trial_tags"] | {"ganseg.trial_id": trial_id},
-        params=params.model_dump() | {"overrides": overrides},
-        parent_run_id=context["parent_run_id"],
-    )
+    run_id = trial_run(client, params, project_root, overrides, trial_id, context)
     trainer = make_trainer(
         params,
         loop_config(SegmenterJob, params, Path(context["data_dir"]), context["tracking_uri"], run_id),
@@ -69,6 +80,29 @@ def run_trial(overrides: dict, base: dict, context: dict) -> None:
     # ASHA may stop this trial at any report, killing this function: the tune driver, which
     # knows each trial's outcome, closes the run afterwards.
     trainer.fit()
+
+
+def trial_run(client: MlflowClient, params: Params, project_root: Path, overrides: dict, trial_id: str,
+              context: dict) -> str:
+    """The trial's MLflow child run: the one it already has when a resumed search starts it again
+    (reopened), else a new one."""
+    earlier = child_runs(client, context["parent_run_id"], trial_id)
+    if earlier:
+        client.update_run(earlier[0].info.run_id, status="RUNNING")
+        return earlier[0].info.run_id
+    return runs.create_run(
+        client, params.mlflow.experiment, project_root, run_name=f"trial-{trial_id}",
+        tags=context["trial_tags"] | {TRIAL_ID_TAG: trial_id},
+        params=params.model_dump() | {"overrides": overrides},
+        parent_run_id=context["parent_run_id"],
+    )
+
+
+def child_runs(client: MlflowClient, parent_id: str, trial_id: str | None = None) -> list:
+    """The trial runs of the search `parent_id`: all of them, or those of `trial_id`."""
+    experiment = client.get_run(parent_id).info.experiment_id
+    of_trial = f" and tags.`{TRIAL_ID_TAG}` = '{trial_id}'" if trial_id else ""
+    return client.search_runs([experiment], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'{of_trial}")
 
 
 def check_trial_precision(params: Params, use_gpu: bool) -> None:
@@ -82,65 +116,38 @@ def check_trial_precision(params: Params, use_gpu: bool) -> None:
         )
 
 
-def max_concurrent(params: Params, use_gpu: bool) -> int:
-    import ray
-
-    if params.tune.max_concurrent_trials != "auto":
-        return params.tune.max_concurrent_trials
-    available = ray.cluster_resources().get("GPU" if use_gpu else "CPU", 1)
-    return max(1, int(available // params.tune.workers_per_trial))
-
-
 def run(params: Params, project_root: Path, best_config_path: Path) -> dict:
     from ray import tune
 
     from pipeline.ray.cluster import start_ray
-    from pipeline.ray.runtime import resolve_scaling, storage_path
+    from pipeline.ray.runtime import resolve_scaling
+    from pipeline.training import tracking_uri_for_cluster
 
     check_rungs(params)
     data_dir = (project_root / params.data.output_dir).resolve()
-    read_dataset_stats(data_dir)
+    stats = read_dataset_stats(data_dir)
     start_ray(project_root / LOG_DIR / "tune.log")
     # fail now, not in a trial, if the cluster cannot hold one trial's workers
     _, use_gpu = resolve_scaling(params.train, params.tune.workers_per_trial, "tune.workers_per_trial")
     check_trial_precision(params, use_gpu)
-    uri = runs.tracking_uri(project_root)
+    uri = tracking_uri_for_cluster(project_root)
     client = MlflowClient(uri)
-    space = {key: to_domain(dim) for key, dim in params.tune.search_space.items()}
     tags = provenance.run_tags(project_root, params, "tune")
-    parent_id = runs.create_run(
-        client, params.mlflow.experiment, project_root, run_name=runs.run_name("tune"),
-        tags=tags, params=params.model_dump(),
-    )
-    client.log_dict(parent_id, search_space_record(params), "tune/search_space.json")
+    parent_id = open_parent(client, params, project_root, tags, run_key(params, stats, "tune"))
     concurrency = max_concurrent(params, use_gpu)
     print(f"MLflow parent run {parent_id}; {params.tune.num_samples} trials, {concurrency} at a time; {summary(params)}")
     context = {"project_root": str(project_root.resolve()), "tracking_uri": uri,
                "parent_run_id": parent_id, "data_dir": str(data_dir),
                "trial_tags": tags | {provenance.STAGE_TAG: "tune-trial"}}
-    trainable = tune.with_parameters(run_trial, base=params.model_dump(), context=context)
+    # A trial only drives its Train workers: it asks for memory, not a CPU, so that every CPU is
+    # left for the workers. (Ray rejects a request of zero resources.)
+    trainable = tune.with_resources(tune.with_parameters(run_trial, base=params.model_dump(), context=context),
+                                    {"cpu": 0, "memory": TRIAL_DRIVER_MEMORY})
     # Tune's newer console output prints a header and paths even at verbose=0; the older one is silent.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", STATE_SAVE_PERIOD_S)
     try:
-        tuner = tune.Tuner(
-            # A trial only drives its Train workers: it asks for memory, not a CPU, so that
-            # every CPU is left for the workers. (Ray rejects a request of zero resources.)
-            tune.with_resources(trainable, {"cpu": 0, "memory": TRIAL_DRIVER_MEMORY}),
-            param_space=space,
-            tune_config=tune.TuneConfig(
-                metric=params.tune.metric,
-                mode=params.tune.mode,
-                num_samples=params.tune.num_samples,
-                scheduler=make_scheduler(params),
-                search_alg=make_searcher(params),
-                max_concurrent_trials=concurrency,
-            ),
-            run_config=tune.RunConfig(
-                name=f"tune-{parent_id[:8]}", storage_path=storage_path(params, project_root),
-                verbose=0, callbacks=[TrialLines(params.tune.num_samples, params.tune.epochs)],
-            ),
-        )
-        results = tuner.fit()
+        results = search_tuner(params, project_root, parent_id, trainable, concurrency).fit()
         _close_children(client, parent_id, params.tune.epochs, results)
         best = _best(results, params)
     except BaseException:
@@ -156,6 +163,50 @@ def run(params: Params, project_root: Path, best_config_path: Path) -> dict:
     write_json(best_config_path, best | {"mlflow_parent_run_id": parent_id})
     print(f"best trial {best['trial_id']}: {params.tune.metric} = {best['value']:.4f} with {best['overrides']}")
     return best
+
+
+def open_parent(client: MlflowClient, params: Params, project_root: Path, tags: dict, key: str) -> str:
+    """The search's MLflow parent run: the unfinished one of the same `key` (runtime.resume),
+    reopened, or a new one."""
+    parent_id = reopened_run(client, params, key, "tune run")
+    if parent_id:
+        return parent_id
+    parent_id = runs.create_run(
+        client, params.mlflow.experiment, project_root, run_name=runs.run_name("tune"),
+        tags=tags | {RUN_KEY_TAG: key}, params=params.model_dump(),
+    )
+    client.log_dict(parent_id, search_space_record(params), "tune/search_space.json")
+    return parent_id
+
+
+def search_tuner(params: Params, project_root: Path, parent_id: str, trainable, concurrency: int):
+    """The search's Tuner: restored from its storage when an earlier attempt of `parent_id` left
+    one there (finished trials kept, unfinished and failed ones continued), else a new one."""
+    from ray import tune
+
+    from pipeline.ray.runtime import ray_storage, run_storage
+
+    storage = run_storage(params, project_root)
+    name = f"tune-{parent_id[:8]}"
+    experiment = storage.join(name)
+    space = {key: to_domain(dim) for key, dim in params.tune.search_space.items()}
+    if tune.Tuner.can_restore(experiment.path, storage_filesystem=experiment.filesystem):
+        print(f"restoring the Ray Tune search from {experiment.uri}")
+        quiet_optuna()
+        return tune.Tuner.restore(experiment.path, trainable, resume_unfinished=True, resume_errored=True,
+                                  param_space=space, storage_filesystem=experiment.filesystem)
+    return tune.Tuner(
+        trainable,
+        param_space=space,
+        tune_config=tune.TuneConfig(
+            metric=params.tune.metric, mode=params.tune.mode, num_samples=params.tune.num_samples,
+            scheduler=make_scheduler(params), search_alg=make_searcher(params), max_concurrent_trials=concurrency,
+        ),
+        run_config=tune.RunConfig(
+            name=name, **ray_storage(storage), verbose=0,
+            callbacks=[TrialLines(params.tune.num_samples, params.tune.epochs)],
+        ),
+    )
 
 
 def trial_line(done: int, total: int, epochs: int, overrides: dict, result: dict, seconds_left: float | None) -> str:
@@ -178,28 +229,36 @@ def _short(value) -> str:
 
 
 class TrialLines(Callback):
-    """One console line per finished trial, printed by the tune driver."""
+    """One console line per finished trial, printed by the tune driver. Tune saves the count of
+    finished trials with the search, so a resumed search counts on; the ETA comes from the trials
+    finished since this driver started."""
 
     def __init__(self, total: int, epochs: int):
-        self.total, self.epochs, self.done, self.started = total, epochs, 0, time.monotonic()
+        self.total, self.epochs, self.done = total, epochs, 0
+        self.setup()
+
+    def setup(self, **info):
+        self.started, self.done_here = time.monotonic(), 0
+
+    def get_state(self) -> dict:
+        return {"done": self.done}
+
+    def set_state(self, state: dict) -> None:
+        self.done = state["done"]
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.done += 1
-        left = (time.monotonic() - self.started) / self.done * (self.total - self.done)
+        self.done, self.done_here = self.done + 1, self.done_here + 1
+        left = (time.monotonic() - self.started) / self.done_here * (self.total - self.done)
         print(trial_line(self.done, self.total, self.epochs, trial.config, trial.last_result or {}, left), flush=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.done += 1
+        self.done, self.done_here = self.done + 1, self.done_here + 1
         print(f"trial {self.done}/{self.total} failed: see {trial.error_file or trial.path}", file=sys.stderr, flush=True)
 
 
 def _mark_best_child(client: MlflowClient, parent_id: str, best: dict) -> dict:
     """Tag the best trial's run and return the parent's pointer to it."""
-    experiment = client.get_run(parent_id).info.experiment_id
-    found = client.search_runs(
-        [experiment],
-        filter_string=f"tags.mlflow.parentRunId = '{parent_id}' and tags.`ganseg.trial_id` = '{best['trial_id']}'",
-    )
+    found = child_runs(client, parent_id, best["trial_id"])
     if not found:
         return {}
     runs.set_tags(client, found[0].info.run_id, {"ganseg.best_trial": "true"})
@@ -223,17 +282,15 @@ def _best(results, params: Params) -> dict:
 
 
 def _close_children(client: MlflowClient, parent_id: str, epochs: int, results) -> None:
-    """Give each trial's run its real outcome: FINISHED (tagged when ASHA stopped it early) or FAILED."""
+    """Give each trial's run its real outcome: FINISHED (tagged when ASHA stopped it early) or FAILED.
+    A run already FINISHED stays as it is, and so does a FAILED one that has no result now."""
     by_trial = {r.metrics.get("trial_id"): r for r in results if r.metrics}
-    parent = client.get_run(parent_id)
-    children = client.search_runs(
-        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'"
-    )
-    for child in children:
-        if child.info.status != "RUNNING":
+    for child in child_runs(client, parent_id):
+        result = by_trial.get(child.data.tags.get(TRIAL_ID_TAG))
+        failed = result is None or result.error
+        if child.info.status == "FINISHED" or (failed and child.info.status == "FAILED"):
             continue
-        result = by_trial.get(child.data.tags.get("ganseg.trial_id"))
-        if result is None or result.error:
+        if failed:
             client.set_terminated(child.info.run_id, "FAILED")
             continue
         backfill_epochs(client, child.info.run_id, result)

@@ -28,10 +28,8 @@ def run_key(params: Params, stats: DatasetStats, *more) -> str:
 def open_run(client: MlflowClient, params: Params, project_root: Path, stage: str, key: str, workers: int,
              use_gpu: bool) -> str:
     """The MLflow run of this training: the unfinished one with the same `key` (runtime.resume), or a new one."""
-    run_id = _unfinished_run(client, params.mlflow.experiment, key) if params.runtime.resume else None
+    run_id = reopened_run(client, params, key, "MLflow run")
     if run_id:
-        client.update_run(run_id, status="RUNNING")
-        print(f"resuming MLflow run {run_id}: an earlier attempt with the same config did not finish")
         return run_id
     run_id = runs.create_run(
         client, params.mlflow.experiment, project_root, run_name=runs.run_name(stage),
@@ -42,7 +40,17 @@ def open_run(client: MlflowClient, params: Params, project_root: Path, stage: st
     return run_id
 
 
-def _unfinished_run(client: MlflowClient, experiment: str, key: str) -> str | None:
+def reopened_run(client: MlflowClient, params: Params, key: str, what: str) -> str | None:
+    """The unfinished run of `key`, set RUNNING again, when params.runtime.resume allows; else None."""
+    run_id = unfinished_run(client, params.mlflow.experiment, key) if params.runtime.resume else None
+    if run_id:
+        client.update_run(run_id, status="RUNNING")
+        print(f"resuming {what} {run_id}: an earlier attempt with the same config did not finish")
+    return run_id
+
+
+def unfinished_run(client: MlflowClient, experiment: str, key: str) -> str | None:
+    """The latest run of `key` (a training's, or a tune search's parent) that did not finish, if any."""
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -15,6 +16,7 @@ DATASET_TAG = "ganseg.dataset"
 DATA_PATH_TAG = "ganseg.data_path"
 STAGE_TAG = "ganseg.stage"
 DVC_EXPERIMENT_TAG = "ganseg.dvc_experiment"
+SUBMITTED_COMMIT, SUBMITTED_DIRTY = "GANSEG_GIT_COMMIT", "GANSEG_GIT_DIRTY"
 
 
 def _git(project_root: Path, *args: str) -> str | None:
@@ -27,6 +29,10 @@ def _git(project_root: Path, *args: str) -> str | None:
 
 
 def git_tags(project_root: Path) -> dict[str, str]:
+    """The commit and dirty flag of the checkout: the submitting side's, when `ganseg submit` carried
+    them to the cluster (GANSEG_GIT_COMMIT, GANSEG_GIT_DIRTY), else those of `project_root`."""
+    if os.environ.get(SUBMITTED_COMMIT):
+        return {GIT_COMMIT_TAG: os.environ[SUBMITTED_COMMIT], GIT_DIRTY_TAG: os.environ.get(SUBMITTED_DIRTY, "unknown")}
     commit = _git(project_root, "rev-parse", "HEAD")
     if commit is None:
         return {"ganseg.git": "no git commit (not a git repository, or git is missing)"}
@@ -40,7 +46,8 @@ def git_tags(project_root: Path) -> dict[str, str]:
 def dvc_dir_md5(folder: Path) -> str:
     """The hash DVC records for a directory output in dvc.lock ('<md5>.dir'), found by DVC's own code
     (as for an output with `cache: false`), outside any DVC repository and without writing a cache."""
-    from dvc_data.hashfile.build import build  # DVC's own packages, loaded only where a hash is taken
+    # DVC's own packages, loaded only where a hash is taken
+    from dvc_data.hashfile.build import build
     from dvc_data.hashfile.db import HashFileDB
     from dvc_objects.fs import LocalFileSystem, MemoryFileSystem
 

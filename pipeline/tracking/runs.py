@@ -75,6 +75,18 @@ def require_reachable(uri: str, timeout_s: float = 5.0) -> None:
         raise TrackingServerError(f"cannot reach the MLflow tracking server {uri} ({reason}); {hint}") from None
 
 
+def require_shared_store(uri: str, because: str) -> None:
+    """Refuse a tracking store in local files (SQLite, a folder) where processes on other machines
+    write runs: SQLite's locking is unreliable over a network filesystem, and a node's own disk is
+    out of the others' reach."""
+    if uri.startswith(("sqlite:", "file:")) or "://" not in uri:
+        raise TrackingServerError(
+            f"{because}, so runs are written from several machines: MLflow's local store {uri} cannot take them;"
+            " set MLFLOW_TRACKING_URI to an MLflow server every node reaches (docs/cluster.md: the team set-up,"
+            " `mlflow server --backend-store-uri postgresql://... --artifacts-destination s3://...`)"
+        )
+
+
 def run_name(stage: str) -> str:
     """'train-20250101-120000': distinct, sortable names to tell runs apart in the UI."""
     return f"{stage}-{datetime.now():%Y%m%d-%H%M%S}"
