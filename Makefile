@@ -19,7 +19,7 @@ repro: setup
 	dvc repro
 
 test: setup
-	python -m pytest -v --durations=10
+	python -m pytest -v --durations=30 -rs
 
 unit: setup
 	python -m pytest -q -m "not integration"

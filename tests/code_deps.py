@@ -1,7 +1,8 @@
 """The project files a stage's code runs: derived from the imports, for checking dvc.yaml's code deps.
 
-A stage runs as `ganseg <stage>`: pipeline/cli.py with its module-level imports, then the stage's
-module (pipeline/<stage>.py) and everything it imports, inside functions too (an import there runs
+A stage runs as `ganseg <stage>`: pipeline/cli.py and pipeline/cli_bench.py with their module-level
+imports (their functions are the other commands), then the stage's module
+(pipeline/stages/<stage>.py) and everything it imports, inside functions too (an import there runs
 when the function does), but not under `if TYPE_CHECKING:` (it never runs). Importing a module runs
 the `__init__.py` of each package above it, so those count too.
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 from tests.conftest import ROOT
 
 PACKAGES = ("ganseg", "pipeline")
+COMMAND_FILES = {ROOT / "pipeline" / "cli.py", ROOT / "pipeline" / "cli_bench.py"}  # read to module level only
 
 
 def module_file(name: str) -> Path | None:
@@ -68,7 +70,7 @@ def files_run_by(path: Path, module_level_only: bool = False) -> set[Path]:
             for depth in range(1, len(parts) + 1):  # each package's __init__.py, then the module
                 found = module_file(".".join(parts[:depth]))
                 if found is not None and found not in seen:
-                    todo.append((found, False))
+                    todo.append((found, found in COMMAND_FILES))
     return seen
 
 

@@ -114,3 +114,24 @@ def two_cpu_ray():
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=runtime_env)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tracking_server(tmp_path_factory):
+    """One MLflow server for the session: SQLite, artifacts proxied to a folder beside it."""
+    from tests.e2e import clean_env
+    from tests.servers import mlflow_server, stop
+
+    folder = tmp_path_factory.mktemp("mlflow-server")
+    url, process = mlflow_server(folder, str(folder / "mlartifacts"), clean_env(MLFLOW_DISABLE_TELEMETRY="true"))
+    yield url
+    stop(process)
+
+
+@pytest.fixture(scope="session")
+def default_repro(tracking_server, tmp_path_factory):
+    """The one `dvc repro` of the default pipeline (tests/e2e.py's REPRO_SETTINGS) that the pipeline,
+    MLflow-server and browser tests read; a test that changes the project works on a copy."""
+    from tests.e2e import reproduce
+
+    return reproduce(tmp_path_factory.mktemp("repro"), tracking_server)

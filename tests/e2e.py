@@ -1,4 +1,6 @@
-"""Helpers for end-to-end tests: a throw-away copy of the project with tiny params."""
+"""Helpers for end-to-end tests: a throw-away copy of the project with tiny params, and the one
+default `dvc repro` that the pipeline, MLflow-server and browser tests share (conftest.py's
+`default_repro`)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -36,6 +39,68 @@ TINY = {
     "imagegen.disc_channels": 8,
     "imagegen.samples": 2,
 }
+
+
+# The shared `dvc repro`: tiny, yet enough training to beat the majority-class predictor clearly
+# (more images, a short moving average of the generator, learning rates that learn in a few epochs);
+# train_synthetic trains on real + generated pairs; every epoch logs its pictures.
+REPRO_SETTINGS = TINY | {
+    "data.synthetic.num_images": 200,
+    "train.epochs": 4,
+    "train.ema_decay": 0.9,
+    "train.synthetic.share": 0.5,
+    "train.synthetic.drop_disagreeing": True,
+    "tune.search_space": {
+        "train.lr_g": {"type": "loguniform", "low": 0.002, "high": 0.005},
+        "train.lambda_adv": {"type": "choice", "values": [0.01, 0.03, 0.1]},
+    },
+    "mlflow.log_images_every": 1,
+}
+GIT_IDENTITY = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org", "GIT_COMMITTER_NAME": "t",
+                "GIT_COMMITTER_EMAIL": "t@example.org"}
+
+
+@dataclass(frozen=True)
+class Reproduced:
+    """A git-committed copy of the project after `dvc repro` against an MLflow server: what the
+    console showed, and what `dvc status` and `dvc metrics show` said right after (later tests may
+    change the project)."""
+
+    repo: Path
+    env: dict
+    tracking_uri: str
+    commit: str
+    console: subprocess.CompletedProcess
+    status: str
+    metrics: str
+    ended_ms: int  # when dvc repro ended, in MLflow's clock
+
+    def own_store_env(self) -> dict:
+        """The environment without MLFLOW_TRACKING_URI: a copy's stages log to its own mlflow.db."""
+        return {k: v for k, v in self.env.items() if k != "MLFLOW_TRACKING_URI"}
+
+    def logged_runs(self, stage: str) -> list:
+        """The MLflow runs of `stage` that this `dvc repro` logged (not later tests' runs)."""
+        return [r for r in mlflow_runs(self.repo, stage, self.tracking_uri) if r.info.start_time <= self.ended_ms]
+
+
+def reproduce(dest: Path, tracking_uri: str) -> Reproduced:
+    repo = copy_project(dest, REPRO_SETTINGS)
+    env = clean_env(MLFLOW_TRACKING_URI=tracking_uri, **GIT_IDENTITY)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-q", "-m", "snapshot"], repo, env)
+    commit = run(["git", "rev-parse", "HEAD"], repo, env).stdout.strip()
+    console = run(["dvc", "repro"], repo, env)
+    return Reproduced(repo, env, tracking_uri, commit, console, status=run(["dvc", "status"], repo, env).stdout,
+                      metrics=run(["dvc", "metrics", "show"], repo, env).stdout, ended_ms=int(time.time() * 1000))
+
+
+def copy_reproduced(reproduced: Reproduced, dest: Path) -> Path:
+    """A copy of the reproduced project, outputs, DVC cache and git included, to change freely;
+    without Ray's run folders (`runs/`), so that every checkpoint in the copy is the copy's own."""
+    shutil.copytree(reproduced.repo, dest, symlinks=True,
+                    ignore=lambda folder, names: ["runs"] if Path(folder) == reproduced.repo else [])
+    return dest
 
 
 def copy_project(dest: Path, overrides: dict) -> Path:
@@ -69,10 +134,11 @@ def prepare_project(repo: Path, env: dict) -> None:
         run(["ganseg", stage], repo, env)
 
 
-def mlflow_runs(repo: Path, stage: str) -> list:
+def mlflow_runs(repo: Path, stage: str, tracking_uri: str | None = None) -> list:
+    """The runs of `stage` in the project's own MLflow store (its mlflow.db), or at `tracking_uri`."""
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    client = MlflowClient(tracking_uri or f"sqlite:///{repo / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("ganseg")
     return client.search_runs([experiment.experiment_id], filter_string=f"tags.`ganseg.stage` = '{stage}'")
 

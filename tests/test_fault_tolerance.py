@@ -1,4 +1,6 @@
-"""Training survives a killed worker and a killed driver, and MLflow keeps one unbroken run."""
+"""Training survives a killed worker and a killed driver, and MLflow keeps one unbroken run. Each
+test starts from its own copy of the session's reproduced project (tests/e2e.py's REPRO_SETTINGS:
+data prepared, every model trained), with MLflow in the copy's own store."""
 
 import os
 import signal
@@ -7,13 +9,20 @@ import tempfile
 import time
 
 import pytest
+import yaml
 
-from tests.e2e import TINY, clean_env, copy_project, mlflow_runs, prepare_project, run
+from tests.e2e import REPRO_SETTINGS, copy_reproduced, mlflow_runs, run
 
 pytestmark = pytest.mark.integration
 
-EPOCHS = 4
-PARAMS = TINY | {"train.epochs": EPOCHS, "tune.num_samples": 1, "tune.search_space": {}}
+EPOCHS = REPRO_SETTINGS["train.epochs"]
+
+
+@pytest.fixture
+def project(default_repro, tmp_path):
+    """A copy of the reproduced project, and an environment whose MLflow is the copy's own mlflow.db."""
+    repo = copy_reproduced(default_repro, tmp_path / "repo")
+    return repo, default_repro.own_store_env()
 
 
 def logged_steps(repo, run_id, metric: str = "val_miou") -> list[int]:
@@ -44,32 +53,25 @@ def ray_tmp():
     subprocess.run(["pkill", "-9", "-f", folder], check=False)
 
 
-def test_killed_worker_resumes_from_checkpoint_in_the_same_run(tmp_path):
-    repo = copy_project(tmp_path / "repo", PARAMS)
-    env = clean_env()
-    prepare_project(repo, env)
+def test_killed_worker_resumes_from_checkpoint_in_the_same_run(project):
+    repo, env = project
     train = train_with_a_killed_worker(repo, env, "train", rank=1, at_epoch=3)
     assert logged_steps(repo, train.info.run_id) == list(range(1, EPOCHS + 1))
     assert (repo / "models" / "segmenter.pt").is_file()
 
 
-def test_the_image_generator_stage_recovers_a_killed_worker_in_the_same_run(tmp_path):
-    repo = copy_project(tmp_path / "repo", PARAMS | {"train.epochs": 1, "imagegen.epochs": 3})
-    env = clean_env()
-    prepare_project(repo, env)
-    run(["ganseg", "train"], repo, env)  # the judge
+def test_the_image_generator_stage_recovers_a_killed_worker_in_the_same_run(project):
+    repo, env = project  # the reproduced segmenter is the judge
     imagegen = train_with_a_killed_worker(repo, env, "train-imagegen", rank=0, at_epoch=2)
-    assert logged_steps(repo, imagegen.info.run_id, "val_judge_miou") == [1, 2, 3]
+    epochs = REPRO_SETTINGS["imagegen.epochs"]
+    assert logged_steps(repo, imagegen.info.run_id, "val_judge_miou") == list(range(1, epochs + 1))
     assert (repo / "image_generator" / "image_generator.pt").is_file()
 
 
-def test_joint_training_on_generated_pairs_recovers_both_generators_after_a_killed_worker(tmp_path):
+def test_joint_training_on_generated_pairs_recovers_both_generators_after_a_killed_worker(project):
     """train.synthetic.joint: the image generator trained alongside the segmenter is checkpointed
     with it, and restored with it."""
-    repo = copy_project(tmp_path / "repo", PARAMS | {"train.epochs": 1, "imagegen.epochs": 1})
-    env = clean_env()
-    for stage in ("synthesize", "prepare", "train", "evaluate", "train-imagegen"):  # the inputs of train-synthetic
-        run(["ganseg", stage], repo, env)
+    repo, env = project  # the inputs of train-synthetic are there
     joint = ["--set", "train.synthetic.share=0.5", "--set", "train.synthetic.joint=true", "--set", "train.epochs=3"]
     result = run(["ganseg", "train-synthetic", *joint, "--set", "runtime.fault_injection.at_epoch=2"], repo, env)
     assert "resumed from the checkpoint of epoch 1" in result.stdout + result.stderr
@@ -95,10 +97,16 @@ def wait_for_logged_epoch(repo, process, timeout_s: float = 600) -> None:
     raise TimeoutError("training logged no epoch in time")
 
 
-def test_rerun_after_killed_driver_resumes_instead_of_starting_over(tmp_path, ray_tmp):
-    repo = copy_project(tmp_path / "repo", PARAMS)
-    env = clean_env(RAY_TMPDIR=ray_tmp)
-    first = subprocess.Popen(["dvc", "repro"], cwd=repo, env=env, start_new_session=True,
+def test_rerun_after_killed_driver_resumes_instead_of_starting_over(project, ray_tmp):
+    """`dvc repro train` after a params change that reaches train alone, killed (dvc, the stage
+    and Ray) once an epoch is logged, then run again."""
+    repo, env = project
+    env = env | {"RAY_TMPDIR": ray_tmp}
+    epochs = EPOCHS + 1
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"]["epochs"] = epochs
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    first = subprocess.Popen(["dvc", "repro", "train"], cwd=repo, env=env, start_new_session=True,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_logged_epoch(repo, first)
@@ -108,13 +116,14 @@ def test_rerun_after_killed_driver_resumes_instead_of_starting_over(tmp_path, ra
         subprocess.run(["pkill", "-9", "-f", ray_tmp], check=False)
     (interrupted,) = mlflow_runs(repo, "train")
     done_before = logged_steps(repo, interrupted.info.run_id)
-    assert interrupted.info.status == "RUNNING" and 1 <= len(done_before) < EPOCHS
+    assert interrupted.info.status == "RUNNING" and 1 <= len(done_before) < epochs
 
-    result = run(["dvc", "repro"], repo, env)
+    result = run(["dvc", "repro", "train"], repo, env)
     output = result.stdout + result.stderr
+    assert "Running stage 'tune'" not in output  # upstream of train, unchanged
     assert f"resuming MLflow run {interrupted.info.run_id}" in output
     assert "resumed from the checkpoint of epoch" in output
     (train,) = mlflow_runs(repo, "train")
     assert train.info.run_id == interrupted.info.run_id and train.info.status == "FINISHED"
-    assert logged_steps(repo, train.info.run_id) == list(range(1, EPOCHS + 1))
-    assert (repo / "results" / "evaluation" / "metrics.json").is_file()
+    assert logged_steps(repo, train.info.run_id) == list(range(1, epochs + 1))
+    assert "up to date" in run(["dvc", "status", "train"], repo, env).stdout.lower()

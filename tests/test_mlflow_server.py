@@ -1,17 +1,13 @@
-"""End to end against a real `mlflow server` on a free loopback port: `dvc repro` with tiny params,
-a second train run, checks through MLflow's client, predict from the registry, and the UI in
-headless Chromium."""
+"""End to end against a real `mlflow server` on a free loopback port: the session's `dvc repro`
+(tests/e2e.py's REPRO_SETTINGS), a second, shorter train run in a copy of the project, checks
+through MLflow's client, predict from the registry, and the UI in headless Chromium."""
 
 import html
 import json
 import os
 import re
 import shutil
-import signal
 import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -21,77 +17,32 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from pipeline.tracking.registry import CHAMPION
-from tests.conftest import free_port
-from tests.e2e import TINY, clean_env, copy_project, run
+from tests.e2e import REPRO_SETTINGS as PARAMS
+from tests.e2e import copy_reproduced, run
 
 pytestmark = pytest.mark.integration
 
-PARAMS = TINY | {"mlflow.log_images_every": 1}
 SECOND_TRAIN_EPOCHS = 1
 MODEL_NAME = "ganseg-segmenter"
 CHROMIUM = Path(os.environ.get("GANSEG_CHROMIUM", "/usr/bin/chromium"))
-SERVER_START_LIMIT_S = 240
 RENDER_ATTEMPTS = 3
 
 
-def wait_until_healthy(url: str, server: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_LIMIT_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"mlflow server exited with {server.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail(f"mlflow server did not answer {url}/health within {SERVER_START_LIMIT_S} s:\n{log.read_text()[-4000:]}")
-
-
-def stop(server: subprocess.Popen) -> None:
-    """The server runs in its own process group (uvicorn and a job runner under it): stop them all."""
-    if server.poll() is None:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+@pytest.fixture(scope="module")
+def server(tracking_server):
+    return tracking_server
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("mlflow-server")
-    url = f"http://127.0.0.1:{free_port()}"
-    log = folder / "server.log"
-    command = [
-        str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1],
-        "--workers", "1", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-        "--artifacts-destination", str(folder / "mlartifacts"),
-    ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")} | {"MLFLOW_DISABLE_TELEMETRY": "true"}
-    with log.open("w") as out:
-        process = subprocess.Popen(command, cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    try:
-        wait_until_healthy(url, process, log)
-        yield url
-    finally:
-        stop(process)
-
-
-@pytest.fixture(scope="module")
-def pipeline(server, tmp_path_factory):
-    """dvc repro (tune + train + evaluate), then a second, shorter train + evaluate, all against the server."""
-    repo = copy_project(tmp_path_factory.mktemp("repo"), PARAMS)
-    env = clean_env(MLFLOW_TRACKING_URI=server, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.org",
-                    GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.org")
-    run(["git", "add", "-A"], repo, env)
-    run(["git", "commit", "-q", "-m", "snapshot"], repo, env)
-    run(["dvc", "repro"], repo, env)
-    run(["ganseg", "train", "--set", f"train.epochs={SECOND_TRAIN_EPOCHS}"], repo, env)
-    evaluated = run(["ganseg", "evaluate"], repo, env)
-    return repo, env, evaluated.stdout
+def pipeline(default_repro, tmp_path_factory):
+    """The session's dvc repro (tune + train + train_synthetic + evaluate, ...), then a second,
+    shorter train + evaluate in a copy of the project, against the same server; the reproduced
+    project, and what the second evaluate printed."""
+    second = copy_reproduced(default_repro, tmp_path_factory.mktemp("second") / "repo")
+    env = default_repro.env
+    run(["ganseg", "train", "--set", f"train.epochs={SECOND_TRAIN_EPOCHS}"], second, env)
+    evaluated = run(["ganseg", "evaluate"], second, env)
+    return default_repro, evaluated.stdout
 
 
 @pytest.fixture(scope="module")
@@ -135,12 +86,13 @@ def prepared_md5(repo: Path) -> str:
 
 
 def test_every_run_has_the_prepared_data_as_its_input(pipeline, runs):
-    repo, _, _ = pipeline
-    md5 = prepared_md5(repo)
-    for run in runs["train"] + runs["tune"] + runs["tune-trial"]:
-        (used,) = run.inputs.dataset_inputs
-        assert (used.dataset.name, used.dataset.digest) == (f"synthetic@{md5[:8]}", md5), run.info.run_name
-        assert str(repo / "data" / "prepared") in used.dataset.source
+    reproduced, _ = pipeline
+    md5 = prepared_md5(reproduced.repo)
+    for logged in runs["train"] + runs["tune"] + runs["tune-trial"]:
+        (used,) = logged.inputs.dataset_inputs
+        assert (used.dataset.name, used.dataset.digest) == (f"synthetic@{md5[:8]}", md5), logged.info.run_name
+        # one dataset record per name and digest in an experiment: the source where it was first logged
+        assert str(reproduced.repo / "data" / "prepared") in used.dataset.source
 
 
 def test_tune_parent_records_search_space_and_best_trial(runs, client):
@@ -167,10 +119,10 @@ def test_each_trial_has_its_own_curves_and_images(runs, client):
 
 
 def test_train_runs_have_full_curves_tags_and_images(pipeline, runs, client):
-    repo, _, _ = pipeline
+    reproduced, _ = pipeline
     first, second = runs["train"]
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
-    md5 = prepared_md5(repo)
+    head = reproduced.commit
+    md5 = prepared_md5(reproduced.repo)
     for train, epochs in ((first, PARAMS["train.epochs"]), (second, SECOND_TRAIN_EPOCHS)):
         run_id = train.info.run_id
         assert train.info.status == "FINISHED" and train.info.run_name.startswith("train-")
@@ -191,14 +143,17 @@ def test_train_runs_have_full_curves_tags_and_images(pipeline, runs, client):
 
 
 def test_every_train_run_registers_a_version_and_the_best_is_champion(pipeline, runs, client):
-    _, _, evaluate_output = pipeline
+    _, evaluate_output = pipeline
+    training = sorted(runs["train"] + runs["train_synthetic"], key=lambda r: r.info.start_time)
     versions = sorted(client.search_model_versions(f"name='{MODEL_NAME}'"), key=lambda v: int(v.version))
-    assert [v.run_id for v in versions] == [r.info.run_id for r in runs["train"]]
+    assert [v.run_id for v in versions] == [r.info.run_id for r in training]
     scores = [float(v.tags["test_miou"]) for v in versions]
-    assert scores == pytest.approx([r.data.metrics["test_miou"] for r in runs["train"]], abs=1e-6)
-    expected = "2" if scores[1] > scores[0] else "1"  # strictly better moves the alias; a tie keeps it
-    assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == expected
-    assert f"{MODEL_NAME} version 2" in evaluate_output
+    assert scores == pytest.approx([r.data.metrics["test_miou"] for r in training], abs=1e-6)
+    champion = 0
+    for index, score in enumerate(scores):  # strictly better moves the alias; a tie keeps it
+        champion = index if score > scores[champion] else champion
+    assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == versions[champion].version
+    assert f"{MODEL_NAME} version {versions[-1].version}" in evaluate_output
 
 
 def test_registered_model_has_a_signature_and_an_input_example(pipeline, server, client, tmp_path):
@@ -213,7 +168,7 @@ def test_registered_model_has_a_signature_and_an_input_example(pipeline, server,
 
 
 def test_predict_from_the_registry_uri(pipeline, tmp_path):
-    repo, env, _ = pipeline
+    env = pipeline[0].env
     images = tmp_path / "new"
     images.mkdir()
     rng = np.random.default_rng(3)
@@ -298,7 +253,7 @@ def test_model_training_view_opens_the_experiment_on_its_runs_with_their_dataset
                                                                                screenshots, capsys):
     """The link as the UI's Model training view makes it (MLflow 3.17 chooses the page by that view, which a
     fresh browser starts in GenAI, not by the experiment's kind tag)."""
-    repo, _, _ = pipeline
+    repo = pipeline[0].repo
     experiment = client.get_experiment_by_name("ganseg").experiment_id
     expected = [f"Runs - Experiment {experiment}", "Dataset", f"synthetic@{prepared_md5(repo)[:8]}"]
     expected += [r.info.run_name for r in runs["train"]]

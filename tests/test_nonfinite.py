@@ -12,6 +12,7 @@ from ganseg.checkpoints import checkpoint_of, restore_checkpoint
 from ganseg.errors import NonFiniteLossError
 from ganseg.segmenter.training import build_training_state, train_epoch
 from pipeline.ray.runtime import last_checkpoint_note, non_finite_cause
+from pipeline.storage import location
 from tests.conftest import batch, changed, prepare_dataset, weights_of
 
 
@@ -63,7 +64,7 @@ def test_the_worker_error_is_found_in_ray_trains_failure():
 
 
 def test_note_without_any_checkpoint(tmp_path):
-    assert "no epoch had finished" in last_checkpoint_note(str(tmp_path / "never-ran"))
+    assert "no epoch had finished" in last_checkpoint_note(location(tmp_path / "never-ran"))
 
 
 @pytest.mark.integration

@@ -1,4 +1,5 @@
-"""End to end: a copy of the repo in a temp dir, `dvc repro` with tiny params, real Ray and MLflow."""
+"""End to end: the session's `dvc repro` of a copy of the repo with tiny params (tests/e2e.py's
+REPRO_SETTINGS), real Ray and a real MLflow server; what DVC, MLflow and the console hold after it."""
 
 import csv
 import io
@@ -9,31 +10,20 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from tests.e2e import TINY, clean_env, copy_project, mlflow_runs, run
+from tests.e2e import REPRO_SETTINGS as SETTINGS
+from tests.e2e import copy_reproduced, mlflow_runs, run
 
 pytestmark = pytest.mark.integration
 
-# Tiny, yet enough training to beat the majority-class predictor clearly: more images, a short moving
-# average of the generator, and learning rates that learn in a few epochs.
-SETTINGS = TINY | {
-    "data.synthetic.num_images": 200,
-    "train.epochs": 4,
-    "train.ema_decay": 0.9,
-    "train.synthetic.share": 0.5,  # the train_synthetic stage trains, on real + generated pairs
-    "train.synthetic.drop_disagreeing": True,
-    "tune.search_space": {
-        "train.lr_g": {"type": "loguniform", "low": 0.002, "high": 0.005},
-        "train.lambda_adv": {"type": "choice", "values": [0.01, 0.03, 0.1]},
-    },
-}
+
+@pytest.fixture(scope="module")
+def repro(default_repro):
+    return default_repro.repo, default_repro.env, default_repro.console
 
 
 @pytest.fixture(scope="module")
-def repro(tmp_path_factory):
-    repo = copy_project(tmp_path_factory.mktemp("repo"), SETTINGS)
-    env = clean_env()
-    result = run(["dvc", "repro"], repo, env)
-    return repo, env, result
+def client(default_repro):
+    return MlflowClient(default_repro.tracking_uri)
 
 
 def test_repro_writes_lock_metrics_and_a_model_that_beats_the_majority_class(repro):
@@ -50,31 +40,25 @@ def test_repro_writes_lock_metrics_and_a_model_that_beats_the_majority_class(rep
     assert set(best["overrides"]) == {"train.lr_g", "train.lambda_adv"}
 
 
-def test_dvc_metrics_show_and_nothing_to_redo(repro):
-    repo, env, _ = repro
-    shown = run(["dvc", "metrics", "show"], repo, env).stdout
-    assert "test.miou" in shown and "test.mdice" in shown
-    status = run(["dvc", "status"], repo, env).stdout
-    assert "up to date" in status.lower()
+def test_dvc_metrics_show_and_nothing_to_redo(default_repro):
+    assert "test.miou" in default_repro.metrics and "test.mdice" in default_repro.metrics
+    assert "up to date" in default_repro.status.lower()
 
 
-def test_mlflow_holds_tune_parent_children_and_train_model(repro):
-    repo, _, _ = repro
-    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("ganseg")
-    runs = client.search_runs([experiment.experiment_id])
-    by_stage = {}
-    for r in runs:
-        by_stage.setdefault(r.data.tags.get("ganseg.stage"), []).append(r)
+def test_mlflow_holds_tune_parent_children_and_train_model(default_repro, client):
+    by_stage = {stage: default_repro.logged_runs(stage)
+                for stage in ("tune", "tune-trial", "train", "train_synthetic", "train_imagegen")}
     (parent,) = by_stage["tune"]
     children = [r for r in by_stage["tune-trial"] if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(children) == SETTINGS["tune.num_samples"]
+    runs = [r for stage_runs in by_stage.values() for r in stage_runs]
     assert all(r.info.status == "FINISHED" for r in runs), [(r.info.run_name, r.info.status) for r in runs]
     assert all(len(client.get_metric_history(r.info.run_id, "val_miou")) >= 1 for r in children)
     (train,) = by_stage["train"]
     assert train.info.status == "FINISHED"
     assert len(client.get_metric_history(train.info.run_id, "val_miou")) == SETTINGS["train.epochs"]
     assert "test_miou" in train.data.metrics
+    experiment = client.get_experiment_by_name("ganseg")
     models = client.search_logged_models(experiment_ids=[experiment.experiment_id])
     assert any(m.source_run_id == train.info.run_id for m in models)
 
@@ -99,10 +83,9 @@ def test_console_shows_our_progress_and_leaves_ray_output_in_the_stage_logs(repr
     assert "TrainingReport(" in (repo / "results/logs/train_imagegen.log").read_text()
 
 
-def test_the_image_generator_stages_log_one_run_with_grids_and_crown_a_champion(repro):
-    repo, env, _ = repro
-    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
-    (run_,) = mlflow_runs(repo, "train_imagegen")
+def test_the_image_generator_stages_log_one_run_with_grids_and_crown_a_champion(default_repro, client):
+    repo = default_repro.repo
+    (run_,) = default_repro.logged_runs("train_imagegen")
     assert run_.info.status == "FINISHED"
     epochs = SETTINGS["imagegen.epochs"]
     assert [m.step for m in client.get_metric_history(run_.info.run_id, "val_judge_miou")] == list(range(1, epochs + 1))
@@ -116,7 +99,6 @@ def test_the_image_generator_stages_log_one_run_with_grids_and_crown_a_champion(
     assert float(champion.tags["judge_miou_ratio"]) == pytest.approx(run_.data.metrics["test_judge_miou_ratio"], abs=1e-6)
     metrics = json.loads((repo / "results/imagegen/metrics.json").read_text())
     assert 0 < metrics["judge_miou_real"] and metrics["diversity"] > 0
-    assert "judge_miou_ratio" in run(["dvc", "metrics", "show"], repo, env).stdout
     assert (repo / "image_generator/imagegen.json").is_file() and (repo / "results/imagegen/samples.png").is_file()
 
 
@@ -136,10 +118,9 @@ def test_generate_draws_from_the_registered_champion_a_folder_prepare_accepts(re
     assert (tmp_path / "prepared/stats.json").is_file()
 
 
-def test_train_synthetic_trains_on_generated_pairs_and_is_scored_beside_the_train_stage(repro):
-    repo, env, result = repro
-    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
-    (synthetic,) = mlflow_runs(repo, "train_synthetic")
+def test_train_synthetic_trains_on_generated_pairs_and_is_scored_beside_the_train_stage(default_repro, client):
+    repo, result = default_repro.repo, default_repro.console
+    (synthetic,) = default_repro.logged_runs("train_synthetic")
     assert synthetic.info.status == "FINISHED"
     assert synthetic.data.params["train.synthetic.share"] == "0.5"
     history = client.get_metric_history(synthetic.info.run_id, "voided_share")  # the judge dropped pixels
@@ -153,20 +134,25 @@ def test_train_synthetic_trains_on_generated_pairs_and_is_scored_beside_the_trai
     assert f"({compared['difference']:+.4f})" in result.stdout
     card = json.loads((repo / "models_synthetic/model.json").read_text())
     assert card["mlflow_run_id"] == synthetic.info.run_id and card["registered_model_version"]
-    assert "compared_with_train_stage.difference" in run(["dvc", "metrics", "show"], repo, env).stdout
+
+
+def test_dvc_metrics_show_lists_the_image_generator_and_the_synthetic_comparison(default_repro):
+    assert "judge_miou_ratio" in default_repro.metrics
+    assert "compared_with_train_stage.difference" in default_repro.metrics
 
 
 @pytest.fixture(scope="module")
-def committed(repro, tmp_path_factory):
-    """The reproduced project committed to git, its DVC outputs pushed to a local-folder remote that
-    the commit names as the default (as a team shares results)."""
-    repo, env, _ = repro
+def committed(default_repro, tmp_path_factory):
+    """A copy of the reproduced project committed to git, its DVC outputs pushed to a local-folder
+    remote that the commit names as the default (as a team shares results); MLflow in the
+    project's own store (mlflow.db), as without MLFLOW_TRACKING_URI."""
+    repo = copy_reproduced(default_repro, tmp_path_factory.mktemp("committed") / "repo")
+    env = default_repro.own_store_env()
     remote = tmp_path_factory.mktemp("dvc-remote")
     run(["dvc", "remote", "add", "--default", "shared", str(remote)], repo, env)
     run(["dvc", "push"], repo, env)
     run(["git", "add", "--all"], repo, env)
-    run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-q", "-m", "reproduced"],
-        repo, env)
+    run(["git", "commit", "-q", "-m", "reproduced"], repo, env)  # the env names the committer
     return repo, env, remote
 
 
@@ -191,25 +177,29 @@ def test_a_fresh_clone_pulls_every_output_and_predicts_without_training(committe
 
 
 def test_queued_experiments_log_to_the_project_store_and_show_their_test_miou(committed):
+    """Two queued experiments: one changes a param tune reads (tune, train and evaluate rerun), the
+    other one that only train reads (train and evaluate rerun)."""
     repo, env, _ = committed
-    names = {"lr-high": "0.004", "lr-low": "0.0025"}
-    for name, lr_g in names.items():
-        run(["dvc", "exp", "run", "--queue", "--name", name, "--set-param", f"train.lr_g={lr_g}", "evaluate"],
-            repo, env)
+    changes = {"lr-high": ("train.lr_g", 0.004), "epochs-2": ("train.epochs", 2)}
+    one_trial = {"lr-high": ["--set-param", "tune.num_samples=1"], "epochs-2": []}
+    for name, (key, value) in changes.items():
+        run(["dvc", "exp", "run", "--queue", "--name", name, "--set-param", f"{key}={value}", *one_trial[name],
+             "evaluate"], repo, env)
     run(["dvc", "exp", "run", "--run-all"], repo, env, timeout=1800)
     table = list(csv.DictReader(io.StringIO(run(["dvc", "exp", "show", "--csv"], repo, env).stdout)))
-    rows = {row["Experiment"]: row for row in table if row["Experiment"] in names}
-    assert set(rows) == set(names), [row["Experiment"] for row in table]
+    rows = {row["Experiment"]: row for row in table if row["Experiment"] in changes}
+    assert set(rows) == set(changes), [row["Experiment"] for row in table]
     # DVC names a metric by its file too when two metrics files hold the same key
     (miou,) = [c for c in table[0] if c in ("test.miou", "results/evaluation/metrics.json:test.miou")]
-    for name, lr_g in names.items():
-        assert float(rows[name]["train.lr_g"]) == float(lr_g)
+    for name, (key, value) in changes.items():
+        assert float(rows[name][key]) == value
         assert 0 < float(rows[name][miou]) <= 1
     tune, train = ({r.data.tags.get("ganseg.dvc_experiment"): r for r in mlflow_runs(repo, stage)}
                    for stage in ("tune", "train"))
-    assert set(names) <= set(tune) and set(names) <= set(train), (set(tune), set(train))
-    for name, lr_g in names.items():
-        assert tune[name].info.status == train[name].info.status == "FINISHED"
-        # the tune run records the experiment's params; train's lr_g is the tuned one
-        assert float(tune[name].data.params["train.lr_g"]) == float(lr_g)
+    assert set(tune) == {"lr-high"} and set(train) == set(changes), (set(tune), set(train))
+    assert tune["lr-high"].info.status == "FINISHED"
+    # the tune run records the experiment's params; train's lr_g is the tuned one
+    assert float(tune["lr-high"].data.params["train.lr_g"]) == 0.004
+    assert all(r.info.status == "FINISHED" for r in train.values())
+    assert train["epochs-2"].data.params["train.epochs"] == "2"
     assert not list((repo / ".dvc" / "tmp" / "exps").glob("*/mlflow.db"))  # no throw-away store

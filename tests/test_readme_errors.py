@@ -25,6 +25,7 @@ from ganseg.contracts import read_dataset_stats
 from ganseg.jobs.segmenter import SegmenterJob
 from ganseg.segmenter.training import build_networks
 from pipeline.cli import main
+from pipeline.storage import location
 from pipeline.tracking.lifecycle import RUN_KEY_TAG, run_key
 from pipeline.training import check_checkpoints_fit
 from tests.conftest import ROOT, model_card, prepare_dataset, write_pair
@@ -204,6 +205,18 @@ def model_for_other_classes(tmp_path):
     return ganseg("evaluate", "--params", params_file(tmp_path, params.model_dump()), "--root", tmp_path)
 
 
+def sqlite_with_a_store(tmp_path, monkeypatch):
+    monkeypatch.setenv("GANSEG_STORE", str(tmp_path / "bucket"))  # a folder stands in for a bucket
+    return ganseg("tune", "--params", params_file(tmp_path, {}), "--root", tmp_path)
+
+
+def credentials_in_a_storage_uri(tmp_path, monkeypatch):
+    monkeypatch.setenv("GANSEG_STORE", "s3://ganseg/project?access_key=AKIAEXAMPLE&secret_key=s3cr3t")
+    printed = ganseg("synthesize", "--root", tmp_path)
+    assert "s3cr3t" not in printed and "AKIAEXAMPLE" not in printed
+    return printed
+
+
 CASES = {  # the start of a row's case: how to bring it about, returning what ganseg printed
     "unknown key, wrong type or bad value": bad_params,
     "`data.image_size` that the U-Net depth cannot divide": indivisible_image_size,
@@ -220,14 +233,18 @@ CASES = {  # the start of a row's case: how to bring it about, returning what ga
     "model folder of another architecture": model_of_another_architecture,
     "damaged weights file": damaged_or_pickled_weights,
     "model trained for other classes": model_for_other_classes,
+    "MLflow's local store with `GANSEG_STORE`": sqlite_with_a_store,
+    "credentials in `GANSEG_STORE`": credentials_in_a_storage_uri,
 }
+NEEDS_MONKEYPATCH = {sqlite_with_a_store, credentials_in_a_storage_uri}
 
 
 @pytest.mark.parametrize("case", [pytest.param(case, id=make.__name__) for case, make in CASES.items()])
 def test_ganseg_prints_what_the_readme_quotes(case, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert_quoted(case, CASES[case](tmp_path))
+    make = CASES[case]
+    assert_quoted(case, make(tmp_path, monkeypatch) if make in NEEDS_MONKEYPATCH else make(tmp_path))
 
 
 def test_the_configuration_example_is_what_ganseg_prints(tmp_path, monkeypatch):
@@ -337,7 +354,7 @@ def test_the_checkpoint_passes_the_check_with_the_params_that_wrote_it(project):
     run_dir = project.root / "runs" / "ray" / f"train-{project.train_run().info.run_id}"
     assert list(run_dir.glob("checkpoint_*/state.pt"))
     params = load_params(project.root / "params.yaml", DIVERGING)
-    check_checkpoints_fit(str(run_dir), SegmenterJob(params, project.root / "data" / "prepared").fresh_state())
+    check_checkpoints_fit(location(run_dir), SegmenterJob(params, project.root / "data" / "prepared").fresh_state())
 
 
 def test_every_row_of_the_table_is_reproduced():

