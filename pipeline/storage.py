@@ -5,7 +5,9 @@ A `Location` is a filesystem and a path on it; folders below it are joined on th
 the URI string (a URI's query, such as `?endpoint_override=...`, stays out of every path).
 
 S3-compatible servers: the endpoint comes from the URI's query (`endpoint_override`, `scheme`), else
-from AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL. Credentials come only from the environment (pyarrow's
+from AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL. A request is tried RETRY_ATTEMPTS times with AWS's
+standard backoff, so a store that is away for some seconds (a restart) delays a stage instead of
+failing it; a store that stays away fails it after about half a minute. Credentials come only from the environment (pyarrow's
 default chain: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile, or the node's role); a URI
 that carries them is refused, so that they never reach params, logs or MLflow.
 """
@@ -26,6 +28,7 @@ from ganseg.fileio import atomic_write_text
 ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 SCHEMES = ("s3", "gs", "gcs")
 SECRET_QUERY_KEYS = {"access_key", "secret_key", "session_token"}
+RETRY_ATTEMPTS = 8  # pyarrow's default, 3, gives up within a second
 
 
 class StorageError(ParamsError):
@@ -107,7 +110,24 @@ def _filesystem(scheme: str, query: dict[str, list[str]]) -> pafs.FileSystem:
     if options:
         raise StorageError(f"unknown storage URI option(s): {', '.join(sorted(options))}; known: endpoint_override, "
                            "scheme, region")
-    return pafs.S3FileSystem(**kwargs)
+    return PatientS3FileSystem(**kwargs)
+
+
+class PatientS3FileSystem(pafs.S3FileSystem):
+    """pyarrow's S3 filesystem trying each request RETRY_ATTEMPTS times, also once pickled: Ray sends
+    the filesystem to its controller and workers, and pyarrow's own pickling drops the retry setting.
+    Only the options given here are pickled: credentials come from each node's environment."""
+
+    def __init__(self, **options):
+        self.options = options
+        super().__init__(retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=RETRY_ATTEMPTS), **options)
+
+    def __reduce__(self):
+        return _patient_s3, (self.options,)
+
+
+def _patient_s3(options: dict) -> PatientS3FileSystem:
+    return PatientS3FileSystem(**options)
 
 
 def _endpoint_from_environment() -> str | None:

@@ -84,9 +84,18 @@ class ObjectStore:
                                  region="us-east-1", allow_bucket_creation=True)
 
     def _bucket_ready(self) -> bool:
+        """The bucket is there and an object written to it reads back (after a restart the S3 gateway
+        answers before its volume server serves data again)."""
+        probe = f"{self.bucket}/.ready"
         try:
-            self.filesystem().create_dir(self.bucket)
-            return True
+            filesystem = self.filesystem()
+            filesystem.create_dir(self.bucket)
+            with filesystem.open_output_stream(probe) as stream:
+                stream.write(b"ok")
+            with filesystem.open_input_stream(probe) as stream:
+                read_back = stream.read()
+            filesystem.delete_file(probe)
+            return read_back == b"ok"
         except OSError:
             return False
 

@@ -2,12 +2,13 @@
 on local folders standing in for a bucket: the same pyarrow calls, no server."""
 
 import json
+import pickle
 
 import pyarrow.fs as pafs
 import pytest
 
 from ganseg.config import Params
-from pipeline.storage import StorageError, location
+from pipeline.storage import PatientS3FileSystem, StorageError, location
 from pipeline.store import (
     LOCAL_MANIFEST,
     MANIFESTS,
@@ -44,12 +45,22 @@ def test_a_store_filesystem_pickles_without_credentials(monkeypatch):
     """Ray sends the filesystem to every worker: what it sends holds no key, each node uses its own."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "very-secret")
-    options = _options(location("s3://bucket/project").filesystem)
-    assert options["access_key"] is None and options["secret_key"] is None
+    filesystem = location("s3://bucket/project").filesystem
+    shipped = pickle.dumps(filesystem)
+    assert b"AKIAEXAMPLE" not in shipped and b"very-secret" not in shipped
+    assert _options(pickle.loads(shipped)).get("access_key") is None
+
+
+def test_a_store_filesystem_keeps_its_retries_when_ray_ships_it(monkeypatch):
+    """A store that is away for seconds: every process that Ray sends the filesystem to retries too."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    shipped = pickle.loads(pickle.dumps(location("s3://bucket/project").filesystem))
+    assert isinstance(shipped, PatientS3FileSystem)
+    assert _options(shipped)["endpoint_override"] == "127.0.0.1:9"
 
 
 def _options(filesystem) -> dict:
-    """The settings a pyarrow S3FileSystem pickles with (what Ray ships to workers)."""
+    """The settings a store's filesystem pickles with (what Ray ships to workers)."""
     return filesystem.__reduce__()[1][0]
 
 
