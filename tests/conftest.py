@@ -1,3 +1,4 @@
+import os
 import socket
 from pathlib import Path
 
@@ -14,13 +15,24 @@ from ganseg.data.void import VOID
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
+REQUIRE_DATASETS = "GANSEG_REQUIRE_DATASETS"  # set (CI does): a missing real dataset fails its tests
+
+# No telemetry from any test, whichever file runs: MLflow, Ray and DVC, in this process and in
+# every process it starts (tests/e2e.py's clean_env keeps these).
+TELEMETRY_OFF = {"MLFLOW_DISABLE_TELEMETRY": "true", "RAY_USAGE_STATS_ENABLED": "0", "DVC_NO_ANALYTICS": "1"}
+for _name, _value in TELEMETRY_OFF.items():
+    os.environ[_name] = _value
 
 
 def shared_dataset(name: str) -> Path:
-    """A real dataset beside the project; the test is skipped where it is absent (e.g. a user's clone)."""
+    """A real dataset beside the project; the test is skipped where it is absent (e.g. a user's clone),
+    and fails there when GANSEG_REQUIRE_DATASETS is set."""
     path = SHARED_DATASETS / name
     if not (path / "images").is_dir():
-        pytest.skip(f"real dataset not available: {path} is absent (it lives beside the project, never in it)")
+        reason = f"real dataset not available: {path} is absent (it lives beside the project, never in it)"
+        if os.environ.get(REQUIRE_DATASETS):
+            pytest.fail(f"{reason}; {REQUIRE_DATASETS} is set, so it must be there")
+        pytest.skip(reason)
     return path
 
 
@@ -94,6 +106,11 @@ def model_card(
 
 @pytest.fixture
 def tiny_params() -> Params:
+    return make_tiny_params()
+
+
+def make_tiny_params() -> Params:
+    """Params of a tiny segmenter, trained for one epoch on 30 small built-in images."""
     return Params.model_validate(
         {
             "data": {"image_size": 32, "synthetic": {"num_images": 30, "size": 32}},

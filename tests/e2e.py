@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from ganseg.dotted import set_dotted
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TELEMETRY_OFF
 
 LEFT_BEHIND = {".venv", ".git", "runs", "models", "results", "mlartifacts", "mlruns", "mlflow.db", "dvc.lock",
                "__pycache__", ".pytest_cache", ".hypothesis", "prepared", "synthetic", "cache", "tmp", "dvc_plots",
@@ -116,7 +116,8 @@ def copy_project(dest: Path, overrides: dict) -> Path:
 
 def clean_env(**extra: str) -> dict:
     """This environment without MLflow/Ray cluster settings, with the venv's tools on PATH."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "RAY_ADDRESS", "RAY_AUTH"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MLFLOW_", "RAY_ADDRESS", "RAY_AUTH")) or k in TELEMETRY_OFF}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONUNBUFFERED"] = "1"
     return env | extra
