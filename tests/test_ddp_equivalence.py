@@ -1,7 +1,5 @@
 """Data parallelism changes nothing but speed: 2 workers x batch B == 1 process x batch 2B."""
 
-import os
-
 import pytest
 import torch
 import torch.distributed as dist
@@ -11,7 +9,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ganseg.checkpoints import unwrap
 from ganseg.parallel import ddp_options
 from ganseg.segmenter.training import build_training_state, train_step
-from tests.conftest import batch, free_port
+from tests.conftest import batch, make_tiny_params
 
 # float32 sums are taken in a different order across shards: allow rounding, nothing more.
 TOLERANCE = 1e-5
@@ -42,45 +40,60 @@ def placed(network: torch.nn.Module) -> DistributedDataParallel:
     return DistributedDataParallel(network, **ddp_options(network))
 
 
-def ddp_worker(rank: int, world: int, port: int, params, void: bool, semi: bool, out: dict) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+# id: (params overrides, void pixels, unlabelled images)
+CASES = {
+    "group-norm": ({"model.norm": "group"}, False, False),
+    "no-norm": ({"model.norm": "none"}, False, False),
+    "void": ({"model.norm": "group"}, True, False),
+    "class-weights": ({"train.class_weights": [0.5, 1.0, 3.0]}, True, False),
+    # hinge: an untrained discriminator's scores near 0 read as realness 0.5, so some pixels are trusted
+    "semi-supervised": ({"train.semi.threshold": 0.55, "train.semi.lambda_semi": 1.0, "train.adv_loss": "hinge"},
+                        False, True),
+}
+
+
+def case_params(case: str):
+    overrides, _, _ = CASES[case]
+    return make_tiny_params().with_overrides({"train.batch_size": 4, "train.lambda_adv": 0.1} | overrides)
+
+
+def ddp_worker(rank: int, world: int, rendezvous: str, out: dict) -> None:
+    """Every case's step on this rank's half of the batch, in one process group; rank 0 hands back
+    the weights and gradients per case."""
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=world)
     try:
-        images, masks, unlabelled = inputs(void, semi)
-        shard = slice(rank * len(images) // world, (rank + 1) * len(images) // world)
-        weights, grads, _ = one_step(params, images[shard], masks[shard],
-                                     None if unlabelled is None else unlabelled[shard], placed)
-        if rank == 0:
-            out.update(weights=weights, grads=grads)
+        for case, (_, void, semi) in CASES.items():
+            images, masks, unlabelled = inputs(void, semi)
+            shard = slice(rank * len(images) // world, (rank + 1) * len(images) // world)
+            weights, grads, _ = one_step(case_params(case), images[shard], masks[shard],
+                                         None if unlabelled is None else unlabelled[shard], placed)
+            if rank == 0:
+                out[case] = (weights, grads)
     finally:
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize(
-    "overrides, void, semi",
-    [
-        ({"model.norm": "group"}, False, False),
-        ({"model.norm": "none"}, False, False),
-        ({"model.norm": "group"}, True, False),
-        ({"train.class_weights": [0.5, 1.0, 3.0]}, True, False),
-        # hinge: an untrained discriminator's scores near 0 read as realness 0.5, so some pixels are trusted
-        ({"train.semi.threshold": 0.55, "train.semi.lambda_semi": 1.0, "train.adv_loss": "hinge"}, False, True),
-    ],
-    ids=["group-norm", "no-norm", "void", "class-weights", "semi-supervised"],
-)
-def test_two_workers_match_one_process_with_double_batch(tiny_params, overrides, void, semi):
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory) -> dict:
+    """The two-worker step of every case, from one `mp.spawn` (a file rendezvous: no port to pick)."""
+    rendezvous = f"file://{tmp_path_factory.mktemp('ddp') / 'rendezvous'}"
+    with mp.Manager() as manager:
+        shared = manager.dict()
+        mp.spawn(ddp_worker, args=(2, rendezvous, shared), nprocs=2, join=True)
+        return dict(shared)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_two_workers_match_one_process_with_double_batch(two_workers, case):
     """With void pixels too: the shards hold different numbers of valid pixels; with class weights,
     different weight sums; with unlabelled images, different numbers of trusted pixels."""
-    params = tiny_params.with_overrides({"train.batch_size": 4, "train.lambda_adv": 0.1} | overrides)
+    params, (_, void, semi) = case_params(case), CASES[case]
     torch.set_num_threads(1)
     reference, reference_grads, step_stats = one_step(params, *inputs(void, semi))
     if semi:  # some pixels trusted, not all, or the self-taught loss proves nothing
         assert 0.05 < step_stats["semi_pixels"] < 0.95 and step_stats["loss_semi"] > 0
-    with mp.Manager() as manager:
-        shared = manager.dict()
-        mp.spawn(ddp_worker, args=(2, free_port(), params, void, semi, shared), nprocs=2, join=True)
-        distributed, grads = shared["weights"], shared["grads"]
+    distributed, grads = two_workers[case]
     assert distributed.keys() == reference.keys() and grads.keys() == reference_grads.keys()
     initial, _, _ = one_step(params.with_overrides({"train.lr_g": 1e-12, "train.lr_d": 1e-12}), *inputs(void, semi))
     moved = max((reference[k] - initial[k]).abs().max().item() for k in reference if reference[k].is_floating_point())

@@ -1,6 +1,6 @@
 """End to end against a real `mlflow server` on a free loopback port: the session's `dvc repro`
-(tests/e2e.py's REPRO_SETTINGS), a second, shorter train run in a copy of the project, checks
-through MLflow's client, predict from the registry, and the UI in headless Chromium."""
+(tests/e2e.py's REPRO_SETTINGS), checked through MLflow's client, predict from the registry, and
+the UI in headless Chromium."""
 
 import html
 import json
@@ -18,11 +18,10 @@ from PIL import Image
 
 from pipeline.tracking.registry import CHAMPION
 from tests.e2e import REPRO_SETTINGS as PARAMS
-from tests.e2e import copy_reproduced, run
+from tests.e2e import run
 
 pytestmark = pytest.mark.integration
 
-SECOND_TRAIN_EPOCHS = 1
 MODEL_NAME = "ganseg-segmenter"
 CHROMIUM = Path(os.environ.get("GANSEG_CHROMIUM", "/usr/bin/chromium"))
 RENDER_ATTEMPTS = 3
@@ -34,15 +33,9 @@ def server(tracking_server):
 
 
 @pytest.fixture(scope="module")
-def pipeline(default_repro, tmp_path_factory):
-    """The session's dvc repro (tune + train + train_synthetic + evaluate, ...), then a second,
-    shorter train + evaluate in a copy of the project, against the same server; the reproduced
-    project, and what the second evaluate printed."""
-    second = copy_reproduced(default_repro, tmp_path_factory.mktemp("second") / "repo")
-    env = default_repro.env
-    run(["ganseg", "train", "--set", f"train.epochs={SECOND_TRAIN_EPOCHS}"], second, env)
-    evaluated = run(["ganseg", "evaluate"], second, env)
-    return default_repro, evaluated.stdout
+def pipeline(default_repro):
+    """The session's dvc repro: tune, train, evaluate, the image generator, train_synthetic."""
+    return default_repro
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +45,11 @@ def client(server):
 
 @pytest.fixture(scope="module")
 def runs(pipeline, client) -> dict[str, list]:
+    """The runs of the session's dvc repro by stage, oldest first (not later tests' runs)."""
     experiment = client.get_experiment_by_name("ganseg")
     by_stage: dict[str, list] = {}
-    for found in client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"]):
+    for found in client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"],
+                                    filter_string=f"attributes.start_time <= {pipeline.ended_ms}"):
         by_stage.setdefault(found.data.tags["ganseg.stage"], []).append(found)
     return by_stage
 
@@ -86,7 +81,7 @@ def prepared_md5(repo: Path) -> str:
 
 
 def test_every_run_has_the_prepared_data_as_its_input(pipeline, runs):
-    reproduced, _ = pipeline
+    reproduced = pipeline
     md5 = prepared_md5(reproduced.repo)
     for logged in runs["train"] + runs["tune"] + runs["tune-trial"]:
         (used,) = logged.inputs.dataset_inputs
@@ -119,31 +114,25 @@ def test_each_trial_has_its_own_curves_and_images(runs, client):
 
 
 def test_train_runs_have_full_curves_tags_and_images(pipeline, runs, client):
-    reproduced, _ = pipeline
-    first, second = runs["train"]
-    head = reproduced.commit
-    md5 = prepared_md5(reproduced.repo)
-    for train, epochs in ((first, PARAMS["train.epochs"]), (second, SECOND_TRAIN_EPOCHS)):
-        run_id = train.info.run_id
-        assert train.info.status == "FINISHED" and train.info.run_name.startswith("train-")
-        for metric in ("loss_g", "loss_d", "d_real", "d_fake", "val_miou", "val_dice_membrane", "lr_g", "lr_d",
-                       "images_per_s", "waiting_for_data_share"):
-            assert history(client, run_id, metric) == list(range(1, epochs + 1)), metric
-        tags = train.data.tags
-        assert tags["mlflow.source.git.commit"] == head and tags["ganseg.git_dirty"] in ("true", "false")
-        assert tags["ganseg.data_md5"] == md5 and tags["ganseg.dataset"] == "synthetic"
-        files = artifact_files(client, run_id)
-        assert {f"training/overlays/epoch_{e:04d}.png" for e in range(1, epochs + 1)} <= files
-        assert {"evaluation/confusion_matrix.png", "evaluation/per_class_iou.png", "model_card/model.json"} <= files
-        assert "test_miou" in train.data.metrics
-    assert first.data.params["train.epochs"] == str(PARAMS["train.epochs"])
-    assert second.data.params["train.epochs"] == str(SECOND_TRAIN_EPOCHS)
-    grid = client.download_artifacts(first.info.run_id, "training/overlays/epoch_0002.png")
+    (train,) = runs["train"]
+    epochs, run_id = PARAMS["train.epochs"], train.info.run_id
+    assert train.info.status == "FINISHED" and train.info.run_name.startswith("train-")
+    for metric in ("loss_g", "loss_d", "d_real", "d_fake", "val_miou", "val_dice_membrane", "lr_g", "lr_d",
+                   "images_per_s", "waiting_for_data_share"):
+        assert history(client, run_id, metric) == list(range(1, epochs + 1)), metric
+    tags = train.data.tags
+    assert tags["mlflow.source.git.commit"] == pipeline.commit and tags["ganseg.git_dirty"] in ("true", "false")
+    assert tags["ganseg.data_md5"] == prepared_md5(pipeline.repo) and tags["ganseg.dataset"] == "synthetic"
+    files = artifact_files(client, run_id)
+    assert {f"training/overlays/epoch_{e:04d}.png" for e in range(1, epochs + 1)} <= files
+    assert {"evaluation/confusion_matrix.png", "evaluation/per_class_iou.png", "model_card/model.json"} <= files
+    assert "test_miou" in train.data.metrics
+    assert train.data.params["train.epochs"] == str(epochs)
+    grid = client.download_artifacts(run_id, "training/overlays/epoch_0002.png")
     assert Image.open(grid).size[0] > 3 * PARAMS["data.image_size"]
 
 
 def test_every_train_run_registers_a_version_and_the_best_is_champion(pipeline, runs, client):
-    _, evaluate_output = pipeline
     training = sorted(runs["train"] + runs["train_synthetic"], key=lambda r: r.info.start_time)
     versions = sorted(client.search_model_versions(f"name='{MODEL_NAME}'"), key=lambda v: int(v.version))
     assert [v.run_id for v in versions] == [r.info.run_id for r in training]
@@ -153,7 +142,7 @@ def test_every_train_run_registers_a_version_and_the_best_is_champion(pipeline, 
     for index, score in enumerate(scores):  # strictly better moves the alias; a tie keeps it
         champion = index if score > scores[champion] else champion
     assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == versions[champion].version
-    assert f"{MODEL_NAME} version {versions[-1].version}" in evaluate_output
+    assert f"{MODEL_NAME} version {versions[-1].version}" in pipeline.console.stdout  # said by its evaluation
 
 
 def test_registered_model_has_a_signature_and_an_input_example(pipeline, server, client, tmp_path):
@@ -168,7 +157,7 @@ def test_registered_model_has_a_signature_and_an_input_example(pipeline, server,
 
 
 def test_predict_from_the_registry_uri(pipeline, tmp_path):
-    env = pipeline[0].env
+    env = pipeline.env
     images = tmp_path / "new"
     images.mkdir()
     rng = np.random.default_rng(3)
@@ -253,7 +242,7 @@ def test_model_training_view_opens_the_experiment_on_its_runs_with_their_dataset
                                                                                screenshots, capsys):
     """The link as the UI's Model training view makes it (MLflow 3.17 chooses the page by that view, which a
     fresh browser starts in GenAI, not by the experiment's kind tag)."""
-    repo = pipeline[0].repo
+    repo = pipeline.repo
     experiment = client.get_experiment_by_name("ganseg").experiment_id
     expected = [f"Runs - Experiment {experiment}", "Dataset", f"synthetic@{prepared_md5(repo)[:8]}"]
     expected += [r.info.run_name for r in runs["train"]]
@@ -261,12 +250,13 @@ def test_model_training_view_opens_the_experiment_on_its_runs_with_their_dataset
 
 
 def test_compare_page_shows_both_runs_the_param_that_differs_and_metrics(server, runs, screenshots, capsys):
-    first, second = runs["train"]
+    """The train run beside a tune trial, which trains for tune.epochs."""
+    (first,), second = runs["train"], runs["tune-trial"][0]
     ids = json.dumps([first.info.run_id, second.info.run_id])
     experiment = json.dumps([first.info.experiment_id])
     expected = [
         first.info.run_name, second.info.run_name,
-        f"train.epochs {PARAMS['train.epochs']} {SECOND_TRAIN_EPOCHS}",  # the param row, one value per run
+        f"train.epochs {PARAMS['train.epochs']} {PARAMS['tune.epochs']}",  # the param row, one value per run
         "loss_g", ui_number(first.data.metrics["loss_g"]), ui_number(second.data.metrics["loss_g"]),
     ]
     look(f"{server}/#/compare-runs?runs={ids}&experiments={experiment}", expected, screenshots, "compare", capsys)
