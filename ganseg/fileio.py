@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -73,3 +74,12 @@ def write_json(path: str | Path, payload: object) -> None:
 
 def read_json(path: str | Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def png_bytes(array) -> bytes:
+    """`array` (H, W) or (H, W, 3) uint8 as a PNG file's bytes: what Pillow writes to a .png path."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()

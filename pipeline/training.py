@@ -62,7 +62,7 @@ def train(job_type: type[GanJob], params: Params, project_root: Path, out_dir: P
         trainer = make_trainer(params, config, name, project_root, score=job.score)
         latest, best = fit_latest_and_best(trainer, run_dir, job.score, job.model_key)
         summary = export(job, latest, best, run_id, out_dir, history_csv)
-        summary |= log_model(job, uri, run_id, out_dir, registered_name)
+        summary |= log_model(job, params, uri, run_id, out_dir, registered_name)
     return summary
 
 
@@ -128,13 +128,15 @@ def export(job: GanJob, latest: dict, best: dict, run_id: str | None, out_dir: P
     return summary
 
 
-def log_model(job: GanJob, uri: str, run_id: str, folder: Path, registered_name: str) -> dict:
-    """Log and register the exported network, and note the version in its card."""
-    network, example, files = job.servable(folder)
-    version = registry.log_and_register(uri, run_id, network, example, files, registered_name)
+def log_model(job: GanJob, params: Params, uri: str, run_id: str, folder: Path, registered_name: str) -> dict:
+    """Log and register the exported folder as a served model, and note the version in its card.
+    Served, it limits image size and flips as `ganseg predict` with these params does."""
+    servable = job.servable(folder)
+    version = registry.log_and_register(uri, run_id, servable, params.data.max_image_pixels,
+                                        params.evaluate.flip_tta, registered_name)
     registered = {"registered_model": registered_name, "registered_model_version": version}
     job.note_registration(folder, registered)
-    MlflowClient(uri).log_artifact(run_id, str(files[0]), artifact_path="model_card")
+    MlflowClient(uri).log_artifact(run_id, str(servable.card), artifact_path="model_card")
     return registered
 
 

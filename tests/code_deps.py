@@ -4,7 +4,7 @@ A stage runs as `ganseg <stage>`: pipeline/cli.py and pipeline/cli_bench.py with
 imports (their functions are the other commands), then the stage's module
 (pipeline/stages/<stage>.py) and everything it imports, inside functions too (an import there runs
 when the function does), but not under `if TYPE_CHECKING:` (it never runs). Importing a module runs
-the `__init__.py` of each package above it, so those count too.
+the `__init__.py` of each package above it, so those count too; so do the files in LOADED_BY_PATH.
 """
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ from tests.conftest import ROOT
 
 PACKAGES = ("ganseg", "pipeline")
 COMMAND_FILES = {ROOT / "pipeline" / "cli.py", ROOT / "pipeline" / "cli_bench.py"}  # read to module level only
+# Files a module runs by their path, not by an import: the served model's code, which MLflow loads
+# (and stores in the model) when pipeline/tracking/registry.py logs a model.
+LOADED_BY_PATH = {ROOT / "pipeline" / "tracking" / "registry.py": [ROOT / "pipeline" / "served.py"]}
 
 
 def module_file(name: str) -> Path | None:
@@ -63,6 +66,7 @@ def files_run_by(path: Path, module_level_only: bool = False) -> set[Path]:
         if current in seen:
             continue
         seen.add(current)
+        todo.extend((loaded, False) for loaded in LOADED_BY_PATH.get(current, []))
         for name in imported_names(current, only_module_level):
             parts = name.split(".")
             if parts[0] not in PACKAGES:

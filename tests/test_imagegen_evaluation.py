@@ -1,18 +1,14 @@
-"""The image generator's checkpoints, export for MLflow, judging on a prepared split, and its bench."""
+"""The image generator's checkpoints, judging on a prepared split, and its bench."""
 
 import json
-import pickle
 
 import numpy as np
 import pytest
 import torch
-from torch.nn.utils import parametrize
 
 from ganseg.checkpoints import checkpoint_of, restore_checkpoint
 from ganseg.config import ImagegenConfig, Params
 from ganseg.imagegen.evaluation import grid_rows, judge_generator
-from ganseg.imagegen.export import without_parametrizations
-from ganseg.imagegen.networks import one_hot_with_void
 from ganseg.imagegen.training import build_state, train_step
 from ganseg.segmenter.networks import UNet
 from ganseg.viz import sample_grid
@@ -42,24 +38,6 @@ def test_a_checkpoint_restores_both_networks_optimisers_and_the_moving_average(t
     train_step(fresh, image, mask, SMALL)
     assert all(torch.equal(x, y) for x, y in zip(state.generator.state_dict().values(),
                                                   fresh.generator.state_dict().values()))
-
-
-def test_the_generator_without_parametrizations_pickles_and_draws_the_same_images():
-    state = build_state(SMALL, 3, 1)
-    train_step(state, *batch(size=16), SMALL)  # power iteration has moved spectral norm's vectors
-    generator = state.generator.train()
-    before = {key: value.clone() for key, value in generator.state_dict().items()}
-    mask = torch.randint(0, 3, (2, 16, 16))
-    label_map, noise = one_hot_with_void(mask, 3), torch.randn(2, SMALL.noise_dim)
-    with pytest.raises(RuntimeError):
-        pickle.dumps(generator)
-    plain = pickle.loads(pickle.dumps(without_parametrizations(generator)))
-    assert not plain.training and not any(parametrize.is_parametrized(module) for module in plain.modules())
-    # the given generator is left as it was: still in training mode, parametrized, its vectors unmoved
-    assert generator.training and parametrize.is_parametrized(generator.last.conv_0)
-    assert all(torch.equal(before[key], value) for key, value in generator.state_dict().items())
-    with torch.no_grad():
-        assert torch.allclose(plain(label_map, noise), generator.eval()(label_map, noise), atol=1e-5)
 
 
 @pytest.fixture(scope="module")

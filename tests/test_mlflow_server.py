@@ -3,6 +3,7 @@
 the UI in headless Chromium."""
 
 import html
+import io
 import json
 import os
 import re
@@ -145,15 +146,22 @@ def test_every_train_run_registers_a_version_and_the_best_is_champion(pipeline, 
     assert f"{MODEL_NAME} version {versions[-1].version}" in pipeline.console.stdout  # said by its evaluation
 
 
-def test_registered_model_has_a_signature_and_an_input_example(pipeline, server, client, tmp_path):
+def test_the_registered_model_loads_and_segments_its_input_example(pipeline, server, client, tmp_path):
+    """Loaded as MLflow loads it (pipeline/served.py with the logged ganseg package): its input
+    example, a black image of the training tiles' size, gets a mask of that size."""
+    import mlflow.pyfunc
     from mlflow.artifacts import download_artifacts
     from mlflow.models import Model
 
     location = client.get_model_version_download_uri(MODEL_NAME, "1")
     local = download_artifacts(artifact_uri=location, dst_path=str(tmp_path), tracking_uri=server)
-    model = Model.load(Path(local) / "MLmodel")
-    assert model.signature is not None and model.saved_input_example_info is not None
-    assert (Path(local) / "extra_files" / "segmenter.pt").is_file()
+    logged = Model.load(Path(local) / "MLmodel")
+    assert logged.signature.inputs.input_names() == ["image"] and logged.signature.outputs.input_names() == ["mask"]
+    example = logged.load_input_example(local)
+    answer = mlflow.pyfunc.load_model(local).predict(example)
+    mask = np.asarray(Image.open(io.BytesIO(answer["mask"][0])))
+    size = PARAMS["data.image_size"]
+    assert mask.shape == (size, size) and mask.dtype == np.uint8
 
 
 def test_predict_from_the_registry_uri(pipeline, tmp_path):

@@ -59,7 +59,7 @@ def test_mlflow_uris_are_told_from_folders(text, expected):
 
 
 def test_the_model_folder_is_found_inside_the_downloaded_files(tmp_path):
-    folder = tmp_path / "model" / "extra_files"
+    folder = tmp_path / "model" / "artifacts" / "model"  # where a logged model keeps the folder
     folder.mkdir(parents=True)
     (folder / "model.json").write_text("{}")
     with pytest.raises(ModelSourceError, match="no ganseg model"):

@@ -195,3 +195,17 @@ def test_a_users_own_data_folder_is_pushed_before_the_stage_reads_it(tmp_path, m
     with stage_on_store("prepare", params, project, store) as root:
         assert (root / "mine" / "images" / "a.png").read_bytes() == b"png"
     assert (tmp_path / "bucket" / "mine" / "masks" / "a.png").read_bytes() == b"mask"
+
+
+def test_a_project_on_object_storage_refuses_the_local_mlflow_store(tmp_path, monkeypatch, capsys):
+    """Workers on several machines log runs: SQLite in one node's folder cannot take them. Refused
+    before the stage reads the store or writes anything."""
+    from pipeline.cli import main
+
+    monkeypatch.setenv("GANSEG_STORE", "s3://bucket/project")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(["train", "--root", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert "MLflow's local store sqlite:///" in error and "set MLFLOW_TRACKING_URI to an MLflow server" in error
+    assert list(tmp_path.iterdir()) == []

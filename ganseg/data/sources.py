@@ -200,6 +200,8 @@ def read_image(path: Path, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS) 
             array = array.astype(array.dtype.newbyteorder("="))  # big-endian 16-bit TIFFs to native order
     if array.ndim == 2:
         array = array[..., None]
+    if array.shape[2] not in (1, channels):
+        raise BadFileError(path, f"{array.shape[2]} channels of {array.dtype}; the model takes {channels}")
     return np.repeat(array, 3, axis=2) if channels == 3 and array.shape[2] == 1 else array
 
 

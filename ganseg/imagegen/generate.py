@@ -7,15 +7,16 @@ itself (so its format is the one the settings already read).
 
 from __future__ import annotations
 
+import io
 import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from tqdm import tqdm
 
+from ganseg.contracts import ImagegenCard
 from ganseg.data.sources import (
     DEFAULT_MAX_PIXELS,
     BadFileError,
@@ -24,7 +25,7 @@ from ganseg.data.sources import (
 )
 from ganseg.data.void import VOID
 from ganseg.errors import DataError
-from ganseg.fileio import atomic_dir
+from ganseg.fileio import atomic_dir, png_bytes
 from ganseg.imagegen.export import load_image_generator
 from ganseg.imagegen.training import sample
 
@@ -52,14 +53,37 @@ def generate_folder(model_dir: str | Path, masks_dir: Path, output_dir: Path, sa
             except BadFileError as err:
                 failed[path.name] = err.reason
                 continue
-            for k in range(samples):
-                draw_seed = int(torch.randint(2**31, (1,), generator=noise))
-                image = draw(generator, ids, card.num_classes, card.imagegen.depth, draw_seed)
-                Image.fromarray(image).save(staging / "images" / f"{path.stem}_{k}.png")
+            for k, image in enumerate(drawn_images(generator, card, ids, samples, noise)):
+                (staging / "images" / f"{path.stem}_{k}.png").write_bytes(png_bytes(image))
                 shutil.copyfile(path, staging / "masks" / f"{path.stem}_{k}{path.suffix}")
     for name, reason in failed.items():
         print(f"skipped {name}: {reason}")
     return {"masks": len(files) - len(failed), "images": (len(files) - len(failed)) * samples, "failed": failed}
+
+
+def generate_encoded(generator: torch.nn.Module, card: ImagegenCard, mask: bytes, samples: int = 1, seed: int = 0,
+                     max_image_pixels: int = DEFAULT_MAX_PIXELS) -> list[bytes]:
+    """`samples` image PNGs drawn from one encoded mask (a file in the format the card's data
+    settings read); the same seed draws the same images. BadFileError says why a mask cannot be used."""
+    ids = decode_mask(io.BytesIO(mask), card.mask_reader(max_image_pixels))
+    noise = torch.Generator().manual_seed(seed)
+    return [png_bytes(image) for image in drawn_images(generator, card, ids, samples, noise)]
+
+
+def drawn_images(generator: torch.nn.Module, card: ImagegenCard, ids: np.ndarray, samples: int,
+                 noise: torch.Generator) -> list[np.ndarray]:
+    """`samples` images for one mask of class ids, each from its own seed taken from `noise`."""
+    seeds = [int(torch.randint(2**31, (1,), generator=noise)) for _ in range(samples)]
+    return [draw(generator, ids, card.num_classes, card.imagegen.depth, seed) for seed in seeds]
+
+
+def example_mask(card: ImagegenCard) -> np.ndarray:
+    """A mask of the card's size and format, all of the first class: an input example."""
+    size = (card.image_size, card.image_size)
+    if card.mask_format != "rgb":
+        return np.zeros(size, np.uint8)
+    colour = next(key for key, class_id in sorted(card.palette.items(), key=lambda item: item[1]))
+    return np.broadcast_to(np.array([int(c) for c in colour.split(",")], np.uint8), (*size, 3)).copy()
 
 
 def draw(generator: torch.nn.Module, ids: np.ndarray, num_classes: int, depth: int, seed: int) -> np.ndarray:

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from PIL import Image
@@ -18,6 +17,18 @@ from ganseg.checkpoints import GanState
 from ganseg.contracts import DatasetStats
 
 STATE_FILE = "state.pt"  # the main training state's file in every checkpoint folder
+
+
+@dataclass(frozen=True)
+class Servable:
+    """What MLflow logs for an exported model folder: the kind of model that serves it
+    (pipeline/served.py: 'segmenter' takes images, 'image_generator' takes masks), the folder, its
+    card, and one example input as file bytes (an image, or a mask)."""
+
+    kind: str
+    folder: Path
+    card: Path
+    example: bytes
 
 
 def _shuffled(dataset: Dataset, batch_size: int) -> DataLoader:
@@ -107,8 +118,8 @@ class GanJob(WorkerJob, Protocol):
     def export(self, folder: Path, best: dict, run_id: str | None) -> dict:
         """Write the best checkpoint's network as a model folder; returns the summary of the training."""
 
-    def servable(self, folder: Path) -> tuple[nn.Module, np.ndarray, list[Path]]:
-        """(network, example input, the folder's files) of an exported folder, for MLflow."""
+    def servable(self, folder: Path) -> Servable:
+        """An exported folder, as MLflow logs it to serve it."""
 
     def note_registration(self, folder: Path, registered: dict) -> None:
         """Record the registered model name and version in the folder's card."""

@@ -8,9 +8,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from torch import nn
 
 from ganseg.checkpoints import weights_to_export
 from ganseg.config import Params
@@ -22,17 +20,16 @@ from ganseg.contracts import (
 )
 from ganseg.data.augment import pair_transform
 from ganseg.data.datasets import PreparedSplit, shard_indices
+from ganseg.fileio import png_bytes
 from ganseg.imagegen.evaluation import grid_rows
 from ganseg.imagegen.export import (
-    IMAGEGEN_WEIGHTS,
     export_image_generator,
     load_image_generator,
-    without_parametrizations,
 )
-from ganseg.imagegen.networks import one_hot_with_void
+from ganseg.imagegen.generate import example_mask
 from ganseg.imagegen.quality import judge_confusion
 from ganseg.imagegen.training import ImagegenState, build_state, sample, train_epoch
-from ganseg.jobs.base import STATE_FILE, Picture, Worker
+from ganseg.jobs.base import STATE_FILE, Picture, Servable, Worker
 from ganseg.metrics import scores
 from ganseg.segmenter.evaluation import check_model_fits_data
 from ganseg.segmenter.export import load_model
@@ -111,13 +108,10 @@ class ImagegenJob:
         export_image_generator(folder, weights_to_export(best, self.model_key), card)
         return summary
 
-    def servable(self, folder: Path) -> tuple[nn.Module, np.ndarray, list[Path]]:
-        """The generator without spectral-norm parametrizations (picklable); its input is a one-hot
-        label map with a void channel (the noise is drawn inside)."""
-        generator, card = load_image_generator(folder)
-        example = one_hot_with_void(torch.zeros(1, card.image_size, card.image_size, dtype=torch.long),
-                                    card.num_classes).numpy()
-        return without_parametrizations(generator), example, [folder / IMAGEGEN_CARD, folder / IMAGEGEN_WEIGHTS]
+    def servable(self, folder: Path) -> Servable:
+        """Served, it takes masks: the example is one of the training tiles' size, all background."""
+        card = load_image_generator(folder)[1]
+        return Servable("image_generator", folder, folder / IMAGEGEN_CARD, png_bytes(example_mask(card)))
 
     def note_registration(self, folder: Path, registered: dict) -> None:
         write_imagegen_card(folder, load_image_generator(folder)[1].model_copy(update=registered))

@@ -20,9 +20,10 @@ from ganseg.data.datasets import (
     shard_indices,
     training_batches,
 )
-from ganseg.jobs.base import STATE_FILE, Picture, Worker
+from ganseg.fileio import png_bytes
+from ganseg.jobs.base import STATE_FILE, Picture, Servable, Worker
 from ganseg.metrics import scores
-from ganseg.segmenter.export import export_model, load_model, weights_path
+from ganseg.segmenter.export import export_model, load_model
 from ganseg.segmenter.inference import confusion_over, predict_classes
 from ganseg.segmenter.training import (
     BatchMixer,
@@ -102,10 +103,11 @@ class SegmenterJob:
         export_model(folder, weights_to_export(best, self.model_key), card)
         return summary
 
-    def servable(self, folder: Path) -> tuple[nn.Module, np.ndarray, list[Path]]:
-        segmenter, card = load_model(folder)
-        example = np.zeros((1, card.in_channels, card.image_size, card.image_size), np.float32)
-        return segmenter, example, [folder / MODEL_CARD, weights_path(folder)]
+    def servable(self, folder: Path) -> Servable:
+        """Served, it takes images: the example is a black one of the training tiles' size."""
+        card = load_model(folder)[1]
+        shape = (card.image_size, card.image_size) + ((3,) if card.in_channels == 3 else ())
+        return Servable("segmenter", folder, folder / MODEL_CARD, png_bytes(np.zeros(shape, np.uint8)))
 
     def note_registration(self, folder: Path, registered: dict) -> None:
         write_model_card(folder, load_model(folder)[1].model_copy(update=registered))

@@ -114,31 +114,54 @@ def download_model(uri: str, tracking_uri: str, destination: Path,
     return find_model_folder(Path(local), files)
 
 
-def log_and_register(uri: str, run_id: str, model, example, extra_files: list[Path], registered_name: str) -> str:
-    """Log `model` to the run (MLflow's pytorch flavour, with a signature and `example` as its input
-    example) with `extra_files` (the plain model folder, so that ganseg needs no pickle), register
-    it as a new version of `registered_name`, and return that version."""
-    import logging
+SERVED_MODEL_CODE = Path(__file__).resolve().parents[1] / "served.py"
+# What pipeline/served.py and the part of ganseg it uses import; pinned to the versions trained with.
+SERVED_REQUIREMENTS = ("torch", "torchvision", "numpy", "pillow", "pydantic", "pandas", "pyyaml", "tqdm")
 
+
+def served_signature(kind: str, flips: bool):
+    """The REST contract of pipeline/served.py: file bytes in (base64 in JSON), PNG bytes out."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+    if kind == "segmenter":
+        return ModelSignature(Schema([ColSpec("binary", "image")]), Schema([ColSpec("binary", "mask")]),
+                              ParamSchema([ParamSpec("flips", "boolean", flips)]))
+    return ModelSignature(
+        Schema([ColSpec("binary", "mask")]),
+        Schema([ColSpec("long", "mask_row"), ColSpec("long", "sample"), ColSpec("binary", "image")]),
+        ParamSchema([ParamSpec("seed", "long", 0), ParamSpec("samples", "long", 1)]),
+    )
+
+
+def served_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name).split('+')[0]}" for name in SERVED_REQUIREMENTS]
+
+
+def log_and_register(uri: str, run_id: str, servable, max_image_pixels: int, flips: bool,
+                     registered_name: str) -> str:
+    """Log the exported folder of `servable` (ganseg.jobs.base.Servable) to the run as an MLflow
+    pyfunc model that serves it (pipeline/served.py, with the `ganseg` package as its code),
+    register it as a new version of `registered_name`, and return that version."""
     import mlflow
-    import mlflow.pytorch
-    import torch
-    from mlflow.models import infer_signature
+    import pandas as pd
 
-    with torch.no_grad():
-        output = model(torch.from_numpy(example)).numpy()
+    import ganseg
+
+    column = "image" if servable.kind == "segmenter" else "mask"
     point_mlflow_at(uri)
-    # The pickle flavour is chosen knowingly (see below), so MLflow's warning about it is left out.
-    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
     with mlflow.start_run(run_id=run_id):
-        info = mlflow.pytorch.log_model(
-            model,
+        info = mlflow.pyfunc.log_model(
             name="model",
-            signature=infer_signature(example, output),
-            input_example=example,
-            serialization_format="pickle",  # pt2 would freeze the batch and image size
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-            extra_files=[str(path) for path in extra_files],
+            python_model=str(SERVED_MODEL_CODE),
+            artifacts={"model": str(servable.folder)},
+            code_paths=[str(Path(ganseg.__file__).parent)],
+            model_config={"kind": servable.kind, "max_image_pixels": max_image_pixels},
+            signature=served_signature(servable.kind, flips),
+            input_example=pd.DataFrame({column: [servable.example]}),
+            pip_requirements=served_requirements(),
             registered_model_name=registered_name,
         )
     version = str(info.registered_model_version)
