@@ -110,3 +110,18 @@ def test_real_cpu_cluster_refuses_fp16_at_once(two_cpu_ray, tmp_path, tiny_param
     assert isinstance(box.get("error"), ParamsError), box
     assert "fp16" in str(box["error"]) and "needs GPU workers" in str(box["error"])
     assert not (tmp_path / "models").exists() and not (tmp_path / "best.json").exists()
+
+
+def test_only_groups_of_ended_jobs_are_released():
+    """A stopped job's group is released; a running or pending job's, a detached one and a removed
+    one are left alone."""
+    from types import SimpleNamespace as Record
+
+    from pipeline.ray.cluster import held_by_ended_jobs
+
+    jobs = [Record(job_id="01", status="STOPPED"), Record(job_id="02", status="RUNNING"),
+            Record(job_id="03", status="PENDING"), Record(job_id="04", status="SUCCEEDED")]
+    groups = [Record(placement_group_id=f"g{job}{state[0]}{int(detached)}", creator_job_id=job, state=state,
+                     is_detached=detached)
+              for job in ("01", "02", "03", "04") for state in ("CREATED", "REMOVED") for detached in (False, True)]
+    assert held_by_ended_jobs(groups, jobs) == ["g01C0", "g04C0"]

@@ -39,6 +39,9 @@ def start_ray(log_path: Path | None = None, num_cpus: int | None = None) -> None
     runtime_env = {"env_vars": {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": WORKER_START_TIMEOUT_S}}
     if os.environ.get("RAY_ADDRESS"):
         ray.init(runtime_env=cluster_runtime_env(runtime_env))
+        released = release_placement_groups_of_ended_jobs()
+        if released:
+            print(f"Ray: released {released} placement group(s) that ended jobs still held")
     else:
         ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", runtime_env=runtime_env,
                  num_cpus=num_cpus)
@@ -65,6 +68,33 @@ def cluster_runtime_env(runtime_env: dict) -> dict:
 
         runtime_env["py_modules"] = [str(Path(module.__file__).parent) for module in (ganseg, pipeline)]
     return runtime_env
+
+
+def release_placement_groups_of_ended_jobs() -> int:
+    """Remove the placement groups still reserved for jobs that have ended; how many. A tune job
+    stopped with `ray job stop` while a trial was starting was seen to leave that trial's group
+    holding its CPUs, and the next job then waited for them forever. Without Ray's state API (a
+    cluster without its dashboard) nothing is released."""
+    from ray._raylet import PlacementGroupID
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+    from ray.util.state import list_jobs, list_placement_groups
+    from ray.util.state.exception import RayStateApiException
+
+    try:
+        held = held_by_ended_jobs(list_placement_groups(detail=True, limit=10_000), list_jobs(limit=10_000))
+    except RayStateApiException:
+        return 0
+    for group_id in held:
+        remove_placement_group(PlacementGroup(PlacementGroupID.from_hex(group_id)))
+    return len(held)
+
+
+def held_by_ended_jobs(groups: list, jobs: list) -> list[str]:
+    """The ids of the placement groups (Ray's state API records) that are not removed, not detached,
+    and whose creating job is neither pending nor running."""
+    live = {job.job_id for job in jobs if job.status in ("PENDING", "RUNNING")}
+    return [group.placement_group_id for group in groups
+            if group.state != "REMOVED" and not group.is_detached and group.creator_job_id not in live]
 
 
 def node_count() -> int:
