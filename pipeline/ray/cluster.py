@@ -82,7 +82,7 @@ def release_placement_groups_of_ended_jobs() -> int:
 
     try:
         held = held_by_ended_jobs(list_placement_groups(detail=True, limit=10_000), list_jobs(limit=10_000))
-    except RayStateApiException:
+    except (RayStateApiException, ConnectionError, RuntimeError):  # no dashboard, or no ray[default]
         return 0
     for group_id in held:
         remove_placement_group(PlacementGroup(PlacementGroupID.from_hex(group_id)))
