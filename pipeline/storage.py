@@ -7,9 +7,10 @@ the URI string (a URI's query, such as `?endpoint_override=...`, stays out of ev
 S3-compatible servers: the endpoint comes from the URI's query (`endpoint_override`, `scheme`), else
 from AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL. A request is tried RETRY_ATTEMPTS times with AWS's
 standard backoff, so a store that is away for some seconds (a restart) delays a stage instead of
-failing it; a store that stays away fails it after about half a minute. Credentials come only from the environment (pyarrow's
-default chain: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile, or the node's role); a URI
-that carries them is refused, so that they never reach params, logs or MLflow.
+failing it; a store that stays away fails it after about half a minute. Credentials come only
+from the environment (pyarrow's default chain: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a
+profile, or the node's role); a URI that carries them is refused, so that they never reach params,
+logs or MLflow.
 """
 
 from __future__ import annotations
