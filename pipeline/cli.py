@@ -17,6 +17,7 @@ from pipeline.commands import (
     PATH,
     POSITIVE,
     Shared,
+    cpu_option,
     ganseg,
     stage,
 )
@@ -78,6 +79,7 @@ def _train(shared: Shared) -> None:
 
 
 @stage(ganseg, "evaluate", "test metrics, plots and overlays in results/evaluation")
+@cpu_option
 def _evaluate(shared: Shared) -> None:
     params, root = shared.params(), _tracked(shared.root)
     from pipeline.stages import evaluate
@@ -116,13 +118,17 @@ def _train_synthetic(shared: Shared) -> None:
 @click.option("--model", default=str(MODELS_DIR),
               help="a model folder (default: models), a registry URI such as models:/ganseg-segmenter@champion,"
               " or a run URI runs:/<run_id>/model (fetched from MLFLOW_TRACKING_URI, else ./mlflow.db)")
-@click.option("--input", "input_dir", type=PATH, required=True, help="folder of images")
-@click.option("--output", type=PATH, required=True, help="folder for the mask PNGs")
+@click.option("--input", "input_dir", required=True, help="folder of images: a local folder, or s3://BUCKET/PREFIX")
+@click.option("--output", required=True, help="folder for the mask PNGs: a local folder, or s3://BUCKET/PREFIX")
 @click.option("--overlays", is_flag=True, help="also write <stem>_overlay.png")
-def _predict(shared: Shared, model: str, input_dir: Path, output: Path, overlays: bool) -> None:
+@click.option("--ray-workers", type=click.IntRange(min=0), default=None,
+              help="0: segment in this process; N: on N Ray Data workers (default: in a Ray job, one worker per GPU"
+              " of the cluster, else per CPU; elsewhere this process)")
+@cpu_option
+def _predict(shared: Shared, model: str, input_dir: str, output: str, overlays: bool, ray_workers: int | None) -> None:
     params = shared.params(required=shared.params_file != DEFAULT_PARAMS)
     from pipeline.stages import predict
-    predict.run(params, shared.root, model, input_dir, output, overlays)
+    predict.run(params, shared.root, model, input_dir, output, overlays, ray_workers)
 
 
 @stage(ganseg, "generate", "draw images from a folder of masks with an image generator (mask -> image)")
@@ -132,6 +138,7 @@ def _predict(shared: Shared, model: str, input_dir: Path, output: Path, overlays
               help="new folder for images/ + masks/, a dataset that data.source accepts")
 @click.option("--samples", type=POSITIVE, default=1, help="images per mask (default 1)")
 @click.option("--seed", type=int, default=0, help="seed of the noise (default 0)")
+@cpu_option
 def _generate(shared: Shared, model: str, masks: Path, output: Path, samples: int, seed: int) -> None:
     params = shared.params(required=shared.params_file != DEFAULT_PARAMS)
     from pipeline.stages import generate

@@ -49,10 +49,15 @@ def _bench_throughput(shared: Shared, steps: int, rounds: int, out: Path | None)
 @click.option("--model", help="an exported model folder (default: params.model with fresh weights)")
 @click.option("--sizes", default="512x8,4096x1",
               help="SIZExCOUNT images to segment, each with flips off and on (default 512x8,4096x1)")
+@click.option("--folder", default="512x64",
+              help="SIZExCOUNT PNGs for ganseg predict of a folder, in this process and on Ray (default 512x64)")
+@click.option("--ray-workers", default="1,2", help="numbers of Ray Data workers for that folder, comma-separated"
+              " (default 1,2; none: no folder runs)")
 @_figures_json
-def _bench_predict(shared: Shared, model: str | None, sizes: str, out: Path | None) -> None:
+def _bench_predict(shared: Shared, model: str | None, sizes: str, folder: str, ray_workers: str,
+                   out: Path | None) -> None:
     from pipeline.stages import bench
-    bench.predict(shared.params(), model, sizes, out)
+    bench.predict(shared.params(), model, sizes, out, folder, ray_workers)
 
 
 @stage(bench_group, "prepare", "prepare's wall time, peak memory and MB/s on folders of image/mask pairs it writes")

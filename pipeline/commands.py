@@ -5,6 +5,7 @@ project on object storage this node's working copy of it: pipeline/store.py)."""
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ from pathlib import Path
 import click
 
 from ganseg.config import Params, load_params
+from ganseg.devices import FORCE_CPU
 from ganseg.errors import GansegError
 from pipeline.store import working_root
 
@@ -82,6 +84,18 @@ def stage(group: click.Group, name: str, text: str) -> Callable[[Callable[..., N
         return command
 
     return decorate
+
+
+def cpu_option(func: Callable) -> Callable:
+    """--cpu: the model runs on the CPU even where a GPU is. It sets GANSEG_CPU=1 (ganseg/devices.py),
+    which Ray workers started by this command read as well."""
+
+    def force_cpu(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+        if value:
+            os.environ[FORCE_CPU] = "1"
+
+    return click.option("--cpu", is_flag=True, expose_value=False, callback=force_cpu,
+                        help="run the model on the CPU even where a GPU is (same as GANSEG_CPU=1)")(func)
 
 
 @contextmanager

@@ -59,10 +59,16 @@ def is_warning_or_error(line: str) -> bool:
 
 def quiet_ray_data() -> None:
     """Ray Data's logger keeps handlers of its own (its INFO lines on the console, all of them in Ray's
-    session log): on the console, warnings and errors only. Call after ray.data is imported."""
+    session log): on the console, warnings and errors only; and no progress bars of Ray Data's, since
+    the stage's own bar counts the images. Call after ray.data is imported."""
+    import ray.data
+    from ray.util.debug import log_once
+
     for handler in logging.getLogger("ray.data").handlers:
         if type(handler).__name__ != "SessionFileHandler":
             handler.setLevel(logging.WARNING)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    log_once("ray_data_progress_manager_disabled")  # Ray's warning that its bars are off is spent
 
 
 class RayOutput:

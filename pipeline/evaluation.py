@@ -10,6 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from ganseg.config import Params
 from ganseg.contracts import read_dataset_stats
+from ganseg.devices import inference_device
 from ganseg.fileio import atomic_dir
 from ganseg.segmenter.evaluation import (
     check_model_fits_data,
@@ -28,6 +29,7 @@ def evaluate_model(params: Params, project_root: Path, models_dir: Path, out_dir
     stats = read_dataset_stats(data_dir)
     segmenter, card = load_model(models_dir)
     check_model_fits_data(card, stats, models_dir, data_dir)
+    segmenter = segmenter.to(inference_device())
     run_id = card.mlflow_run_id
     client = MlflowClient(runs.tracking_uri(project_root)) if run_id else None
     if client:  # before evaluating: the results must be able to reach the train run

@@ -10,6 +10,7 @@ the `flips` param is true). The image generator takes masks as file bytes in a c
 params `seed` and `samples`; it answers one row per drawn image (`mask_row`, `sample`, `image`), the
 same images for the same seed.
 
+Both run on the first GPU when there is one, unless GANSEG_CPU=1 is set in the server's environment.
 An input that cannot be used (not an image, a channel count the model does not take, more pixels
 than `max_image_pixels`) is answered with HTTP 400 and a message that names the row and the reason.
 """
@@ -23,10 +24,11 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 
 from ganseg.data.sources import BadFileError
+from ganseg.devices import inference_device
+from ganseg.fileio import png_bytes
 from ganseg.imagegen.export import load_image_generator
 from ganseg.imagegen.generate import generate_encoded
-from ganseg.segmenter.export import load_model
-from ganseg.segmenter.segment_folder import segment_encoded
+from ganseg.segmenter.segment_folder import FileSegmenter
 
 
 class ServedModel(PythonModel):
@@ -35,8 +37,12 @@ class ServedModel(PythonModel):
     def load_context(self, context) -> None:
         self.kind = context.model_config["kind"]
         self.max_image_pixels = int(context.model_config["max_image_pixels"])
-        load = load_model if self.kind == "segmenter" else load_image_generator
-        self.network, self.card = load(context.artifacts["model"])
+        folder = context.artifacts["model"]
+        if self.kind == "segmenter":
+            self.segmenter = FileSegmenter(folder, self.max_image_pixels)
+        else:
+            generator, self.card = load_image_generator(folder)
+            self.generator = generator.to(inference_device())
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         params = params or {}
@@ -47,13 +53,13 @@ class ServedModel(PythonModel):
                              for row, images in enumerate(drawn) for k, image in enumerate(images)])
 
     def _segment(self, image: bytes, params: dict) -> bytes:
-        return segment_encoded(self.network, self.card, image, self.max_image_pixels, bool(params.get("flips")))
+        return png_bytes(self.segmenter.segment(image, bool(params.get("flips")))[1])
 
     def _draw(self, mask: bytes, params: dict) -> list[bytes]:
         samples, seed = int(params.get("samples", 1)), int(params.get("seed", 0))
         if samples < 1:
             raise MlflowException(f"samples must be at least 1, got {samples}", INVALID_PARAMETER_VALUE)
-        return generate_encoded(self.network, self.card, mask, samples, seed, self.max_image_pixels)
+        return generate_encoded(self.generator, self.card, mask, samples, seed, self.max_image_pixels)
 
     @staticmethod
     def _each(column: str, model_input: pd.DataFrame, answer, params: dict) -> list:

@@ -104,6 +104,17 @@ def model_card(
     return ModelCard.for_data(params.model, prepared_stats(class_names, channels, image_size, fit), **training)
 
 
+@pytest.fixture(scope="session")
+def three_images(tmp_path_factory) -> Path:
+    """Images of three sizes for a model that reads grey: one 8-bit, one 16-bit, one RGB TIFF."""
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(5)
+    Image.fromarray(rng.integers(0, 255, (70, 90), dtype=np.uint8)).save(folder / "a.png")
+    Image.fromarray(rng.integers(0, 65535, (33, 40), dtype=np.uint16)).save(folder / "b.png")
+    Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(folder / "c.tif")
+    return folder
+
+
 @pytest.fixture
 def tiny_params() -> Params:
     return make_tiny_params()

@@ -40,4 +40,4 @@ def test_bench_prepare_refuses_bad_counts_before_any_work(capsys):
 
 def test_bench_prepare_refuses_more_cpus_than_the_machine_has(capsys):
     assert main(["bench", "prepare", "--cpus", f"1,{len(os.sched_getaffinity(0)) + 1}"]) == 2
-    assert "--cpus takes numbers of CPUs from 1 to" in capsys.readouterr().err
+    assert "--cpus takes numbers from 1 to" in capsys.readouterr().err

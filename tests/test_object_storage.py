@@ -213,6 +213,35 @@ def test_the_champion_predicts_on_the_submitting_side_through_the_server(pipelin
     assert len(list((tmp_path / "masks").glob("*.png"))) == 3
 
 
+def test_predict_reads_and_writes_the_bucket_on_both_nodes_byte_for_byte(pipeline, store, three_images, tmp_path):
+    """`ganseg predict` as a Ray job: input and output folders on the store, a Ray Data worker on
+    each node (one CPU, one thread); the masks are those that one process with one thread writes
+    on the submitting side."""
+    repo, env, _, _ = pipeline
+    filesystem = store.filesystem()
+    for path in sorted(three_images.iterdir()) * 3:  # enough files for both workers
+        copy = f"{path.stem}_{len(store.objects('predict/in'))}{path.suffix}"
+        with filesystem.open_output_stream(f"{store.bucket}/predict/in/{copy}") as stream:
+            stream.write(path.read_bytes())
+    output = submit_stage(repo, env, "predict", "--model", "models:/ganseg-segmenter@champion", "--input",
+                          f"s3://{store.bucket}/predict/in", "--output", f"s3://{store.bucket}/predict/out")
+    assert "Ray Data: 9 images on 2 worker(s), 2 node(s)" in output, output[-3000:]
+    local = tmp_path / "in"
+    local.mkdir()
+    for key in store.objects("predict/in"):
+        with filesystem.open_input_stream(f"{store.bucket}/{key}") as stream:
+            (local / key.rsplit("/", 1)[1]).write_bytes(stream.read())
+    submitting_side = {k: v for k, v in env.items() if k not in ("GANSEG_STORE", "RAY_ADDRESS")}
+    submitting_side["OMP_NUM_THREADS"] = "1"  # as the workers: oneDNN picks its kernels by thread count
+    run(["ganseg", "predict", "--model", "models:/ganseg-segmenter@champion", "--input", str(local), "--output",
+         str(tmp_path / "masks")], repo, submitting_side)
+    masks = sorted(path.name for path in (tmp_path / "masks").iterdir())
+    assert sorted(key.rsplit("/", 1)[1] for key in store.objects("predict/out")) == masks
+    for name in masks:
+        with filesystem.open_input_stream(f"{store.bucket}/predict/out/{name}") as stream:
+            assert stream.read() == (tmp_path / "masks" / name).read_bytes(), name
+
+
 def test_training_survives_the_store_going_away_for_seconds(pipeline, store):
     """The server stopped mid-training and started again: training goes on (or stops with a clear
     message and resumes on a rerun); nothing half-written is taken for a checkpoint."""

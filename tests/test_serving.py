@@ -77,23 +77,13 @@ def served_segmenter(default_repro, tmp_path_factory):
     stop(process)
 
 
-@pytest.fixture(scope="module")
-def images(tmp_path_factory) -> Path:
-    """Three sizes; one of them 16-bit, one RGB (the model reads grey)."""
-    folder = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(5)
-    Image.fromarray(rng.integers(0, 255, (70, 90), dtype=np.uint8)).save(folder / "a.png")
-    Image.fromarray(rng.integers(0, 65535, (33, 40), dtype=np.uint16)).save(folder / "b.png")
-    Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(folder / "c.tif")
-    return folder
-
-
-def test_the_served_segmenter_answers_the_masks_predict_writes(default_repro, served_segmenter, images, tmp_path):
-    files = sorted(images.iterdir())
+def test_the_served_segmenter_answers_the_masks_predict_writes(default_repro, served_segmenter, three_images,
+                                                               tmp_path):
+    files = sorted(three_images.iterdir())
     status, answer = invoke(served_segmenter, "image", [path.read_bytes() for path in files])
     assert status == 200, answer
     masks = tmp_path / "masks"
-    run(["ganseg", "predict", "--model", SEGMENTER, "--input", str(images), "--output", str(masks)], tmp_path,
+    run(["ganseg", "predict", "--model", SEGMENTER, "--input", str(three_images), "--output", str(masks)], tmp_path,
         default_repro.env)
     served = [base64.b64decode(row["mask"]) for row in answer["predictions"]]
     assert [Image.open(masks / f"{path.stem}.png").size for path in files] == [(90, 70), (40, 33), (24, 20)]
@@ -104,15 +94,15 @@ def test_the_served_segmenter_answers_the_masks_predict_writes(default_repro, se
     (b"not an image", "not an image that can be read"),
     (png_claiming(30_000, 30_000), "over data.max_image_pixels"),
 ], ids=["not-an-image", "too-many-pixels"])
-def test_bad_input_gets_a_400_that_says_why_and_the_server_goes_on(served_segmenter, images, bad, reason):
-    status, answer = invoke(served_segmenter, "image", [(images / "a.png").read_bytes(), bad])
+def test_bad_input_gets_a_400_that_says_why_and_the_server_goes_on(served_segmenter, three_images, bad, reason):
+    status, answer = invoke(served_segmenter, "image", [(three_images / "a.png").read_bytes(), bad])
     assert status == 400 and "row 1: " in answer["message"] and reason in answer["message"], answer
-    status, answer = invoke(served_segmenter, "image", [(images / "a.png").read_bytes()])
+    status, answer = invoke(served_segmenter, "image", [(three_images / "a.png").read_bytes()])
     assert status == 200 and len(answer["predictions"]) == 1
 
 
-def test_a_request_without_the_image_column_is_told_its_name(served_segmenter, images):
-    status, answer = invoke(served_segmenter, "picture", [(images / "a.png").read_bytes()])
+def test_a_request_without_the_image_column_is_told_its_name(served_segmenter, three_images):
+    status, answer = invoke(served_segmenter, "picture", [(three_images / "a.png").read_bytes()])
     assert status == 400 and "image" in answer["message"], answer
 
 

@@ -47,12 +47,13 @@ def write_folder(folder: Path, count: int, size: int, seed: int = 0) -> int:
     return sum(path.stat().st_size for path in folder.rglob("*.png"))
 
 
-def parse_cpus(text: str) -> list[int]:
-    """"1,2" -> [1, 2]: numbers of CPUs for the Ray Data runs, at most the CPUs this process may use."""
+def parse_cpus(text: str, option: str = "--cpus") -> list[int]:
+    """"1,2" -> [1, 2]: numbers of CPUs (or of one-CPU workers) for the Ray Data runs, at most the
+    CPUs this process may use."""
     available = len(os.sched_getaffinity(0))
     items = [item.strip() for item in text.split(",") if item.strip()]
     if not all(item.isdigit() and 1 <= int(item) <= available for item in items):
-        raise ParamsError(f"--cpus takes numbers of CPUs from 1 to {available} (this machine's), comma-separated,"
+        raise ParamsError(f"{option} takes numbers from 1 to {available} (this machine's CPUs), comma-separated,"
                           f" not {text!r}")
     return sorted({int(item) for item in items})
 

@@ -50,9 +50,26 @@ def predict_table(report: dict) -> str:
          f"{r['images_per_s']:.2f}", f"{r['megapixels_per_s']:.2f}", f"{r['peak_mb']:.0f}", f"{r['peak_extra_mb']:.0f}"]
         for r in report["cases"]
     ]
+    if report.get("fit") == "resize":
+        how = f"data.fit resize: each image resized to {report['tile']} px"
+    else:
+        how = (f"data.fit tile: windows of {report['tile']} px overlapping by {report['overlap']:.0%},"
+               f" {report['windows_per_batch']} per batch")
+    return markdown_table(header, rows) + f"\n\n{how}, {report['threads']} threads; {report['machine']}"
+
+
+def predict_folder_table(folder: dict) -> str:
+    """`ganseg bench predict`: `ganseg predict` of one folder in this process and on Ray Data workers."""
+    header = ["run", "seconds", "images/s", "vs this process", "pixels unlike this process's"]
+    base = folder["runs"][0]["seconds"]
+    rows = [[f"Ray Data, {r['workers']} worker(s)" if r["workers"] else "this process", f"{r['seconds']:.1f}",
+             f"{r['images_per_s']:.2f}", f"{base / r['seconds']:.2f}x", str(r["pixels_unlike_this_process"])]
+            for r in folder["runs"]]
     return markdown_table(header, rows) + (
-        f"\n\ntile {report['tile']} px, windows overlapping by {report['overlap']:.0%}, {report['windows_per_batch']}"
-        f" per batch, {report['threads']} threads; {report['machine']}"
+        f"\n\nganseg predict of {folder['count']} PNGs of {folder['size']} x {folder['size']}; this process with"
+        f" {folder['threads']} threads, each Ray worker with the CPUs divided among the workers; Ray workers' start"
+        f" included, Ray's own start ({folder['ray_start_s']:.1f} s) not. A worker with another number of threads"
+        " than this process may run other oneDNN kernels, which can flip a pixel at a near-tie between classes."
     )
 
 

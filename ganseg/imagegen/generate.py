@@ -24,6 +24,7 @@ from ganseg.data.sources import (
     image_files,
 )
 from ganseg.data.void import VOID
+from ganseg.devices import inference_device
 from ganseg.errors import DataError
 from ganseg.fileio import atomic_dir, png_bytes
 from ganseg.imagegen.export import load_image_generator
@@ -40,6 +41,7 @@ def generate_folder(model_dir: str | Path, masks_dir: Path, output_dir: Path, sa
     if output_dir.exists() and any(output_dir.iterdir()):
         raise DataError(f"{output_dir} already holds files: choose a new folder, or remove it first")
     generator, card = load_image_generator(model_dir)
+    generator = generator.to(inference_device())
     reader = card.mask_reader(max_image_pixels)
     files = image_files(Path(masks_dir), "masks")
     noise = torch.Generator().manual_seed(seed)

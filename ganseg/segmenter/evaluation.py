@@ -97,7 +97,7 @@ def evaluate_full_size(
             pred_t, truth_t = logits.argmax(0).cpu().to(torch.uint8), torch.from_numpy(truth[rows])
             confusion += confusion_matrix(pred_t, truth_t, num_classes)
             if auc is not None:
-                auc.update(logits.softmax(0)[1], truth_t.to(device))
+                auc.update(logits.softmax(0)[1].cpu(), truth_t)
             prediction[rows] = pred_t.numpy()
         boundary.update(torch.from_numpy(prediction)[None], torch.from_numpy(truth)[None])
         void += int((truth == VOID).sum())

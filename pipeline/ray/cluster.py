@@ -13,8 +13,9 @@ import ray
 from pipeline.console import RayOutput
 
 # Where the project and MLflow are, for every node (pipeline/store.py, pipeline/storage.py).
+# and whether inference keeps off the GPUs (GANSEG_CPU: ganseg/devices.py).
 FORWARDED_VARIABLES = ("GANSEG_STORE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "MLFLOW_TRACKING_URI",
-                       "GANSEG_GIT_COMMIT", "GANSEG_GIT_DIRTY")
+                       "GANSEG_GIT_COMMIT", "GANSEG_GIT_DIRTY", "GANSEG_CPU")
 JOB_CONFIG_VARIABLE = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray in a submitted job's entrypoint
 # Ray's 60 s default is too short for a worker to import torch on a busy 2-core machine.
 WORKER_START_TIMEOUT_S = os.environ.get("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")

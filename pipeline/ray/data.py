@@ -43,12 +43,8 @@ class RayDataBlocks:
             return
         import ray
         import ray.data
-        from ray.util.debug import log_once
 
         quiet_ray_data()
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False  # prepare's own bar counts the images;
-        log_once("ray_data_progress_manager_disabled")  # and Ray's warning that its bars are off is spent
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         per_task = max(1, len(tasks) // (cpus * self.TASKS_PER_CPU))
         # As JSON text: a plain column for Ray Data, and nothing a worker unpickles.

@@ -27,6 +27,7 @@ from ganseg.bench.tables import (
     fewlabels_table,
     imagegen_table,
     paired_table,
+    predict_folder_table,
     predict_table,
     prepare_table,
     quality_table,
@@ -160,16 +161,66 @@ def _median_ratio(measured: list[dict], runner: str, reference: str) -> float:
     return float(statistics.median(m[runner]["images_per_s"] / m[reference]["images_per_s"] for m in measured))
 
 
-def predict(params: Params, model: str | None, sizes: str, out: Path | None) -> dict:
-    """`ganseg bench predict`: sliding-window prediction (default: 512 x 512 images and one 4096 x 4096 image)."""
+def predict(params: Params, model: str | None, sizes: str, out: Path | None, folder: str = "512x64",
+            ray_workers: str = "1,2") -> dict:
+    """`ganseg bench predict`: sliding-window prediction (default: 512 x 512 images and one 4096 x 4096
+    image), each case in a fresh process; then `ganseg predict` of a folder of `folder` images in this
+    process and on each number of Ray Data workers."""
     from ganseg.bench import predict as pr
+    from ganseg.bench.prepare import parse_cpus
 
     cases = pr.parse_cases(sizes)  # before any work
+    folder_size = pr.size_and_count(folder, "--folder")
+    workers = [] if ray_workers.strip() == "none" else parse_cpus(ray_workers, "--ray-workers")
     print(f"  model: {model or 'params.model with fresh weights (the speed does not depend on them)'}")
     cases = pr.run_cases(params, model, cases)
-    report = {"machine": machine(), "cases": cases, "tile": cases[0]["tile"], "threads": cases[0]["threads"],
-              **pr.window_settings()}
-    return _finish(report, None, [predict_table(report)], out)
+    report = {"machine": machine(), "cases": cases, "tile": cases[0]["tile"], "fit": cases[0]["fit"],
+              "threads": cases[0]["threads"], **pr.window_settings()}
+    tables = [predict_table(report)]
+    if workers:
+        report["folder"] = predict_folder(params, model, *folder_size, workers)
+        tables.append(predict_folder_table(report["folder"]))
+    return _finish(report, None, tables, out)
+
+
+def predict_folder(params: Params, model: str | None, size: int, count: int, ray_workers: list[int]) -> dict:
+    """Seconds of `ganseg predict` on `count` PNGs of size x size: in this process, then on each
+    number of Ray Data workers (their start included; Ray's own start apart), and in how many
+    pixels each run's masks differ from this process's."""
+    import ray
+
+    from ganseg.bench import predict as pr
+    from pipeline.ray.cluster import start_ray
+    from pipeline.stages import predict as stage
+
+    with tempfile.TemporaryDirectory(prefix="ganseg-bench-predict-") as scratch:
+        root = Path(scratch)
+        model_dir = model or str(pr.fresh_model_folder(params, root / "model"))
+        images = pr.write_images(root / "images", size, count, params.data.channels)
+        runs, outputs = [], []
+        for workers in (0, *ray_workers):
+            outputs.append(root / f"masks_{workers}")
+            start = time.perf_counter()
+            stage.run(params, root, model_dir, images, outputs[-1], False, workers)
+            seconds = time.perf_counter() - start
+            runs.append({"workers": workers, "seconds": seconds, "images_per_s": count / seconds})
+            if not workers:  # Ray's own start, timed apart from the runs
+                start = time.perf_counter()
+                start_ray(root / "ray.log")
+                ray_start_s = time.perf_counter() - start
+        ray.shutdown()
+        for row, output in zip(runs, outputs):
+            row["pixels_unlike_this_process"] = _differing_pixels(outputs[0], output)
+    return {"size": size, "count": count, "runs": runs, "ray_start_s": ray_start_s, "threads": torch.get_num_threads()}
+
+
+def _differing_pixels(first: Path, second: Path) -> int:
+    """Pixels where the masks of two folders of the same mask files differ."""
+    import numpy as np
+    from PIL import Image
+
+    return sum(int((np.asarray(Image.open(path)) != np.asarray(Image.open(second / path.name))).sum())
+               for path in sorted(first.iterdir()))
 
 
 def prepare(params: Params, images: str, size: int, cpus: str, workdir: Path | None, out: Path | None) -> dict:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import math
 import re
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -18,7 +21,7 @@ from mlflow.tracking import MlflowClient
 from ganseg.contracts import MODEL_CARD
 from ganseg.errors import GansegError
 from ganseg.segmenter.export import MODEL_WEIGHTS, OLD_MODEL_WEIGHTS
-from pipeline.tracking.runs import point_mlflow_at
+from pipeline.tracking.runs import point_mlflow_at, require_reachable, tracking_uri
 
 CHAMPION = "champion"
 TEST_MIOU = "test_miou"  # the version tag (and train-run metric) the champion rule compares
@@ -112,6 +115,22 @@ def download_model(uri: str, tracking_uri: str, destination: Path,
     except MlflowException as err:
         raise ModelSourceError(f"cannot fetch {uri} from {tracking_uri}: {err.message}") from None
     return find_model_folder(Path(local), files)
+
+
+@contextmanager
+def model_folder(model: str, project_root: Path,
+                 files: tuple[str, tuple[str, ...]] = SEGMENTER_FILES) -> Iterator[Path]:
+    """A model folder as given, or a models:/ or runs:/ URI's folder fetched into a temporary one
+    from the project's tracking server."""
+    if not is_mlflow_uri(model):
+        yield Path(model)
+        return
+    with tempfile.TemporaryDirectory(prefix="ganseg-model-") as scratch:
+        uri = tracking_uri(project_root)
+        require_reachable(uri)
+        folder = download_model(model, uri, Path(scratch), files)
+        print(f"model {model} fetched from {uri}")
+        yield folder
 
 
 SERVED_MODEL_CODE = Path(__file__).resolve().parents[1] / "served.py"
