@@ -8,6 +8,7 @@ writes them (ganseg/segmenter/segment_folder.py).
 
 from __future__ import annotations
 
+import os
 import posixpath
 import tempfile
 from collections import Counter
@@ -23,6 +24,7 @@ from pipeline.console import quiet_ray_data
 from pipeline.storage import Location
 
 FILES_PER_BATCH = 4  # small batches keep the workers evenly busy and the progress bar moving
+WORKERS_START_S = 600  # the files are handed out once every worker holds its model, so that all get some
 
 
 class SegmentFiles:
@@ -46,7 +48,7 @@ class SegmentFiles:
         results = [self.segment(posixpath.basename(path), self._read(path)) for path in batch["path"]]
         return {"name": [r.name for r in results], "mask": [r.mask for r in results],
                 "overlay": [r.overlay for r in results], "error": [r.error for r in results],
-                "node": [self.node] * len(results)}
+                "node": [self.node] * len(results), "pid": [os.getpid()] * len(results)}
 
     def _read(self, path: str) -> bytes:
         try:
@@ -82,11 +84,11 @@ def layout(workers: int | None, node_cpus: list[float], gpus: float, cpu_only: b
 
 class ClusterSegmenter:
     """Runs the segmentation of `names` in `source` on Ray Data workers (`layout`) and yields what
-    each file became; `nodes` counts the files each node segmented."""
+    each file became; `files` counts the files each worker (node, process) segmented."""
 
     def __init__(self, workers: int | None = None):
         self.workers = workers
-        self.nodes: Counter[str] = Counter()
+        self.files: Counter[tuple[str, int]] = Counter()
 
     def __call__(self, model_dir: Path, source: Location, names: list[str], max_image_pixels: int, flips: bool,
                  overlays: bool) -> Iterator[Segmented]:
@@ -94,9 +96,9 @@ class ClusterSegmenter:
         import ray.data
 
         quiet_ray_data()  # and without its progress bars: predict's own bar counts the images
+        ray.data.DataContext.get_current().wait_for_min_actors_s = WORKERS_START_S
         node_cpus = [node["Resources"]["CPU"] for node in ray.nodes() if node["Alive"] and node["Resources"].get("CPU")]
         plan = layout(self.workers, node_cpus, ray.cluster_resources().get("GPU", 0), cpu_forced())
-        self.workers = plan.workers
         model_files = {path.name: path.read_bytes() for path in Path(model_dir).iterdir() if path.is_file()}
         paths = [posixpath.join(source.path, name) for name in names]
         blocks = min(len(paths), max(plan.workers, -(-len(paths) // FILES_PER_BATCH)))  # every worker gets some
@@ -107,5 +109,5 @@ class ClusterSegmenter:
             fn_constructor_kwargs={"model_files": model_files, "filesystem": source.filesystem, "threads": plan.threads,
                                    "max_image_pixels": max_image_pixels, "flips": flips, "overlays": overlays})
         for row in segmented.iter_rows():
-            self.nodes[row["node"]] += 1
+            self.files[row["node"], row["pid"]] += 1
             yield Segmented(row["name"], row["mask"], row["overlay"], row["error"])

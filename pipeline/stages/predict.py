@@ -54,8 +54,8 @@ def run(params: Params, project_root: Path, model: str, input_dir: str | Path, o
         with local_output(target) as out_dir:
             summary = write_masks(results, out_dir, len(files))
     if on_ray:
-        print(f"Ray Data: {sum(segment.nodes.values())} images on {segment.workers} worker(s),"
-              f" {len(segment.nodes)} node(s)")
+        nodes = {node for node, _ in segment.files}
+        print(f"Ray Data: {len(files)} images on {len(segment.files)} worker(s), {len(nodes)} node(s)")
     print(f"wrote {summary['written']} masks to {target.uri}; {len(summary['failed'])} files skipped")
     return summary
 
