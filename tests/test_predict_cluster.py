@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
+from pipeline.prediction import image_names_at, uses_ray
 from pipeline.ray.predict import Layout, layout
-from pipeline.stages.predict import image_names_at, uses_ray
 from pipeline.storage import location
 from tests.e2e import run
 

@@ -23,8 +23,12 @@ from ganseg.segmenter.segment_folder import FileSegmenter, Segmented
 from pipeline.console import quiet_ray_data
 from pipeline.storage import Location
 
-FILES_PER_BATCH = 4  # small batches keep the workers evenly busy and the progress bar moving
-WORKERS_START_S = 600  # the files are handed out once every worker holds its model, so that all get some
+# A task segments one block of files. At least TASKS_PER_WORKER tasks for each worker keep them all
+# busy (Ray Data prefers the worker beside a block's data, so too few tasks would all go to the
+# driver's node); at most FILES_PER_TASK files a task keep the progress bar moving.
+TASKS_PER_WORKER = 8
+FILES_PER_TASK = 16
+WORKERS_START_S = 600  # the files are handed out once every worker holds its model
 
 
 class SegmentFiles:
@@ -101,10 +105,10 @@ class ClusterSegmenter:
         plan = layout(self.workers, node_cpus, ray.cluster_resources().get("GPU", 0), cpu_forced())
         model_files = {path.name: path.read_bytes() for path in Path(model_dir).iterdir() if path.is_file()}
         paths = [posixpath.join(source.path, name) for name in names]
-        blocks = min(len(paths), max(plan.workers, -(-len(paths) // FILES_PER_BATCH)))  # every worker gets some
-        dataset = ray.data.from_items([{"path": path} for path in paths], override_num_blocks=blocks)
+        tasks = min(len(paths), max(TASKS_PER_WORKER * plan.workers, -(-len(paths) // FILES_PER_TASK)))
+        dataset = ray.data.from_items([{"path": path} for path in paths], override_num_blocks=tasks)
         segmented = dataset.map_batches(
-            SegmentFiles, batch_size=FILES_PER_BATCH, compute=ray.data.ActorPoolStrategy(size=plan.workers),
+            SegmentFiles, batch_size=None, compute=ray.data.ActorPoolStrategy(size=plan.workers),
             num_cpus=plan.threads, num_gpus=plan.gpus,
             fn_constructor_kwargs={"model_files": model_files, "filesystem": source.filesystem, "threads": plan.threads,
                                    "max_image_pixels": max_image_pixels, "flips": flips, "overlays": overlays})

@@ -178,20 +178,20 @@ def predict(params: Params, model: str | None, sizes: str, out: Path | None, fol
               "threads": cases[0]["threads"], **pr.window_settings()}
     tables = [predict_table(report)]
     if workers:
-        report["folder"] = predict_folder(params, model, *folder_size, workers)
+        report["folder"] = timed_predict_folder(params, model, *folder_size, workers)
         tables.append(predict_folder_table(report["folder"]))
     return _finish(report, None, tables, out)
 
 
-def predict_folder(params: Params, model: str | None, size: int, count: int, ray_workers: list[int]) -> dict:
+def timed_predict_folder(params: Params, model: str | None, size: int, count: int, ray_workers: list[int]) -> dict:
     """Seconds of `ganseg predict` on `count` PNGs of size x size: in this process, then on each
     number of Ray Data workers (their start included; Ray's own start apart), and in how many
     pixels each run's masks differ from this process's."""
     import ray
 
     from ganseg.bench import predict as pr
+    from pipeline.prediction import predict_folder
     from pipeline.ray.cluster import start_ray
-    from pipeline.stages import predict as stage
 
     with tempfile.TemporaryDirectory(prefix="ganseg-bench-predict-") as scratch:
         root = Path(scratch)
@@ -201,7 +201,7 @@ def predict_folder(params: Params, model: str | None, size: int, count: int, ray
         for workers in (0, *ray_workers):
             outputs.append(root / f"masks_{workers}")
             start = time.perf_counter()
-            stage.run(params, root, model_dir, images, outputs[-1], False, workers)
+            predict_folder(params, root, model_dir, images, outputs[-1], False, workers)
             seconds = time.perf_counter() - start
             runs.append({"workers": workers, "seconds": seconds, "images_per_s": count / seconds})
             if not workers:  # Ray's own start, timed apart from the runs
