@@ -260,11 +260,12 @@ def test_training_survives_the_store_going_away_for_seconds(pipeline, store):
     job.wait(timeout=1200)
     reader.join(timeout=10)
     output = "".join(lines)
-    if job.returncode != 0:  # stopped with a message: a rerun resumes from the last whole checkpoint
+    if job.returncode != 0:  # stopped with a message: a rerun asked to resume starts from the last whole checkpoint
         assert "error" in output.lower(), output[-4000:]
         print("the store went away for 5 s: the train stage stopped with\n"
               + "\n".join(line for line in output.splitlines() if "rror" in line)[-2000:])
-        output = submit_stage(repo, env, "train", "--set", "train.epochs=4", "--set", "seed=7")
+        output = submit_stage(repo, env, "train", "--set", "train.epochs=4", "--set", "seed=7", "--set",
+                              "runtime.resume_failed=true")
         assert "resuming MLflow run" in output and "resumed from the checkpoint of epoch" in output, output[-4000:]
     else:
         print("the store went away for 5 s: the train stage went on and finished")

@@ -310,9 +310,9 @@ def fp16_on_cpus(project):
 
 
 def checkpoint_of_another_architecture(project):
-    """Resume the diverged run with wider networks, as if the code that builds them had changed."""
+    """Resume the diverged (FAILED) run with wider networks, as if the code that builds them had changed."""
     project.diverged
-    wider = [*DIVERGING, "model.base_channels=16"]
+    wider = [*DIVERGING, "model.base_channels=16", "runtime.resume_failed=true"]
     params = load_params(project.root / "params.yaml", wider)
     stats = read_dataset_stats(project.root / "data/prepared")
     project.mlflow.set_tag(project.train_run().info.run_id, RUN_KEY_TAG, run_key(params, stats))

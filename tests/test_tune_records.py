@@ -30,7 +30,7 @@ def test_search_space_record_lists_every_dimension(tiny_params):
     record = search_space_record(params)
     assert record["search_space"] == {"train.lr_g": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}
     assert record["metric"] == params.tune.metric
-    assert record["searcher"] == {"type": "optuna TPE", "seed": params.seed, "n_startup_trials": 2}
+    assert record["searcher"] == {"type": "optuna TPE", "seed": params.seed, "n_startup_trials": 2, "first_trials": []}
     # ASHA's own grace period: the warm-up of tiny_params (0 epochs) + tune.grace_period
     assert record["scheduler"] == {"type": "ASHA", "time_attr": "epoch", "grace_period": params.tune.grace_period,
                                    "max_t": params.tune.epochs + 1, "reduction_factor": 4}

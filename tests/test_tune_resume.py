@@ -28,12 +28,22 @@ def client(tmp_path):
     return MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
 
 
-def test_only_an_unfinished_search_of_the_same_key_is_reopened_and_only_with_resume(client, tiny_params, tmp_path):
+def test_only_an_unfinished_search_of_the_same_key_is_reopened_and_only_with_resume(client, tiny_params, tmp_path,
+                                                                                   capsys):
+    """Killed: reopened. FAILED: a new run, unless runtime.resume_failed asks (the same random draws
+    from the last checkpoint would meet the same error)."""
     tags = {"ganseg.stage": "tune"}
     first = open_parent(client, tiny_params, tmp_path, tags, "key")
-    client.set_terminated(first, "FAILED")
+    client.set_terminated(first, "KILLED")
     assert open_parent(client, tiny_params, tmp_path, tags, "key") == first
     assert client.get_run(first).info.status == "RUNNING"
+    client.set_terminated(first, "FAILED")
+    second = open_parent(client, tiny_params, tmp_path, tags, "key")
+    assert second != first and client.get_run(first).info.status == "FAILED"
+    assert f"{first}, an earlier attempt with the same config, ended FAILED" in capsys.readouterr().out
+    client.set_terminated(second, "FINISHED")
+    asked = tiny_params.with_overrides({"runtime.resume_failed": True})
+    assert open_parent(client, asked, tmp_path, tags, "key") == first
     assert open_parent(client, tiny_params, tmp_path, tags, "other key") != first
     fresh = open_parent(client, tiny_params.with_overrides({"runtime.resume": False}), tmp_path, tags, "key")
     assert fresh != first

@@ -9,6 +9,7 @@ from ganseg.config import Params, load_params
 from ganseg.errors import ParamsError
 from pipeline.ray.search import (
     check_rungs,
+    first_points,
     first_rung,
     longest_warmup,
     make_scheduler,
@@ -115,6 +116,21 @@ def test_optuna_searches_every_kind_of_dimension_and_is_seeded():
         assert config["train.lambda_adv"] in (0.0, 0.01, 0.1) and 1e-4 <= config["train.lr_g"] <= 1e-2
         assert 0.9 <= config["train.ema_decay"] <= 0.99 and config["model.base_channels"] in range(8, 12)
         params.with_overrides(config)  # each suggestion is a valid trial
+
+
+def test_every_adversarial_weight_is_tried_first_under_the_same_settings():
+    params = Params().with_overrides({"tune.search_space": EVERY_TYPE, "tune.num_samples": 5,
+                                      "train.lr_g": 0.5, "model.base_channels": 9})
+    first = suggestions(params, 5)
+    same = {"train.lr_g": 1e-2, "train.ema_decay": params.train.ema_decay, "model.base_channels": 9}  # lr_g: in range
+    assert first[:3] == [same | {"train.lambda_adv": weight} for weight in (0.0, 0.01, 0.1)]
+    assert first[3]["train.lr_g"] != 1e-2  # then TPE's own
+
+
+def test_a_search_smaller_than_the_weights_tries_as_many_as_it_has_trials():
+    params = Params().with_overrides({"tune.search_space": EVERY_TYPE, "tune.num_samples": 2})
+    assert [point["train.lambda_adv"] for point in first_points(params)] == [0.0, 0.01]
+    assert first_points(params.with_overrides({"tune.search_space": {"train.lr_g": EVERY_TYPE["train.lr_g"]}})) == []
 
 
 def test_an_empty_search_space_has_no_searcher():

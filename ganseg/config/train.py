@@ -93,7 +93,11 @@ class RuntimeConfig(Strict):
     storage_path: str = Field("runs/ray", description="Ray Train storage (local folder, shared mount or URI)")
     checkpoints_to_keep: int = Field(2, ge=1, description="best k by validation score, plus the latest")
     max_failures: int = Field(2, ge=-1, description="worker-group restarts from the last checkpoint; -1 = no limit")
-    resume: bool = Field(True, description="continue an unfinished run of the same config instead of starting over")
+    resume: bool = Field(True, description="continue an unfinished run of the same config (killed or interrupted)"
+                         " instead of starting over")
+    resume_failed: bool = Field(False, description="also continue a run of the same config that ended FAILED; it"
+                                " restarts from its last checkpoint with the same random draws, so an error that"
+                                " training raised (a non-finite loss) tends to come back")
     fault_injection: FaultInjection | None = None
 
 

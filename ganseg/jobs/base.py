@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from PIL import Image
@@ -62,6 +63,13 @@ class Worker:
         """Wait for every worker (so that timings start and end together)."""
         if self.world > 1:
             dist.barrier()
+
+    def seed_epoch(self, seed: int, epoch: int) -> None:
+        """Every random draw of `epoch` on this worker (augmentation, real and instance noise, Gumbel
+        draws, mask deformation; a single worker's batch order) from a stream of its own, derived
+        from (seed, rank, epoch): workers draw differently, a rerun with the same seed draws the
+        same, and a run resumed at an epoch draws what the uninterrupted run drew there."""
+        torch.manual_seed(int(np.random.SeedSequence([seed, self.rank, epoch]).generate_state(1)[0]))
 
     def set_epoch(self, loader: DataLoader, epoch: int) -> None:
         """A sharded loader's new order for `epoch` (a DistributedSampler does not reshuffle by itself)."""

@@ -61,6 +61,8 @@ class ImagegenJob:
         check_model_fits_data(load_model(self.judge_dir)[1], self.stats, self.judge_dir, self.data_dir)
 
     def fresh_state(self, place=lambda network: network) -> ImagegenState:
+        """Both networks initialised from params.seed."""
+        torch.manual_seed(self.params.seed)
         return build_state(self.cfg, self.stats.num_classes, self.stats.channels, place)
 
     def start(self, worker: Worker) -> dict:

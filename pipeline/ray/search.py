@@ -10,10 +10,12 @@ from __future__ import annotations
 import math
 
 from ganseg.config import Params, SearchDimension
+from ganseg.dotted import get_dotted
 from ganseg.errors import ParamsError
 
 REDUCTION_FACTOR = 4  # ASHA keeps the top quarter at each rung; its rungs are 4x apart
 WARMUP_KEY = "train.adv_warmup_epochs"
+LAMBDA_KEY = "train.lambda_adv"
 
 
 def to_domain(dimension: SearchDimension):
@@ -72,6 +74,27 @@ def make_scheduler(params: Params):
                          reduction_factor=REDUCTION_FACTOR)
 
 
+def first_points(params: Params) -> list[dict]:
+    """The search's first trials: one for each λ_adv the space offers as a choice, every other
+    dimension at its params value (brought into its range), so that each adversarial weight is
+    tried at least once under the same settings; TPE proposes the trials after them."""
+    space = params.tune.search_space
+    weights = space.get(LAMBDA_KEY)
+    if weights is None or weights.type != "choice":
+        return []
+    raw = params.model_dump()
+    fixed = {key: _inside(get_dotted(raw, key), dim) for key, dim in space.items() if key != LAMBDA_KEY}
+    return [fixed | {LAMBDA_KEY: weight} for weight in weights.values][: params.tune.num_samples]
+
+
+def _inside(value, dimension: SearchDimension):
+    """`value` if the dimension can take it, else the nearest value it can."""
+    if dimension.type == "choice":
+        return value if value in dimension.values else dimension.values[0]
+    high = dimension.high - 1 if dimension.type == "randint" else dimension.high
+    return min(max(value, dimension.low), high)
+
+
 def startup_trials(params: Params) -> int:
     """Trials that TPE samples at random before its model proposes the rest: the first half, at
     most Optuna's own default of 10 (which would leave a small search all random)."""
@@ -87,7 +110,8 @@ def make_searcher(params: Params):
     from ray.tune.search.optuna import OptunaSearch
 
     quiet_optuna()
-    return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=params.seed, n_startup_trials=startup_trials(params)))
+    sampler = optuna.samplers.TPESampler(seed=params.seed, n_startup_trials=startup_trials(params))
+    return OptunaSearch(points_to_evaluate=first_points(params) or None, sampler=sampler)
 
 
 def quiet_optuna() -> None:
@@ -112,7 +136,8 @@ def search_space_record(params: Params) -> dict:
     """The search space as the parent run records it, beside the fixed settings of the search."""
     searcher = {"type": "none: empty search space, every trial runs the params as they are"}
     if params.tune.search_space:
-        searcher = {"type": "optuna TPE", "seed": params.seed, "n_startup_trials": startup_trials(params)}
+        searcher = {"type": "optuna TPE", "seed": params.seed, "n_startup_trials": startup_trials(params),
+                    "first_trials": first_points(params)}
     return {
         "search_space": {key: dim.model_dump(exclude_none=True) for key, dim in params.tune.search_space.items()},
         "num_samples": params.tune.num_samples,
@@ -126,8 +151,12 @@ def search_space_record(params: Params) -> dict:
 
 
 def summary(params: Params) -> str:
-    """'optuna TPE (seed 42, the first 2 trials at random); ASHA compares trials from epoch 4'."""
+    """'each train.lambda_adv of the space first (4 trials), then optuna TPE (seed 42, the first 2 trials at
+    random); ASHA compares trials from epoch 4'."""
     searcher = "no search space"
     if params.tune.search_space:
         searcher = f"optuna TPE (seed {params.seed}, the first {startup_trials(params)} trial(s) at random)"
+        points = first_points(params)
+        if points:
+            searcher = f"each {LAMBDA_KEY} of the space first ({len(points)} trials), then {searcher}"
     return f"{searcher}; ASHA compares trials from epoch {first_rung(params)}"

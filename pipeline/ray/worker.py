@@ -55,6 +55,7 @@ def train_loop_per_worker(config: dict) -> None:
     while epoch < job.epochs:
         epoch += 1
         maybe_inject_fault(params, epoch, worker.rank, resumed)
+        worker.seed_epoch(params.seed, epoch)
         metrics = {"epoch": epoch} | job.train_epoch(epoch)
         history.append(metrics)
         if logger and images_due(epoch, params.mlflow.log_images_every, job.epochs):

@@ -42,7 +42,7 @@ from pipeline.ray.search import (
     to_domain,
 )
 from pipeline.tracking import provenance, runs
-from pipeline.tracking.lifecycle import RUN_KEY_TAG, reopened_run, run_key
+from pipeline.tracking.lifecycle import RUN_KEY_TAG, ended_status, reopened_run, run_key
 
 log = logging.getLogger(__name__)
 TRIAL_DRIVER_MEMORY = 256 * 1024**2
@@ -150,9 +150,9 @@ def run(params: Params, project_root: Path, best_config_path: Path) -> dict:
         results = search_tuner(params, project_root, parent_id, trainable, concurrency).fit()
         _close_children(client, parent_id, params.tune.epochs, results)
         best = _best(results, params)
-    except BaseException:
+    except BaseException as error:
         _close_children(client, parent_id, params.tune.epochs, [])
-        client.set_terminated(parent_id, "FAILED")
+        client.set_terminated(parent_id, ended_status(error))
         raise
     runs.log_params(client, parent_id, {"best": best["overrides"]})
     runs.log_metrics(client, parent_id, {f"best_{params.tune.metric}": best["value"]}, step=0)

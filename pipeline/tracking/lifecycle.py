@@ -41,15 +41,25 @@ def open_run(client: MlflowClient, params: Params, project_root: Path, stage: st
 
 
 def reopened_run(client: MlflowClient, params: Params, key: str, what: str) -> str | None:
-    """The unfinished run of `key`, set RUNNING again, when params.runtime.resume allows; else None."""
-    run_id = unfinished_run(client, params.mlflow.experiment, key) if params.runtime.resume else None
-    if run_id:
-        client.update_run(run_id, status="RUNNING")
-        print(f"resuming {what} {run_id}: an earlier attempt with the same config did not finish")
+    """The latest unfinished run of `key`, set RUNNING again, when params.runtime allows; else None.
+    A run that was killed or interrupted resumes (runtime.resume); one that ended FAILED only with
+    runtime.resume_failed: resumed from its last checkpoint with the same random draws, an error
+    that training raised would come back."""
+    run = unfinished_run(client, params.mlflow.experiment, key) if params.runtime.resume else None
+    if run is None:
+        return None
+    run_id = run.info.run_id
+    if run.info.status == "FAILED" and not params.runtime.resume_failed:
+        print(f"starting a new {what}: {run_id}, an earlier attempt with the same config, ended FAILED, and resuming"
+              " it would repeat its random draws from its last checkpoint (--set runtime.resume_failed=true does)")
+        return None
+    client.update_run(run_id, status="RUNNING")
+    print(f"resuming {what} {run_id}: an earlier attempt with the same config did not finish"
+          f" ({run.info.status})")
     return run_id
 
 
-def unfinished_run(client: MlflowClient, experiment: str, key: str) -> str | None:
+def unfinished_run(client: MlflowClient, experiment: str, key: str):
     """The latest run of `key` (a training's, or a tune search's parent) that did not finish, if any."""
     found = client.get_experiment_by_name(experiment)
     if found is None:
@@ -60,15 +70,20 @@ def unfinished_run(client: MlflowClient, experiment: str, key: str) -> str | Non
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
-    return unfinished[0].info.run_id if unfinished else None
+    return unfinished[0] if unfinished else None
+
+
+def ended_status(error: BaseException) -> str:
+    """KILLED for an interruption (Ctrl-C, a stop signal), FAILED for an error that training raised."""
+    return "KILLED" if isinstance(error, (KeyboardInterrupt, SystemExit)) else "FAILED"
 
 
 @contextmanager
 def ended_as_it_went(client: MlflowClient, run_id: str) -> Iterator[None]:
-    """The MLflow run ends FINISHED when the block does, FAILED when it raises (or is interrupted)."""
+    """The MLflow run ends FINISHED when the block does, KILLED or FAILED when it raises (`ended_status`)."""
     try:
         yield
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
+    except BaseException as error:
+        client.set_terminated(run_id, ended_status(error))
         raise
     client.set_terminated(run_id, "FINISHED")
