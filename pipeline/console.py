@@ -2,18 +2,22 @@
 
 Ray streams everything its workers and actors print to the driver. The driver here writes all of
 it to `results/logs/<stage>.log` and shows on the console only the lines our code marked for it
-(`say`) and Ray's warnings and errors.
+(`say`), the epochs a training reports (`say_epoch`: a live bar on a terminal, a line per epoch
+elsewhere) and Ray's warnings and errors.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 MARK = "[ganseg] "
+EPOCH_MARK = "[ganseg epoch] "
 LOG_DIR = Path("results/logs")
 # Ray's Python log lines carry their level, its autoscaler writes 'Warning:' / 'Error:', and a Python
 # warning reads '<Category>Warning: ...'. (Ray Train's own lines carry no level: they stay in the file.)
@@ -25,6 +29,48 @@ def say(text: str) -> None:
     # Not print(): Ray Train patches it to log as well as print, which would stream the line twice.
     sys.stdout.write(f"{MARK}{text}\n")
     sys.stdout.flush()
+
+
+def say_epoch(title: str, metrics: dict, epochs: int, seconds_left: float | None, score: str) -> None:
+    """An epoch's figures for the driver's console (`EpochProgress`), from rank 0 of a training."""
+    record = {"title": title, "metrics": metrics, "epochs": epochs, "seconds_left": seconds_left, "score": score}
+    sys.stdout.write(f"{EPOCH_MARK}{json.dumps(record)}\n")
+    sys.stdout.flush()
+
+
+class EpochProgress:
+    """The epochs of each training: on a terminal, one live bar (epoch k/n, the latest losses and
+    validation score, images/s, time left) that leaves one summary line when the last epoch is in;
+    elsewhere (a log file, a pipe, a Ray job's output) one line per epoch, which a log reads better."""
+
+    def __init__(self, live: bool | None = None):
+        self.live = sys.stdout.isatty() if live is None else live
+        self.bars: dict[str, object] = {}
+        self.started: dict[str, float] = {}
+
+    def show(self, record: dict) -> None:
+        title, metrics, epochs = record["title"], record["metrics"], record["epochs"]
+        text = metrics_text(metrics, record["score"])
+        if not self.live:
+            print(f"{title} {epoch_line(metrics, epochs, record['seconds_left'], record['score'])}", flush=True)
+            return
+        bar = self.bars.get(title) or self._new_bar(title, epochs)
+        left = f"  ETA {duration(record['seconds_left'])}" if record["seconds_left"] else ""
+        bar.n = metrics["epoch"]
+        bar.set_postfix_str(f"{text}{left}", refresh=True)
+        if metrics["epoch"] >= epochs:
+            bar.close()
+            del self.bars[title]
+            took = duration(time.monotonic() - self.started.pop(title))
+            print(f"{title}: {epochs} epochs in {took}; last epoch: {text}", flush=True)
+
+    def _new_bar(self, title: str, epochs: int):
+        from tqdm import tqdm
+
+        self.started[title] = time.monotonic()
+        self.bars[title] = tqdm(total=epochs, desc=title, leave=False, dynamic_ncols=True,
+                                bar_format="{desc} {bar} epoch {n}/{total}  {postfix}")
+        return self.bars[title]
 
 
 def duration(seconds: float) -> str:
@@ -78,6 +124,7 @@ class RayOutput:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self.path = log_path
         self.file = log_path.open("w", buffering=1)
+        self.epochs = EpochProgress()
 
     def take_over_driver_loggers(self) -> None:
         """Before ray.init: Ray's driver-side loggers write to the file; only warnings and errors to the console."""
@@ -101,6 +148,8 @@ class RayOutput:
             self.file.write(f"{source} {line}\n")
             if line.startswith(MARK):
                 print(line[len(MARK):], flush=True)
+            elif line.startswith(EPOCH_MARK):
+                self.epochs.show(json.loads(line[len(EPOCH_MARK):]))
             elif is_warning_or_error(line):
                 print(f"{source} {line}", file=sys.stderr, flush=True)
 

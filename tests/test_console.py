@@ -1,8 +1,10 @@
 """The console lines of a stage, and where Ray's streamed output goes."""
 
+import json
+
 import pytest
 
-from pipeline.console import MARK, RayOutput, duration, epoch_line, is_warning_or_error
+from pipeline.console import EPOCH_MARK, MARK, EpochProgress, RayOutput, duration, epoch_line, is_warning_or_error
 from pipeline.stages.tune import trial_line
 
 
@@ -81,3 +83,35 @@ def test_taking_over_replaces_rays_printing_and_keeps_only_the_autoscalers_event
         dispatcher.remove_handler("ganseg"), dispatcher.remove_handler("ray_print_logs")
     assert printed == [] and capsys.readouterr().out == "done\n"
     assert (tmp_path / "train.log").read_text().splitlines() == [f"(prepare pid=7) {MARK}done", "(prepare pid=7) plain"]
+
+
+def epoch_records(epochs: int) -> list[str]:
+    """What rank 0 of a training streams for each epoch (`say_epoch`), as the driver receives it."""
+    lines = []
+    for epoch in range(1, epochs + 1):
+        metrics = {"epoch": epoch, "loss_g": 1.0 / epoch, "val_miou": 0.5 + epoch / 100, "images_per_s": 40.0}
+        record = {"title": "segmenter", "metrics": metrics, "epochs": epochs, "seconds_left": 10.0 * (epochs - epoch),
+                  "score": "val_miou"}
+        lines.append(f"{EPOCH_MARK}{json.dumps(record)}")
+    return lines
+
+
+def test_on_a_terminal_a_training_leaves_one_summary_line_not_a_line_per_epoch(tmp_path, capsys):
+    output = RayOutput(tmp_path / "train.log")
+    output.epochs = EpochProgress(live=True)
+    output.route({"pid": 11, "actor_name": "RayTrainWorker", "lines": epoch_records(3)})
+    shown = capsys.readouterr()
+    (summary,) = shown.out.splitlines()
+    assert summary.startswith("segmenter: 3 epochs in ") and "val mIoU 0.530" in summary
+    assert "epoch 3/3" in shown.err  # the bar, on stderr like every progress bar, gone once closed
+    assert len((tmp_path / "train.log").read_text().splitlines()) == 3  # every record kept in the log
+
+
+def test_in_a_log_or_a_pipe_each_epoch_is_a_line(tmp_path, capsys):
+    output = RayOutput(tmp_path / "train.log")
+    output.epochs = EpochProgress(live=False)
+    output.route({"pid": 11, "actor_name": "RayTrainWorker", "lines": epoch_records(2)})
+    assert capsys.readouterr().out.splitlines() == [
+        "segmenter epoch 1/2  loss_g 1  val mIoU 0.510  40 img/s  ETA 10s",
+        "segmenter epoch 2/2  loss_g 0.5  val mIoU 0.520  40 img/s",
+    ]

@@ -21,7 +21,7 @@ from ganseg.checkpoints import checkpoint_of, restore_checkpoint
 from ganseg.config import Params
 from ganseg.jobs import Worker, WorkerJob, job_class, job_reference
 from ganseg.parallel import ddp_options
-from pipeline.console import epoch_line, say
+from pipeline.console import say, say_epoch
 from pipeline.store import pull_prepared
 from pipeline.tracking.epochs import EpochLogger, images_due
 from pipeline.workspace import project_store
@@ -49,7 +49,8 @@ def train_loop_per_worker(config: dict) -> None:
     states = job.start(worker)
     epoch, history = resume(states, worker)
     resumed, first_epoch, started = epoch > 0, epoch, time.monotonic()
-    logger = EpochLogger(config["tracking_uri"], config["run_id"], job.score) if worker.is_chief and config["run_id"] else None
+    logs_epochs = worker.is_chief and config["run_id"]
+    logger = EpochLogger(config["tracking_uri"], config["run_id"], job.score) if logs_epochs else None
     if logger:
         logger.log_new(history)  # epochs checkpointed before a crash but never logged
     while epoch < job.epochs:
@@ -65,7 +66,7 @@ def train_loop_per_worker(config: dict) -> None:
             logger.log_new(history)
         if config["progress"] and worker.is_chief:
             seconds_left = (time.monotonic() - started) / (epoch - first_epoch) * (job.epochs - epoch)
-            say(f"{job.title} {epoch_line(metrics, job.epochs, seconds_left, job.score)}")
+            say_epoch(job.title, metrics, job.epochs, seconds_left, job.score)
 
 
 def ray_worker(job: WorkerJob) -> Worker:
@@ -102,7 +103,8 @@ def shuffled_loader(dataset, batch_size: int, world: int):
     from torch.utils.data import DataLoader
 
     drop_last = len(dataset) >= batch_size * world
-    return ray.train.torch.prepare_data_loader(DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=drop_last))
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=drop_last)
+    return ray.train.torch.prepare_data_loader(loader)
 
 
 def maybe_inject_fault(params: Params, epoch: int, rank: int, resumed: bool) -> None:
