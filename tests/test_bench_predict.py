@@ -17,7 +17,6 @@ def test_bench_predict_times_every_case_and_reports_its_memory(tmp_path, capsys)
     assert cases == [(40, 2, False), (40, 2, True), (100, 1, False), (100, 1, True)]
     for case in report["cases"]:
         assert case["tile"] == 32 and case["seconds"] > 0
-        assert case["images_per_s"] == pytest.approx(case["count"] / case["seconds"])
         assert 0 <= case["peak_extra_mb"] <= case["peak_mb"]
     assert "| 100x100 | 1 | on |" in capsys.readouterr().out
 

@@ -52,9 +52,15 @@ def test_tune_refuses_fp16_on_cpus_from_params_or_the_search_space(tiny_params):
 
 
 def test_tune_allows_fp16_on_gpus_and_a_search_space_without_it():
-    check_trial_precision(Params().with_overrides({"tune.search_space": FP16_IN_SEARCH}), use_gpu=True)
+    fp16_searched = Params().with_overrides({"tune.search_space": FP16_IN_SEARCH})
+    with pytest.raises(ParamsError):  # the same search on CPUs is refused ...
+        check_trial_precision(fp16_searched, use_gpu=False)
+    check_trial_precision(fp16_searched, use_gpu=True)  # ... on GPUs it is not
     bf16_only = {"train.precision": {"type": "choice", "values": ["bf16", "fp32"]}}
-    check_trial_precision(Params().with_overrides({"train.precision": "fp16", "tune.search_space": bf16_only}), False)
+    with pytest.raises(ParamsError):  # fp16 in params, on CPUs, without a space that replaces it ...
+        check_trial_precision(Params().with_overrides({"train.precision": "fp16"}), use_gpu=False)
+    check_trial_precision(Params().with_overrides({"train.precision": "fp16", "tune.search_space": bf16_only}),
+                          use_gpu=False)  # ... but every trial takes the space's precision
 
 
 def outcome_within(seconds, function, *args):

@@ -84,8 +84,10 @@ def test_unreachable_server_is_named_in_the_error():
 class _Answer(BaseHTTPRequestHandler):
     status = 200
     body = b'{"experiments": []}'
+    paths: list[str]  # what was asked, per server
 
     def do_GET(self):  # noqa: N802 (http.server's naming)
+        self.paths.append(self.path)
         self.send_response(self.status)
         self.send_header("Content-Type", "application/json")
         self.end_headers()
@@ -97,11 +99,11 @@ class _Answer(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def http_server(request):
-    handler = type("Handler", (_Answer,), {"status": request.param})
+    handler = type("Handler", (_Answer,), {"status": request.param, "paths": []})
     server = HTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
+    yield f"http://127.0.0.1:{server.server_port}", handler.paths
     server.shutdown()
     server.server_close()
 
@@ -109,16 +111,25 @@ def http_server(request):
 @pytest.mark.parametrize("http_server", [404], indirect=True)
 def test_a_server_that_is_not_mlflow_is_reported(http_server):
     with pytest.raises(TrackingServerError, match="HTTP 404.*is it an MLflow server"):
-        require_reachable(http_server)
+        require_reachable(http_server[0])
 
 
 @pytest.mark.parametrize("http_server", [200, 401], indirect=True)
-def test_an_answering_server_passes(http_server):
-    require_reachable(http_server)
+def test_an_answering_server_passes_after_one_probe_of_mlflows_api(http_server):
+    uri, asked = http_server
+    require_reachable(uri)  # 401: a server with authentication, whose credentials MLflow's client brings
+    assert asked == ["/api/2.0/mlflow/experiments/search?max_results=1"]
 
 
-def test_local_uris_are_not_probed():
+def test_local_uris_are_not_probed(monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError("a local store was probed over the network")
+
+    monkeypatch.setattr("urllib.request.urlopen", no_network)
     require_reachable("sqlite:///nowhere/mlflow.db")
+    require_reachable("./mlruns")
+    with pytest.raises(AssertionError, match="probed"):  # the guard itself works
+        require_reachable("http://127.0.0.1:1")
 
 
 @pytest.mark.parametrize("stage", ["tune", "train", "evaluate"])

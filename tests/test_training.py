@@ -58,16 +58,37 @@ def test_epoch_and_validation_on_prepared_data(tmp_path, tiny_params):
     assert int(confusion.sum()) == len(val) * 32 * 32
 
 
+def _same(a, b) -> bool:
+    """Equal nested state (dicts, lists, tensors, numbers), tensor by tensor."""
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, torch.Tensor):
+        return torch.equal(a, b)
+    return a == b
+
+
 def test_checkpoint_round_trip_restores_weights_and_optimisers(tmp_path, tiny_params):
-    state = build_training_state(tiny_params, 1, 3)
-    train_step(state, *batch(), tiny_params.train)
+    """Both networks, both optimisers and schedulers (after a step, so with moments and a decayed
+    rate), the step count and the random state: a restored training goes on exactly."""
+    params = tiny_params.with_overrides({"train.lambda_adv": 0.1})
+    state = build_training_state(params, 1, 3)
+    train_step(state, *batch(), params.train)
+    for scheduler in (state.sched_g, state.sched_d):
+        scheduler.step()
     torch.save(checkpoint_of(state, 3, [{"epoch": 3}]), tmp_path / "state.pt")
-    fresh = build_training_state(tiny_params.with_overrides({"seed": 99}), 1, 3)
+    expected_draw = torch.rand(4)  # what the random state saved above draws next
+    fresh = build_training_state(params.with_overrides({"seed": 99}), 1, 3)
     checkpoint = restore_checkpoint(fresh, tmp_path / "state.pt")
     assert checkpoint["epoch"] == 3 and checkpoint["history"] == [{"epoch": 3}]
-    for a, b in zip(state.segmenter.state_dict().values(), fresh.segmenter.state_dict().values()):
-        assert torch.equal(a, b)
-    assert fresh.opt_g.state_dict()["state"].keys() == state.opt_g.state_dict()["state"].keys()
+    assert fresh.global_step == state.global_step > 0
+    for network in ("segmenter", "discriminator"):
+        assert _same(getattr(fresh, network).state_dict(), getattr(state, network).state_dict()), network
+    for name, part in state.optimisation().items():
+        assert _same(getattr(fresh, name).state_dict(), part.state_dict()), name
+    assert fresh.opt_g.state_dict()["state"]  # Adam's moments were there to compare
+    assert torch.equal(torch.rand(4), expected_draw)
 
 
 def test_exported_model_loads_and_predicts(tmp_path, tiny_params):

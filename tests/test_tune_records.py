@@ -25,15 +25,16 @@ def test_epochs_tune_received_but_the_run_lacks_are_logged_once(tmp_path):
 
 def test_search_space_record_lists_every_dimension(tiny_params):
     params = tiny_params.with_overrides(
-        {"tune.search_space": {"train.lr_g": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}}
+        {"tune.search_space": {"train.lr_g": {"type": "loguniform", "low": 1e-4, "high": 1e-2}},
+         "train.adv_warmup_epochs": 3, "tune.grace_period": 2, "tune.epochs": 8, "tune.num_samples": 4}
     )
     record = search_space_record(params)
     assert record["search_space"] == {"train.lr_g": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}
     assert record["metric"] == params.tune.metric
     assert record["searcher"] == {"type": "optuna TPE", "seed": params.seed, "n_startup_trials": 2, "first_trials": []}
-    # ASHA's own grace period: the warm-up of tiny_params (0 epochs) + tune.grace_period
-    assert record["scheduler"] == {"type": "ASHA", "time_attr": "epoch", "grace_period": params.tune.grace_period,
-                                   "max_t": params.tune.epochs + 1, "reduction_factor": 4}
+    # ASHA's own grace period counts from the end of the 3 warm-up epochs: 3 + 2; max_t one past 8 epochs
+    assert record["scheduler"] == {"type": "ASHA", "time_attr": "epoch", "grace_period": 5, "max_t": 9,
+                                   "reduction_factor": 4}
 
 
 def test_only_a_trial_asha_cut_short_is_tagged_stopped_early():
