@@ -151,12 +151,16 @@ def search_space_record(params: Params) -> dict:
 
 
 def summary(params: Params) -> str:
-    """'each train.lambda_adv of the space first (4 trials), then optuna TPE (seed 42, the first 2 trials at
-    random); ASHA compares trials from epoch 4'."""
+    """'4 trials: train.lambda_adv 0.0, 0.01, 0.03, 0.1, the rest as in params; ASHA compares trials
+    from epoch 4', or with more trials than weights 'each train.lambda_adv of the space first (4
+    trials), then optuna TPE (seed 42, the first 5 trial(s) at random); ...'."""
     searcher = "no search space"
     if params.tune.search_space:
         searcher = f"optuna TPE (seed {params.seed}, the first {startup_trials(params)} trial(s) at random)"
         points = first_points(params)
-        if points:
+        if len(points) >= params.tune.num_samples:
+            weights = ", ".join(str(point[LAMBDA_KEY]) for point in points)
+            searcher = f"{len(points)} trials: {LAMBDA_KEY} {weights}, the rest as in params"
+        elif points:
             searcher = f"each {LAMBDA_KEY} of the space first ({len(points)} trials), then {searcher}"
     return f"{searcher}; ASHA compares trials from epoch {first_rung(params)}"
