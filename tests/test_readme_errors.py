@@ -1,4 +1,4 @@
-"""The README's "When something goes wrong" table quotes what `ganseg` prints.
+"""The table of docs/troubleshooting.md ("When something goes wrong") quotes what `ganseg` prints.
 
 Each row's case is brought about for real and run through the command line; every code span in
 the row's right-hand column must appear in what was printed, `...` and `<...>` matching any text.
@@ -32,12 +32,13 @@ from tests.conftest import ROOT, model_card, prepare_dataset, write_pair
 from tests.test_bad_data import grey, png_bytes
 from tests.test_checkpoints import CodeOnLoad, export
 
-README = (ROOT / "README.md").read_text()
+TROUBLESHOOTING = (ROOT / "docs" / "troubleshooting.md").read_text()
+CONFIGURATION = (ROOT / "docs" / "configuration.md").read_text()
 
 
 def readme_table() -> dict[str, list[str]]:
     """{case: the code spans of its 'what you see' cell}."""
-    section = README.split("## When something goes wrong\n", 1)[1].split("\n## ", 1)[0]
+    section = TROUBLESHOOTING.split("# When something goes wrong\n", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in section.splitlines() if line.startswith("| ")][2:]  # after header and rule
     return {case: re.findall(r"`([^`]+)`", seen) for case, seen in (row.strip("| ").split(" | ") for row in rows)}
 
@@ -51,7 +52,7 @@ def assert_quoted(case: str, printed: str) -> None:
     (quotes,) = [quotes for row, quotes in readme_table().items() if row.startswith(case)]
     assert quotes
     for quote in quotes:
-        assert shown(quote, printed), f"the README quotes {quote!r}, but ganseg printed:\n{printed}"
+        assert shown(quote, printed), f"docs/troubleshooting.md quotes {quote!r}, but ganseg printed:\n{printed}"
 
 
 def ganseg(*args) -> str:
@@ -248,7 +249,7 @@ def test_ganseg_prints_what_the_readme_quotes(case, tmp_path, monkeypatch):
 
 
 def test_the_configuration_example_is_what_ganseg_prints(tmp_path, monkeypatch):
-    example = README.split("naming the key, e.g.\n\n```\n", 1)[1].split("```", 1)[0]
+    example = CONFIGURATION.split("naming the key, e.g.\n\n```\n", 1)[1].split("```", 1)[0]
     monkeypatch.chdir(tmp_path)
     shutil.copy(ROOT / "params.yaml", tmp_path)
     assert ganseg("train", "--set", "train.lr_g=-0.001", "--set", "train.learning_rate=0.001") == example

@@ -148,8 +148,8 @@ def test_stage_fails_at_once_when_the_server_is_down(stage, tmp_path, monkeypatc
     assert not (tmp_path / "mlflow.db").exists()
 
 
-def test_server_command_matches_the_readme():
-    assert runs.SERVER_COMMAND in (ROOT / "README.md").read_text()
+def test_server_command_matches_the_docs():
+    assert runs.SERVER_COMMAND in (ROOT / "docs" / "mlflow.md").read_text()
 
 
 def test_run_names_tell_runs_apart():
