@@ -172,4 +172,5 @@ def receive_worker_output(handler: Callable[[dict], None]) -> None:
         handler(data)
 
     global_worker_stdstream_dispatcher.remove_handler("ray_print_logs")  # registered by ray.init
+    global_worker_stdstream_dispatcher.remove_handler("ganseg")  # an earlier Ray runtime's, in this process
     global_worker_stdstream_dispatcher.add_handler("ganseg", receive)

@@ -72,6 +72,8 @@ def test_taking_over_replaces_rays_printing_and_keeps_only_the_autoscalers_event
     )
 
     monkeypatch.setattr(ray_constants, "AUTOSCALER_EVENTS", 0)  # Ray's filter then keeps no autoscaler line
+    stale = []
+    monkeypatch.setattr(dispatcher, "handlers", [("ganseg", stale.append)])  # an earlier runtime's, in this process
     printed = []
     dispatcher.add_handler("ray_print_logs", printed.append)  # as ray.init registers Ray's printing
     output = RayOutput(tmp_path / "train.log")
@@ -81,7 +83,7 @@ def test_taking_over_replaces_rays_printing_and_keeps_only_the_autoscalers_event
         dispatcher.emit({"pid": "autoscaler", "lines": ["======== Autoscaler status ========"]})
     finally:
         dispatcher.remove_handler("ganseg"), dispatcher.remove_handler("ray_print_logs")
-    assert printed == [] and capsys.readouterr().out == "done\n"
+    assert printed == [] and stale == [] and capsys.readouterr().out == "done\n"
     assert (tmp_path / "train.log").read_text().splitlines() == [f"(prepare pid=7) {MARK}done", "(prepare pid=7) plain"]
 
 
