@@ -9,14 +9,11 @@ writes them (ganseg/segmenter/segment_folder.py).
 from __future__ import annotations
 
 import os
-import posixpath
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
-
-import pyarrow.fs as pafs
 
 from ganseg.devices import cpu_forced
 from ganseg.segmenter.segment_folder import FileSegmenter, Segmented
@@ -33,35 +30,34 @@ WORKERS_START_S = 600  # the files are handed out once every worker holds its mo
 
 class SegmentFiles:
     """A Ray Data worker: the model folder (its files, sent by the driver) loaded once; each batch
-    of paths read from `filesystem` and segmented."""
+    of file names read from the `source` folder and segmented."""
 
-    def __init__(self, model_files: dict[str, bytes], filesystem: pafs.FileSystem, threads: int,
-                 max_image_pixels: int, flips: bool, overlays: bool):
+    def __init__(self, model_files: dict[str, bytes], source: Location, threads: int, max_image_pixels: int,
+                 flips: bool, overlays: bool):
         import ray
         import torch
 
         torch.set_num_threads(threads)
         self.node = ray.get_runtime_context().get_node_id()
-        self.filesystem = filesystem
+        self.source = source
         with tempfile.TemporaryDirectory() as folder:
             for name, data in model_files.items():
                 Path(folder, name).write_bytes(data)
             self.segment = FileSegmenter(folder, max_image_pixels, flips, overlays)
 
     def __call__(self, batch: dict) -> dict:
-        results = [self.segment(posixpath.basename(path), self._read(path)) for path in batch["path"]]
+        results = [self.segment(name, self._read(name)) for name in batch["name"]]
         return {"name": [r.name for r in results], "mask": [r.mask for r in results],
                 "overlay": [r.overlay for r in results], "error": [r.error for r in results],
                 "node": [self.node] * len(results), "pid": [os.getpid()] * len(results)}
 
-    def _read(self, path: str) -> bytes:
+    def _read(self, name: str) -> bytes:
         try:
-            with self.filesystem.open_input_stream(path) as stream:
-                return stream.read()
+            return self.source.join(name).read_bytes()
         except FileNotFoundError:
             raise FileNotFoundError(
-                f"{path} cannot be read on Ray node {self.node}: put the input on object storage (s3://, gs://)"
-                " or on a disk that every node mounts at the same path") from None
+                f"{self.source.join(name).uri} cannot be read on Ray node {self.node}: put the input on object"
+                " storage (s3://, gs://) or on a disk that every node mounts at the same path") from None
 
 
 @dataclass(frozen=True)
@@ -77,13 +73,13 @@ def layout(workers: int | None, node_cpus: list[float], gpus: float, cpu_only: b
     node uses: oneDNN picks its convolution kernels by thread count, and another kernel can move a
     logit in its last bit and so a pixel at a near-tie between classes. `workers` given: the
     cluster's CPUs shared among them, a worker's on one node."""
-    use_gpus = gpus >= (workers or 1) and gpus > 0 and not cpu_only
+    use_gpus = gpus >= (workers or 1) and not cpu_only
     if workers is None:
         workers = int(gpus) if use_gpus else len(node_cpus)
-        threads = int(min(node_cpus)) if not use_gpus else int(max(1, sum(node_cpus) // workers))
+        threads = sum(node_cpus) // workers if use_gpus else min(node_cpus)
     else:
-        threads = int(min(sum(node_cpus) // workers, max(node_cpus)))
-    return Layout(workers, max(1, threads), int(use_gpus))
+        threads = sum(node_cpus) // workers
+    return Layout(workers, max(1, int(min(threads, max(node_cpus)))), int(use_gpus))
 
 
 class ClusterSegmenter:
@@ -104,13 +100,12 @@ class ClusterSegmenter:
         node_cpus = [node["Resources"]["CPU"] for node in ray.nodes() if node["Alive"] and node["Resources"].get("CPU")]
         plan = layout(self.workers, node_cpus, ray.cluster_resources().get("GPU", 0), cpu_forced())
         model_files = {path.name: path.read_bytes() for path in Path(model_dir).iterdir() if path.is_file()}
-        paths = [posixpath.join(source.path, name) for name in names]
-        tasks = min(len(paths), max(TASKS_PER_WORKER * plan.workers, -(-len(paths) // FILES_PER_TASK)))
-        dataset = ray.data.from_items([{"path": path} for path in paths], override_num_blocks=tasks)
+        tasks = min(len(names), max(TASKS_PER_WORKER * plan.workers, -(-len(names) // FILES_PER_TASK)))
+        dataset = ray.data.from_items([{"name": name} for name in names], override_num_blocks=tasks)
         segmented = dataset.map_batches(
             SegmentFiles, batch_size=None, compute=ray.data.ActorPoolStrategy(size=plan.workers),
             num_cpus=plan.threads, num_gpus=plan.gpus,
-            fn_constructor_kwargs={"model_files": model_files, "filesystem": source.filesystem, "threads": plan.threads,
+            fn_constructor_kwargs={"model_files": model_files, "source": source, "threads": plan.threads,
                                    "max_image_pixels": max_image_pixels, "flips": flips, "overlays": overlays})
         for row in segmented.iter_rows():
             self.files[row["node"], row["pid"]] += 1
