@@ -69,7 +69,7 @@ class EpochProgress:
 
         self.started[title] = time.monotonic()
         self.bars[title] = tqdm(total=epochs, desc=title, leave=False, dynamic_ncols=True,
-                                bar_format="{desc} {bar} epoch {n}/{total}  {postfix}")
+                                bar_format="{desc} {bar} epoch {n}/{total}{postfix}")
         return self.bars[title]
 
 
