@@ -30,6 +30,25 @@ def wait_for(ready, seconds: float = 120, what: str = "the server") -> None:
         time.sleep(0.5)
 
 
+def launch_until_up(launch, what: str, seconds: float = 120, attempts: int = 3, log: Path | None = None
+                    ) -> subprocess.Popen:
+    """Start a server on ports picked just now: `launch()` picks them, starts the process and returns
+    it with its readiness check. A port that another process takes between the pick and the bind
+    ends the server at once; the next attempt picks other ports."""
+    for _ in range(attempts):
+        process, ready = launch()
+        deadline = time.monotonic() + seconds
+        while process.poll() is None:
+            if ready():
+                return process
+            if time.monotonic() > deadline:
+                stop(process)
+                raise TimeoutError(f"{what} did not come up in {seconds:.0f} s")
+            time.sleep(0.5)
+    tail = log.read_text()[-3000:] if log and log.exists() else ""
+    raise RuntimeError(f"{what} exited while starting, {attempts} times (its ports taken?)\n{tail}")
+
+
 def _answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2):
@@ -52,25 +71,40 @@ class ObjectStore:
 
     def __init__(self, folder: Path, bucket: str = "ganseg"):
         self.folder, self.bucket = folder, bucket
-        self.ports = {flag: free_port() for server in ("master", "volume", "filer", "s3")
-                      for flag in (f"{server}.port", f"{server}.port.grpc")}  # grpc: else port + 10000
-        self.endpoint = f"http://127.0.0.1:{self.ports['s3.port']}"
+        self.ports: dict[str, int] = {}  # picked at the first start
         identities = {"identities": [{"name": "ganseg", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
                                       "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
         (folder / "data").mkdir(parents=True, exist_ok=True)
         (folder / "s3.json").write_text(json.dumps(identities))
         self.process: subprocess.Popen | None = None
 
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.ports['s3.port']}"
+
     def start(self) -> None:
+        """The first start picks the ports (again, if one was taken meanwhile); a restart reuses them."""
+        first = not self.ports
+
+        def launch():
+            if first:
+                self.ports = {flag: free_port() for server in ("master", "volume", "filer", "s3")
+                              for flag in (f"{server}.port", f"{server}.port.grpc")}  # grpc: else port + 10000
+            return self._launch()
+
+        self.process = launch_until_up(launch, what="SeaweedFS's S3 gateway", attempts=3 if first else 1,
+                                       log=self.folder / "weed.log")
+        wait_for(self._bucket_ready, what="the bucket")
+
+    def _launch(self):
         weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or "weed"
         ports = [f"-{flag}={port}" for flag, port in self.ports.items()]
         command = [weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={self.folder / 'data'}", "-s3",
                    f"-s3.config={self.folder / 's3.json'}", "-s3.port.iceberg=0", "-s3.port.lance=0",
                    "-volume.max=20", "-master.volumeSizeLimitMB=64", *ports]
         with (self.folder / "weed.log").open("a") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for(lambda: _answers(self.endpoint), what="SeaweedFS's S3 gateway")
-        wait_for(self._bucket_ready, what="the bucket")
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return process, lambda: _answers(self.endpoint)
 
     def stop(self) -> None:
         if self.process is not None:
@@ -118,31 +152,33 @@ class ObjectStore:
 
 def mlflow_server(folder: Path, artifacts: str, env: dict) -> tuple[str, subprocess.Popen]:
     """An MLflow server (SQLite backend in `folder`) that proxies artifacts to `artifacts` (a URI)."""
-    url = f"http://127.0.0.1:{free_port()}"
-    command = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
-               "--port", url.rsplit(":", 1)[1], "--workers", "1", "--backend-store-uri",
-               f"sqlite:///{folder / 'mlflow.db'}", "--artifacts-destination", artifacts]
-    with (folder / "mlflow.log").open("w") as log:
-        process = subprocess.Popen(command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    wait_for(lambda: _answers(f"{url}/health"), what="the MLflow server")
+    def launch():
+        nonlocal url
+        url = f"http://127.0.0.1:{free_port()}"
+        command = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
+                   "--port", url.rsplit(":", 1)[1], "--workers", "1", "--backend-store-uri",
+                   f"sqlite:///{folder / 'mlflow.db'}", "--artifacts-destination", artifacts]
+        with (folder / "mlflow.log").open("a") as log:
+            process = subprocess.Popen(command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                       start_new_session=True)
+        return process, lambda: _answers(f"{url}/health")
+
+    url = ""
+    process = launch_until_up(launch, what="the MLflow server", log=folder / "mlflow.log")
     return url, process
 
 
 class RayCluster:
-    """A head and more nodes started with `ray start` on 127.0.0.1, one CPU each, each with its own
-    temp dir and TMPDIR (so each has a disk of its own for scratch copies) and `node_env`."""
+    """A head and more nodes started with `ray start` on 127.0.0.1, `cpus` each, each with its own
+    temp dir and TMPDIR (so each has a disk of its own for scratch copies) and `node_env`. Every
+    process they start is killed by `close`."""
 
-    def __init__(self, nodes: int, env: dict, node_env: dict):
+    def __init__(self, nodes: int, env: dict, node_env: dict | None = None, cpus: int = 1):
         self.temp_dirs = [tempfile.mkdtemp(prefix="rn", dir="/tmp") for _ in range(nodes)]  # short: sockets
-        self.gcs, dashboard = f"127.0.0.1:{free_port()}", free_port()
-        self.address, self.env, self.node_env = f"http://127.0.0.1:{dashboard}", env, node_env
+        self.env, self.node_env, self.cpus = env, node_env or {}, cpus
         self.processes: list[subprocess.Popen] = []
-        head = ["--head", "--port", self.gcs.split(":")[1], "--dashboard-host", "127.0.0.1",
-                "--dashboard-port", str(dashboard)]
         try:
-            self._start(0, head)
-            wait_for(lambda: self._status().returncode == 0, seconds=300, what="the Ray head")
+            launch_until_up(self._launch_head, what="the Ray head", seconds=300)
             for number in range(1, nodes):
                 self._start(number, ["--address", self.gcs])
             wait_for(lambda: self.alive_nodes() == nodes, seconds=300, what="every Ray node")
@@ -150,14 +186,26 @@ class RayCluster:
             self.close()
             raise
 
-    def _start(self, number: int, args: list[str]) -> None:
+    def _launch_head(self):
+        if self.processes:  # an earlier attempt's daemons
+            subprocess.run(["pkill", "-9", "-f", self.temp_dirs[0]], check=False)
+            self.processes.clear()
+        self.gcs, dashboard = f"127.0.0.1:{free_port()}", free_port()
+        self.address = f"http://127.0.0.1:{dashboard}"
+        head = self._start(0, ["--head", "--port", self.gcs.split(":")[1], "--dashboard-host", "127.0.0.1",
+                               "--dashboard-port", str(dashboard)])
+        return head, lambda: self._status().returncode == 0 and _answers(f"{self.address}/api/version")
+
+    def _start(self, number: int, args: list[str]) -> subprocess.Popen:
+        """Start node `number`; its dashboard agent listens on a port it picks itself (0)."""
         scratch = Path(self.temp_dirs[number]) / "tmp"
-        scratch.mkdir()
+        scratch.mkdir(exist_ok=True)
         env = self.env | self.node_env | {"TMPDIR": str(scratch)}
         self.processes.append(subprocess.Popen(
-            ["ray", "start", "--block", "--num-cpus", "1", "--node-ip-address", "127.0.0.1",
-             "--dashboard-agent-listen-port", str(free_port()), "--temp-dir", self.temp_dirs[number], *args],
+            ["ray", "start", "--block", "--num-cpus", str(self.cpus), "--node-ip-address", "127.0.0.1",
+             "--dashboard-agent-listen-port", "0", "--temp-dir", self.temp_dirs[number], *args],
             env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        return self.processes[-1]
 
     def _status(self) -> subprocess.CompletedProcess:
         return subprocess.run(["ray", "status", "--address", self.gcs], env=self.env, capture_output=True, text=True)

@@ -2,12 +2,9 @@
 
 import json
 import secrets
-import subprocess
-import tempfile
 
 import pytest
 
-from tests.conftest import free_port
 from tests.e2e import (
     TINY,
     clean_env,
@@ -16,6 +13,7 @@ from tests.e2e import (
     prepare_project,
     submit,
 )
+from tests.servers import RayCluster
 
 pytestmark = pytest.mark.integration
 
@@ -26,22 +24,10 @@ NOT_NEEDED = {".git", ".ci", ".dvc", "data", "deploy", "docs", "tests", ".venv",
 @pytest.fixture(scope="module")
 def head_node():
     """A 2-CPU head node with token auth; every process it started is killed afterwards."""
-    temp_dir = tempfile.mkdtemp(prefix="rh", dir="/tmp")  # short: Ray puts sockets under it
-    dashboard = free_port()
     env = clean_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16), RAY_USAGE_STATS_ENABLED="0")
-    head = subprocess.Popen(
-        ["ray", "start", "--head", "--block", "--num-cpus", "2", "--node-ip-address", "127.0.0.1",
-         "--port", str(free_port()), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
-         "--temp-dir", temp_dir],
-        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        yield f"http://127.0.0.1:{dashboard}", env
-    finally:
-        head.kill()
-        head.wait()
-        # Ray starts some daemons in sessions of their own: find them by their temp dir.
-        subprocess.run(["pkill", "-9", "-f", temp_dir], check=False)
+    head = RayCluster(1, env, cpus=2)
+    yield head.address, env
+    head.close()
 
 
 def test_upload_is_the_code_params_and_top_level_files(tmp_path, head_node):

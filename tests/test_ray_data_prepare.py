@@ -2,9 +2,6 @@
 with `ray start` on 127.0.0.1, one CPU each."""
 
 import secrets
-import subprocess
-import tempfile
-import time
 
 import numpy as np
 import pytest
@@ -12,53 +9,21 @@ from PIL import Image
 
 from ganseg.config import load_params
 from ganseg.data.prepare import prepare_dataset
-from tests.conftest import free_port
 from tests.e2e import TINY, clean_env, copy_project, run, submit
+from tests.servers import RayCluster
 
 pytestmark = pytest.mark.integration
 
 
-def _start(args: list[str], env: dict) -> subprocess.Popen:
-    return subprocess.Popen(["ray", "start", "--block", "--num-cpus", "1", "--node-ip-address", "127.0.0.1",
-                             "--dashboard-agent-listen-port", str(free_port()), *args],
-                            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
 @pytest.fixture(scope="module")
 def two_nodes():
-    """(dashboard address, env) of a head and a second node; every process they started is killed
-    afterwards. Each node has its own temp dir: on one machine they would otherwise unpack a job's
-    working dir into the same folder, the second node's copy replacing the one the driver runs in."""
-    temp_dirs = [tempfile.mkdtemp(prefix="rn", dir="/tmp") for _ in range(2)]  # short: Ray puts sockets under it
-    gcs, dashboard = f"127.0.0.1:{free_port()}", free_port()
+    """(dashboard address, env) of a head and a second node, each with its own temp dir: on one
+    machine they would otherwise unpack a job's working dir into the same folder, the second node's
+    copy replacing the one the driver runs in."""
     env = clean_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16), RAY_USAGE_STATS_ENABLED="0")
-    nodes = [_start(["--head", "--port", gcs.split(":")[1], "--dashboard-host", "127.0.0.1",
-                     "--dashboard-port", str(dashboard), "--temp-dir", temp_dirs[0]], env)]
-    try:
-        _wait_for(lambda: subprocess.run(["ray", "status", "--address", gcs], env=env, capture_output=True).returncode == 0)
-        nodes.append(_start(["--address", gcs, "--temp-dir", temp_dirs[1]], env))
-        _wait_for(lambda: _alive_nodes(gcs, env) == 2)
-        yield f"http://127.0.0.1:{dashboard}", env
-    finally:
-        for node in nodes:
-            node.kill()
-            node.wait()
-        for temp_dir in temp_dirs:
-            subprocess.run(["pkill", "-9", "-f", temp_dir], check=False)  # daemons in sessions of their own
-
-
-def _alive_nodes(gcs: str, env: dict) -> int:
-    status = subprocess.run(["ray", "status", "--address", gcs], env=env, capture_output=True, text=True).stdout
-    active = status.split("Active:")[-1].split("Pending:")[0]
-    return sum(1 for line in active.splitlines() if "node_" in line)
-
-
-def _wait_for(ready, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while not ready():
-        if time.monotonic() > deadline:
-            raise TimeoutError("the Ray cluster did not come up")
-        time.sleep(1)
+    nodes = RayCluster(2, env)
+    yield nodes.address, env
+    nodes.close()
 
 
 def test_prepare_job_spreads_blocks_over_both_nodes_and_writes_what_one_process_does(tmp_path, two_nodes):

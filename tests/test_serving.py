@@ -19,7 +19,7 @@ from PIL import Image
 
 from tests.conftest import free_port
 from tests.e2e import run
-from tests.servers import stop, wait_for
+from tests.servers import launch_until_up, stop
 
 pytestmark = pytest.mark.integration
 
@@ -29,17 +29,21 @@ IMAGE_GENERATOR = "models:/ganseg-image-generator@champion"
 
 def serve(model: str, env: dict, folder: Path):
     """`mlflow models serve` of `model` on a free port; its URL and process."""
-    url = f"http://127.0.0.1:{free_port()}"
-    command = [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", model, "--env-manager", "local",
-               "-h", "127.0.0.1", "-p", url.rsplit(":", 1)[1]]
-    with (folder / "serve.log").open("w") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    wait_for(lambda: _pings(url, process, folder), seconds=180, what=f"mlflow models serve of {model}")
+    def launch():
+        nonlocal url
+        url = f"http://127.0.0.1:{free_port()}"
+        command = [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", model, "--env-manager",
+                   "local", "-h", "127.0.0.1", "-p", url.rsplit(":", 1)[1]]
+        with (folder / "serve.log").open("a") as log:
+            process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return process, lambda: _pings(url)
+
+    url = ""
+    process = launch_until_up(launch, what=f"mlflow models serve of {model}", seconds=180, log=folder / "serve.log")
     return url, process
 
 
-def _pings(url: str, process: subprocess.Popen, folder: Path) -> bool:
-    assert process.poll() is None, (folder / "serve.log").read_text()[-3000:]
+def _pings(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/ping", timeout=2):
             return True
