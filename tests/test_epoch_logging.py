@@ -47,7 +47,7 @@ def test_the_segmenter_jobs_overlays_reach_the_run_under_their_epoch(setup, tmp_
     run_id = client.create_run(experiment).info.run_id
     job = SegmenterJob(params, tmp_path / "data")
     job.start(Worker())
-    logger = EpochLogger(uri, run_id, job.score)
+    logger = EpochLogger(uri, run_id, job.score, wait_for_commit=lambda: None)
     for epoch in (3, 4):
         logger.log_picture(job.picture(epoch))
     logged = sorted(f.path for f in client.list_artifacts(run_id, OVERLAY_DIR))

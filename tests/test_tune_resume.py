@@ -18,7 +18,10 @@ from tests.e2e import TINY, clean_env, copy_project, mlflow_runs, prepare_projec
 pytestmark = pytest.mark.integration
 
 TRIALS = 2
-PARAMS = TINY | {"tune.num_samples": TRIALS, "tune.epochs": 2, "tune.max_concurrent_trials": 1}
+# A trial trains in the trial's own process, quickly: enough epochs (and no ASHA stop before the last)
+# that the second trial is still running when the search is killed.
+PARAMS = TINY | {"tune.num_samples": TRIALS, "tune.epochs": 10, "tune.grace_period": 10,
+                 "tune.max_concurrent_trials": 1, "data.synthetic.num_images": 400}
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """What every Ray Train worker runs (`train_loop_per_worker`), whatever the job: the segmenter
 (train, tune), the image generator (train_imagegen), the segmenter with generated pairs
-(train_synthetic) or the throughput bench.
+(train_synthetic) or the throughput bench; and what a one-worker Tune trial runs in its own
+process (`trial_loop`): the same loop, with Ray Tune in place of Ray Train.
 
 Each worker builds the job on its device and shard, resumes from the checkpoint Ray hands it,
 then trains epoch by epoch; every worker reports each epoch, rank 0 with the checkpoint, and logs
@@ -40,28 +41,90 @@ def loop_config(job: type, params: Params, data_dir: Path | None, tracking_uri: 
 
 
 def train_loop_per_worker(config: dict) -> None:
+    """Ray Train's entry point: a worker of a TorchTrainer's group."""
+    run_loop(config, TrainSession())
+
+
+def trial_loop(config: dict, use_gpu: bool) -> None:
+    """A one-worker Tune trial, trained in the trial's own process: no worker group to start, and
+    no second process per trial on the node."""
+    run_loop(config, TrialSession(use_gpu))
+
+
+class TrainSession:
+    """The loop's place, checkpoints and reports through Ray Train."""
+
+    def worker(self, job: WorkerJob) -> Worker:
+        return ray_worker(job)
+
+    def checkpoint(self):
+        import ray.train
+
+        return ray.train.get_checkpoint()
+
+    def report(self, metrics: dict, folder: str | None = None) -> None:
+        import ray.train as train
+
+        train.report(metrics, checkpoint=train.Checkpoint.from_directory(folder) if folder else None)
+
+    def wait_for_commit(self) -> None:
+        """Until every checkpoint reported so far is committed to storage."""
+        import ray.train
+
+        ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
+
+
+class TrialSession:
+    """The same through Ray Tune, for the only worker of a trial: rank 0 of 1, on the trial's GPU
+    when it has one."""
+
+    def __init__(self, use_gpu: bool):
+        self.device = torch.device("cuda" if use_gpu else "cpu")
+
+    def worker(self, job: WorkerJob) -> Worker:
+        return Worker(device=self.device, place=lambda network: network.to(self.device))
+
+    def checkpoint(self):
+        import ray.tune
+
+        return ray.tune.get_checkpoint()
+
+    def report(self, metrics: dict, folder: str | None = None) -> None:
+        import ray.tune as tune
+
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder) if folder else None)
+
+    def wait_for_commit(self) -> None:
+        pass  # Tune's report returns once the checkpoint is stored
+
+
+Session = TrainSession | TrialSession
+
+
+def run_loop(config: dict, session: Session) -> None:
     params = Params.model_validate(config["params"])
     data_dir = Path(config["data_dir"]) if config["data_dir"] else None
     if config.get("data_on_store"):
         data_dir = pull_prepared(project_store(), config["data_on_store"])
     job = job_class(config["job"])(params, data_dir, config["options"])
-    worker = ray_worker(job)
+    worker = session.worker(job)
     states = job.start(worker)
-    epoch, history = resume(states, worker)
+    epoch, history = resume(states, worker, session)
     resumed, first_epoch, started = epoch > 0, epoch, time.monotonic()
     logs_epochs = worker.is_chief and config["run_id"]
-    logger = EpochLogger(config["tracking_uri"], config["run_id"], job.score) if logs_epochs else None
+    logger = EpochLogger(config["tracking_uri"], config["run_id"], job.score, session.wait_for_commit) if logs_epochs \
+        else None
     if logger:
         logger.log_new(history)  # epochs checkpointed before a crash but never logged
     while epoch < job.epochs:
         epoch += 1
-        maybe_inject_fault(params, epoch, worker.rank, resumed)
+        maybe_inject_fault(params, epoch, worker.rank, resumed, session)
         worker.seed_epoch(params.seed, epoch)
         metrics = {"epoch": epoch} | job.train_epoch(epoch)
         history.append(metrics)
         if logger and images_due(epoch, params.mlflow.log_images_every, job.epochs):
             logger.log_picture(job.picture(epoch))
-        report(metrics, states, epoch, history, worker.is_chief)
+        report(metrics, states, epoch, history, worker.is_chief, session)
         if logger:
             logger.log_new(history)
         if config["progress"] and worker.is_chief:
@@ -107,24 +170,19 @@ def shuffled_loader(dataset, batch_size: int, world: int):
     return ray.train.torch.prepare_data_loader(loader)
 
 
-def maybe_inject_fault(params: Params, epoch: int, rank: int, resumed: bool) -> None:
+def maybe_inject_fault(params: Params, epoch: int, rank: int, resumed: bool, session: Session) -> None:
     """Kill this worker process as `at_epoch` starts, once: never in an attempt that resumed."""
-    import ray.train
-
     fault = params.runtime.fault_injection
     if fault and not resumed and epoch == fault.at_epoch and rank == fault.kill_rank:
-        # Die only once the previous epoch's checkpoint is committed, so recovery starts there.
-        ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
+        session.wait_for_commit()  # die only once the previous epoch's checkpoint is committed: recovery starts there
         say(f"fault injection: killing worker rank {rank} (pid {os.getpid()}) at the start of epoch {epoch}")
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def resume(states: dict, worker: Worker) -> tuple[int, list[dict]]:
+def resume(states: dict, worker: Worker, session: Session) -> tuple[int, list[dict]]:
     """(epoch, history) of the checkpoint Ray hands this attempt, restored into `states` (by file
     name, in their order: the last one's RNG state is the one that counts); (0, []) on a first attempt."""
-    import ray.train
-
-    reported = ray.train.get_checkpoint()
+    reported = session.checkpoint()
     if reported is None:
         return 0, []
     with reported.as_directory() as folder:
@@ -136,17 +194,15 @@ def resume(states: dict, worker: Worker) -> tuple[int, list[dict]]:
     return checkpoint["epoch"], checkpoint["history"]
 
 
-def report(metrics: dict, states: dict, epoch: int, history: list, is_chief: bool) -> None:
+def report(metrics: dict, states: dict, epoch: int, history: list, is_chief: bool, session: Session) -> None:
     """Every worker reports; only the chief attaches the checkpoint (every state the job trains; the
     history goes with the last, the main one). A job without states reports an empty checkpoint:
     Ray Train hands the driver only metrics reported with one."""
-    import ray.train as train
-
     if not is_chief:
-        train.report(metrics)
+        session.report(metrics)
         return
     with tempfile.TemporaryDirectory() as folder:
         for file_name, state in states.items():
             main = file_name == list(states)[-1]
             torch.save(checkpoint_of(state, epoch, history if main else []), Path(folder) / file_name)
-        train.report(metrics, checkpoint=train.Checkpoint.from_directory(folder))
+        session.report(metrics, folder)

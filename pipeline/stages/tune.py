@@ -1,4 +1,5 @@
-"""tune stage: a Ray Tune search in which every trial launches its own TorchTrainer (Train V2).
+"""tune stage: a Ray Tune search. A trial of one worker (tune.workers_per_trial, the default)
+trains in the trial's own process; a trial of several launches its own TorchTrainer (Train V2).
 
 MLflow gets one parent run for the search and one child run per trial. The best trial's
 overrides are written to a JSON file that the train stage reads.
@@ -8,8 +9,8 @@ again with the same config (runtime.resume): the parent run is found by its key 
 their runtime section, the prepared data and the stage) and reopened; the Ray Tune experiment,
 named after it, is restored from its storage. Finished trials are kept as they are, child runs
 included. A trial that was running (or had failed) is continued: Tune starts it again with the
-same trial id, it reopens its child run and its TorchTrainer, of the same name, resumes from its
-last checkpoint, so the child run's epochs go on where they stopped. A child run whose trial Tune
+same trial id, it reopens its child run and resumes from its last checkpoint (the trial's own, or
+its TorchTrainer's, of the same name), so the child run's epochs go on where they stopped. A child run whose trial Tune
 no longer knows ends FAILED. The restored search keeps its first attempt's settings (trials at a
 time among them). Tune saves its state every few seconds (TUNE_GLOBAL_CHECKPOINT_S): a trial that
 ended just before the kill may be started again, and finds its training already done.
@@ -57,29 +58,43 @@ def trial_params(base: Params, overrides: dict) -> Params:
 
 
 def run_trial(overrides: dict, base: dict, context: dict) -> None:
-    """The trainable: one Tune trial driving one distributed training run."""
+    """The trainable: one Tune trial. A trial of one worker trains in this process; a trial of
+    several drives a TorchTrainer (Train V2) of its own."""
     import ray.tune
-    from ray.tune.integration.ray_train import TuneReportCallback
 
     from ganseg.jobs.segmenter import SegmenterJob
-    from pipeline.ray.runtime import make_trainer
-    from pipeline.ray.worker import loop_config
+    from pipeline.ray.worker import loop_config, trial_loop
 
     project_root = Path(context["project_root"])
     params = trial_params(Params.model_validate(base), overrides)
     trial_id = ray.tune.get_context().get_trial_id()
     client = MlflowClient(context["tracking_uri"])
     run_id = trial_run(client, params, project_root, overrides, trial_id, context)
-    trainer = make_trainer(
-        params,
-        loop_config(SegmenterJob, params, Path(context["data_dir"]), context["tracking_uri"], run_id),
-        name=f"tune-{context['parent_run_id'][:8]}-{trial_id}",
-        project_root=project_root,
-        callbacks=[TuneReportCallback()],
-    )
+    config = loop_config(SegmenterJob, params, Path(context["data_dir"]), context["tracking_uri"], run_id)
     # ASHA may stop this trial at any report, killing this function: the tune driver, which
     # knows each trial's outcome, closes the run afterwards.
-    trainer.fit()
+    if params.train.num_workers == 1:
+        trial_loop(config, context["use_gpu"])
+    else:
+        trainer_of_trial(params, config, context, trial_id).fit()
+
+
+def trainer_of_trial(params: Params, config: dict, context: dict, trial_id: str):
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from pipeline.ray.runtime import make_trainer
+
+    return make_trainer(params, config, name=f"tune-{context['parent_run_id'][:8]}-{trial_id}",
+                        project_root=Path(context["project_root"]), callbacks=[TuneReportCallback()])
+
+
+def trial_resources(params: Params, use_gpu: bool) -> dict:
+    """What a trial asks of the cluster. One worker: a CPU (and a GPU), for it trains in the trial's
+    own process. Several: memory only, every CPU left for the TorchTrainer's workers (Ray rejects
+    a request of zero resources)."""
+    if params.tune.workers_per_trial == 1:
+        return {"cpu": 1, "gpu": 1} if use_gpu else {"cpu": 1}
+    return {"cpu": 0, "memory": TRIAL_DRIVER_MEMORY}
 
 
 def trial_run(client: MlflowClient, params: Params, project_root: Path, overrides: dict, trial_id: str,
@@ -137,15 +152,16 @@ def run(params: Params, project_root: Path, best_config_path: Path) -> dict:
     concurrency = max_concurrent(params, use_gpu)
     print(f"MLflow parent run {parent_id}; {params.tune.num_samples} trials, {concurrency} at a time; {summary(params)}")
     context = {"project_root": str(project_root.resolve()), "tracking_uri": uri,
-               "parent_run_id": parent_id, "data_dir": str(data_dir),
+               "parent_run_id": parent_id, "data_dir": str(data_dir), "use_gpu": use_gpu,
                "trial_tags": tags | {provenance.STAGE_TAG: "tune-trial"}}
-    # A trial only drives its Train workers: it asks for memory, not a CPU, so that every CPU is
-    # left for the workers. (Ray rejects a request of zero resources.)
     trainable = tune.with_resources(tune.with_parameters(run_trial, base=params.model_dump(), context=context),
-                                    {"cpu": 0, "memory": TRIAL_DRIVER_MEMORY})
+                                    trial_resources(params, use_gpu))
     # Tune's newer console output prints a header and paths even at verbose=0; the older one is silent.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", STATE_SAVE_PERIOD_S)
+    # With num_to_keep, Tune saves the search's state at every trial checkpoint past it, and warns that
+    # it may become a bottleneck: a state of a few kB each epoch is not one.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     try:
         results = search_tuner(params, project_root, parent_id, trainable, concurrency).fit()
         _close_children(client, parent_id, params.tune.epochs, results)
@@ -205,6 +221,7 @@ def search_tuner(params: Params, project_root: Path, parent_id: str, trainable, 
         run_config=tune.RunConfig(
             name=name, **ray_storage(storage), verbose=0,
             callbacks=[TrialLines(params.tune.num_samples, params.tune.epochs)],
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=params.runtime.checkpoints_to_keep),
         ),
     )
 

@@ -3,6 +3,8 @@ once its checkpoint is committed, and the job's picture every `mlflow.log_images
 
 from __future__ import annotations
 
+from typing import Callable
+
 from mlflow.tracking import MlflowClient
 
 from ganseg.jobs.base import Picture
@@ -21,16 +23,17 @@ class EpochLogger:
     earlier could be trained and logged a second time.
     """
 
-    def __init__(self, tracking_uri: str, run_id: str, every_epoch_metric: str):
+    def __init__(self, tracking_uri: str, run_id: str, every_epoch_metric: str, wait_for_commit: Callable[[], None]):
+        """`wait_for_commit` returns once every checkpoint reported so far is committed (Ray Train's
+        or Ray Tune's, pipeline/ray/worker.py)."""
         self.client = MlflowClient(tracking_uri)
+        self.wait_for_commit = wait_for_commit
         self.run_id = run_id
         logged = self.client.get_metric_history(self.run_id, every_epoch_metric)
         self.last_logged = max((m.step for m in logged), default=0)
 
     def log_new(self, history: list[dict]) -> None:
-        import ray.train
-
-        ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
+        self.wait_for_commit()
         for metrics in history:
             if metrics["epoch"] > self.last_logged:
                 runs.log_metrics(self.client, self.run_id, metrics, step=metrics["epoch"])
