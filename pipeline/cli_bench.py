@@ -39,10 +39,12 @@ _table_json = click.option("--out", type=PATH, help="also write the table as JSO
               help="steps per timed window, best of 3 (default 50; 10 for the plain-loop variants)")
 @click.option("--rounds", type=POSITIVE, default=3,
               help="rounds of plain loop, Ray 1 worker, Ray 2 workers; medians reported (default 3)")
+@click.option("--variants", default="fp32,bf16,channels_last,torch.compile",
+              help="plain-loop variants to time against fp32, comma-separated (default: all four)")
 @_figures_json
-def _bench_throughput(shared: Shared, steps: int, rounds: int, out: Path | None) -> None:
+def _bench_throughput(shared: Shared, steps: int, rounds: int, variants: str, out: Path | None) -> None:
     from pipeline.stages import bench
-    bench.run(shared.params(), out, steps, rounds)
+    bench.run(shared.params(), out, steps, rounds, variants=bench.parse_variants(variants))
 
 
 @stage(bench_group, "predict", "prediction images/s and peak memory on 512 x 512 images and one 4096 x 4096 image")

@@ -7,11 +7,13 @@ import torch
 from ganseg.bench.throughput import (
     flops_per_step,
     matmul_gflops,
+    segmenter_step,
     synthetic_batches,
     timed_steps,
 )
 from ganseg.data.datasets import WaitClock
 from ganseg.segmenter.training import build_training_state
+from tests.conftest import ROOT
 
 
 def conv_macs(layers: list[tuple[int, int, int, int]]) -> int:
@@ -49,8 +51,8 @@ def test_flop_count_doubles_with_the_batch(tiny_params):
 def test_timed_steps_runs_every_step_and_reports_the_best_window(tiny_params):
     state = build_training_state(tiny_params, 1, 3)
     started = time.perf_counter()
-    timing = timed_steps(state, itertools.cycle(synthetic_batches(tiny_params, 2)), tiny_params, warmup=1, steps=2,
-                         windows=3)
+    timing = timed_steps(segmenter_step(state, tiny_params), itertools.cycle(synthetic_batches(tiny_params, 2)),
+                         warmup=1, steps=2, windows=3)
     elapsed = time.perf_counter() - started
     assert state.global_step == 1 + 3 * 2
     assert 0 < timing.seconds <= (elapsed - timing.warmup_s) / 3  # the best of three windows takes at most their mean
@@ -67,10 +69,11 @@ def test_timed_steps_counts_the_time_spent_waiting_for_batches(tiny_params):
             yield batch
 
     waiting = WaitClock()
-    timing = timed_steps(state, waiting.wrap(slow_batches()), tiny_params, warmup=1, steps=3, windows=2,
-                         waiting=waiting)
+    timing = timed_steps(segmenter_step(state, tiny_params), waiting.wrap(slow_batches()), warmup=1, steps=3,
+                         windows=2, waiting=waiting)
     assert 3 * pause / timing.seconds <= timing.waiting_for_data_share < 1
-    in_memory = timed_steps(state, itertools.cycle(synthetic_batches(tiny_params, 2)), tiny_params, warmup=1, steps=3)
+    in_memory = timed_steps(segmenter_step(state, tiny_params), itertools.cycle(synthetic_batches(tiny_params, 2)),
+                            warmup=1, steps=3)
     assert in_memory.waiting_for_data_share == 0.0  # no clock, nothing counted
 
 
@@ -119,8 +122,33 @@ def test_throughput_table_shows_the_data_wait_of_the_runner_that_reads_prepared_
         "matmul_peak_gflops": {"1 thread": 10.0}, "rounds": [{}, {}], "ray_1_worker_vs_plain": 0.95,
         "ray_2_workers_vs_1": 1.5, "reading_vs_in_memory": 0.97, "independent_vs_plain": 1.6, "ddp_vs_plain": 1.5,
         "gflop_per_step": 1.0, "plain_variants": {}, "machine": "a machine",
+        "image_generator": {"images_per_s": 12.5, "batch": 8},
     }
     table = throughput_table(report)
     assert "| reading | 100.0 | 1.00 | 10% | 3.0 | 4.2% of step time |" in table
     assert "| Ray Train, 2 workers | 100.0 | 1.00 | 10% | 3.0 | - |" in table
     assert "reading the prepared data / on in-memory batches: 0.97x" in table
+    assert "The image generator's step (imagegen.*, fp32, batch 8, plain loop of one thread): 12.5 images/s" in table
+
+
+@pytest.mark.integration
+def test_bench_throughput_times_every_runner_once_end_to_end(tmp_path):
+    """The whole command at its smallest: one round of two steps, fp32 only, tiny networks."""
+    import json
+
+    from tests.e2e import TINY, clean_env, run
+
+    tiny = {key: value for key, value in TINY.items() if key.startswith(("data.", "model."))}
+    settings = [arg for key, value in tiny.items() for arg in ("--set", f"{key}={value}")]
+    done = run(["ganseg", "bench", "throughput", "--params", str(ROOT / "params.yaml"), "--steps", "2", "--rounds", "1",
+                "--variants", "fp32", "--out", str(tmp_path / "figures.json"), "--set", "data.source=synthetic",
+                "--set", "imagegen.base_channels=4",
+                *settings], tmp_path, clean_env())
+    report = json.loads((tmp_path / "figures.json").read_text())
+    assert set(report["runners"]) == {"plain loop", "2 processes, independent (no Ray)",
+                                      "2 processes, DDP over gloo (no Ray)", "Ray Train, 1 worker",
+                                      "Ray Train, 2 workers", "Ray Train, 2 workers, reading data.source prepared"}
+    assert all(row["images_per_s"] > 0 for row in report["runners"].values())
+    assert set(report["plain_variants"]) == {"fp32"} and report["image_generator"]["images_per_s"] > 0
+    assert "The image generator's step" in done.stdout and "| Ray Train, 2 workers |" in done.stdout
+    assert "Token authentication" not in done.stderr and "Ray: 2 CPUs, 0 GPUs, token auth" in done.stdout

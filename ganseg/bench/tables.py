@@ -37,7 +37,8 @@ def throughput_table(report: dict) -> str:
         f" {report['ddp_vs_plain']:.2f}x. {report['gflop_per_step']:.2f} GFLOP per step; matmul peak {peaks}"
         " GFLOP/s\n\n"
         + markdown_table(["plain loop", "images/s", "vs fp32", "first steps' extra time (s)"], variants)
-        + f"\n\n{report['machine']}"
+        + f"\n\nThe image generator's step (imagegen.*, fp32, batch {report['image_generator']['batch']}, plain loop of"
+        f" one thread): {report['image_generator']['images_per_s']:.1f} images/s\n\n{report['machine']}"
     )
 
 

@@ -4,11 +4,10 @@ Train runners time it through ganseg/jobs/throughput.py)."""
 from __future__ import annotations
 
 import itertools
-import os
-import socket
+import tempfile
 import time
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -20,15 +19,18 @@ from torch.utils.flop_counter import FlopCounterMode
 from ganseg.config import Params
 from ganseg.data.datasets import WaitClock
 from ganseg.data.synthetic import generate_sample
+from ganseg.imagegen.training import build_state as build_imagegen_state
+from ganseg.imagegen.training import train_step as imagegen_train_step
 from ganseg.parallel import ddp_options
 from ganseg.segmenter.training import TrainingState, build_training_state, train_step
 
 WARMUP, BATCHES = 3, 4  # untimed steps; in-memory batches, cycled
 
 
-def synthetic_batches(params: Params, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """`count` in-memory batches of synthetic tissue at the training size, so no I/O is timed."""
-    size, batch = params.data.image_size, params.train.batch_size
+def synthetic_batches(params: Params, count: int, batch: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """`count` in-memory batches (of train.batch_size unless given) of synthetic tissue at the
+    training size, so no I/O is timed."""
+    size, batch = params.data.image_size, batch or params.train.batch_size
     batches = []
     for b in range(count):
         pairs = [generate_sample(params.seed, b * batch + i, size) for i in range(batch)]
@@ -45,24 +47,36 @@ class Timing:
     waiting_for_data_share: float  # of the best window, spent waiting for the next batch (when a WaitClock was given)
 
 
+def segmenter_step(state: TrainingState, params: Params) -> Callable:
+    """One GAN segmenter training step on a batch (images, masks)."""
+    return lambda images, masks: train_step(state, images, masks, params.train)
+
+
+def image_generator_step(params: Params) -> Callable:
+    """One image generator training step (imagegen.*) on a batch (images, masks), with fresh networks."""
+    state = build_imagegen_state(params.imagegen, params.data.num_classes, params.data.channels)
+    return lambda images, masks: imagegen_train_step(state, images, masks, params.imagegen)
+
+
 def timed_steps(
-    state: TrainingState, batches: Iterator, params: Params, warmup: int, steps: int, sync=lambda: None,
+    step: Callable, batches: Iterator, warmup: int, steps: int, sync=lambda: None,
     windows: int = 3, waiting: WaitClock | None = None,
 ) -> Timing:
-    """`warmup` untimed steps, then `windows` tries of `steps` training steps on the next of `batches`;
-    the best try counts, so a burst of other work on the machine does not count against the runner.
-    The warm-up holds whatever the first steps cost once: oneDNN's kernel choice, torch.compile.
-    `waiting`, the clock that wraps `batches`, tells how long each try waited for them."""
+    """`warmup` untimed steps, then `windows` tries of `steps` training steps (`step(*batch)`) on the
+    next of `batches`; the best try counts, so a burst of other work on the machine does not count
+    against the runner. The warm-up holds whatever the first steps cost once: oneDNN's kernel
+    choice, torch.compile. `waiting`, the clock that wraps `batches`, tells how long each try waited
+    for them."""
     waiting = waiting or WaitClock()
     start = time.perf_counter()
     for _ in range(warmup):
-        train_step(state, *next(batches), params.train)
+        step(*next(batches))
     warmup_seconds, best, best_wait = time.perf_counter() - start, float("inf"), 0.0
     for _ in range(windows):
         sync()
         start, waited = time.perf_counter(), waiting.seconds
         for _ in range(steps):
-            train_step(state, *next(batches), params.train)
+            step(*next(batches))
         sync()
         seconds = time.perf_counter() - start
         if seconds < best:
@@ -102,34 +116,27 @@ def two_processes(params: Params, steps: int, warmup: int, batches: int, ddp: bo
     the cores allow) or training one model under DDP over gloo (what DDP itself costs)."""
     context = mp.get_context("spawn")
     results = context.Queue()
-    port = _free_port()
-    processes = [context.Process(target=_process_steps, args=(rank, port, params.model_dump(), steps, warmup, batches,
-                                                              ddp, results)) for rank in range(2)]
-    for process in processes:
-        process.start()
-    seconds = [results.get() for _ in processes]
-    for process in processes:
-        process.join()
+    with tempfile.TemporaryDirectory() as folder:
+        rendezvous = f"file://{folder}/rendezvous"  # no port to pick: gloo binds its own
+        processes = [context.Process(target=_process_steps, args=(rank, rendezvous, params.model_dump(), steps, warmup,
+                                                                  batches, ddp, results)) for rank in range(2)]
+        for process in processes:
+            process.start()
+        seconds = [results.get() for _ in processes]
+        for process in processes:
+            process.join()
     return {"workers": 2, "images_per_s": sum(steps * params.train.batch_size / s for s in seconds)}
 
 
-def _process_steps(rank: int, port: int, raw_params: dict, steps: int, warmup: int, batches: int, ddp: bool,
+def _process_steps(rank: int, rendezvous: str, raw_params: dict, steps: int, warmup: int, batches: int, ddp: bool,
                    results) -> None:
     torch.set_num_threads(1)
     params = Params.model_validate(raw_params)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)  # independent processes use it only to start together
+    dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=2)  # independent processes use it only to start together
     wrap = (lambda network: DistributedDataParallel(network, **ddp_options(network))) if ddp else (lambda n: n)
     state = build_training_state(params, params.data.channels, params.data.num_classes, wrap=wrap)
     try:
         batches = itertools.cycle(synthetic_batches(params, batches))
-        results.put(timed_steps(state, batches, params, warmup, steps, dist.barrier).seconds)
+        results.put(timed_steps(segmenter_step(state, params), batches, warmup, steps, dist.barrier).seconds)
     finally:
         dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-

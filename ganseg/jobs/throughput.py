@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ganseg.bench.throughput import BATCHES, WARMUP, synthetic_batches, timed_steps
+from ganseg.bench.throughput import BATCHES, WARMUP, segmenter_step, synthetic_batches, timed_steps
 from ganseg.config import Params
 from ganseg.data.datasets import WaitClock, endless, training_batches
 from ganseg.jobs.base import Worker
@@ -45,7 +45,8 @@ class ThroughputJob:
             batches = waiting.wrap(endless(loader))
         else:
             batches = itertools.cycle(synthetic_batches(params, BATCHES))
-        timing = timed_steps(self.state, batches, params, WARMUP, self.steps, self.worker.barrier, waiting=waiting)
+        timing = timed_steps(segmenter_step(self.state, params), batches, WARMUP, self.steps, self.worker.barrier,
+                             waiting=waiting)
         wait_share = self.worker.summed(torch.tensor([timing.waiting_for_data_share]))
         return {"seconds": timing.seconds, "worker_started": self.started,
                 "waiting_for_data_share": wait_share.item() / self.worker.world}

@@ -37,12 +37,15 @@ from ganseg.bench.throughput import (
     BATCHES,
     WARMUP,
     flops_per_step,
+    image_generator_step,
     matmul_gflops,
+    segmenter_step,
     synthetic_batches,
     timed_steps,
     two_processes,
 )
 from ganseg.config import Params
+from ganseg.errors import ParamsError
 from ganseg.fileio import write_json
 from ganseg.segmenter.training import build_training_state
 
@@ -55,11 +58,26 @@ PLAIN_VARIANTS = {  # name: params overrides, each timed in the plain loop again
 }
 
 
-def plain_loop(params: Params, steps: int) -> dict:
+
+def parse_variants(text: str) -> tuple[str, ...]:
+    """"fp32,bf16" -> ("fp32", "bf16"): plain-loop variants by name (fp32 is always timed: the others
+    are compared with it)."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in PLAIN_VARIANTS]
+    if unknown or not names:
+        raise ParamsError(f"--variants takes names from {', '.join(PLAIN_VARIANTS)}, comma-separated, not {text!r}")
+    return names
+
+def plain_loop(params: Params, steps: int, image_generator: bool = False) -> dict:
+    """Images/s of the segmenter's training step (or the image generator's) in a loop of one thread."""
     torch.set_num_threads(1)
-    state = build_training_state(params, params.data.channels, params.data.num_classes)
-    timing = timed_steps(state, itertools.cycle(synthetic_batches(params, BATCHES)), params, WARMUP, steps)
-    images_per_s = steps * params.train.batch_size / timing.seconds
+    if image_generator:
+        step, batch = image_generator_step(params), params.imagegen.batch_size
+    else:
+        state = build_training_state(params, params.data.channels, params.data.num_classes)
+        step, batch = segmenter_step(state, params), params.train.batch_size
+    timing = timed_steps(step, itertools.cycle(synthetic_batches(params, BATCHES, batch)), WARMUP, steps)
+    images_per_s = steps * batch / timing.seconds
     return {"workers": 1, "images_per_s": images_per_s,
             "warmup_extra_s": timing.warmup_s - WARMUP * timing.seconds / steps}
 
@@ -90,9 +108,11 @@ def ray_train(params: Params, workers: int, steps: int, data_dir: Path | None = 
     return row | ({"waiting_for_data_share": metrics["waiting_for_data_share"]} if data_dir else {})
 
 
-def run(params: Params, out: Path | None, steps: int = 50, rounds: int = 3, variant_steps: int = 10) -> dict:
-    """The plain loop in fp32 and with each of PLAIN_VARIANTS (`variant_steps` per window: an
-    emulated bf16 step is 10x slower), then `rounds` rounds of plain loop, two processes without
+def run(params: Params, out: Path | None, steps: int = 50, rounds: int = 3, variant_steps: int = 10,
+        variants: tuple[str, ...] = tuple(PLAIN_VARIANTS)) -> dict:
+    """The plain loop in fp32 and with each of `variants` (of PLAIN_VARIANTS; `variant_steps` per
+    window: an emulated bf16 step is 10x slower), the image generator's step (imagegen.*, fp32,
+    `variant_steps` per window), then `rounds` rounds of plain loop, two processes without
     Ray (independent, and DDP over gloo: what the cores allow and what DDP costs), Ray Train with 1
     and with 2 workers, and 2 workers reading data.source prepared (fp32, `steps` per window). A
     shared machine's speed drifts by several per cent within minutes, so the runners are compared
@@ -104,10 +124,12 @@ def run(params: Params, out: Path | None, steps: int = 50, rounds: int = 3, vari
     described = machine()
     flops = flops_per_step(params)
     peak_1, peak_2 = matmul_gflops(1), matmul_gflops(2)
-    variants = {}
-    for name, overrides in PLAIN_VARIANTS.items():
-        variants[name] = plain_loop(params.with_overrides(overrides), steps if name == "fp32" else variant_steps)
-        print(f"  plain loop, {name}: {variants[name]['images_per_s']:.1f} images/s")
+    timed = {}
+    for name in ("fp32", *(v for v in variants if v != "fp32")):
+        timed[name] = plain_loop(params.with_overrides(PLAIN_VARIANTS[name]), steps if name == "fp32" else variant_steps)
+        print(f"  plain loop, {name}: {timed[name]['images_per_s']:.1f} images/s")
+    image_generator = plain_loop(params, variant_steps, image_generator=True)
+    print(f"  plain loop, the image generator's step: {image_generator['images_per_s']:.1f} images/s")
     start_ray()
     with tempfile.TemporaryDirectory(prefix="ganseg-bench-throughput-") as scratch:
         measured = _rounds(params, steps, rounds, _prepared(params, params.data.source, Path(scratch)))
@@ -116,7 +138,7 @@ def run(params: Params, out: Path | None, steps: int = 50, rounds: int = 3, vari
         achieved = flops / params.train.batch_size * row["images_per_s"] / 1e9
         peak = peak_1 if row["workers"] == 1 else peak_2
         row |= {"gflops": achieved, "fraction_of_peak": achieved / peak}
-    fp32 = variants["fp32"]["images_per_s"]
+    fp32 = timed["fp32"]["images_per_s"]
     report = {
         "machine": described,
         "image_size": params.data.image_size,
@@ -131,7 +153,8 @@ def run(params: Params, out: Path | None, steps: int = 50, rounds: int = 3, vari
         "independent_vs_plain": _median_ratio(measured, "2 processes, independent (no Ray)", "plain loop"),
         "ddp_vs_plain": _median_ratio(measured, "2 processes, DDP over gloo (no Ray)", "plain loop"),
         "runners": rows,
-        "plain_variants": {name: row | {"vs_fp32": row["images_per_s"] / fp32} for name, row in variants.items()},
+        "plain_variants": {name: row | {"vs_fp32": row["images_per_s"] / fp32} for name, row in timed.items()},
+        "image_generator": image_generator | {"batch": params.imagegen.batch_size},
     }
     return _finish(report, None, [throughput_table(report)], out)
 
