@@ -41,7 +41,8 @@ class Spade(nn.Module):
         self.beta = nn.Conv2d(hidden, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        cond = F.interpolate(cond, size=x.shape[-2:], mode="nearest")
+        if cond.shape[-2:] != x.shape[-2:]:
+            cond = F.interpolate(cond, size=x.shape[-2:], mode="nearest")
         hidden = self.shared(cond)
         return self.norm(x) * (1 + self.gamma(hidden)) + self.beta(hidden)
 
@@ -86,9 +87,12 @@ class SpadeGenerator(nn.Module):
         if noise is None:
             noise = torch.randn(n, self.noise_dim, device=label_map.device, dtype=label_map.dtype)
         cond = torch.cat([label_map, noise[:, :, None, None].expand(-1, -1, h, w)], dim=1)
-        x = self.stem(F.interpolate(cond, size=(h >> self.depth, w >> self.depth), mode="nearest"))
+        # the condition at each block's size, resized once for all the SPADEs of that size
+        at_size = {(h, w): cond} | {(h >> k, w >> k): F.interpolate(cond, size=(h >> k, w >> k), mode="nearest")
+                                    for k in range(1, self.depth + 1)}
+        x = self.stem(at_size[h >> self.depth, w >> self.depth])
         for block in self.blocks:
-            x = F.interpolate(block(x, cond), scale_factor=2, mode="nearest")
+            x = F.interpolate(block(x, at_size[tuple(x.shape[-2:])]), scale_factor=2, mode="nearest")
         x = self.last(x, cond)
         return torch.tanh(self.head(F.leaky_relu(x, 0.2)))
 
