@@ -5,6 +5,7 @@ imports neither torch nor the training code."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from pipeline.console import RayOutput
 # and whether inference keeps off the GPUs (GANSEG_CPU: ganseg/devices.py).
 FORWARDED_VARIABLES = ("GANSEG_STORE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "MLFLOW_TRACKING_URI",
                        "GANSEG_GIT_COMMIT", "GANSEG_GIT_DIRTY", "GANSEG_CPU")
-JOB_CONFIG_VARIABLE = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray in a submitted job's entrypoint
+JOB_CONFIG_VARIABLE = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"  # set by Ray in a submitted job's entrypoint
 # Ray's 60 s default is too short for a worker to import torch on a busy 2-core machine.
 WORKER_START_TIMEOUT_S = os.environ.get("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
 
@@ -34,6 +36,9 @@ def start_ray(log_path: Path | None = None, num_cpus: int | None = None) -> None
     """
     if ray.is_initialized():
         return
+    # Ray warns at every start of a local cluster that it turned token authentication on, its default:
+    # the line below says so instead.
+    logging.getLogger(RAY_AUTH_LOGGER).addFilter(lambda record: record.levelno > logging.WARNING)
     output = RayOutput(log_path) if log_path else None
     if output:
         output.take_over_driver_loggers()
@@ -51,7 +56,15 @@ def start_ray(log_path: Path | None = None, num_cpus: int | None = None) -> None
     if output:
         output.take_over_worker_output()
         where = f"; Ray's log: {_shown_path(log_path)}"
-    print(f"Ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs{where}")
+    auth = ", token auth" if token_auth(joined=bool(os.environ.get("RAY_ADDRESS"))) else ""
+    print(f"Ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs{auth}{where}")
+
+
+def token_auth(joined: bool) -> bool:
+    """Whether Ray authenticates with a token: as RAY_AUTH_MODE says; unset, a new local cluster
+    turns it on (Ray's default), a joined one is what it is and said nothing."""
+    mode = os.environ.get("RAY_AUTH_MODE")
+    return mode == "token" if mode is not None or joined else True
 
 
 def cluster_runtime_env(runtime_env: dict) -> dict:
