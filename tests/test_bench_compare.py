@@ -15,6 +15,7 @@ from ganseg.bench.paired import paired_comparisons, paired_difference
 from ganseg.config import Params
 from ganseg.errors import ParamsError
 from pipeline.cli import main
+from tests.conftest import ROOT
 
 T_975_2 = 4.302652729911275  # Student's t, 97.5th percentile, 2 degrees of freedom (tables)
 
@@ -120,7 +121,7 @@ def test_invalid_overrides_are_refused_naming_the_contender():
 def test_cli_refuses_bad_contenders_before_any_work(capsys):
     assert main(["bench", "quality", "--data", "synthetic", "--contender", "no overrides here"]) == 2
     assert "--contender expects NAME=key=value" in capsys.readouterr().err
-    code = main(["bench", "quality", "--data", "synthetic", "--params", "params.yaml",
+    code = main(["bench", "quality", "--data", "synthetic", "--params", str(ROOT / "params.yaml"),
                  "--contender", "typo=train.lamda_adv=0.1"])
     captured = capsys.readouterr()
     assert code == 2 and "--contender typo is not valid" in captured.err and "prepared" not in captured.out

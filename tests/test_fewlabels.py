@@ -12,7 +12,7 @@ from ganseg.bench.imagegen import train_image_generator
 from ganseg.config import Params
 from ganseg.data.datasets import labelled_split
 from pipeline.cli import main
-from tests.conftest import prepare_dataset
+from tests.conftest import ROOT, prepare_dataset
 
 TINY = ["--set", "data.synthetic.num_images=30", "--set", "data.synthetic.size=32", "--set", "data.image_size=32",
         "--set", "model.base_channels=8", "--set", "train.epochs=1", "--set", "train.lambda_adv=0",
@@ -23,7 +23,7 @@ TINY = ["--set", "data.synthetic.num_images=30", "--set", "data.synthetic.size=3
 def test_bench_fewlabels_runs_every_arm_per_budget_and_compares_each_with_a(tmp_path, capsys):
     out, figure = tmp_path / "fewlabels.json", tmp_path / "pairs.png"
     code = main(["bench", "fewlabels", "--data", "synthetic", "--labels", "2,all", "--seeds", "2", "--steps", "3",
-                 "--generator-steps", "2", "--params", "params.yaml", "--out", str(out), "--figure", str(figure), *TINY])
+                 "--generator-steps", "2", "--params", str(ROOT / "params.yaml"), "--out", str(out), "--figure", str(figure), *TINY])
     assert code == 0
     printed = capsys.readouterr().out
     report = json.loads(out.read_text())

@@ -181,6 +181,19 @@ def test_predict_from_the_registry_uri(pipeline, tmp_path):
     assert (out / "large_overlay.png").is_file()
 
 
+
+def test_predict_from_a_run_uri_writes_the_masks_of_the_same_model_by_its_alias(pipeline, client, tmp_path):
+    images = tmp_path / "new"
+    images.mkdir()
+    Image.fromarray(np.random.default_rng(4).integers(0, 255, (40, 52), dtype=np.uint8)).save(images / "a.png")
+    champion = client.get_model_version_by_alias(MODEL_NAME, CHAMPION)
+    masks = {}
+    for uri in (f"models:/{MODEL_NAME}@{CHAMPION}", f"runs:/{champion.run_id}/model", f"runs:/{champion.run_id}"):
+        out = tmp_path / f"masks{len(masks)}"
+        run(["ganseg", "predict", "--model", uri, "--input", str(images), "--output", str(out)], tmp_path, pipeline.env)
+        masks[uri] = (out / "a.png").read_bytes()
+    assert len(set(masks.values())) == 1, "a run URI fetched another model than the alias"
+
 # --- the UI in a real browser -------------------------------------------------------------------
 
 def chromium(url: str, profile: Path, *options: str) -> str:

@@ -23,7 +23,7 @@ from ganseg.segmenter.inference import resized_logits, segment_image
 from ganseg.segmenter.losses import class_weight_tensor
 from ganseg.segmenter.training import build_training_state
 from pipeline.cli import main
-from tests.conftest import prepare_dataset, write_pair
+from tests.conftest import ROOT, prepare_dataset, write_pair
 
 
 @pytest.fixture
@@ -118,7 +118,7 @@ def test_bench_quality_writes_a_table_and_json(tmp_path, capsys):
     started = time.perf_counter()
     code = main([
         "bench", "quality", "--data", "synthetic", "--seeds", "2", "--steps", "4", "--label-fraction", "0.5",
-        "--params", "params.yaml", "--set", "data.synthetic.num_images=30", "--set", "data.image_size=32",
+        "--params", str(ROOT / "params.yaml"), "--set", "data.synthetic.num_images=30", "--set", "data.image_size=32",
         "--set", "data.synthetic.size=32", "--set", "model.base_channels=8", "--set", "train.epochs=2",
         "--out", str(out),
     ])
@@ -168,7 +168,7 @@ def test_bench_quality_compares_named_variants_on_the_validation_split_of_a_bina
     out = tmp_path / "quality.json"
     code = main([
         "bench", "quality", "--data", str(sized_folder), "--seeds", "2", "--steps", "2", "--split", "val",
-        "--params", "params.yaml", "--set", "data.class_names=[dark, bright]", "--set", "data.image_size=32",
+        "--params", str(ROOT / "params.yaml"), "--set", "data.class_names=[dark, bright]", "--set", "data.image_size=32",
         "--set", "model.base_channels=8", "--set", "train.epochs=1", "--set", "evaluate.flip_tta=false",
         "--contender", "lsgan=train.adv_loss=lsgan",
         "--contender", "light=train.lambda_adv=0.01,train.adv_warmup_epochs=0",

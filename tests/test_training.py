@@ -203,6 +203,21 @@ def test_compile_compiles_both_networks_in_place_and_keeps_their_state_dict_keys
     assert compiled.ema.module._compiled_call_impl is None  # the moving average is a copy made before compiling
 
 
+
+def test_a_compiled_segmenter_computes_what_the_plain_one_does(tiny_params):
+    from torch._dynamo.utils import counters
+
+    torch.manual_seed(0)
+    plain = build_training_state(tiny_params, 1, 3).segmenter.eval()
+    torch.manual_seed(0)
+    compiled = build_training_state(tiny_params.with_overrides({"train.compile": True}), 1, 3).segmenter.eval()
+    images = torch.rand(2, 1, 32, 32)
+    graphs_before = counters["stats"]["unique_graphs"]
+    with torch.no_grad():
+        expected, got = plain(images), compiled(images)
+    assert counters["stats"]["unique_graphs"] > graphs_before  # the forward ran as a compiled graph
+    assert torch.allclose(got, expected, atol=1e-5, rtol=1e-4)
+
 def test_segmenter_step_leaves_the_discriminator_gradients_of_its_own_step(tiny_params):
     # D's weights are frozen in G's step: after the step D's gradients are those of its own loss alone.
     state = build_training_state(tiny_params, 1, 3)
