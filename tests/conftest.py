@@ -163,3 +163,14 @@ def default_repro(tracking_server, tmp_path_factory):
     from tests.e2e import reproduce
 
     return reproduce(tmp_path_factory.mktemp("repro"), tracking_server)
+
+
+def pytest_collection_modifyitems(config, items):
+    """With pytest-xdist (`make test` runs `-n 2 --dist loadgroup`), each test module runs whole on
+    one worker, so its module fixtures are made once; and every module that reads the session's
+    reproduced project (default_repro) runs on the same worker, which makes it (with its MLflow
+    server) once."""
+    modules_of_the_repro = {item.module.__name__ for item in items if "default_repro" in item.fixturenames}
+    for item in items:
+        module = item.module.__name__
+        item.add_marker(pytest.mark.xdist_group("default_repro" if module in modules_of_the_repro else module))
