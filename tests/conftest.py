@@ -165,6 +165,7 @@ def default_repro(tracking_server, tmp_path_factory):
     return reproduce(tmp_path_factory.mktemp("repro"), tracking_server)
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own, which reads the groups
 def pytest_collection_modifyitems(config, items):
     """With pytest-xdist (`make test` runs `-n 2 --dist loadgroup`), each test module runs whole on
     one worker, so its module fixtures are made once; and every module that reads the session's
