@@ -26,7 +26,7 @@ repro: setup
 # pytest-xdist workers: the end-to-end tests spend much of their time waiting on process starts.
 test: setup
 	site=$$(mktemp -d) && $(MKDOCS_BUILD) --site-dir $$site; status=$$?; rm -rf $$site; exit $$status
-	python -m pytest -n 2 --dist loadgroup -v --durations=30 -rs
+	python -m pytest -n 2 -v --durations=30 -rs
 
 unit: setup
 	python -m pytest -q -m "not integration"

@@ -165,13 +165,27 @@ def default_repro(tracking_server, tmp_path_factory):
     return reproduce(tmp_path_factory.mktemp("repro"), tracking_server)
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own, which reads the groups
+# The modules whose tests read the session's reproduced project (default_repro).
+REPRO_MODULES = {f"tests/{name}.py" for name in ("test_dvc_pipeline", "test_fault_tolerance", "test_mlflow_server",
+                                                 "test_pipeline_integration", "test_predict_cluster", "test_serving")}
+
+
 def pytest_collection_modifyitems(config, items):
-    """With pytest-xdist (`make test` runs `-n 2 --dist loadgroup`), each test module runs whole on
-    one worker, so its module fixtures are made once; and every module that reads the session's
-    reproduced project (default_repro) runs on the same worker, which makes it (with its MLflow
-    server) once."""
-    modules_of_the_repro = {item.module.__name__ for item in items if "default_repro" in item.fixturenames}
-    for item in items:
-        module = item.module.__name__
-        item.add_marker(pytest.mark.xdist_group("default_repro" if module in modules_of_the_repro else module))
+    """REPRO_MODULES lists every module that reads default_repro (the scheduler below relies on it)."""
+    readers = {item.nodeid.split("::")[0] for item in items if "default_repro" in item.fixturenames}
+    assert readers <= REPRO_MODULES, f"add {sorted(readers - REPRO_MODULES)} to REPRO_MODULES in tests/conftest.py"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    """With pytest-xdist (`make test` runs `-n 2`): each test module runs whole on one worker, so its
+    module fixtures are made once, and every module of REPRO_MODULES on the same worker, which
+    makes the shared `dvc repro` (with its MLflow server) once."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::")[0]
+            return "default_repro" if module in REPRO_MODULES else module
+
+    return ModuleScheduling(config, log)
