@@ -8,10 +8,12 @@ when it strictly beats the current champion's.
 
 from __future__ import annotations
 
+import io
 import math
 import re
+import sys
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
 from typing import Iterator
 
@@ -171,7 +173,7 @@ def log_and_register(uri: str, run_id: str, servable, max_image_pixels: int, fli
 
     column = "image" if servable.kind == "segmenter" else "mask"
     point_mlflow_at(uri)
-    with mlflow.start_run(run_id=run_id):
+    with mlflow.start_run(run_id=run_id), _without_mlflow_notes():
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(SERVED_MODEL_CODE),
@@ -186,3 +188,22 @@ def log_and_register(uri: str, run_id: str, servable, max_image_pixels: int, fli
     version = str(info.registered_model_version)
     print(f"registered {registered_name} version {version} (models:/{registered_name}/{version})")
     return version
+
+
+# What MLflow prints while it logs and registers a model that our own line below says better.
+MLFLOW_NOTES = re.compile(r"Validating input example against model signature|Successfully registered model"
+                          r"|Registered model '.*' already exists|Created version '")
+
+
+@contextmanager
+def _without_mlflow_notes() -> Iterator[None]:
+    """MLflow's messages on stderr, less MLFLOW_NOTES; all of them if the block fails."""
+    captured = io.StringIO()
+    try:
+        with redirect_stderr(captured):
+            yield
+    except BaseException:
+        sys.stderr.write(captured.getvalue())
+        raise
+    lines = captured.getvalue().splitlines(keepends=True)
+    sys.stderr.writelines(line for line in lines if not MLFLOW_NOTES.search(line))
