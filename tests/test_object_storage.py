@@ -23,8 +23,9 @@ pytestmark = pytest.mark.integration
 
 PROJECT = "project"  # GANSEG_STORE = s3://ganseg/project
 EPOCHS = 4
-PARAMS = TINY | {"train.epochs": EPOCHS, "tune.num_samples": 2, "tune.epochs": 1, "train.num_workers": 2,
+PARAMS = TINY | {"train.epochs": EPOCHS, "tune.num_samples": 2, "train.num_workers": 2,
                  "tune.max_concurrent_trials": 1,  # so that the tune job can be stopped between its trials
+                 "tune.epochs": 30, "tune.grace_period": 30,  # a trial long enough to be stopped in (no ASHA stop)
                  "data.ray_data": True, "data.synthetic.num_images": 130}  # three blocks of pairs
 
 
