@@ -17,8 +17,11 @@ from pipeline.console import RayOutput
 # and whether inference keeps off the GPUs (GANSEG_CPU: ganseg/devices.py).
 FORWARDED_VARIABLES = ("GANSEG_STORE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "MLFLOW_TRACKING_URI",
                        "GANSEG_GIT_COMMIT", "GANSEG_GIT_DIRTY", "GANSEG_CPU")
-JOB_CONFIG_VARIABLE = "RAY_JOB_CONFIG_JSON_ENV_VAR"
-RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"  # set by Ray in a submitted job's entrypoint
+JOB_CONFIG_VARIABLE = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray in a submitted job's entrypoint
+# Ray warns at every start of a local cluster that it turned token authentication on, its default:
+# start_ray's "Ray:" line says so instead.
+logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
+    lambda record: record.levelno > logging.WARNING)
 # Ray's 60 s default is too short for a worker to import torch on a busy 2-core machine.
 WORKER_START_TIMEOUT_S = os.environ.get("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
 
@@ -36,9 +39,6 @@ def start_ray(log_path: Path | None = None, num_cpus: int | None = None) -> None
     """
     if ray.is_initialized():
         return
-    # Ray warns at every start of a local cluster that it turned token authentication on, its default:
-    # the line below says so instead.
-    logging.getLogger(RAY_AUTH_LOGGER).addFilter(lambda record: record.levelno > logging.WARNING)
     output = RayOutput(log_path) if log_path else None
     if output:
         output.take_over_driver_loggers()
