@@ -5,8 +5,10 @@ worker or `dvc repro`), keeps it on the CPU. Training chooses its devices with t
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 FORCE_CPU = "GANSEG_CPU"
 
@@ -16,4 +18,6 @@ def cpu_forced() -> bool:
 
 
 def inference_device() -> torch.device:
+    import torch  # here: the CLI reads FORCE_CPU from this module, and stages such as prepare need no torch
+
     return torch.device("cuda" if torch.cuda.is_available() and not cpu_forced() else "cpu")

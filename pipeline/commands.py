@@ -18,6 +18,7 @@ import click
 from ganseg.config import Params, load_params
 from ganseg.devices import FORCE_CPU
 from ganseg.errors import GansegError
+from pipeline.console import take_closing
 from pipeline.store import working_root
 
 DEFAULT_PARAMS = "params.yaml"
@@ -76,9 +77,11 @@ def stage(group: click.Group, name: str, text: str) -> Callable[[Callable[..., N
                 with _where_it_runs(name if group is ganseg else None, shared) as shared:
                     func(shared, **options)
             except (GansegError, FileNotFoundError) as err:  # the message alone
+                take_closing()
                 print(f"ganseg {shown}: error: {err}", file=sys.stderr)
                 return 2
-            print(f"ganseg {shown} finished in {time.perf_counter() - start:.1f} s")
+            result = take_closing()
+            print(f"ganseg {shown} finished in {time.perf_counter() - start:.1f} s" + (f": {result}" if result else ""))
             return 0
 
         return command

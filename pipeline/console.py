@@ -12,7 +12,6 @@ import json
 import logging
 import re
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +23,28 @@ LOG_DIR = Path("results/logs")
 _WARNING_OR_ERROR = re.compile(r"\b(WARNING|ERROR|CRITICAL|FATAL)\b|\b(Warning|Error): |\wWarning: ")
 
 
+_CLOSING: list[str] = []
+
+
+def closing(text: str) -> None:
+    """A stage's result, shown on the line that says the stage finished (pipeline/commands.py), so
+    that a `dvc repro` of many stages keeps to a line or two each."""
+    _CLOSING.append(text)
+
+
+def take_closing() -> str:
+    """The results `closing` collected since the last call, joined; then none are kept."""
+    text = "; ".join(_CLOSING)
+    _CLOSING.clear()
+    return text
+
+
+def shown_path(path: Path) -> Path:
+    """`path` as the console shows it: relative to the current folder when inside it."""
+    path = path.resolve()
+    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+
+
 def say(text: str) -> None:
     """A line for the console from a Ray worker: the driver shows it without Ray's prefix."""
     # Not print(): Ray Train patches it to log as well as print, which would stream the line twice.
@@ -31,9 +52,12 @@ def say(text: str) -> None:
     sys.stdout.flush()
 
 
-def say_epoch(title: str, metrics: dict, epochs: int, seconds_left: float | None, score: str) -> None:
-    """An epoch's figures for the driver's console (`EpochProgress`), from rank 0 of a training."""
-    record = {"title": title, "metrics": metrics, "epochs": epochs, "seconds_left": seconds_left, "score": score}
+def say_epoch(title: str, metrics: dict, epochs: int, epochs_run: int, seconds: float, score: str) -> None:
+    """An epoch's figures for the driver's console (`EpochProgress`), from rank 0 of a training that
+    has run `epochs_run` epochs in `seconds` since it started (or resumed)."""
+    seconds_left = seconds / epochs_run * (epochs - metrics["epoch"])
+    record = {"title": title, "metrics": metrics, "epochs": epochs, "epochs_run": epochs_run, "seconds": seconds,
+              "seconds_left": seconds_left, "score": score}
     sys.stdout.write(f"{EPOCH_MARK}{json.dumps(record)}\n")
     sys.stdout.flush()
 
@@ -46,7 +70,6 @@ class EpochProgress:
     def __init__(self, live: bool | None = None):
         self.live = sys.stdout.isatty() if live is None else live
         self.bars: dict[str, object] = {}
-        self.started: dict[str, float] = {}
 
     def show(self, record: dict) -> None:
         title, metrics, epochs = record["title"], record["metrics"], record["epochs"]
@@ -61,13 +84,12 @@ class EpochProgress:
         if metrics["epoch"] >= epochs:
             bar.close()
             del self.bars[title]
-            took = duration(time.monotonic() - self.started.pop(title))
-            print(f"{title}: {epochs} epochs in {took}; last epoch: {text}", flush=True)
+            took = duration(record["seconds"])
+            print(f"{title}: {record['epochs_run']} epochs in {took}; last epoch: {text}", flush=True)
 
     def _new_bar(self, title: str, epochs: int):
         from tqdm import tqdm
 
-        self.started[title] = time.monotonic()
         self.bars[title] = tqdm(total=epochs, desc=title, leave=False, dynamic_ncols=True,
                                 bar_format="{desc} {bar} epoch {n}/{total}{postfix}")
         return self.bars[title]

@@ -18,6 +18,7 @@ from ganseg.segmenter.evaluation import (
     write_report,
 )
 from ganseg.segmenter.export import load_model
+from pipeline.console import closing
 from pipeline.tracking import registry, runs
 
 AUC_LABELS = {"auc_roc": "AUC-ROC", "auc_pr": "AUC-PR"}  # binary tasks only
@@ -52,7 +53,7 @@ def evaluate_model(params: Params, project_root: Path, models_dir: Path, out_dir
         _log_to_run(client, run_id, test, out_dir)
         name, version = card.registered_model, card.registered_model_version
         if name and version and test["miou"] is not None:
-            print(registry.record_and_promote(client, name, version, test["miou"]))
+            closing(registry.record_and_promote(client, name, version, test["miou"]))
     return metrics
 
 

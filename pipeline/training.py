@@ -2,13 +2,10 @@
 inputs checked, Ray started, the MLflow run opened (or an unfinished one resumed), a TorchTrainer
 whose workers run pipeline/ray/worker.py, the best checkpoint exported as a model folder, logged
 and registered in MLflow.
-
-Also the settings the segmenter's stages train with: the params file < the tune stage's best config < --set.
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import pandas as pd
@@ -16,12 +13,11 @@ from mlflow.tracking import MlflowClient
 
 from ganseg.checkpoints import GanState, load_networks, read_checkpoint
 from ganseg.config import Params, TrainConfig
-from ganseg.dotted import get_dotted, parse_override
 from ganseg.errors import CheckpointError
-from ganseg.fileio import atomic_dir, atomic_write_text, read_json
+from ganseg.fileio import atomic_dir, atomic_write_text
 from ganseg.jobs import GanJob
 from ganseg.jobs.base import STATE_FILE
-from pipeline.console import LOG_DIR
+from pipeline.console import LOG_DIR, closing, shown_path
 from pipeline.ray.cluster import node_count, start_ray
 from pipeline.ray.runtime import (
     fit_or_explain,
@@ -33,8 +29,6 @@ from pipeline.ray.worker import loop_config
 from pipeline.storage import Location
 from pipeline.tracking import registry, runs
 from pipeline.tracking.lifecycle import ended_as_it_went, open_run, run_key
-
-log = logging.getLogger(__name__)
 
 
 def train(job_type: type[GanJob], params: Params, project_root: Path, out_dir: Path, history_csv: Path,
@@ -124,7 +118,8 @@ def export(job: GanJob, latest: dict, best: dict, run_id: str | None, out_dir: P
     with atomic_dir(out_dir) as staging:
         summary = job.export(staging, best, run_id)
     atomic_write_text(history_csv, history)
-    print(f"best {job.score} {summary[f'best_{job.score}']:.4f} at epoch {best['epoch']}; {job.title} in {out_dir}")
+    best_score = summary[f"best_{job.score}"]
+    closing(f"best {job.score} {best_score:.4f} at epoch {best['epoch']}; {job.title} in {shown_path(out_dir)}")
     return summary
 
 
@@ -134,50 +129,8 @@ def log_model(job: GanJob, params: Params, uri: str, run_id: str, folder: Path, 
     servable = job.servable(folder)
     version = registry.log_and_register(uri, run_id, servable, params.data.max_image_pixels,
                                         params.evaluate.flip_tta, registered_name)
+    closing(f"registered as models:/{registered_name}/{version}")
     registered = {"registered_model": registered_name, "registered_model_version": version}
     job.note_registration(folder, registered)
     MlflowClient(uri).log_artifact(run_id, str(servable.card), artifact_path="model_card")
     return registered
-
-
-def effective_settings(params: Params, project_root: Path, best_config: Path, overrides: list[str],
-                       params_file: str) -> Params:
-    """`layered_params`, with the lines of what differs from the params file printed."""
-    shown = best_config.relative_to(project_root) if best_config.is_relative_to(project_root) else best_config
-    params, changed = layered_params(params, tuned_overrides(best_config), overrides, str(shown), params_file)
-    print(f"settings that differ from {params_file}:" if changed else f"settings as in {params_file}")
-    for line in changed:
-        print(f"  {line}")
-    return params
-
-
-def tuned_overrides(best_config: Path) -> dict:
-    """The tune stage's best overrides, or none when the stage has not run."""
-    if not best_config.is_file():
-        log.info("no %s: no tuned settings to apply", best_config)
-        return {}
-    return read_json(best_config)["overrides"]
-
-
-def layered_params(params: Params, tuned: dict, overrides: list[str], tuned_from: str,
-                   params_file: str = "params.yaml") -> tuple[Params, list[str]]:
-    """Params by precedence: the params file (over the defaults) < the tuned best config < --set.
-
-    Also one line per effective value that differs from the params file, naming where it came from.
-    """
-    cli = dict(parse_override(text) for text in overrides)
-    effective = params.with_overrides(tuned | cli, source=params_file)
-    sources = {key: f"tuned: {tuned_from}" for key in tuned} | {key: "--set" for key in cli}
-    before, after = params.model_dump(), effective.model_dump()
-    lines = [
-        f"{key} = {_shown(get_dotted(after, key))} ({source})"
-        for key, source in sources.items()
-        if get_dotted(after, key) != get_dotted(before, key)
-    ]
-    return effective, lines
-
-
-def _shown(value) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    return f"{value:g}" if isinstance(value, float) else str(value)

@@ -1,13 +1,16 @@
 """User mistakes end in `ganseg <stage>: error: ...` and exit status 2, never a traceback."""
 
+import re
+
 import numpy as np
 import pytest
 import yaml
 
 from ganseg.config import ParamsError
 from ganseg.data.sources import BadFileError
-from ganseg.errors import CheckpointError, DataError, NonFiniteLossError
+from ganseg.errors import CheckpointError, DataError, GansegError, NonFiniteLossError
 from pipeline.cli import main
+from pipeline.console import closing
 from pipeline.ray.runtime import ClusterResourcesError
 from tests.conftest import ROOT, write_pair
 
@@ -103,6 +106,25 @@ def test_set_is_applied_once_over_the_params_file(tmp_path, monkeypatch, capsys)
     assert main(["prepare", "--params", path, "--root", str(tmp_path), "--set", "train.epochs=3"]) == 0
     assert seen == {"params": seen["params"], "root": tmp_path.resolve()} and seen["params"].train.epochs == 3
     assert "ganseg prepare finished in" in capsys.readouterr().out
+
+
+def test_a_stage_result_shares_the_line_that_says_it_finished_and_a_failure_drops_it(tmp_path, monkeypatch, capsys):
+    def prepared(params, root, fail=False):
+        closing("prepared 3 tiles")
+        if fail:
+            raise GansegError("no images")
+
+    monkeypatch.setattr("pipeline.stages.prepare.run", prepared)
+    path = params_file(tmp_path, {})
+    assert main(["prepare", "--params", path, "--root", str(tmp_path)]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert re.fullmatch(r"ganseg prepare finished in [0-9.]+ s: prepared 3 tiles", line)
+    monkeypatch.setattr("pipeline.stages.prepare.run", lambda params, root: prepared(params, root, fail=True))
+    assert main(["prepare", "--params", path, "--root", str(tmp_path)]) == 2
+    assert "prepared 3 tiles" not in capsys.readouterr().out
+    monkeypatch.setattr("pipeline.stages.prepare.run", lambda params, root: None)
+    assert main(["prepare", "--params", path, "--root", str(tmp_path)]) == 0
+    assert "prepared 3 tiles" not in capsys.readouterr().out  # nothing left over from the failed run
 
 
 @pytest.mark.parametrize("stage, run", [("train", "pipeline.stages.train.run"),

@@ -92,8 +92,8 @@ def epoch_records(epochs: int) -> list[str]:
     lines = []
     for epoch in range(1, epochs + 1):
         metrics = {"epoch": epoch, "loss_g": 1.0 / epoch, "val_miou": 0.5 + epoch / 100, "images_per_s": 40.0}
-        record = {"title": "segmenter", "metrics": metrics, "epochs": epochs, "seconds_left": 10.0 * (epochs - epoch),
-                  "score": "val_miou"}
+        record = {"title": "segmenter", "metrics": metrics, "epochs": epochs, "epochs_run": epoch,
+                  "seconds": 10.0 * epoch, "seconds_left": 10.0 * (epochs - epoch), "score": "val_miou"}
         lines.append(f"{EPOCH_MARK}{json.dumps(record)}")
     return lines
 
@@ -104,7 +104,7 @@ def test_on_a_terminal_a_training_leaves_one_summary_line_not_a_line_per_epoch(t
     output.route({"pid": 11, "actor_name": "RayTrainWorker", "lines": epoch_records(3)})
     shown = capsys.readouterr()
     (summary,) = shown.out.splitlines()
-    assert summary.startswith("segmenter: 3 epochs in ") and "val mIoU 0.530" in summary
+    assert summary.startswith("segmenter: 3 epochs in 30s; ") and "val mIoU 0.530" in summary
     assert "epoch 3/3" in shown.err  # the bar, on stderr like every progress bar, gone once closed
     assert len((tmp_path / "train.log").read_text().splitlines()) == 3  # every record kept in the log
 

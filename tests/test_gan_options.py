@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ganseg.checkpoints import checkpoint_of, restore_checkpoint, weights_to_export
+from ganseg.gan.averaging import moving_average
 from ganseg.segmenter.losses import (
     class_weight_tensor,
     cross_entropy_per_image,
@@ -152,6 +153,26 @@ def test_ema_is_evaluated_exported_and_restored(tiny_params, tmp_path):
     restore_checkpoint(fresh, tmp_path / "state.pt")
     assert all(torch.equal(fresh.eval_segmenter.state_dict()[k], average[k]) for k in average)
     assert int(fresh.ema.n_averaged) == 3
+
+
+def test_the_moving_average_follows_early_training_and_settles_at_its_decay():
+    """A weight that jumps from 0 to 1 after the first update: a plain average with decay 0.99 would still
+    hold 0.99**20 = 82 % of the 0 twenty updates later; warmed up, the average is past the jump's midpoint.
+    Much later each update moves it by exactly 1 - decay."""
+    network = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(network.weight)
+    average = moving_average(network, decay=0.99)
+    average.update_parameters(network)
+    torch.nn.init.ones_(network.weight)
+    for _ in range(20):
+        average.update_parameters(network)
+    assert average.module.weight.item() > 0.5
+    for _ in range(2000):
+        average.update_parameters(network)
+    torch.nn.init.zeros_(network.weight)
+    before = average.module.weight.item()
+    average.update_parameters(network)
+    assert average.module.weight.item() == pytest.approx(before * 0.99)
 
 
 @pytest.mark.parametrize("threshold, trusted_columns", [(0.05, 32), (0.5, 16), (0.95, 0)])

@@ -90,8 +90,8 @@ def indivisible_image_size(tmp_path):
 
 
 def rung_after_the_last_epoch(tmp_path):
-    """The default warm-up (2) and grace period (2) in trials of 3 epochs: refused before Ray starts."""
-    return ganseg("tune", "--params", params_file(tmp_path, {"tune": {"epochs": 3}}))
+    """The default warm-up (2) and a grace period of 2 in trials of 3 epochs: refused before Ray starts."""
+    return ganseg("tune", "--params", params_file(tmp_path, {"tune": {"epochs": 3, "grace_period": 2}}))
 
 
 def unusable_source_folder(tmp_path):

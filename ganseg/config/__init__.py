@@ -64,14 +64,14 @@ def _default_search_space() -> dict[str, SearchDimension]:
 
 class TuneConfig(Strict):
     num_samples: int = Field(4, ge=1)
-    epochs: int = Field(6, ge=1, description="epochs per trial (ASHA may stop a trial earlier)")
+    epochs: int = Field(4, ge=1, description="epochs per trial (ASHA may stop a trial earlier)")
     workers_per_trial: int = Field(1, ge=1, description="1: a trial trains in its own process; more: it launches a"
                                    " Ray Train TorchTrainer of that many DDP workers")
     max_concurrent_trials: int | Literal["auto"] = "auto"
     metric: str = "val_miou"
     mode: Literal["max", "min"] = "max"
     grace_period: int = Field(
-        2, ge=1, description="epochs after the adversarial warm-up (train.adv_warmup_epochs) before ASHA first"
+        1, ge=1, description="epochs after the adversarial warm-up (train.adv_warmup_epochs) before ASHA first"
         " compares trials: its first rung is warm-up + grace_period, which must not pass tune.epochs",
     )
     search_space: dict[str, SearchDimension] = Field(default_factory=_default_search_space)

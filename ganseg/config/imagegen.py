@@ -25,13 +25,17 @@ class ImagegenConfig(Strict):
     disc_layers: int = Field(3, ge=1, le=5, description="patch: down-sampling layers per scale")
     disc_scales: int = Field(2, ge=1, le=4, description="patch: image scales judged (full, 1/2, ...)")
     spectral_norm: bool = True
-    epochs: int = Field(20, ge=1)
+    epochs: int = Field(6, ge=1)
     batch_size: int = Field(8, ge=1, description="per worker")
-    lr_g: float = Field(1e-4, gt=0)
-    lr_d: float = Field(4e-4, gt=0)
+    lr_g: float = Field(2e-4, gt=0)
+    lr_d: float = Field(8e-4, gt=0)
     lambda_fm: float = Field(10.0, ge=0, description="patch: weight of feature matching")
     lambda_l1: float = Field(100.0, ge=0, description="pix2pix: weight of the L1 distance to the real image")
-    ema_decay: float = Field(0.99, ge=0, lt=1, description="moving average of the generator's weights; 0 = off")
+    ema_decay: float = Field(
+        0.99, ge=0, lt=1,
+        description="moving average of the generator's weights (warmed up: min(decay, (1 + n) / (10 + n))"
+        " after n updates); 0 = off",
+    )
     augment: AugmentConfig = Field(
         default_factory=lambda: AugmentConfig(brightness=0.0, contrast=0.0),
         description="joint mask/image augmentation of training tiles; geometric only by default, so that the"

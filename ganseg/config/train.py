@@ -102,7 +102,7 @@ class RuntimeConfig(Strict):
 
 
 class TrainConfig(Strict):
-    epochs: int = Field(20, ge=1)
+    epochs: int = Field(16, ge=1)
     batch_size: int = Field(8, ge=1, description="per worker")
     lr_g: float = Field(2e-3, gt=0)
     lr_d: float = Field(2e-4, gt=0)
@@ -125,7 +125,11 @@ class TrainConfig(Strict):
         "none",
         description="cross-entropy and Dice weight per class: none, inverse_sqrt (of the training pixel share), or a list",
     )
-    ema_decay: float = Field(0.99, ge=0, lt=1, description="exponential moving average of the segmenter; 0 = off")
+    ema_decay: float = Field(
+        0.99, ge=0, lt=1,
+        description="exponential moving average of the segmenter (warmed up: min(decay, (1 + n) / (10 + n))"
+        " after n updates); 0 = off",
+    )
     semi: SemiConfig = Field(default_factory=SemiConfig)
     synthetic: GeneratedPairsConfig = Field(default_factory=GeneratedPairsConfig)
     num_workers: int | Literal["auto"] = Field("auto", description="Ray Train workers; auto = GPUs or CPUs")

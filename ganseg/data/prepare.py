@@ -107,7 +107,7 @@ def prepare_dataset(
         make_folders(staging)
         tasks = make_blocks(plan.pairs, cfg, seed, plan.rule, staging)
         results: dict[int, BlockResult] = {}
-        with tqdm(total=len(plan.pairs), desc="prepare", unit="img", disable=not progress) as bar:
+        with tqdm(total=len(plan.pairs), desc="prepare", unit="img", leave=False, disable=not progress) as bar:
             for result in run_blocks(prepare_block, tasks):
                 results[result.number] = result
                 bar.update(len(tasks[result.number].pairs))

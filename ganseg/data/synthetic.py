@@ -82,7 +82,8 @@ def write_synthetic_dataset(cfg: SyntheticConfig, seed: int, folder: str | Path,
     with atomic_dir(folder) as staging:
         (staging / "images").mkdir()
         (staging / "masks").mkdir()
-        for index in tqdm(range(cfg.num_images), desc="synthesize", unit="img", disable=not progress):
+        for index in tqdm(range(cfg.num_images), desc="synthesize", unit="img", leave=False,
+                          disable=not progress):
             image, mask = generate_sample(seed, index, cfg.size)
             Image.fromarray(image).save(staging / "images" / f"{stem(index)}.png")
             Image.fromarray(mask).save(staging / "masks" / f"{stem(index)}.png")

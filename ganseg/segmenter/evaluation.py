@@ -89,7 +89,7 @@ def evaluate_full_size(
     samples, count, void = [], 0, 0
     total = stats.test_images if split == "test" else stats.counts["val"]
     for image, truth in tqdm(scored_images(data_dir, split), total=total, desc="evaluate", unit="img",
-                             disable=not progress):
+                             leave=False, disable=not progress):
         x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(device)
         prediction = np.empty(truth.shape, np.uint8)
         for top, logits in logit_strips(segmenter, x, stats.image_size, stats.fit, flips):  # bounded memory

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import ray
 
-from pipeline.console import RayOutput
+from pipeline.console import RayOutput, shown_path
 
 # Where the project and MLflow are, for every node (pipeline/store.py, pipeline/storage.py).
 # and whether inference keeps off the GPUs (GANSEG_CPU: ganseg/devices.py).
@@ -55,7 +55,7 @@ def start_ray(log_path: Path | None = None, num_cpus: int | None = None) -> None
     where = ""
     if output:
         output.take_over_worker_output()
-        where = f"; Ray's log: {_shown_path(log_path)}"
+        where = f"; Ray's log: {shown_path(log_path)}"
     auth = ", token auth" if token_auth(joined=bool(os.environ.get("RAY_ADDRESS"))) else ""
     print(f"Ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs{auth}{where}")
 
@@ -114,7 +114,3 @@ def held_by_ended_jobs(groups: list, jobs: list) -> list[str]:
 def node_count() -> int:
     return sum(1 for node in ray.nodes() if node["Alive"])
 
-
-def _shown_path(path: Path) -> Path:
-    path = path.resolve()
-    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path

@@ -128,8 +128,8 @@ def run_loop(config: dict, session: Session) -> None:
         if logger:
             logger.log_new(history)
         if config["progress"] and worker.is_chief:
-            seconds_left = (time.monotonic() - started) / (epoch - first_epoch) * (job.epochs - epoch)
-            say_epoch(job.title, metrics, job.epochs, seconds_left, job.score)
+            took = time.monotonic() - started
+            say_epoch(job.title, metrics, job.epochs, epoch - first_epoch, took, job.score)
 
 
 def ray_worker(job: WorkerJob) -> Worker:

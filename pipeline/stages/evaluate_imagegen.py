@@ -21,6 +21,7 @@ from ganseg.imagegen.export import load_image_generator
 from ganseg.segmenter.evaluation import check_model_fits_data
 from ganseg.segmenter.export import load_model
 from ganseg.viz import sample_grid
+from pipeline.console import closing, shown_path
 from pipeline.tracking import registry, runs
 
 RATIO = "judge_miou_ratio"
@@ -48,12 +49,12 @@ def run(params: Params, project_root: Path, judge_dir: Path, generator_dir: Path
           f" test tiles (ratio {figures[RATIO]:.3f}), KID {figures['kid']:.4f} ± {figures['kid_std']:.4f},"
           f" diversity {figures['diversity']:.3f}, nearest training image {figures['nearest_train_generated']:.3f}"
           f" generated / {figures['nearest_train_real']:.3f} real; {figures['test_masks']} test masks"
-          f" x {figures['samples_per_mask']} samples; {out_dir / 'samples.png'}")
+          f" x {figures['samples_per_mask']} samples; {shown_path(out_dir / 'samples.png')}")
     if client:
         numbers = {f"test_{key}": value for key, value in figures.items() if isinstance(value, float)}
         runs.log_metrics(client, card.mlflow_run_id, numbers, step=0)
         client.log_artifact(card.mlflow_run_id, str(out_dir / "samples.png"), artifact_path="evaluation")
         if card.registered_model and card.registered_model_version:
-            print(registry.record_and_promote(client, card.registered_model, card.registered_model_version,
-                                              figures[RATIO], metric=RATIO))
+            closing(registry.record_and_promote(client, card.registered_model, card.registered_model_version,
+                                                figures[RATIO], metric=RATIO))
     return figures

@@ -28,7 +28,7 @@ from ganseg.data.prepare import (
 from ganseg.data.sources import source_path
 from ganseg.data.splits import split_file_path
 from ganseg.errors import DataError
-from pipeline.console import LOG_DIR
+from pipeline.console import LOG_DIR, closing, shown_path
 from pipeline.ray.data import RayDataBlocks
 
 # Less image data than this prepares faster in one process than with Ray Data on 2 CPUs, Ray's start
@@ -54,7 +54,8 @@ def run(params: Params, project_root: Path) -> DatasetStats:
     shares = ", ".join(f"{n} {f:.1%}" for n, f in zip(stats.class_names, stats.train_frequency))
     void = stats.void_fraction
     void_note = f" (of the annotated ones; void: {void['train']:.1%}, in no loss or metric)" if void else ""
-    print(f"prepared {out_dir}: {counts} tiles of {stats.image_size}px; train pixels: {shares}{void_note}")
+    closing(f"prepared {shown_path(out_dir)}: {counts} tiles of {stats.image_size}px;"
+            f" train pixels: {shares}{void_note}")
     _report_intensity(stats)
     if stats.skipped_files:
         print(f"skipped {stats.skipped_files} unusable file(s) (data.on_error: skip): see {out_dir / SKIPPED_REPORT}")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ganseg.config import Params
 from ganseg.data.synthetic import write_synthetic_dataset
+from pipeline.console import closing
 
 SYNTHETIC_DIR = Path("data/synthetic")
 
@@ -14,5 +15,5 @@ SYNTHETIC_DIR = Path("data/synthetic")
 def run(params: Params, project_root: Path) -> Path:
     folder = write_synthetic_dataset(params.data.synthetic, params.seed, project_root / SYNTHETIC_DIR)
     cfg = params.data.synthetic
-    print(f"wrote {cfg.num_images} image/mask pairs of {cfg.size} px to {SYNTHETIC_DIR} (seed {params.seed})")
+    closing(f"wrote {cfg.num_images} image/mask pairs of {cfg.size} px to {SYNTHETIC_DIR} (seed {params.seed})")
     return folder

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from ganseg.config import Params
 from ganseg.jobs.segmenter import SegmenterJob
-from pipeline.training import effective_settings, train
+from pipeline.settings import effective_settings
+from pipeline.training import train
 
 
 def run(params: Params, project_root: Path, best_config: Path, models_dir: Path, history_csv: Path,

@@ -15,9 +15,8 @@ from pathlib import Path
 
 from ganseg.config import Params
 from ganseg.fileio import atomic_dir, atomic_write_text, read_json, write_json
-from ganseg.jobs.synthetic import SyntheticJob
-from pipeline.evaluation import evaluate_model
-from pipeline.training import effective_settings, layered_params, train, tuned_overrides
+from pipeline.console import closing
+from pipeline.settings import effective_settings, layered_params, tuned_overrides
 
 OFF = ("train.synthetic.share is 0: no segmenter trained on generated pairs. Set it above 0 (see"
        " docs/fewlabels.md) and run `dvc repro` to train one.")
@@ -31,6 +30,11 @@ def run(params: Params, project_root: Path, best_config: Path, generator_dir: Pa
         return _off(models_dir, eval_dir)
     if not train_metrics.is_file():
         raise FileNotFoundError(f"{train_metrics} is missing: evaluate the train stage's model first (ganseg evaluate)")
+    # here, not at the top: off (the default), the stage needs neither Ray, MLflow nor torch
+    from ganseg.jobs.synthetic import SyntheticJob
+    from pipeline.evaluation import evaluate_model
+    from pipeline.training import train
+
     effective = effective_settings(params, project_root, best_config, overrides, params_file)
     options = {"image_generator": str(generator_dir.resolve()), "judge": str(judge_dir.resolve())}
     train(SyntheticJob, effective, project_root, models_dir, history_csv, effective.mlflow.registered_model, options)
@@ -45,7 +49,7 @@ def run(params: Params, project_root: Path, best_config: Path, generator_dir: Pa
 
 
 def _off(models_dir: Path, eval_dir: Path) -> dict:
-    print(OFF)
+    closing(OFF)
     with atomic_dir(models_dir) as staging:
         atomic_write_text(staging / "README.txt", OFF + "\n")
     metrics = {"trained": False, "reason": OFF}

@@ -31,7 +31,7 @@ from ganseg.config import Params
 from ganseg.contracts import read_dataset_stats
 from ganseg.errors import ParamsError
 from ganseg.fileio import write_json
-from pipeline.console import LOG_DIR, duration, metrics_text
+from pipeline.console import LOG_DIR, closing, duration, metrics_text
 from pipeline.ray.search import (
     check_rungs,
     make_scheduler,
@@ -177,7 +177,7 @@ def run(params: Params, project_root: Path, best_config_path: Path) -> dict:
     client.log_dict(parent_id, best, "tune/best_config.json")
     client.set_terminated(parent_id, "FINISHED")
     write_json(best_config_path, best | {"mlflow_parent_run_id": parent_id})
-    print(f"best trial {best['trial_id']}: {params.tune.metric} = {best['value']:.4f} with {best['overrides']}")
+    closing(f"best trial {best['trial_id']}: {params.tune.metric} = {best['value']:.4f} with {best['overrides']}")
     return best
 
 

@@ -186,7 +186,6 @@ def log_and_register(uri: str, run_id: str, servable, max_image_pixels: int, fli
             registered_model_name=registered_name,
         )
     version = str(info.registered_model_version)
-    print(f"registered {registered_name} version {version} (models:/{registered_name}/{version})")
     return version
 
 
