@@ -19,8 +19,6 @@ import warnings
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
-from torchmetrics.image.kid import KernelInceptionDistance
 
 from ganseg.data.datasets import to_input
 from ganseg.gan.networks import UNet
@@ -69,6 +67,8 @@ def kid(
     judge: UNet, real: torch.Tensor, generated: torch.Tensor, seed: int = 0, subsets: int = 50
 ) -> tuple[float, float]:
     """KID (mean, std over random subsets) between real and generated images, on the judge's features."""
+    from torchmetrics.image.kid import KernelInceptionDistance  # here: training workers import this module too
+
     with warnings.catch_warnings():  # that it keeps every feature vector: a few hundred numbers per image here
         warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
         metric = KernelInceptionDistance(feature=JudgeFeatures(judge), subsets=subsets,
@@ -92,6 +92,8 @@ def ms_ssim_scales(side: int) -> int:
 def diversity(samples: torch.Tensor) -> float:
     """Mean 1 - MS-SSIM over every pair of images drawn from one mask. `samples` (M, K, C, H, W):
     K images for each of M masks."""
+    from torchmetrics.functional.image import multiscale_structural_similarity_index_measure  # as kid's
+
     m, k = samples.shape[:2]
     if k < 2:
         raise ValueError("diversity needs at least 2 images per mask")
