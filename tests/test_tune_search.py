@@ -14,6 +14,7 @@ from pipeline.ray.search import (
     longest_warmup,
     make_scheduler,
     make_searcher,
+    pick_best,
     to_domain,
 )
 from tests.conftest import ROOT
@@ -135,3 +136,27 @@ def test_a_search_smaller_than_the_weights_tries_as_many_as_it_has_trials():
 
 def test_an_empty_search_space_has_no_searcher():
     assert make_searcher(Params().with_overrides({"tune.search_space": {}})) is None
+
+
+def trials(*scored: tuple[float, float]) -> list[tuple[dict, float]]:
+    """(λ_adv, validation score) per trial."""
+    return [({"train.lr_g": 0.002, "train.lambda_adv": weight}, score) for weight, score in scored]
+
+
+def test_a_trial_within_the_tie_margin_of_the_best_wins_when_its_lambda_adv_is_smaller():
+    params = Params().with_overrides({"tune.tie_margin": 0.002})
+    scored = trials((0.1, 0.8132), (0.0, 0.8126), (0.03, 0.8130), (0.01, 0.8050))
+    assert pick_best(scored, params) == 1  # λ 0 trails by 0.0006: a tie, and the baseline trains fastest
+
+
+def test_a_lead_beyond_the_margin_wins_whatever_its_lambda_adv():
+    scored = trials((0.0, 0.80), (0.1, 0.81), (0.03, 0.805))
+    assert pick_best(scored, Params().with_overrides({"tune.tie_margin": 0.002})) == 1
+    assert pick_best(scored, Params().with_overrides({"tune.tie_margin": 0.0})) == 1
+    assert pick_best(scored, Params().with_overrides({"tune.tie_margin": 0.02})) == 0
+
+
+def test_ties_on_a_metric_to_minimise_are_those_just_above_the_lowest():
+    params = Params().with_overrides({"tune.metric": "val_loss", "tune.mode": "min", "tune.tie_margin": 0.01})
+    assert pick_best(trials((0.1, 0.290), (0.0, 0.298), (0.01, 0.320)), params) == 1
+    assert pick_best(trials((0.1, 0.300), (0.0, 0.320)), params) == 0

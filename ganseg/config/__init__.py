@@ -70,6 +70,10 @@ class TuneConfig(Strict):
     max_concurrent_trials: int | Literal["auto"] = "auto"
     metric: str = "val_miou"
     mode: Literal["max", "min"] = "max"
+    tie_margin: float = Field(
+        0.002, ge=0, description="trials whose metric is within this of the best tie; of tied trials the one with"
+        " the smallest train.lambda_adv wins (the supervised baseline trains fastest), then the best",
+    )
     grace_period: int = Field(
         1, ge=1, description="epochs after the adversarial warm-up (train.adv_warmup_epochs) before ASHA first"
         " compares trials: its first rung is warm-up + grace_period, which must not pass tune.epochs",

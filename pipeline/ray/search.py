@@ -132,6 +132,16 @@ def max_concurrent(params: Params, use_gpu: bool) -> int:
     return max(1, int(available // params.tune.workers_per_trial))
 
 
+def pick_best(scored: list[tuple[dict, float]], params: Params) -> int:
+    """The index of the (config, score) the search picks: of the trials whose score lies within
+    tune.tie_margin of the best, the one with the smallest λ_adv (a difference that small is noise,
+    and the supervised baseline trains fastest), then the one with the best score."""
+    sign = 1 if params.tune.mode == "max" else -1
+    best = max(sign * score for _, score in scored)
+    ties = [i for i, (_, score) in enumerate(scored) if sign * score >= best - params.tune.tie_margin]
+    return min(ties, key=lambda i: (scored[i][0].get(LAMBDA_KEY, 0), -sign * scored[i][1]))
+
+
 def search_space_record(params: Params) -> dict:
     """The search space as the parent run records it, beside the fixed settings of the search."""
     searcher = {"type": "none: empty search space, every trial runs the params as they are"}

@@ -37,6 +37,7 @@ from pipeline.ray.search import (
     make_scheduler,
     make_searcher,
     max_concurrent,
+    pick_best,
     quiet_optuna,
     search_space_record,
     summary,
@@ -288,7 +289,8 @@ def _best(results, params: Params) -> dict:
         raise RuntimeError(f"all {len(results)} tune trials failed; the first error:\n{failed[0].error}")
     for r in failed:
         log.warning("trial failed: %s", r.error)
-    best = results.get_best_result(metric=params.tune.metric, mode=params.tune.mode, scope="last")
+    scored = [r for r in results if not r.error and params.tune.metric in (r.metrics or {})]
+    best = scored[pick_best([(r.config, r.metrics[params.tune.metric]) for r in scored], params)]
     return {
         "overrides": dict(best.config),
         "metric": params.tune.metric,
