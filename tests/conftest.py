@@ -136,9 +136,9 @@ def two_cpu_ray():
     """A fresh local Ray runtime with 2 CPUs for the tests of one module (never someone else's cluster)."""
     import ray
 
-    from pipeline.ray.cluster import WORKER_START_TIMEOUT_S
+    from pipeline.ray.cluster import TRAIN_ENV_VARS
 
-    runtime_env = {"env_vars": {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": WORKER_START_TIMEOUT_S}}
+    runtime_env = {"env_vars": dict(TRAIN_ENV_VARS)}
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=runtime_env)
     yield ray
     ray.shutdown()
