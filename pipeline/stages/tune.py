@@ -218,6 +218,7 @@ def search_tuner(params: Params, project_root: Path, parent_id: str, trainable, 
         tune_config=tune.TuneConfig(
             metric=params.tune.metric, mode=params.tune.mode, num_samples=params.tune.num_samples,
             scheduler=make_scheduler(params), search_alg=make_searcher(params), max_concurrent_trials=concurrency,
+            reuse_actors=True,  # a trial takes over a finished one's process: no second start-up and imports
         ),
         run_config=tune.RunConfig(
             name=name, **ray_storage(storage), verbose=0,
