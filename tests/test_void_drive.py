@@ -52,7 +52,8 @@ def test_drive_prepares_trains_and_evaluates_without_the_void_outside_the_field_
     saved = json.loads((tmp_path / "evaluation/metrics.json").read_text())
     assert saved["scored_pixels"] == annotated and saved["void_pixels"] == void
     # two classes: the threshold-free scores of the vessel probability, over the field of view
-    assert saved["auc_positive_class"] == "vessel" and saved["test"]["auc_pr"] == pytest.approx(result.auc["auc_pr"], abs=1e-6)
+    assert saved["auc_positive_class"] == "vessel"
+    assert saved["test"]["auc_pr"] == pytest.approx(result.auc["auc_pr"], abs=1e-6)
     # even after a few steps the vessel probability ranks vessels above background better than chance:
     # AUC-ROC 0.5, and AUC-PR the vessels' share of the annotated pixels
     share = background / annotated
