@@ -72,12 +72,12 @@ def stage(group: click.Group, name: str, text: str) -> Callable[[Callable[..., N
         @functools.wraps(func)  # carries func's own options (__click_params__) over
         def command(params_file: str, root: Path, overrides: tuple[str, ...], **options) -> int:
             start = time.perf_counter()
+            take_closing()  # this command's line holds its own results only, not those of earlier calls in the process
             shared = Shared(params_file, root.resolve(), list(overrides))
             try:
                 with _where_it_runs(name if group is ganseg else None, shared) as shared:
                     func(shared, **options)
             except (GansegError, FileNotFoundError) as err:  # the message alone
-                take_closing()
                 print(f"ganseg {shown}: error: {err}", file=sys.stderr)
                 return 2
             result = take_closing()

@@ -116,6 +116,7 @@ def test_a_stage_result_shares_the_line_that_says_it_finished_and_a_failure_drop
 
     monkeypatch.setattr("pipeline.stages.prepare.run", prepared)
     path = params_file(tmp_path, {})
+    closing("left by a stage function called outside a command")
     assert main(["prepare", "--params", path, "--root", str(tmp_path)]) == 0
     (line,) = capsys.readouterr().out.splitlines()
     assert re.fullmatch(r"ganseg prepare finished in [0-9.]+ s: prepared 3 tiles", line)
