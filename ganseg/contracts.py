@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ganseg.config import DataConfig, ImagegenConfig, ModelConfig
+from ganseg.config import DataConfig, ImagegenConfig, ModelConfig, PreprocessConfig
 from ganseg.data.intensity import IntensityRule
 from ganseg.errors import CheckpointError, DataError, GansegError, invalid_fields
 from ganseg.fileio import read_json, write_json
@@ -55,6 +55,7 @@ class DatasetStats(_Contract):
     split_source: Literal["hash", "split_file"] = "hash"  # files older than data.split_file used the hash
     intensity: IntensityRule = IntensityRule()  # files older than data.intensity read 8-bit images as they are
     clipped_share: float = 0.0  # ... which clips nothing
+    preprocess: PreprocessConfig | None = None  # data.preprocess after the intensity rule; None: nothing done
 
     @property
     def train_frequency(self) -> list[float]:
@@ -72,6 +73,7 @@ class ModelCard(_Contract):
     image_size: int
     fit: Fit  # how new images meet the network: sliding tiles or resized whole
     intensity: IntensityRule = IntensityRule()  # cards older than data.intensity: 8-bit images as they are
+    preprocess: PreprocessConfig | None = None  # as in the stats.json it was trained on
     best_epoch: int | None = None
     best_val_miou: float | None = None
     mlflow_run_id: str | None = None
@@ -83,7 +85,8 @@ class ModelCard(_Contract):
         """The card of a segmenter of `model` trained on the prepared data `stats` describes."""
         return cls(
             model=model, in_channels=stats.channels, num_classes=stats.num_classes, class_names=stats.class_names,
-            image_size=stats.image_size, fit=stats.fit, intensity=stats.intensity, **training,
+            image_size=stats.image_size, fit=stats.fit, intensity=stats.intensity,
+            preprocess=stats.preprocess, **training,
         )
 
     def describe_network(self) -> str:

@@ -14,7 +14,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from ganseg.config.base import Strict
-from ganseg.config.data import DataConfig, IntensityConfig, SplitConfig, SyntheticConfig
+from ganseg.config.data import DataConfig, IntensityConfig, PreprocessConfig, SplitConfig, SyntheticConfig
 from ganseg.config.imagegen import ImagegenConfig
 from ganseg.config.train import (
     AugmentConfig,
@@ -31,9 +31,9 @@ from ganseg.errors import ParamsError, invalid_fields
 
 __all__ = [
     "AugmentConfig", "DataConfig", "EvaluateConfig", "FaultInjection", "GeneratedPairsConfig", "ImagegenConfig",
-    "IntensityConfig", "MaskDeformConfig", "MlflowConfig", "ModelConfig", "Params", "ParamsError", "RuntimeConfig",
-    "SearchDimension", "SemiConfig", "SplitConfig", "SyntheticConfig", "TrainConfig", "TuneConfig", "load_params",
-    "validate_params",
+    "IntensityConfig", "MaskDeformConfig", "MlflowConfig", "ModelConfig", "Params", "ParamsError", "PreprocessConfig",
+    "RuntimeConfig", "SearchDimension", "SemiConfig", "SplitConfig", "SyntheticConfig", "TrainConfig", "TuneConfig",
+    "load_params", "validate_params",
 ]
 
 

@@ -53,6 +53,25 @@ class IntensityConfig(Strict):
         return self
 
 
+class PreprocessConfig(Strict):
+    """What the image becomes after the intensity rule, before the network sees it (see ganseg/data/preprocess.py)."""
+
+    grey: Literal["luminance", "green"] = Field(
+        "luminance",
+        description="how data.channels: 1 reads a colour image: its luminance, or its green channel (retinal"
+        " fundus images: the vessels' best contrast)",
+    )
+    clahe_clip: float = Field(
+        0.0, ge=0, description="> 0: contrast-limited adaptive histogram equalisation (CLAHE) with this clip"
+        " limit (2 is usual); 0 = off",
+    )
+    clahe_grid: int = Field(8, ge=1, le=64, description="CLAHE: tiles per side of the image")
+
+    @property
+    def is_identity(self) -> bool:
+        return self.grey == "luminance" and self.clahe_clip == 0
+
+
 class DataConfig(Strict):
     source: str = Field(
         "data/synthetic",
@@ -77,6 +96,7 @@ class DataConfig(Strict):
         " without val rows a seeded data.split.val share of the train images validates",
     )
     intensity: IntensityConfig = Field(default_factory=IntensityConfig)
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
     on_error: Literal["fail", "skip"] = Field(
         "fail",
@@ -139,4 +159,10 @@ class DataConfig(Strict):
             )
         if self.mask_format == "binary" and self.num_classes != 2:
             raise ValueError("mask_format 'binary' needs exactly two class_names")
+        return self
+
+    @model_validator(mode="after")
+    def _green_is_one_channel(self) -> "DataConfig":
+        if self.preprocess.grey == "green" and self.channels != 1:
+            raise ValueError("preprocess.grey 'green' reads one channel of a colour image; it needs channels: 1")
         return self

@@ -22,6 +22,7 @@ from ganseg.config import DataConfig
 from ganseg.contracts import DatasetStats, write_dataset_stats
 from ganseg.data.blocks import BlockResult, BlockTask, Pair, make_blocks, prepare_block
 from ganseg.data.intensity import IntensityRule, resolve
+from ganseg.data.preprocess import stored
 from ganseg.data.sources import (
     BadFileError,
     Problem,
@@ -74,7 +75,7 @@ class SourcePlan:
         for pair in self.pairs:
             if pair.split == "train":
                 try:
-                    yield read_image(pair.image, self.cfg.channels, self.cfg.max_image_pixels)
+                    yield read_image(pair.image, self.cfg.channels, self.cfg.max_image_pixels, self.cfg.preprocess.grey)
                 except BadFileError:
                     continue
 
@@ -167,5 +168,6 @@ def _dataset_stats(cfg: DataConfig, rule: IntensityRule, blocks: list[BlockResul
         test_images=sum(len(block.test_stems) for block in blocks),
         split_source="split_file" if cfg.split_file else "hash",
         intensity=rule,
+        preprocess=stored(cfg.preprocess),
         clipped_share=round(clipped / max(pixels, 1), 6),
     )

@@ -14,8 +14,9 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ganseg.config import DataConfig
+from ganseg.config import DataConfig, PreprocessConfig
 from ganseg.data.intensity import IntensityRule, is_eight_bit, map_to_uint8
+from ganseg.data.preprocess import equalised
 from ganseg.data.void import VOID
 from ganseg.errors import DataError
 
@@ -186,14 +187,17 @@ def image_files(folder: Path, what: str = "images") -> list[Path]:
     return files
 
 
-def read_image(path: Path, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def read_image(path: Path, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS, grey: str = "luminance") -> np.ndarray:
     """(H, W, C) at the file's full depth (uint8, uint16, int32 or float32); BadFileError if it cannot be decoded.
 
     Greyscale images of more than 8 bits keep their values (and are repeated for 3 channels);
-    8-bit images are converted by Pillow to grey or RGB. Pillow reads colour images at 8 bits per channel.
+    8-bit images are converted by Pillow to grey (its luminance, or with `grey` "green" its green
+    channel) or RGB. Pillow reads colour images at 8 bits per channel.
     """
     with open_image(path, max_pixels) as img:
-        if is_eight_bit(img.mode):
+        if is_eight_bit(img.mode) and channels == 1 and grey == "green":
+            array = np.array(img.convert("RGB"), dtype=np.uint8)[..., 1]
+        elif is_eight_bit(img.mode):
             array = np.array(img.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
         else:
             array = np.array(img)
@@ -206,10 +210,14 @@ def read_image(path: Path, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS) 
 
 
 def read_model_input(
-    path: Path, channels: int, rule: IntensityRule, max_pixels: int = DEFAULT_MAX_PIXELS
+    path: Path, channels: int, rule: IntensityRule, max_pixels: int = DEFAULT_MAX_PIXELS,
+    preprocess: PreprocessConfig | None = None,
 ) -> tuple[np.ndarray, int]:
-    """(H, W, C) uint8 as the network sees it, by the intensity rule; and how many values were clipped."""
-    return map_to_uint8(read_image(path, channels, max_pixels), rule)
+    """(H, W, C) uint8 as the network sees it, by the intensity rule and `data.preprocess`; and how many
+    values the rule clipped."""
+    grey = preprocess.grey if preprocess else "luminance"
+    image, clipped = map_to_uint8(read_image(path, channels, max_pixels, grey), rule)
+    return equalised(image, preprocess), clipped
 
 
 def image_is_eight_bit(path: Path) -> bool:
@@ -283,7 +291,7 @@ def load_pair(
     image = mask = None
     problems, clipped = [], 0
     try:
-        image, clipped = read_model_input(image_path, cfg.channels, rule, cfg.max_image_pixels)
+        image, clipped = read_model_input(image_path, cfg.channels, rule, cfg.max_image_pixels, cfg.preprocess)
     except BadFileError as err:
         problems.append(Problem(err.path, err.reason))
     try:

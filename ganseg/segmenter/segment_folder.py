@@ -55,7 +55,8 @@ class FileSegmenter:
         """(the image as the network sees it, its class ids) for one encoded image (PNG, TIFF, JPEG,
         ... bytes); BadFileError says why an input cannot be used."""
         card = self.card
-        image, _ = read_model_input(io.BytesIO(data), card.in_channels, card.intensity, self.max_image_pixels)
+        image, _ = read_model_input(io.BytesIO(data), card.in_channels, card.intensity, self.max_image_pixels,
+                                    card.preprocess)
         return image, segment_image(self.segmenter, image, card.image_size, card.fit, flips)
 
     def __call__(self, name: str, data: bytes) -> Segmented:

@@ -25,6 +25,7 @@ from ganseg.data.prepare import (
     prepare_dataset,
     run_in_process,
 )
+from ganseg.data.preprocess import describe as describe_preprocess
 from ganseg.data.sources import source_path
 from ganseg.data.splits import split_file_path
 from ganseg.errors import DataError
@@ -101,7 +102,9 @@ def _holds_at_least(folder: Path, size: int) -> bool:
 
 def _report_intensity(stats: DatasetStats) -> None:
     rule = stats.intensity
-    print(f"image values mapped to 0..255 by {rule.describe()} (data.intensity)")
+    steps = describe_preprocess(stats.preprocess)
+    then = f", then {steps} (data.preprocess)" if steps else ""
+    print(f"image values mapped to 0..255 by {rule.describe()} (data.intensity){then}")
     clipped = stats.clipped_share
     if clipped and rule.mode in ("dtype", "fixed"):
         print(f"warning: {clipped:.2%} of the image values fell outside that range and were clipped;"

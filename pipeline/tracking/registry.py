@@ -137,7 +137,7 @@ def model_folder(model: str, project_root: Path,
 
 SERVED_MODEL_CODE = Path(__file__).resolve().parents[1] / "served.py"
 # What pipeline/served.py and the part of ganseg it uses import; pinned to the versions trained with.
-SERVED_REQUIREMENTS = ("torch", "torchvision", "numpy", "pillow", "pydantic", "pandas", "pyyaml", "tqdm")
+SERVED_REQUIREMENTS = ("torch", "torchvision", "numpy", "pillow", "pydantic", "pandas", "pyyaml", "tqdm", "kornia")
 
 
 def served_signature(kind: str, flips: bool):
