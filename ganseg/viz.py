@@ -160,11 +160,32 @@ def save_difference_figure(rows: list, names: tuple[str, str], score_name: str, 
             axis.set_title(title, fontsize=8)
             axis.axis("off")
     fig.tight_layout()
+    _save_whole(fig, path)
+
+
+def save_learning_curves(curves: dict[str, dict[str, list[tuple[int, float, float]]]], path: Path) -> None:
+    """One panel per metric: each configuration's (steps, mean, std) points over seeds, steps on a log axis."""
+    fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 4), squeeze=False)
+    for axis, (metric, lines) in zip(axes[0], curves.items()):
+        for name, points in lines.items():
+            steps, means, stds = zip(*points)
+            axis.errorbar(steps, means, yerr=stds, marker="o", capsize=3, label=name)
+        axis.set_xscale("log")
+        axis.set_xlabel("segmenter updates (steps)")
+        axis.set_ylabel(metric)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    fig.tight_layout()
+    _save_whole(fig, path)
+
+
+def _save_whole(fig, path: Path) -> None:
+    """A PNG written whole or not at all."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     partial = Path(path).with_name(f".{Path(path).name}.partial")
     fig.savefig(partial, dpi=110, format="png", bbox_inches="tight")
     plt.close(fig)
-    partial.replace(path)  # whole or not at all
+    partial.replace(path)
 
 
 def disagreement(truth: np.ndarray, reference: np.ndarray, contender: np.ndarray) -> np.ndarray:

@@ -26,6 +26,17 @@ def _contenders(ctx: click.Context, param: click.Parameter, texts: tuple[str, ..
         raise click.BadParameter(str(err), ctx, param) from None
 
 
+def _budgets(ctx: click.Context, param: click.Parameter, text: str) -> list[int]:
+    """'1000,4000' -> [1000, 4000], ascending and each once."""
+    try:
+        budgets = sorted({int(part) for part in text.split(",")})
+    except ValueError:
+        budgets = []
+    if not budgets or budgets[0] < 1:
+        raise click.BadParameter(f"expected positive numbers of steps, comma-separated, got {text!r}", ctx, param)
+    return budgets
+
+
 _data = click.option("--data", required=True,
                      help="folder with images/ and masks/ (read with the data section of params), or 'synthetic'"
                      " for the built-in data (data.synthetic), written to a temporary folder")
@@ -80,7 +91,9 @@ def _bench_prepare(shared: Shared, images: str, size: int, cpus: str, workdir: P
 @_data
 @click.option("--seeds", type=POSITIVE, default=3,
               help="seeds per config (default 3; the paired confidence intervals want 3 or more)")
-@click.option("--steps", type=POSITIVE, default=600, help="segmenter updates per run (default 600)")
+@click.option("--steps", default="600", callback=_budgets, metavar="STEPS[,STEPS...]",
+              help="segmenter updates per run (default 600); several, comma-separated, train every config at each"
+              " budget: a learning curve")
 @click.option("--label-fraction", type=FRACTION,
               help="also compare supervised and semi-supervised with this share of the training images labelled")
 @click.option("--contender", "contenders", multiple=True, callback=_contenders, metavar="NAME=KEY=VALUE,...",
@@ -92,11 +105,16 @@ def _bench_prepare(shared: Shared, images: str, size: int, cpus: str, workdir: P
               " touching the test split")
 @_table_json
 @click.option("--figure", type=PATH, help="also draw, as a PNG here, the scored images where the first GAN row and"
-              " the baseline differ most (first seed)")
-def _bench_quality(shared: Shared, data: str, seeds: int, steps: int, label_fraction: float | None, contenders: list,
-                   split: str, out: Path | None, figure: Path | None) -> None:
+              " the baseline differ most (first seed, largest budget)")
+@click.option("--curve", type=PATH, help="with several --steps: also plot each config's scores against its budget"
+              " (mean ± std over seeds) as a PNG here")
+def _bench_quality(shared: Shared, data: str, seeds: int, steps: list[int], label_fraction: float | None,
+                   contenders: list, split: str, out: Path | None, figure: Path | None, curve: Path | None) -> None:
     from pipeline.stages import bench
-    bench.quality(shared.params(), data, seeds, steps, label_fraction, out, contenders, split, figure)
+    if curve and len(steps) < 2:
+        raise click.BadParameter("a learning curve needs several budgets, e.g. --steps 1000,4000,16000",
+                                 param_hint="--curve")
+    bench.quality(shared.params(), data, seeds, steps, label_fraction, out, contenders, split, figure, curve)
 
 
 @stage(bench_group, "imagegen", "mask -> image generator variants (SPADE + PatchGAN, SPADE + OASIS, pix2pix) trained for"

@@ -11,6 +11,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from ganseg.bench.quality import learning_curves
 from ganseg.contracts import read_dataset_stats
 from ganseg.data.datasets import (
     endless,
@@ -206,3 +207,39 @@ def test_bench_quality_compares_named_variants_on_the_validation_split_of_a_bina
     assert auc["verdict"] in ("better", "worse", "tie")
     first, second = auc["differences"]
     assert f"| light | supervised baseline | AUC-ROC | {first:+.4f}, {second:+.4f} |" in printed
+
+
+def test_bench_quality_at_several_budgets_draws_each_configs_learning_curve(tmp_path, sized_folder, capsys):
+    out, curve = tmp_path / "curve.json", tmp_path / "curve.png"
+    code = main([
+        "bench", "quality", "--data", str(sized_folder), "--seeds", "2", "--steps", "4,2", "--split", "val",
+        "--params", str(ROOT / "params.yaml"), "--set", "data.class_names=[dark, bright]",
+        "--set", "data.image_size=32",
+        "--set", "model.base_channels=8", "--set", "train.epochs=1", "--set", "evaluate.flip_tta=false",
+        "--out", str(out), "--curve", str(curve),
+    ])
+    assert code == 0
+    printed = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert report["steps"] == [2, 4] and "each config at 2, 4 steps" in printed
+    names = ["supervised baseline @ 2", "GAN segmenter @ 2", "supervised baseline @ 4", "GAN segmenter @ 4"]
+    assert list(dict.fromkeys(r["config"] for r in report["runs"])) == names
+    assert [r["steps"] for r in report["runs"]] == [2, 2, 2, 2, 4, 4, 4, 4]
+    trained = {r["steps"]: r["images_per_s"] * r["wall_s"] for r in report["runs"]}
+    assert trained[4] > trained[2]  # the larger budget trained on more images
+    # each budget's GAN row against the baseline of the same budget
+    assert {(row["config"], row["reference"]) for row in report["paired"]} == {
+        ("GAN segmenter @ 2", "supervised baseline @ 2"), ("GAN segmenter @ 4", "supervised baseline @ 4")}
+    curves = learning_curves(report)
+    assert set(curves) == {"Dice bright", "AUC-ROC"}
+    dice = curves["Dice bright"]["GAN segmenter"]
+    assert [steps for steps, _, _ in dice] == [2, 4]
+    assert dice[1][1] == pytest.approx(report["summary"]["GAN segmenter @ 4"]["dice"]["bright"]["mean"])
+    with Image.open(curve) as picture:
+        assert picture.format == "PNG" and picture.width > 400
+
+
+def test_a_learning_curve_needs_several_budgets(tmp_path, capsys):
+    code = main(["bench", "quality", "--data", "synthetic", "--steps", "4", "--curve", str(tmp_path / "c.png")])
+    assert code == 2 and "several budgets" in capsys.readouterr().err
+    assert not (tmp_path / "c.png").exists()

@@ -25,6 +25,7 @@ class Contender:
     name: str
     overrides: dict[str, Any]
     reference: str | None = None  # the configuration it is compared with, seed by seed; None for the baseline
+    steps: int | None = None  # its training budget when the bench runs several (`at_budgets`)
 
 
 def parse_contender(text: str) -> tuple[str, dict[str, Any]]:
@@ -73,3 +74,11 @@ def check_contenders(params: Params, rows: list[Contender]) -> None:
         for key, value in row.overrides.items():
             set_dotted(raw, key, value)
         validate_params(raw, source=f"--contender {row.name}")
+
+
+def at_budgets(rows: list[Contender], budgets: list[int]) -> list[Contender]:
+    """Every row once per budget, named 'NAME @ STEPS' and compared with its reference at the same budget."""
+    return [
+        Contender(f"{row.name} @ {steps}", row.overrides, row.reference and f"{row.reference} @ {steps}", steps)
+        for steps in budgets for row in rows
+    ]

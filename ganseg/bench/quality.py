@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ganseg.bench.contenders import BASELINE, Contender
+from ganseg.bench.contenders import Contender, at_budgets
 from ganseg.bench.differences import largest_differences
 from ganseg.bench.machine import machine
 from ganseg.bench.paired import paired_comparisons
@@ -109,13 +109,17 @@ def seeded_loader(dataset, batch_size: int, seed: int) -> DataLoader:
 
 
 def run_benchmark(
-    params: Params, data_dir: Path, seeds: int, steps: int, rows: list[Contender], label_fraction: float | None = None,
-    split: str = "test", log=print, figure: Path | None = None,
+    params: Params, data_dir: Path, seeds: int, steps: int | list[int], rows: list[Contender],
+    label_fraction: float | None = None, split: str = "test", log=print, figure: Path | None = None,
 ) -> dict:
     """Every contender on seeds params.seed, params.seed+1, ...; the runs, their mean and std, and
-    each contender's paired differences with its reference. With `figure`, a PNG there of the images
-    where the first contender compared with the baseline differs from it most (first seed)."""
+    each contender's paired differences with its reference. With several budgets of `steps`, every
+    contender at each (a learning curve: rows 'NAME @ STEPS'). With `figure`, a PNG there of the images
+    where the first contender compared with the baseline differs from it most (first seed, largest budget)."""
     stats = read_dataset_stats(data_dir)
+    budgets = [steps] if isinstance(steps, int) else list(steps)
+    if len(budgets) > 1:
+        rows = at_budgets(rows, budgets)
     runs, drawn = [], _drawn_pair(rows) if figure else ()
     predictions = {}
     for contender in rows:
@@ -124,20 +128,21 @@ def run_benchmark(
             config = params.with_overrides(contender.overrides | {"seed": seed})
             started = time.perf_counter()
             keep = _scored_count(stats, split) if offset == 0 and contender.name in drawn else 0
-            scores = train_and_score(config, data_dir, steps, split=split, keep=keep)
+            budget = contender.steps or budgets[0]
+            scores = train_and_score(config, data_dir, budget, split=split, keep=keep)
             wall = time.perf_counter() - started
             if keep:
                 predictions[contender.name] = scores.pop("predictions")
             log(f"  {contender.name}, seed {seed}: mIoU {scores['miou']:.4f}"
                 f" ({wall:.0f} s, {scores['images_per_s']:.1f} img/s)")
-            runs.append({"config": contender.name, "seed": seed, "overrides": contender.overrides, "wall_s": wall}
-                        | scores)
+            runs.append({"config": contender.name, "seed": seed, "overrides": contender.overrides, "steps": budget,
+                         "wall_s": wall} | scores)
     references = {row.name: row.reference for row in rows if row.reference}
     if drawn:
         _draw_differences(predictions, drawn, stats, figure)
     return {
         "machine": machine(),
-        "steps": steps,
+        "steps": budgets[0] if len(budgets) == 1 else budgets,
         "seeds": seeds,
         "label_fraction": label_fraction,
         "class_names": stats.class_names,
@@ -158,9 +163,11 @@ def _scored_count(stats, split: str) -> int:
 
 
 def _drawn_pair(rows: list[Contender]) -> tuple[str, str]:
-    """The baseline and the first configuration compared with it."""
-    first = next(row for row in rows if row.reference == BASELINE)
-    return BASELINE, first.name
+    """The baseline and the first configuration compared with it, at the largest budget."""
+    largest = rows[-1].steps
+    baseline = next(row for row in rows if row.reference is None and row.steps == largest)
+    first = next(row for row in rows if row.reference == baseline.name)
+    return baseline.name, first.name
 
 
 def _draw_differences(predictions: dict, drawn: tuple[str, str], stats, figure: Path) -> None:
@@ -177,6 +184,22 @@ def paired_metrics(class_names: list[str]) -> dict:
         metrics[f"Dice {foreground}"] = lambda run: run["dice"][foreground]
         metrics["AUC-ROC"] = lambda run: run.get("auc_roc")
     return metrics
+
+
+def learning_curves(report: dict) -> dict[str, dict[str, list[tuple[int, float, float]]]]:
+    """Per metric (class 1's Dice and AUC-ROC for two classes, else mIoU), per configuration: the
+    (steps, mean, std over seeds) of each budget it trained for."""
+    names = report["class_names"]
+    metrics = {key: read for key, read in paired_metrics(names).items() if len(names) != 2 or key != "mIoU"}
+    curves: dict = {metric: {} for metric in metrics}
+    for metric, read in metrics.items():
+        for config in dict.fromkeys(run["config"] for run in report["runs"]):
+            mine = [run for run in report["runs"] if run["config"] == config]
+            spread = mean_std([read(run) for run in mine])
+            if spread["n"]:
+                name = config.rsplit(" @ ", 1)[0]
+                curves[metric].setdefault(name, []).append((mine[0]["steps"], spread["mean"], spread["std"]))
+    return curves
 
 
 def summarise_runs(runs: list[dict], class_names: list[str]) -> dict:

@@ -114,12 +114,18 @@ def quality_table(report: dict) -> str:
     ]
     evaluate = report["params"]["evaluate"]
     return markdown_table(header, rows) + (
-        f"\n\nmean ± std over {report['seeds']} seed(s); {report['steps']} steps each; scored ({report['split']}"
+        f"\n\nmean ± std over {report['seeds']} seed(s); {_budgets(report['steps'])}; scored ({report['split']}"
         f" split): {report['scored']}; tiles {report['image_size']} px ({report['fit']}); BF1 = boundary F1"
         f" ({evaluate['boundary_tolerance']} px tolerance)"
         f"{'; AUC of ' + classes[1] + ' over the annotated pixels' if aucs else ''}"
         f"{'; flip test-time augmentation' if evaluate.get('flip_tta') else ''}; {report['machine']}"
     )
+
+
+def _budgets(steps: int | list[int]) -> str:
+    if isinstance(steps, int):
+        return f"{steps} steps each"
+    return f"each config at {', '.join(map(str, steps))} steps ('@ STEPS' in its name)"
 
 
 def paired_table(report: dict) -> str:
