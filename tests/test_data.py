@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from ganseg.config import DataConfig, SplitConfig
 from ganseg.contracts import read_dataset_stats
@@ -93,6 +94,29 @@ def test_tiling_cuts_large_images(tmp_path):
     cfg = folder_config(tmp_path / "ds", class_names=["a", "b"], fit="tile")
     stats = prepare_dataset(cfg, 0, tmp_path / "out", False)
     assert sum(stats.counts.values()) == 6 * 2 * 3
+
+
+def test_tile_stride_overlaps_training_tiles_and_reaches_the_edges_while_other_splits_stay_side_by_side(tmp_path):
+    rng = np.random.default_rng(3)
+    for i in range(12):
+        write_pair(tmp_path / "ds", f"t{i}", *random_pair(rng, (40, 52)))
+    side_by_side = prepare_dataset(folder_config(tmp_path / "ds", class_names=["a", "b"], fit="tile"), 0,
+                                   tmp_path / "plain", False)
+    cfg = folder_config(tmp_path / "ds", class_names=["a", "b"], fit="tile", tile_stride=8)
+    strided = prepare_dataset(cfg, 0, tmp_path / "strided", False)
+    # 40 x 52 px: side by side 2 x 3 tiles of 16 px; every 8 px and flush with the edges 4 x 6 tiles
+    assert strided.counts["train"] == side_by_side.counts["train"] // 6 * 4 * 6
+    assert strided.counts["val"] == side_by_side.counts["val"] and strided.counts["test"] == side_by_side.counts["test"]
+    manifest = pd.read_csv(tmp_path / "strided" / "manifest.csv")
+    first = manifest[(manifest.split == "train") & (manifest["index"] == 0)].stem.item()
+    image = np.asarray(Image.open(tmp_path / "ds" / "images" / f"{first}.png"))
+    tiles = np.load(tmp_path / "strided" / "train_images.npy")
+    assert np.array_equal(tiles[5, 0], image[0:16, 36:52])  # the first row's last tile, flush with the right edge
+
+
+def test_tile_stride_needs_tiles():
+    with pytest.raises(ValueError, match="fit: tile"):
+        DataConfig(fit="resize", tile_stride=8)
 
 
 def test_unpaired_files_are_all_listed(tmp_path):

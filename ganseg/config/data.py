@@ -80,6 +80,11 @@ class DataConfig(Strict):
     output_dir: str = "data/prepared"
     image_size: int = Field(64, ge=8, description="side of the square training tiles")
     fit: Literal["resize", "tile"] = "resize"
+    tile_stride: int | None = Field(
+        None, ge=1, description="fit: tile: training tiles start every tile_stride pixels, overlapping when below"
+        " image_size, the last ones flush with the image's right and bottom edges; null: image_size, side by side,"
+        " and what does not fill a tile is left out. Validation and test tiles are always side by side",
+    )
     channels: Literal[1, 3] = 1
     class_names: list[str] = Field(default_factory=lambda: ["background", "membrane", "organelle"])
     mask_format: Literal["ids", "binary", "rgb"] = "ids"
@@ -165,4 +170,6 @@ class DataConfig(Strict):
     def _green_is_one_channel(self) -> "DataConfig":
         if self.preprocess.grey == "green" and self.channels != 1:
             raise ValueError("preprocess.grey 'green' reads one channel of a colour image; it needs channels: 1")
+        if self.tile_stride is not None and self.fit != "tile":
+            raise ValueError("tile_stride places tiles; it needs fit: tile")
         return self

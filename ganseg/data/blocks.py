@@ -91,7 +91,8 @@ def prepare_block(task: BlockTask) -> BlockResult:
         sample = _read(pair, task, result)
         if sample is None:
             continue
-        for tile in fit_to_size(sample, task.cfg.image_size, task.cfg.fit):
+        stride = task.cfg.tile_stride if pair.split == "train" else None
+        for tile in fit_to_size(sample, task.cfg.image_size, task.cfg.fit, stride):
             writers[pair.split].add(tile)
         if pair.split == "test":
             full_test.add(sample)
@@ -116,21 +117,31 @@ def _within_dataset(path: Path) -> str:
     return f"{path.parent.name}/{path.name}"
 
 
-def fit_to_size(sample: Sample, size: int, mode: str) -> list[Sample]:
-    """Resize to size x size, or cut into size x size tiles (images smaller than a tile are resized)."""
+def fit_to_size(sample: Sample, size: int, mode: str, stride: int | None = None) -> list[Sample]:
+    """Resize to size x size, or cut into size x size tiles (images smaller than a tile are resized):
+    side by side, or with `stride` every `stride` pixels and flush with the far edges."""
     height, width = sample.mask.shape
     if mode == "resize" or height < size or width < size:
         image = _resize(sample.image, size, Image.BILINEAR)
         mask = _resize(sample.mask, size, Image.NEAREST)
         return [Sample(sample.stem, image, mask, sample.image_path, sample.mask_path)]
     tiles = []
-    for top in range(0, height - size + 1, size):
-        for left in range(0, width - size + 1, size):
+    for top in tile_starts(height, size, stride):
+        for left in tile_starts(width, size, stride):
             window = np.s_[top : top + size, left : left + size]
             tiles.append(
                 Sample(sample.stem, sample.image[window], sample.mask[window], sample.image_path, sample.mask_path)
             )
     return tiles
+
+
+def tile_starts(length: int, size: int, stride: int | None) -> list[int]:
+    """Where tiles of `size` start along a side of `length` (>= size) pixels: every `size` pixels, the
+    remainder left out; or every `stride` pixels plus one flush with the far edge."""
+    starts = list(range(0, length - size + 1, stride or size))
+    if stride and starts[-1] != length - size:
+        starts.append(length - size)
+    return starts
 
 
 def _resize(array: np.ndarray, size: int, resample: int) -> np.ndarray:
