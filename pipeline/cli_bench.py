@@ -106,15 +106,19 @@ def _bench_prepare(shared: Shared, images: str, size: int, cpus: str, workdir: P
 @_table_json
 @click.option("--figure", type=PATH, help="also draw, as a PNG here, the scored images where the first GAN row and"
               " the baseline differ most (first seed, largest budget)")
+@click.option("--baseline-only", is_flag=True, help="train and score the supervised baseline alone, compared with"
+              " nothing: a recipe's figures")
 @click.option("--curve", type=PATH, help="with several --steps: also plot each config's scores against its budget"
               " (mean ± std over seeds) as a PNG here")
 def _bench_quality(shared: Shared, data: str, seeds: int, steps: list[int], label_fraction: float | None,
-                   contenders: list, split: str, out: Path | None, figure: Path | None, curve: Path | None) -> None:
+                   contenders: list, split: str, out: Path | None, figure: Path | None, baseline_only: bool,
+                   curve: Path | None) -> None:
     from pipeline.stages import bench
     if curve and len(steps) < 2:
         raise click.BadParameter("a learning curve needs several budgets, e.g. --steps 1000,4000,16000",
                                  param_hint="--curve")
-    bench.quality(shared.params(), data, seeds, steps, label_fraction, out, contenders, split, figure, curve)
+    bench.quality(shared.params(), data, seeds, steps, label_fraction, out, contenders, split, figure, curve,
+                  baseline_only)
 
 
 @stage(bench_group, "imagegen", "mask -> image generator variants (SPADE + PatchGAN, SPADE + OASIS, pix2pix) trained for"

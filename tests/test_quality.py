@@ -243,3 +243,26 @@ def test_a_learning_curve_needs_several_budgets(tmp_path, capsys):
     code = main(["bench", "quality", "--data", "synthetic", "--steps", "4", "--curve", str(tmp_path / "c.png")])
     assert code == 2 and "several budgets" in capsys.readouterr().err
     assert not (tmp_path / "c.png").exists()
+
+
+def test_bench_quality_baseline_only_trains_one_config_with_a_progress_bar(tmp_path, sized_folder, capsys):
+    out = tmp_path / "recipe.json"
+    code = main([
+        "bench", "quality", "--data", str(sized_folder), "--seeds", "1", "--steps", "3", "--split", "val",
+        "--baseline-only", "--params", str(ROOT / "params.yaml"), "--set", "data.class_names=[dark, bright]",
+        "--set", "data.image_size=32", "--set", "model.base_channels=8", "--set", "train.epochs=1",
+        "--out", str(out),
+    ])
+    assert code == 0
+    captured = capsys.readouterr()
+    report = json.loads(out.read_text())
+    assert [run["config"] for run in report["runs"]] == ["supervised baseline"] and report["paired"] == []
+    assert "| supervised baseline |" in captured.out and "| against |" not in captured.out
+    assert "0/3 [" in captured.err and "step/s" in captured.err  # a bar of its 3 steps
+
+
+@pytest.mark.parametrize("extra", [["--contender", "x=train.lambda_adv=0.1"], ["--label-fraction", "0.5"],
+                                   ["--figure", "differ.png"]])
+def test_baseline_only_refuses_what_needs_a_second_config(extra, tmp_path, capsys):
+    code = main(["bench", "quality", "--data", "synthetic", "--baseline-only", *extra])
+    assert code == 2 and "--baseline-only" in capsys.readouterr().err

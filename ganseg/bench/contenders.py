@@ -45,10 +45,16 @@ def parse_contender(text: str) -> tuple[str, dict[str, Any]]:
     return name, overrides
 
 
-def contenders(label_fraction: float | None = None, variants: list[tuple[str, dict]] | None = None) -> list[Contender]:
+def contenders(label_fraction: float | None = None, variants: list[tuple[str, dict]] | None = None,
+               baseline_only: bool = False) -> list[Contender]:
     """The supervised baseline (lambda_adv = 0) and the GAN segmenter as params say, or instead of the
     latter the named `variants`; with a label fraction, supervised training on that share of the
-    training images and each GAN row on it with the rest of the images unlabelled (semi-supervised)."""
+    training images and each GAN row on it with the rest of the images unlabelled (semi-supervised).
+    With `baseline_only`, the baseline alone: a recipe's scores, compared with nothing."""
+    if baseline_only:
+        if variants or label_fraction is not None:
+            raise ParamsError("--baseline-only trains the baseline alone: leave out --contender and --label-fraction")
+        return [Contender(BASELINE, SUPERVISED)]
     gans = variants if variants else [("GAN segmenter", {})]
     rows = [Contender(BASELINE, SUPERVISED)] + [Contender(name, overrides, BASELINE) for name, overrides in gans]
     if label_fraction is not None:

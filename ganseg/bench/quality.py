@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from ganseg.bench.contenders import Contender, at_budgets
 from ganseg.bench.differences import largest_differences
@@ -38,10 +39,10 @@ AUCS = ("auc_roc", "auc_pr")  # binary tasks only
 
 
 def train_and_score(
-    params: Params, data_dir: Path, steps: int, progress: bool = False, split: str = "test", keep: int = 0
+    params: Params, data_dir: Path, steps: int, progress: str = "", split: str = "test", keep: int = 0
 ) -> dict:
-    """Train from scratch (`train_segmenter`), then score the test images at full size (or the
-    validation tiles). Deterministic for a given params.seed.
+    """Train from scratch (`train_segmenter`, with a progress bar titled `progress` if given), then
+    score the test images at full size (or the validation tiles). Deterministic for a given params.seed.
     With `keep`, the first `keep` (image, truth, prediction) triples come back under "predictions"."""
     started = time.perf_counter()
     state, labelled_tiles = train_segmenter(params, data_dir, steps, progress)
@@ -70,11 +71,11 @@ def score_segmenter(segmenter: torch.nn.Module, params: Params, data_dir: Path, 
     } | ({"predictions": result.samples} if keep else {})
 
 
-def train_segmenter(params: Params, data_dir: Path, steps: int, progress: bool = False,
+def train_segmenter(params: Params, data_dir: Path, steps: int, progress: str = "",
                     synthetic: GeneratedPairs | None = None) -> tuple[TrainingState, int]:
     """A segmenter trained from scratch for `steps` segmenter updates, split into train.epochs equal
     epochs (with `synthetic`, part of each batch generated); and how many labelled tiles it saw.
-    Deterministic for a given params.seed."""
+    With `progress`, a bar of the steps with that title, gone when done. Deterministic for a given params.seed."""
     torch.manual_seed(params.seed)
     stats = read_dataset_stats(data_dir)
     state = build_training_state(params, stats.channels, stats.num_classes, labelled_frequency(data_dir, params))
@@ -84,17 +85,20 @@ def train_segmenter(params: Params, data_dir: Path, steps: int, progress: bool =
     batches = endless(labelled)
     epochs = params.train.epochs
     per_epoch = math.ceil(steps / epochs)
-    for epoch in range(1, epochs + 1):
-        count = min(per_epoch, steps - (epoch - 1) * per_epoch)
-        if count <= 0:
-            break
-        epoch_means = train_epoch(
-            state, itertools.islice(batches, count), params.train, epoch=epoch, unlabelled=unlabelled,
-            synthetic=synthetic,
-        )
-        if progress:
-            print(f"    epoch {epoch}/{epochs}: loss_seg {epoch_means['loss_seg']:.4f}", flush=True)
+    with tqdm(total=steps, desc=progress, unit="step", leave=False, disable=not progress) as bar:
+        for epoch in range(1, epochs + 1):
+            count = min(per_epoch, steps - (epoch - 1) * per_epoch)
+            if count <= 0:
+                break
+            train_epoch(state, _ticking(itertools.islice(batches, count), bar), params.train, epoch=epoch,
+                        unlabelled=unlabelled, synthetic=synthetic)
     return state, len(labelled.dataset)
+
+
+def _ticking(batches, bar: tqdm):
+    for batch in batches:
+        yield batch
+        bar.update()
 
 
 def _shuffled(dataset, params: Params) -> DataLoader:
@@ -129,7 +133,7 @@ def run_benchmark(
             started = time.perf_counter()
             keep = _scored_count(stats, split) if offset == 0 and contender.name in drawn else 0
             budget = contender.steps or budgets[0]
-            scores = train_and_score(config, data_dir, budget, split=split, keep=keep)
+            scores = train_and_score(config, data_dir, budget, f"  {contender.name}, seed {seed}", split, keep)
             wall = time.perf_counter() - started
             if keep:
                 predictions[contender.name] = scores.pop("predictions")

@@ -265,19 +265,21 @@ def prepare(params: Params, images: str, size: int, cpus: str, workdir: Path | N
 def quality(
     params: Params, data: str, seeds: int, steps: int | list[int], label_fraction: float | None, out: Path | None,
     variants: list[tuple[str, dict]] | None = None, split: str = "test", figure: Path | None = None,
-    curve: Path | None = None,
+    curve: Path | None = None, baseline_only: bool = False,
 ) -> dict:
     from ganseg.bench import quality as q
     from ganseg.bench.contenders import check_contenders, contenders
     from ganseg.viz import save_learning_curves
-    rows = contenders(label_fraction, variants)
+    rows = contenders(label_fraction, variants, baseline_only)
+    if figure and baseline_only:
+        raise ParamsError("--figure draws where two configs differ; --baseline-only trains one")
     check_contenders(params, rows)  # before preparing or training anything
     with tempfile.TemporaryDirectory(prefix="ganseg-bench-") as scratch:
         data_dir = _prepared(params, data, Path(scratch))
         budgets = steps if isinstance(steps, int) else "/".join(map(str, steps))
         print(f"  {len(rows)} configs x {seeds} seeds x {budgets} steps, scored on the {split} split")
         report = q.run_benchmark(params, data_dir, seeds, steps, rows, label_fraction, split, figure=figure)
-    _finish(report, data, [quality_table(report), paired_table(report)], out)
+    _finish(report, data, [quality_table(report)] + ([paired_table(report)] if report["paired"] else []), out)
     if figure:
         print(f"wrote {figure}: the images where {report['figure_configs'][1]} and the baseline differ most")
     if curve:
