@@ -75,7 +75,8 @@ def train_segmenter(params: Params, data_dir: Path, steps: int, progress: str = 
                     synthetic: GeneratedPairs | None = None) -> tuple[TrainingState, int]:
     """A segmenter trained from scratch for `steps` segmenter updates, split into train.epochs equal
     epochs (with `synthetic`, part of each batch generated); and how many labelled tiles it saw.
-    With `progress`, a bar of the steps with that title, gone when done. Deterministic for a given params.seed."""
+    With `progress`, on a terminal, a bar of the steps with that title, gone when done (a log gets no bar).
+    Deterministic for a given params.seed."""
     torch.manual_seed(params.seed)
     stats = read_dataset_stats(data_dir)
     state = build_training_state(params, stats.channels, stats.num_classes, labelled_frequency(data_dir, params))
@@ -85,7 +86,7 @@ def train_segmenter(params: Params, data_dir: Path, steps: int, progress: str = 
     batches = endless(labelled)
     epochs = params.train.epochs
     per_epoch = math.ceil(steps / epochs)
-    with tqdm(total=steps, desc=progress, unit="step", leave=False, disable=not progress) as bar:
+    with tqdm(total=steps, desc=progress, unit="step", leave=False, disable=None if progress else True) as bar:
         for epoch in range(1, epochs + 1):
             count = min(per_epoch, steps - (epoch - 1) * per_epoch)
             if count <= 0:
