@@ -104,6 +104,15 @@ def model_card(
     return ModelCard.for_data(params.model, prepared_stats(class_names, channels, image_size, fit), **training)
 
 
+def predict_in_process(model_dir: Path, input_dir: Path, output_dir: Path, overlays: bool = False,
+                       flips: bool = False) -> dict:
+    """`ganseg predict` of a model folder in this process (no Ray): pipeline/prediction.py's summary."""
+    from pipeline.prediction import predict_folder
+
+    params = make_tiny_params().with_overrides({"evaluate.flip_tta": flips})
+    return predict_folder(params, model_dir.parent, str(model_dir), input_dir, output_dir, overlays, ray_workers=0)
+
+
 @pytest.fixture(scope="session")
 def three_images(tmp_path_factory) -> Path:
     """Images of three sizes for a model that reads grey: one 8-bit, one 16-bit, one RGB TIFF."""

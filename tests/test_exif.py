@@ -6,9 +6,8 @@ from PIL import Image
 from ganseg.config import DataConfig
 from ganseg.data.sources import read_image
 from ganseg.segmenter.export import export_model
-from ganseg.segmenter.segment_folder import segment_folder
 from ganseg.segmenter.training import build_networks
-from tests.conftest import model_card, prepare_dataset
+from tests.conftest import model_card, predict_in_process, prepare_dataset
 
 ROTATE_90_CW_TO_VIEW = 6  # EXIF orientation: the stored pixels are turned 90° counter-clockwise
 
@@ -53,5 +52,5 @@ def test_photos_with_masks_drawn_on_the_view_prepare_and_predict_as_shown(tmp_pa
     generator, _ = build_networks(params, 3, 2)
     card = model_card(params, class_names=("dark", "bright"), channels=3, image_size=16, fit="resize")
     export_model(tmp_path / "model", generator.state_dict(), card)
-    segment_folder(tmp_path / "model", source / "images", tmp_path / "masks")
+    predict_in_process(tmp_path / "model", source / "images", tmp_path / "masks")
     assert np.asarray(Image.open(tmp_path / "masks" / "a.png")).shape == (30, 20)

@@ -12,8 +12,7 @@ from ganseg.data.sources import read_image
 from ganseg.metrics import scores
 from ganseg.segmenter.evaluation import evaluate_full_size
 from ganseg.segmenter.export import export_model
-from ganseg.segmenter.segment_folder import segment_folder
-from tests.conftest import prepare_dataset, write_pair
+from tests.conftest import predict_in_process, prepare_dataset, write_pair
 
 
 def camera_image(rng, mask, dark=900.0, bright=3600.0, noise=120.0):
@@ -129,7 +128,7 @@ def test_deep_images_prepare_train_evaluate_and_predict(tmp_path, tiny_params, d
 
     model = tmp_path / "model"
     export_model(model, generator.state_dict(), ModelCard.for_data(params.model, stats))
-    summary = segment_folder(model, source / "images", tmp_path / "masks")
+    summary = predict_in_process(model, source / "images", tmp_path / "masks")
     assert summary["written"] == 12 and not summary["failed"]
     predicted = np.asarray(Image.open(tmp_path / "masks" / "img_00.png"))
     assert (predicted == np.asarray(Image.open(source / "masks" / "img_00.png"))).mean() > 0.8
@@ -153,8 +152,8 @@ def test_a_16_bit_image_and_its_8_bit_twin_give_the_same_mask(tmp_path, tiny_par
         raw = np.asarray(Image.open(path)).astype(np.float64)
         Image.fromarray(np.rint((raw - raw.min()) / (raw.max() - raw.min()) * 255).astype(np.uint8)).save(
             twins / f"{path.stem}.png")
-    segment_folder(model, twins, tmp_path / "from_8bit")
-    segment_folder(model, source / "images", tmp_path / "from_16bit")
+    predict_in_process(model, twins, tmp_path / "from_8bit")
+    predict_in_process(model, source / "images", tmp_path / "from_16bit")
     for twin in sorted(twins.iterdir()):
         a = np.asarray(Image.open(tmp_path / "from_8bit" / twin.name))
         b = np.asarray(Image.open(tmp_path / "from_16bit" / twin.name))

@@ -12,9 +12,8 @@ from ganseg.segmenter.inference import (
     segment_image,
     window_starts,
 )
-from ganseg.segmenter.segment_folder import segment_folder
 from ganseg.segmenter.training import build_networks
-from tests.conftest import model_card
+from tests.conftest import model_card, predict_in_process
 
 
 def test_predict_any_size_and_report_unreadable(tmp_path, tiny_params):
@@ -26,7 +25,7 @@ def test_predict_any_size_and_report_unreadable(tmp_path, tiny_params):
     for name, shape in {"small": (13, 21), "big": (70, 45, 3)}.items():
         Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8)).save(inputs / f"{name}.png")
     (inputs / "broken.png").write_bytes(b"not an image")
-    summary = segment_folder(tmp_path / "model", inputs, tmp_path / "out", overlays=True)
+    summary = predict_in_process(tmp_path / "model", inputs, tmp_path / "out", overlays=True)
     assert summary["written"] == 2 and "broken.png" in summary["failed"]
     small = np.asarray(Image.open(tmp_path / "out" / "small.png"))
     assert small.shape == (13, 21) and small.max() <= 2
@@ -144,5 +143,5 @@ def test_predict_folder_with_flips_writes_masks(tmp_path, tiny_params):
     export_model(tmp_path / "model", generator.state_dict(), model_card(tiny_params, class_names=("a", "b")))
     (tmp_path / "in").mkdir()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 37), dtype=np.uint8)).save(tmp_path / "in" / "a.png")
-    assert segment_folder(tmp_path / "model", tmp_path / "in", tmp_path / "out", flips=True)["written"] == 1
+    assert predict_in_process(tmp_path / "model", tmp_path / "in", tmp_path / "out", flips=True)["written"] == 1
     assert np.asarray(Image.open(tmp_path / "out" / "a.png")).shape == (50, 37)

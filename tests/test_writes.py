@@ -15,11 +15,10 @@ from ganseg.contracts import ModelCard, read_dataset_stats
 from ganseg.fileio import atomic_dir, write_json
 from ganseg.jobs.segmenter import SegmenterJob
 from ganseg.segmenter.export import export_model
-from ganseg.segmenter.segment_folder import segment_folder
 from ganseg.segmenter.training import build_networks
 from pipeline.stages import evaluate
 from pipeline.training import export
-from tests.conftest import model_card, prepare_dataset
+from tests.conftest import model_card, predict_in_process, prepare_dataset
 
 
 class InjectedFailure(Exception):
@@ -138,11 +137,11 @@ def test_predict_failing_on_its_second_image(tmp_path, tiny_params, monkeypatch)
     before = snapshot(out)
     monkeypatch.setattr(ganseg.segmenter.segment_folder, "segment_image", fail_on_call(2, ganseg.segmenter.segment_folder.segment_image))
     with pytest.raises(InjectedFailure):
-        segment_folder(tmp_path / "model", inputs, out)
+        predict_in_process(tmp_path / "model", inputs, out)
     assert snapshot(out) == before
     assert hidden_leftovers(tmp_path) == []
     monkeypatch.undo()
-    segment_folder(tmp_path / "model", inputs, out)
+    predict_in_process(tmp_path / "model", inputs, out)
     assert sorted(snapshot(out)) == ["a.png", "b.png", "c.png", "notes.txt"]
 
 

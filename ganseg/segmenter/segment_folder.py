@@ -4,8 +4,8 @@ Image values are mapped to the network's input by the intensity rule recorded in
 exactly as prepare mapped the training images; each image is then segmented at its own size, the
 way the model saw its training data (ganseg/segmenter/inference.py).
 
-`FileSegmenter` turns one image file's bytes into its mask PNG; whoever runs it (this process in
-`segment_folder`, Ray Data workers in pipeline/ray/predict.py, a served model) gets the same bytes.
+`FileSegmenter` turns one image file's bytes into its mask PNG; whoever runs it (`ganseg predict`
+in one process, Ray Data workers in pipeline/ray/predict.py, a served model) gets the same bytes.
 `write_masks` lands the results in a folder, all of them or none.
 """
 
@@ -22,7 +22,6 @@ from tqdm import tqdm
 from ganseg.data.sources import (
     DEFAULT_MAX_PIXELS,
     BadFileError,
-    image_files,
     read_model_input,
 )
 from ganseg.devices import inference_device
@@ -85,17 +84,3 @@ def write_masks(results: Iterable[Segmented], output_dir: Path, total: int) -> d
         print(f"skipped {name}: {reason}")
     return {"written": total - len(failed), "failed": failed}
 
-
-def segment_folder(
-    model_dir: str | Path,
-    input_dir: Path,
-    output_dir: Path,
-    overlays: bool = False,
-    max_image_pixels: int = DEFAULT_MAX_PIXELS,
-    flips: bool = False,
-) -> dict:
-    """One mask PNG per image of `input_dir` (and an overlay with `overlays`), in this process;
-    unreadable images are reported and skipped."""
-    segment = FileSegmenter(model_dir, max_image_pixels, flips, overlays)
-    files = image_files(Path(input_dir))
-    return write_masks((segment(path.name, path.read_bytes()) for path in files), output_dir, len(files))
