@@ -142,13 +142,19 @@ def make_tiny_params() -> Params:
 
 @pytest.fixture(scope="module")
 def two_cpu_ray():
-    """A fresh local Ray runtime with 2 CPUs for the tests of one module (never someone else's cluster)."""
+    """A fresh local Ray runtime with 2 CPUs for the tests of one module (never someone else's cluster).
+
+    With its own dashboard, as the stages start theirs: Ray Train's placement-group cleaner asks the
+    dashboard whether the run's controller is alive, and a runtime without one sends it to port 8265,
+    where another test's cluster may answer that it knows no such controller: the cleaner then
+    removes the placement group and kills the training mid-run."""
     import ray
 
     from pipeline.ray.cluster import TRAIN_ENV_VARS
 
     runtime_env = {"env_vars": dict(TRAIN_ENV_VARS)}
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=runtime_env)
+    ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False,
+             runtime_env=runtime_env)
     yield ray
     ray.shutdown()
 
