@@ -46,6 +46,20 @@ def test_importing_every_library_module_loads_neither_ray_nor_mlflow():
     assert len(library_modules()) > 20  # every module was found, subpackages included
 
 
+def test_the_stage_drivers_leave_torchvision_to_the_workers():
+    """torchvision takes about 2 s of CPU to import (it loads torch._dynamo): only the code that
+    augments or deforms training pairs, which runs in the training workers, imports it."""
+    drivers = [f"pipeline.stages.{path.stem}" for path in (ROOT / "pipeline" / "stages").glob("*.py")
+               if path.stem not in ("__init__", "bench")]
+    code = ("import importlib, sys\n"
+            f"for name in {[*drivers, 'pipeline.cli', 'pipeline.served']!r}: importlib.import_module(name)\n"
+            "print('torchvision' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+    assert len(drivers) >= 10
+
+
 def test_no_module_is_longer_than_350_lines():
     modules = [*LIBRARY.rglob("*.py"), *(ROOT / "pipeline").rglob("*.py")]
     long = {str(path.relative_to(ROOT)): n for path in modules if (n := len(path.read_text().splitlines())) > MAX_LINES}

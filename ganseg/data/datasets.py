@@ -17,7 +17,6 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from ganseg.config import Params
 from ganseg.contracts import FULL_TEST_DIR, read_dataset_stats
-from ganseg.data.augment import pair_transform
 from ganseg.data.void import VOID
 from ganseg.errors import DataError
 
@@ -148,6 +147,8 @@ def training_batches(
     `loader` makes a shuffled DataLoader of a dataset: a seeded one in a plain loop, one prepared by
     Ray under Ray Train.
     """
+    from ganseg.data.augment import pair_transform  # torchvision: 2 s to import, for the workers only
+
     train_set = PreparedSplit(data_dir, "train", pair_transform(params.train.augment, image_size))
     labelled, unlabelled = labelled_split(data_dir, params.train.semi.label_fraction, params.seed)
     labelled_loader = loader(Subset(train_set, labelled))

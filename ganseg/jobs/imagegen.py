@@ -18,7 +18,6 @@ from ganseg.contracts import (
     read_dataset_stats,
     write_imagegen_card,
 )
-from ganseg.data.augment import pair_transform
 from ganseg.data.datasets import PreparedSplit, shard_indices
 from ganseg.fileio import png_bytes
 from ganseg.imagegen.evaluation import grid_rows
@@ -69,6 +68,8 @@ class ImagegenJob:
         self.worker = worker
         self.judge = load_model(self.judge_dir)[0].to(worker.device)
         self.state = self.fresh_state(worker.place)
+        from ganseg.data.augment import pair_transform  # torchvision: 2 s to import, for the workers only
+
         train_set = PreparedSplit(self.data_dir, "train", pair_transform(self.cfg.augment, self.stats.image_size))
         self.train_loader = worker.loader(train_set, self.cfg.batch_size)
         self.val_set = PreparedSplit(self.data_dir, "val")

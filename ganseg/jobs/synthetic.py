@@ -5,6 +5,7 @@ before or (with joint) one trained alongside, whose state is then checkpointed t
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -15,7 +16,9 @@ from ganseg.imagegen.training import build_state
 from ganseg.jobs.segmenter import SegmenterJob
 from ganseg.segmenter.evaluation import check_model_fits_data
 from ganseg.segmenter.export import load_model
-from ganseg.synthetic_pairs import GeneratedPairs
+
+if TYPE_CHECKING:
+    from ganseg.synthetic_pairs import GeneratedPairs
 
 JOINT_FILE = "joint_image_generator.pt"  # train.synthetic.joint: the image generator trained alongside
 
@@ -43,6 +46,8 @@ class SyntheticJob(SegmenterJob):
         cfg, device = self.params.train.synthetic, self.worker.device
         if cfg.share == 0:
             return None
+        from ganseg.synthetic_pairs import GeneratedPairs  # torchvision: 2 s to import, for the workers only
+
         judge = load_model(self.judge_dir)[0].to(device) if cfg.drop_disagreeing else None
         if cfg.joint:
             torch.manual_seed(self.params.seed)
