@@ -110,15 +110,17 @@ def _bench_prepare(shared: Shared, images: str, size: int, cpus: str, workdir: P
               " nothing: a recipe's figures")
 @click.option("--curve", type=PATH, help="with several --steps: also plot each config's scores against its budget"
               " (mean ± std over seeds) as a PNG here")
+@click.option("--resume", is_flag=True, help="take the runs already in --out FILE (written after every run) instead"
+              " of training them again: an interrupted benchmark goes on where it stopped")
 def _bench_quality(shared: Shared, data: str, seeds: int, steps: list[int], label_fraction: float | None,
                    contenders: list, split: str, out: Path | None, figure: Path | None, baseline_only: bool,
-                   curve: Path | None) -> None:
+                   curve: Path | None, resume: bool) -> None:
     from pipeline.stages import bench
     if curve and len(steps) < 2:
         raise click.BadParameter("a learning curve needs several budgets, e.g. --steps 1000,4000,16000",
                                  param_hint="--curve")
     bench.quality(shared.params(), data, seeds, steps, label_fraction, out, contenders, split, figure, curve,
-                  baseline_only)
+                  baseline_only, resume)
 
 
 @stage(bench_group, "imagegen", "mask -> image generator variants (SPADE + PatchGAN, SPADE + OASIS, pix2pix) trained for"

@@ -266,3 +266,52 @@ def test_bench_quality_baseline_only_trains_one_config_and_leaves_no_bar_in_a_lo
 def test_baseline_only_refuses_what_needs_a_second_config(extra, tmp_path, capsys):
     code = main(["bench", "quality", "--data", "synthetic", "--baseline-only", *extra])
     assert code == 2 and "--baseline-only" in capsys.readouterr().err
+
+
+def test_an_interrupted_bench_quality_resumes_from_its_report_and_still_draws_its_figure(
+        tmp_path, sized_folder, capsys, monkeypatch):
+    from ganseg.bench import quality
+
+    args = ["bench", "quality", "--data", str(sized_folder), "--seeds", "2", "--steps", "2", "--split", "val",
+            "--params", str(ROOT / "params.yaml"), "--set", "data.class_names=[dark, bright]",
+            "--set", "data.image_size=32", "--set", "model.base_channels=8", "--set", "train.epochs=1",
+            "--set", "evaluate.flip_tta=false"]
+    whole = tmp_path / "whole.json"
+    assert main([*args, "--out", str(whole)]) == 0
+    expected = [(r["config"], r["seed"], r["miou"]) for r in json.loads(whole.read_text())["runs"]]
+
+    trained, train_and_score = [], quality.train_and_score
+
+    def stopping_at_the_third(params, *rest, **kwargs):
+        trained.append(params.seed)
+        if len(trained) == 3:
+            raise KeyboardInterrupt
+        return train_and_score(params, *rest, **kwargs)
+
+    monkeypatch.setattr(quality, "train_and_score", stopping_at_the_third)
+    out, figure = tmp_path / "q.json", tmp_path / "differ.png"
+    with pytest.raises(KeyboardInterrupt):
+        main([*args, "--out", str(out), "--figure", str(figure)])
+    partial = json.loads(out.read_text())  # written after each run: seed by seed, so a whole pair
+    assert partial["complete"] is False and not figure.exists()
+    assert [(r["config"], r["seed"]) for r in partial["runs"]] == [("supervised baseline", 42), ("GAN segmenter", 42)]
+    capsys.readouterr()
+
+    trained.clear()
+    assert main([*args, "--out", str(out), "--figure", str(figure), "--resume"]) == 0
+    assert trained == [43, 43]  # only the second seed's pair trained
+    printed = capsys.readouterr().out
+    assert printed.count("(from the earlier report)") == 2 and "2 run(s) taken from" in printed
+    report = json.loads(out.read_text())
+    assert report["complete"] is True
+    assert [(r["config"], r["seed"]) for r in report["runs"]] == [(config, seed) for config, seed, _ in expected]
+    assert [r["miou"] for r in report["runs"]] == pytest.approx([miou for _, _, miou in expected], abs=1e-6)
+    with Image.open(figure) as picture:  # the seed-42 pair drawn from its kept segmenters
+        assert picture.format == "PNG"
+    assert sorted(p.name for p in (tmp_path / "q-segmenters").iterdir()) == ["GAN_segmenter.pt", "supervised_baseline.pt"]
+
+    # another benchmark in the same report is refused, and the report is left as it is
+    before = out.read_bytes()
+    assert main([*args, "--set", "model.base_channels=4", "--out", str(out), "--resume"]) == 2
+    assert "holds a benchmark with another params" in capsys.readouterr().err
+    assert out.read_bytes() == before

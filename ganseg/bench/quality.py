@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import time
 from pathlib import Path
 
@@ -26,11 +27,14 @@ from ganseg.bench.paired import paired_comparisons
 from ganseg.config import Params
 from ganseg.contracts import read_dataset_stats
 from ganseg.data.datasets import endless, labelled_frequency, training_batches
+from ganseg.errors import ParamsError
+from ganseg.fileio import read_json
 from ganseg.segmenter.evaluation import (
     evaluate_full_size,
     scored_description,
     summarise,
 )
+from ganseg.segmenter.networks import build_segmenter
 from ganseg.segmenter.training import TrainingState, build_training_state, train_epoch
 from ganseg.synthetic_pairs import GeneratedPairs
 from ganseg.viz import save_difference_figure
@@ -39,14 +43,19 @@ AUCS = ("auc_roc", "auc_pr")  # binary tasks only
 
 
 def train_and_score(
-    params: Params, data_dir: Path, steps: int, progress: str = "", split: str = "test", keep: int = 0
+    params: Params, data_dir: Path, steps: int, progress: str = "", split: str = "test", keep: int = 0,
+    weights: Path | None = None,
 ) -> dict:
     """Train from scratch (`train_segmenter`, with a progress bar titled `progress` if given), then
     score the test images at full size (or the validation tiles). Deterministic for a given params.seed.
-    With `keep`, the first `keep` (image, truth, prediction) triples come back under "predictions"."""
+    With `keep`, the first `keep` (image, truth, prediction) triples come back under "predictions";
+    with `weights`, the scored segmenter's weights are saved to that file."""
     started = time.perf_counter()
     state, labelled_tiles = train_segmenter(params, data_dir, steps, progress)
     seconds = time.perf_counter() - started
+    if weights:
+        weights.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(state.eval_segmenter.state_dict(), weights)
     images = steps * params.train.batch_size
     return score_segmenter(state.eval_segmenter, params, data_dir, split, keep) | {
         "images_per_s": images / seconds if seconds else float("nan"),
@@ -116,35 +125,65 @@ def seeded_loader(dataset, batch_size: int, seed: int) -> DataLoader:
 def run_benchmark(
     params: Params, data_dir: Path, seeds: int, steps: int | list[int], rows: list[Contender],
     label_fraction: float | None = None, split: str = "test", log=print, figure: Path | None = None,
+    earlier: list[dict] = (), saved=None, segmenters: Path | None = None,
 ) -> dict:
     """Every contender on seeds params.seed, params.seed+1, ...; the runs, their mean and std, and
     each contender's paired differences with its reference. With several budgets of `steps`, every
     contender at each (a learning curve: rows 'NAME @ STEPS'). With `figure`, a PNG there of the images
-    where the first contender compared with the baseline differs from it most (first seed, largest budget)."""
+    where the first contender compared with the baseline differs from it most (first seed, largest budget).
+
+    Runs go seed by seed, so that an interrupted benchmark holds whole pairs: `saved(report)` gets
+    the report so far after each run, and a later call with those runs as `earlier` takes them as
+    they are instead of training them again. The drawn pair's segmenters are kept in the folder
+    `segmenters`, when given, so that a resumed benchmark can still draw its figure."""
     stats = read_dataset_stats(data_dir)
     budgets = [steps] if isinstance(steps, int) else list(steps)
     if len(budgets) > 1:
         rows = at_budgets(rows, budgets)
-    runs, drawn = [], _drawn_pair(rows) if figure else ()
-    predictions = {}
-    for contender in rows:
-        for offset in range(seeds):
-            seed = params.seed + offset
-            config = params.with_overrides(contender.overrides | {"seed": seed})
-            started = time.perf_counter()
-            keep = _scored_count(stats, split) if offset == 0 and contender.name in drawn else 0
-            budget = contender.steps or budgets[0]
-            scores = train_and_score(config, data_dir, budget, f"  {contender.name}, seed {seed}", split, keep)
-            wall = time.perf_counter() - started
+    drawn = _drawn_pair(rows) if figure else ()
+    done = {(run["config"], run["seed"], run["steps"]): run for run in earlier}
+    runs, predictions = [], {}
+    for offset, contender in itertools.product(range(seeds), rows):
+        config = params.with_overrides(contender.overrides | {"seed": params.seed + offset})
+        budget = contender.steps or budgets[0]
+        keep = _scored_count(stats, split) if offset == 0 and contender.name in drawn else 0
+        weights = segmenters / _file_name(contender.name) if keep and segmenters else None
+        earlier_run = done.get((contender.name, config.seed, budget))
+        if earlier_run and (not keep or (weights and weights.exists())):
+            run = earlier_run
             if keep:
-                predictions[contender.name] = scores.pop("predictions")
-            log(f"  {contender.name}, seed {seed}: mIoU {scores['miou']:.4f}"
-                f" ({wall:.0f} s, {scores['images_per_s']:.1f} img/s)")
-            runs.append({"config": contender.name, "seed": seed, "overrides": contender.overrides, "steps": budget,
-                         "wall_s": wall} | scores)
-    references = {row.name: row.reference for row in rows if row.reference}
+                predictions[contender.name] = rescored_predictions(config, data_dir, split, keep, weights)
+            log(f"  {contender.name}, seed {config.seed}: mIoU {run['miou']:.4f} (from the earlier report)")
+        else:
+            run = _trained_run(contender, config, data_dir, budget, split, keep, weights, log)
+            if keep:
+                predictions[contender.name] = run.pop("predictions")
+        runs.append(run)
+        if saved:
+            saved(_report(params, stats, budgets, seeds, label_fraction, split, rows, runs))
     if drawn:
         _draw_differences(predictions, drawn, stats, figure)
+    return _report(params, stats, budgets, seeds, label_fraction, split, rows, runs) | (
+        {"figure": str(figure), "figure_configs": list(drawn)} if drawn else {})
+
+
+def _trained_run(contender: Contender, config: Params, data_dir: Path, steps: int, split: str, keep: int,
+                 weights: Path | None, log) -> dict:
+    started = time.perf_counter()
+    scores = train_and_score(config, data_dir, steps, f"  {contender.name}, seed {config.seed}", split, keep, weights)
+    wall = time.perf_counter() - started
+    log(f"  {contender.name}, seed {config.seed}: mIoU {scores['miou']:.4f}"
+        f" ({wall:.0f} s, {scores['images_per_s']:.1f} img/s)")
+    return {"config": contender.name, "seed": config.seed, "overrides": contender.overrides, "steps": steps,
+            "wall_s": wall} | scores
+
+
+def _report(params: Params, stats, budgets: list[int], seeds: int, label_fraction: float | None, split: str,
+            rows: list[Contender], runs: list[dict]) -> dict:
+    """The report of `runs` (all of them, or those done so far), listed config by config."""
+    order = {row.name: index for index, row in enumerate(rows)}
+    runs = sorted(runs, key=lambda run: (order[run["config"]], run["seed"]))
+    references = {row.name: row.reference for row in rows if row.reference}
     return {
         "machine": machine(),
         "steps": budgets[0] if len(budgets) == 1 else budgets,
@@ -155,12 +194,43 @@ def run_benchmark(
         "fit": stats.fit,
         "split": split,
         "scored": scored_description(stats, split),
-        "params": params.model_dump(),
+        "params": params.model_dump(mode="json"),
         "contenders": [{"name": row.name, "overrides": row.overrides, "reference": row.reference} for row in rows],
         "runs": runs,
         "summary": summarise_runs(runs, stats.class_names),
         "paired": paired_comparisons(runs, references, paired_metrics(stats.class_names)),
-    } | ({"figure": str(figure), "figure_configs": list(drawn)} if drawn else {})
+    }
+
+
+def rescored_predictions(params: Params, data_dir: Path, split: str, keep: int, weights: Path) -> list:
+    """The first `keep` (image, truth, prediction) triples of the segmenter saved in `weights`."""
+    stats = read_dataset_stats(data_dir)
+    segmenter = build_segmenter(params.model, stats.channels, stats.num_classes)
+    segmenter.load_state_dict(torch.load(weights, weights_only=True))
+    return score_segmenter(segmenter, params, data_dir, split, keep)["predictions"]
+
+
+def _file_name(config: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", config) + ".pt"
+
+
+def earlier_runs(out: Path | None, params: Params, data: str, split: str) -> list[dict]:
+    """The runs an interrupted `bench quality` wrote to `out`, checked to be this benchmark's."""
+    if out is None:
+        raise ParamsError("--resume continues the report that --out FILE was writing: give that --out")
+    if not out.exists():
+        print(f"--resume: {out} does not exist yet, every run trains")
+        return []
+    earlier = read_json(out)
+    now = {"data": data, "split": split, "params": params.model_dump(mode="json")}
+    differing = [key for key, value in now.items() if earlier.get(key) != value]
+    if differing:
+        raise ParamsError(f"--resume: {out} holds a benchmark with another {' and '.join(differing)}; rerun with"
+                          " the same data, split, params and --set, or drop --resume (or give another --out)")
+    if earlier.get("complete", True):
+        print(f"--resume: {out} holds a finished benchmark; its runs are taken, more seeds or configs train")
+    print(f"--resume: {len(earlier['runs'])} run(s) taken from {out}")
+    return earlier["runs"]
 
 
 def _scored_count(stats, split: str) -> int:

@@ -265,7 +265,7 @@ def prepare(params: Params, images: str, size: int, cpus: str, workdir: Path | N
 def quality(
     params: Params, data: str, seeds: int, steps: int | list[int], label_fraction: float | None, out: Path | None,
     variants: list[tuple[str, dict]] | None = None, split: str = "test", figure: Path | None = None,
-    curve: Path | None = None, baseline_only: bool = False,
+    curve: Path | None = None, baseline_only: bool = False, resume: bool = False,
 ) -> dict:
     from ganseg.bench import quality as q
     from ganseg.bench.contenders import check_contenders, contenders
@@ -274,11 +274,15 @@ def quality(
     if figure and baseline_only:
         raise ParamsError("--figure draws where two configs differ; --baseline-only trains one")
     check_contenders(params, rows)  # before preparing or training anything
+    earlier = q.earlier_runs(out, params, data, split) if resume else []
+    saved = (lambda partial: write_json(out, partial | {"data": data, "complete": False})) if out else None
+    segmenters = out.with_name(f"{out.stem}-segmenters") if out and figure else None
     with tempfile.TemporaryDirectory(prefix="ganseg-bench-") as scratch:
         data_dir = _prepared(params, data, Path(scratch))
         budgets = steps if isinstance(steps, int) else "/".join(map(str, steps))
         print(f"  {len(rows)} configs x {seeds} seeds x {budgets} steps, scored on the {split} split")
-        report = q.run_benchmark(params, data_dir, seeds, steps, rows, label_fraction, split, figure=figure)
+        report = q.run_benchmark(params, data_dir, seeds, steps, rows, label_fraction, split, figure=figure,
+                                 earlier=earlier, saved=saved, segmenters=segmenters) | {"complete": True}
     _finish(report, data, [quality_table(report)] + ([paired_table(report)] if report["paired"] else []), out)
     if figure:
         print(f"wrote {figure}: the images where {report['figure_configs'][1]} and the baseline differ most")
