@@ -56,11 +56,31 @@ def write_pair(folder: Path, stem: str, image: np.ndarray, mask: np.ndarray, ima
     Image.fromarray(mask).save(folder / "masks" / f"{stem}.png")
 
 
+@pytest.fixture
+def refused_port() -> int:
+    """A TCP port on 127.0.0.1 held bound, not listening, for the whole test: connections to it are
+    refused, and no other server can take it meanwhile."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on (now)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def same_state(a, b) -> bool:
+    """Equal nested state (dicts, lists, tensors, numbers), tensor by tensor."""
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same_state(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(same_state(x, y) for x, y in zip(a, b))
+    if isinstance(a, torch.Tensor):
+        return torch.equal(a, b)
+    return a == b
 
 
 def batch(n: int = 4, size: int = 32, seed: int = 0, void: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

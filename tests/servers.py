@@ -13,8 +13,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
+
+import psutil
 
 from tests.conftest import free_port
 
@@ -47,6 +50,18 @@ def launch_until_up(launch, what: str, seconds: float = 120, attempts: int = 3, 
             time.sleep(0.5)
     tail = log.read_text()[-3000:] if log and log.exists() else ""
     raise RuntimeError(f"{what} exited while starting, {attempts} times (its ports taken?)\n{tail}")
+
+
+def listens(process: subprocess.Popen, url: str) -> bool:
+    """Whether `process`, or a process it started, listens on `url`'s port: not another program that
+    took the port between the pick and the bind (whose answers would pass for ours)."""
+    port = urllib.parse.urlsplit(url).port
+    try:
+        ours = {process.pid} | {child.pid for child in psutil.Process(process.pid).children(recursive=True)}
+    except psutil.NoSuchProcess:
+        return False
+    return any(c.pid in ours and c.status == psutil.CONN_LISTEN and c.laddr.port == port
+               for c in psutil.net_connections("tcp"))
 
 
 def _answers(url: str) -> bool:
@@ -104,7 +119,7 @@ class ObjectStore:
                    "-volume.max=20", "-master.volumeSizeLimitMB=64", *ports]
         with (self.folder / "weed.log").open("a") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        return process, lambda: _answers(self.endpoint)
+        return process, lambda: _answers(self.endpoint) and listens(process, self.endpoint)
 
     def stop(self) -> None:
         if self.process is not None:
@@ -161,7 +176,7 @@ def mlflow_server(folder: Path, artifacts: str, env: dict) -> tuple[str, subproc
         with (folder / "mlflow.log").open("a") as log:
             process = subprocess.Popen(command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT,
                                        start_new_session=True)
-        return process, lambda: _answers(f"{url}/health")
+        return process, lambda: _answers(f"{url}/health") and listens(process, url)
 
     url = ""
     process = launch_until_up(launch, what="the MLflow server", log=folder / "mlflow.log")

@@ -5,8 +5,10 @@ import json
 import pytest
 
 from pipeline.cli import main
+from tests.conftest import ROOT
 
-TINY = ["--set", "data.image_size=32", "--set", "model.base_channels=8", "--set", "model.depth=2"]
+TINY = ["--params", str(ROOT / "params.yaml"), "--set", "data.image_size=32", "--set", "model.base_channels=8",
+        "--set", "model.depth=2"]
 
 
 def test_bench_predict_times_every_case_and_reports_its_memory(tmp_path, capsys):

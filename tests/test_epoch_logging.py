@@ -29,6 +29,8 @@ def setup(tmp_path, tiny_params):
 def test_learning_rates_come_from_the_optimizers(setup):
     params, state, _ = setup
     assert state.learning_rates() == {"lr_g": params.train.lr_g, "lr_d": params.train.lr_d}
+    state.opt_g.param_groups[0]["lr"], state.opt_d.param_groups[0]["lr"] = 1e-5, 3e-5  # as a schedule sets them
+    assert state.learning_rates() == {"lr_g": 1e-5, "lr_d": 3e-5}
 
 
 def test_preview_grid_has_one_row_per_image_and_three_columns(setup):

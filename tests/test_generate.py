@@ -1,5 +1,7 @@
 """`generate_folder`: masks in, a dataset folder of drawn images beside copies of the masks out."""
 
+import re
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -75,7 +77,7 @@ def test_a_folder_with_files_is_refused_and_left_alone(model_dir, masks_dir, tmp
 
 
 def test_a_folder_without_a_card_is_named(tmp_path, masks_dir):
-    with pytest.raises(FileNotFoundError, match="not a ganseg image generator folder"):
+    with pytest.raises(FileNotFoundError, match=f"^{re.escape(str(tmp_path))} is not a ganseg image generator folder"):
         load_image_generator(tmp_path)
 
 
@@ -86,5 +88,5 @@ def test_ganseg_generate_writes_the_folder_and_names_a_wrong_model_folder(model_
     assert main([*args, "--model", str(model_dir), "--output", str(tmp_path / "out")]) == 0
     assert "wrote 4 images from 2 masks" in capsys.readouterr().out
     assert main([*args, "--model", str(tmp_path / "nowhere"), "--output", str(tmp_path / "other")]) == 2
-    assert "not a ganseg image generator folder" in capsys.readouterr().err
+    assert f"{tmp_path / 'nowhere'} is not a ganseg image generator folder" in capsys.readouterr().err
     assert not (tmp_path / "other").exists()

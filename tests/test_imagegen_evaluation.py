@@ -13,7 +13,7 @@ from ganseg.imagegen.training import build_state, train_step
 from ganseg.segmenter.networks import UNet
 from ganseg.viz import sample_grid
 from pipeline.cli import main
-from tests.conftest import batch, prepare_dataset
+from tests.conftest import ROOT, batch, prepare_dataset, same_state
 
 SMALL = ImagegenConfig(base_channels=8, disc_channels=8, depth=2, noise_dim=4, ema_decay=0.9)
 
@@ -24,13 +24,17 @@ def test_a_checkpoint_restores_both_networks_optimisers_and_the_moving_average(t
     image, mask = batch(size=16)
     train_step(state, image, mask, SMALL)
     torch.save(checkpoint_of(state, 1, [{"epoch": 1}]), tmp_path / "state.pt")
+    expected_draw = torch.rand(4)  # what the random state saved above draws next
     fresh = build_state(SMALL, 3, 1)
     checkpoint = restore_checkpoint(fresh, tmp_path / "state.pt")
     assert checkpoint["epoch"] == 1 and fresh.global_step == 1
     for a, b in [(state.generator, fresh.generator), (state.discriminator, fresh.discriminator),
                  (state.ema.module, fresh.ema.module)]:
-        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
-    assert fresh.opt_g.state_dict()["state"].keys() == state.opt_g.state_dict()["state"].keys()
+        assert same_state(a.state_dict(), b.state_dict())
+    for optimiser in ("opt_g", "opt_d"):  # Adam's step counts and moments, value by value
+        assert getattr(fresh, optimiser).state_dict()["state"], optimiser
+        assert same_state(getattr(fresh, optimiser).state_dict(), getattr(state, optimiser).state_dict()), optimiser
+    assert torch.equal(torch.rand(4), expected_draw)
     # the next step from either is the same step
     torch.manual_seed(1)
     train_step(state, image, mask, SMALL)
@@ -77,6 +81,7 @@ def test_bench_imagegen_prints_every_variant_and_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     code = main(["bench", "imagegen", "--data", "synthetic", "--steps", "2", "--judge-steps", "2", "--seeds", "2",
                  "--variants", "spade+patch,pix2pix", "--out", str(out), "--grids", str(tmp_path / "grids"),
+                 "--params", str(ROOT / "params.yaml"),
                  "--set", "data.synthetic.num_images=40", "--set", "data.synthetic.size=32", "--set", "data.image_size=32",
                  "--set", "imagegen.base_channels=8", "--set", "imagegen.disc_channels=8", "--set", "imagegen.epochs=1"])
     assert code == 0

@@ -12,7 +12,7 @@ from pipeline.tracking.runs import (
     require_reachable,
     safe_key,
 )
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT
 
 
 def test_flatten_nested_config_into_valid_param_names():
@@ -75,8 +75,8 @@ def test_a_run_with_prepared_data_has_it_as_its_input(sqlite_client, tmp_path):
     assert sqlite_client.get_run(no_data).inputs.dataset_inputs == []
 
 
-def test_unreachable_server_is_named_in_the_error():
-    uri = f"http://127.0.0.1:{free_port()}"
+def test_unreachable_server_is_named_in_the_error(refused_port):
+    uri = f"http://127.0.0.1:{refused_port}"
     with pytest.raises(TrackingServerError, match=f"cannot reach the MLflow tracking server {uri}"):
         require_reachable(uri, timeout_s=2)
 
@@ -133,11 +133,11 @@ def test_local_uris_are_not_probed(monkeypatch):
 
 
 @pytest.mark.parametrize("stage", ["tune", "train", "evaluate"])
-def test_stage_fails_at_once_when_the_server_is_down(stage, tmp_path, monkeypatch, capsys):
+def test_stage_fails_at_once_when_the_server_is_down(stage, tmp_path, monkeypatch, capsys, refused_port):
     import ray
 
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-    uri = f"http://127.0.0.1:{free_port()}"
+    uri = f"http://127.0.0.1:{refused_port}"
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     assert main([stage]) == 2
@@ -153,4 +153,10 @@ def test_server_command_matches_the_docs():
 
 
 def test_run_names_tell_runs_apart():
-    assert runs.run_name("train").startswith("train-20")
+    """By stage and start time, to the second (sortable)."""
+    from datetime import datetime
+
+    name = runs.run_name("train")
+    started = datetime.strptime(name.removeprefix("train-"), "%Y%m%d-%H%M%S")
+    assert abs((datetime.now() - started).total_seconds()) < 5
+    assert runs.run_name("tune").startswith("tune-") and runs.run_name("tune") != name

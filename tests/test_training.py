@@ -12,7 +12,7 @@ from ganseg.data.datasets import PreparedSplit, shard_indices, to_input
 from ganseg.segmenter.export import export_model, load_model
 from ganseg.segmenter.inference import confusion_over
 from ganseg.segmenter.training import build_training_state, train_epoch, train_step
-from tests.conftest import batch, changed, model_card, prepare_dataset, weights_of
+from tests.conftest import batch, changed, model_card, prepare_dataset, same_state, weights_of
 
 
 def test_gan_step_updates_both_networks(tiny_params):
@@ -58,17 +58,6 @@ def test_epoch_and_validation_on_prepared_data(tmp_path, tiny_params):
     assert int(confusion.sum()) == len(val) * 32 * 32
 
 
-def _same(a, b) -> bool:
-    """Equal nested state (dicts, lists, tensors, numbers), tensor by tensor."""
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    if isinstance(a, torch.Tensor):
-        return torch.equal(a, b)
-    return a == b
-
-
 def test_checkpoint_round_trip_restores_weights_and_optimisers(tmp_path, tiny_params):
     """Both networks, both optimisers and schedulers (after a step, so with moments and a decayed
     rate), the step count and the random state: a restored training goes on exactly."""
@@ -84,11 +73,30 @@ def test_checkpoint_round_trip_restores_weights_and_optimisers(tmp_path, tiny_pa
     assert checkpoint["epoch"] == 3 and checkpoint["history"] == [{"epoch": 3}]
     assert fresh.global_step == state.global_step > 0
     for network in ("segmenter", "discriminator"):
-        assert _same(getattr(fresh, network).state_dict(), getattr(state, network).state_dict()), network
+        assert same_state(getattr(fresh, network).state_dict(), getattr(state, network).state_dict()), network
     for name, part in state.optimisation().items():
-        assert _same(getattr(fresh, name).state_dict(), part.state_dict()), name
+        assert same_state(getattr(fresh, name).state_dict(), part.state_dict()), name
     assert fresh.opt_g.state_dict()["state"]  # Adam's moments were there to compare
     assert torch.equal(torch.rand(4), expected_draw)
+
+
+def test_the_learning_rate_decays_each_epoch_and_goes_on_decaying_after_a_restore(tmp_path, tiny_params):
+    params = tiny_params.with_overrides({"train.epochs": 4, "train.lambda_adv": 0.1, "train.adv_warmup_epochs": 0})
+    state = build_training_state(params, 1, 3)
+    rates = [(state.opt_g.param_groups[0]["lr"], state.opt_d.param_groups[0]["lr"])]
+    for epoch in (1, 2):
+        train_epoch(state, [batch(seed=epoch)], params.train, epoch=epoch)
+        rates.append((state.opt_g.param_groups[0]["lr"], state.opt_d.param_groups[0]["lr"]))
+    assert rates[0] == (params.train.lr_g, params.train.lr_d)
+    assert all(later[i] < earlier[i] for earlier, later in zip(rates, rates[1:]) for i in (0, 1)), rates
+    torch.save(checkpoint_of(state, 2, []), tmp_path / "state.pt")
+    fresh = build_training_state(params, 1, 3)
+    restore_checkpoint(fresh, tmp_path / "state.pt")
+    assert (fresh.opt_g.param_groups[0]["lr"], fresh.opt_d.param_groups[0]["lr"]) == rates[-1]
+    for restored_or_not in (state, fresh):
+        torch.manual_seed(3)
+        train_epoch(restored_or_not, [batch(seed=3)], params.train, epoch=3)
+    assert fresh.opt_g.param_groups[0]["lr"] == state.opt_g.param_groups[0]["lr"] < rates[-1][0]
 
 
 def test_exported_model_loads_and_predicts(tmp_path, tiny_params):
