@@ -6,6 +6,7 @@ and registered in MLflow.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -51,7 +52,7 @@ def train(job_type: type[GanJob], params: Params, project_root: Path, out_dir: P
     with ended_as_it_went(client, run_id):
         name = f"{job.stage}-{run_id}"  # a rerun after a crash finds its checkpoints
         run_dir = run_storage(params, project_root).join(name)
-        check_checkpoints_fit(run_dir, job.fresh_state())
+        check_checkpoints_fit(run_dir, job.fresh_state)
         config = loop_config(job_type, params, data_dir, uri, run_id, progress=True, options=options)
         trainer = make_trainer(params, config, name, project_root, score=job.score)
         latest, best = fit_latest_and_best(trainer, run_dir, job.score, job.model_key)
@@ -77,10 +78,10 @@ def warn_about_slower_options(cfg: TrainConfig, use_gpu: bool) -> None:
         print(f"warning: {warning}")
 
 
-def check_checkpoints_fit(run_dir: Location, fresh: GanState) -> None:
+def check_checkpoints_fit(run_dir: Location, fresh: Callable[[], GanState]) -> None:
     """Before any worker starts: the Ray checkpoints of the run to resume must hold networks of the
-    params' architecture, as in `fresh` (they may not, e.g. when written by code that built the
-    networks otherwise)."""
+    params' architecture, as in the state `fresh()` builds (they may not, e.g. when written by code
+    that built the networks otherwise). A run with nothing to resume builds no state here."""
     from ray.train import Result
 
     try:
@@ -88,11 +89,12 @@ def check_checkpoints_fit(run_dir: Location, fresh: GanState) -> None:
     except RuntimeError:  # no run folder or no checkpoint record: nothing to resume
         return
     kept = {c.path: c for c in [result.checkpoint, *(c for c, _ in result.best_checkpoints)] if c is not None}
+    state = fresh() if kept else None
     for checkpoint in kept.values():
         with checkpoint.as_directory() as folder:
             path = Path(folder) / STATE_FILE
             try:
-                load_networks(fresh, read_checkpoint(path, fresh.model_key), path)
+                load_networks(state, read_checkpoint(path, state.model_key), path)
             except CheckpointError as err:
                 raise CheckpointError(
                     f"{err}\n  (a checkpoint of the run being resumed; --set runtime.resume=false starts afresh)"

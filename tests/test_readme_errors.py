@@ -355,7 +355,7 @@ def test_the_checkpoint_passes_the_check_with_the_params_that_wrote_it(project):
     run_dir = project.root / "runs" / "ray" / f"train-{project.train_run().info.run_id}"
     assert list(run_dir.glob("checkpoint_*/state.pt"))
     params = load_params(project.root / "params.yaml", DIVERGING)
-    check_checkpoints_fit(location(run_dir), SegmenterJob(params, project.root / "data" / "prepared").fresh_state())
+    check_checkpoints_fit(location(run_dir), SegmenterJob(params, project.root / "data" / "prepared").fresh_state)
 
 
 def test_every_row_of_the_table_is_reproduced():
