@@ -60,6 +60,18 @@ def test_the_stage_drivers_leave_torchvision_to_the_workers():
     assert len(drivers) >= 10
 
 
+def test_training_leaves_matplotlib_to_the_figures_of_evaluation_and_benches():
+    """pyplot takes about 0.6 s of CPU to import; the training jobs, which every Ray Train worker
+    and tune trial imports, draw with Pillow alone."""
+    code = ("import importlib, sys\n"
+            "for name in ('ganseg.jobs.segmenter', 'ganseg.jobs.imagegen', 'ganseg.jobs.synthetic',"
+            " 'pipeline.ray.worker'): importlib.import_module(name)\n"
+            "print('matplotlib' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+
+
 def test_no_module_is_longer_than_350_lines():
     modules = [*LIBRARY.rglob("*.py"), *(ROOT / "pipeline").rglob("*.py")]
     long = {str(path.relative_to(ROOT)): n for path in modules if (n := len(path.read_text().splitlines())) > MAX_LINES}
