@@ -42,8 +42,12 @@ def launch_until_up(launch, what: str, seconds: float = 120, attempts: int = 3, 
         process, ready = launch()
         deadline = time.monotonic() + seconds
         while process.poll() is None:
-            if ready():
-                return process
+            try:
+                if ready():
+                    return process
+            except PortTaken:  # another program answers there: try other ports
+                stop(process)
+                break
             if time.monotonic() > deadline:
                 stop(process)
                 raise TimeoutError(f"{what} did not come up in {seconds:.0f} s")
@@ -52,16 +56,30 @@ def launch_until_up(launch, what: str, seconds: float = 120, attempts: int = 3, 
     raise RuntimeError(f"{what} exited while starting, {attempts} times (its ports taken?)\n{tail}")
 
 
+class PortTaken(Exception):
+    """Something answers on the port picked for our server, and it is not our server."""
+
+
+def ours_answering(process: subprocess.Popen, url: str, answers) -> bool:
+    """Whether `answers()` (something answers at `url`) and it is `process`; PortTaken when it is not."""
+    if not answers():
+        return False
+    if not listens(process, url):
+        raise PortTaken(url)
+    return True
+
+
 def listens(process: subprocess.Popen, url: str) -> bool:
     """Whether `process`, or a process it started, listens on `url`'s port: not another program that
     took the port between the pick and the bind (whose answers would pass for ours)."""
     port = urllib.parse.urlsplit(url).port
     try:
-        ours = {process.pid} | {child.pid for child in psutil.Process(process.pid).children(recursive=True)}
-    except psutil.NoSuchProcess:
+        parent = psutil.Process(process.pid)
+        ours = [parent, *parent.children(recursive=True)]
+        return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port
+                   for each in ours for c in each.net_connections("tcp"))
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
         return False
-    return any(c.pid in ours and c.status == psutil.CONN_LISTEN and c.laddr.port == port
-               for c in psutil.net_connections("tcp"))
 
 
 def _answers(url: str) -> bool:
@@ -119,7 +137,7 @@ class ObjectStore:
                    "-volume.max=20", "-master.volumeSizeLimitMB=64", *ports]
         with (self.folder / "weed.log").open("a") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        return process, lambda: _answers(self.endpoint) and listens(process, self.endpoint)
+        return process, lambda: ours_answering(process, self.endpoint, lambda: _answers(self.endpoint))
 
     def stop(self) -> None:
         if self.process is not None:
@@ -176,7 +194,7 @@ def mlflow_server(folder: Path, artifacts: str, env: dict) -> tuple[str, subproc
         with (folder / "mlflow.log").open("a") as log:
             process = subprocess.Popen(command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT,
                                        start_new_session=True)
-        return process, lambda: _answers(f"{url}/health") and listens(process, url)
+        return process, lambda: ours_answering(process, url, lambda: _answers(f"{url}/health"))
 
     url = ""
     process = launch_until_up(launch, what="the MLflow server", log=folder / "mlflow.log")

@@ -277,8 +277,8 @@ def test_an_interrupted_bench_quality_resumes_from_its_report_and_still_draws_it
             "--params", str(ROOT / "params.yaml"), "--set", "data.class_names=[dark, bright]",
             "--set", "data.image_size=32", "--set", "model.base_channels=8", "--set", "train.epochs=1",
             "--set", "evaluate.flip_tta=false"]
-    whole = tmp_path / "whole.json"
-    assert main([*args, "--out", str(whole)]) == 0
+    whole, whole_figure = tmp_path / "whole.json", tmp_path / "whole.png"
+    assert main([*args, "--out", str(whole), "--figure", str(whole_figure)]) == 0
     expected = [(r["config"], r["seed"], r["miou"]) for r in json.loads(whole.read_text())["runs"]]
 
     trained, train_and_score = [], quality.train_and_score
@@ -302,14 +302,22 @@ def test_an_interrupted_bench_quality_resumes_from_its_report_and_still_draws_it
     assert main([*args, "--out", str(out), "--figure", str(figure), "--resume"]) == 0
     assert trained == [43, 43]  # only the second seed's pair trained
     printed = capsys.readouterr().out
-    assert printed.count("(from the earlier report)") == 2 and "2 run(s) taken from" in printed
+    assert printed.count("(from the earlier report)") == 2 and "an unfinished benchmark of 2 run(s)" in printed
     report = json.loads(out.read_text())
     assert report["complete"] is True
     assert [(r["config"], r["seed"]) for r in report["runs"]] == [(config, seed) for config, seed, _ in expected]
     assert [r["miou"] for r in report["runs"]] == pytest.approx([miou for _, _, miou in expected], abs=1e-6)
-    with Image.open(figure) as picture:  # the seed-42 pair drawn from its kept segmenters
-        assert picture.format == "PNG"
+    with Image.open(figure) as picture, Image.open(whole_figure) as uninterrupted:
+        # the seed-42 pair drawn from its kept segmenters: what the uninterrupted benchmark drew
+        assert picture.format == "PNG" and np.array_equal(np.asarray(picture), np.asarray(uninterrupted))
     assert sorted(p.name for p in (tmp_path / "q-segmenters").iterdir()) == ["GAN_segmenter.pt", "supervised_baseline.pt"]
+
+    # a config whose overrides changed trains again; the baseline is taken
+    trained.clear()
+    assert main([*args, "--out", str(out), "--resume", "--contender", "GAN segmenter=train.lambda_adv=0.2"]) == 0
+    assert trained == [42, 43]
+    runs = json.loads(out.read_text())["runs"]
+    assert [r["overrides"] for r in runs] == [{"train.lambda_adv": 0.0}] * 2 + [{"train.lambda_adv": 0.2}] * 2
 
     # another benchmark in the same report is refused, and the report is left as it is
     before = out.read_bytes()

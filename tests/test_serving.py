@@ -19,7 +19,7 @@ from PIL import Image
 
 from tests.conftest import free_port
 from tests.e2e import run
-from tests.servers import launch_until_up, listens, stop
+from tests.servers import launch_until_up, ours_answering, stop
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +36,7 @@ def serve(model: str, env: dict, folder: Path):
                    "local", "-h", "127.0.0.1", "-p", url.rsplit(":", 1)[1]]
         with (folder / "serve.log").open("a") as log:
             process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        return process, lambda: _pings(url) and listens(process, url)
+        return process, lambda: ours_answering(process, url, lambda: _pings(url))
 
     url = ""
     process = launch_until_up(launch, what=f"mlflow models serve of {model}", seconds=180, log=folder / "serve.log")

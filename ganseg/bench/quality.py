@@ -10,6 +10,7 @@ configuration but the baseline is then compared with its reference seed by seed
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import re
 import time
@@ -125,46 +126,65 @@ def seeded_loader(dataset, batch_size: int, seed: int) -> DataLoader:
 def run_benchmark(
     params: Params, data_dir: Path, seeds: int, steps: int | list[int], rows: list[Contender],
     label_fraction: float | None = None, split: str = "test", log=print, figure: Path | None = None,
-    earlier: list[dict] = (), saved=None, segmenters: Path | None = None,
+    earlier: list[dict] | None = None, save_partial=None, segmenters: Path | None = None,
 ) -> dict:
     """Every contender on seeds params.seed, params.seed+1, ...; the runs, their mean and std, and
     each contender's paired differences with its reference. With several budgets of `steps`, every
     contender at each (a learning curve: rows 'NAME @ STEPS'). With `figure`, a PNG there of the images
     where the first contender compared with the baseline differs from it most (first seed, largest budget).
 
-    Runs go seed by seed, so that an interrupted benchmark holds whole pairs: `saved(report)` gets
-    the report so far after each run, and a later call with those runs as `earlier` takes them as
-    they are instead of training them again. The drawn pair's segmenters are kept in the folder
-    `segmenters`, when given, so that a resumed benchmark can still draw its figure."""
+    Runs go seed by seed, so that an interrupted benchmark holds whole pairs: `save_partial(report)`
+    gets the report so far after each run, and a later call with those runs as `earlier` takes each
+    run of the same config, overrides, seed and budget as it is instead of training it again. The
+    drawn pair's segmenters are kept in the folder `segmenters`, when given, so that a resumed
+    benchmark can still draw its figure."""
     stats = read_dataset_stats(data_dir)
     budgets = [steps] if isinstance(steps, int) else list(steps)
     if len(budgets) > 1:
         rows = at_budgets(rows, budgets)
     drawn = _drawn_pair(rows) if figure else ()
-    done = {(run["config"], run["seed"], run["steps"]): run for run in earlier}
+    done = {(run["config"], run["seed"], run["steps"]): run for run in earlier or []}
     runs, predictions = [], {}
     for offset, contender in itertools.product(range(seeds), rows):
         config = params.with_overrides(contender.overrides | {"seed": params.seed + offset})
         budget = contender.steps or budgets[0]
         keep = _scored_count(stats, split) if offset == 0 and contender.name in drawn else 0
         weights = segmenters / _file_name(contender.name) if keep and segmenters else None
-        earlier_run = done.get((contender.name, config.seed, budget))
-        if earlier_run and (not keep or (weights and weights.exists())):
-            run = earlier_run
-            if keep:
-                predictions[contender.name] = rescored_predictions(config, data_dir, split, keep, weights)
+        run, kept = _taken(done.get((contender.name, config.seed, budget)), contender, config, data_dir, split, keep,
+                           weights)
+        if run:
             log(f"  {contender.name}, seed {config.seed}: mIoU {run['miou']:.4f} (from the earlier report)")
         else:
             run = _trained_run(contender, config, data_dir, budget, split, keep, weights, log)
-            if keep:
-                predictions[contender.name] = run.pop("predictions")
+            kept = run.pop("predictions", None)
+        if keep:
+            predictions[contender.name] = kept
         runs.append(run)
-        if saved:
-            saved(_report(params, stats, budgets, seeds, label_fraction, split, rows, runs))
+        if save_partial:
+            save_partial(_report(params, stats, budgets, seeds, label_fraction, split, rows, runs))
     if drawn:
         _draw_differences(predictions, drawn, stats, figure)
     return _report(params, stats, budgets, seeds, label_fraction, split, rows, runs) | (
         {"figure": str(figure), "figure_configs": list(drawn)} if drawn else {})
+
+
+def _taken(earlier_run: dict | None, contender: Contender, config: Params, data_dir: Path, split: str, keep: int,
+           weights: Path | None) -> tuple[dict | None, list | None]:
+    """An earlier run of this config with the same overrides, as it is (else None, to train); for a
+    drawn run, also the predictions of its kept segmenter, which must score what the run recorded."""
+    if not earlier_run or earlier_run["overrides"] != json.loads(json.dumps(contender.overrides)):
+        return None, None
+    if not keep:
+        return earlier_run, None
+    if not (weights and weights.exists()):
+        return None, None
+    try:
+        rescored = score_saved_segmenter(config, data_dir, split, keep, weights)
+    except RuntimeError:  # weights of another architecture
+        return None, None
+    if not math.isclose(rescored["miou"], earlier_run["miou"], abs_tol=1e-6):
+        return None, None
+    return earlier_run, rescored["predictions"]
 
 
 def _trained_run(contender: Contender, config: Params, data_dir: Path, steps: int, split: str, keep: int,
@@ -202,19 +222,19 @@ def _report(params: Params, stats, budgets: list[int], seeds: int, label_fractio
     }
 
 
-def rescored_predictions(params: Params, data_dir: Path, split: str, keep: int, weights: Path) -> list:
-    """The first `keep` (image, truth, prediction) triples of the segmenter saved in `weights`."""
+def score_saved_segmenter(params: Params, data_dir: Path, split: str, keep: int, weights: Path) -> dict:
+    """`score_segmenter` of the segmenter saved in `weights`, with its first `keep` predictions."""
     stats = read_dataset_stats(data_dir)
     segmenter = build_segmenter(params.model, stats.channels, stats.num_classes)
     segmenter.load_state_dict(torch.load(weights, weights_only=True))
-    return score_segmenter(segmenter, params, data_dir, split, keep)["predictions"]
+    return score_segmenter(segmenter, params, data_dir, split, keep)
 
 
 def _file_name(config: str) -> str:
     return re.sub(r"[^\w.-]+", "_", config) + ".pt"
 
 
-def earlier_runs(out: Path | None, params: Params, data: str, split: str) -> list[dict]:
+def earlier_runs(out: Path | None, params: Params, data: str, split: str, label_fraction: float | None) -> list[dict]:
     """The runs an interrupted `bench quality` wrote to `out`, checked to be this benchmark's."""
     if out is None:
         raise ParamsError("--resume continues the report that --out FILE was writing: give that --out")
@@ -222,14 +242,15 @@ def earlier_runs(out: Path | None, params: Params, data: str, split: str) -> lis
         print(f"--resume: {out} does not exist yet, every run trains")
         return []
     earlier = read_json(out)
-    now = {"data": data, "split": split, "params": params.model_dump(mode="json")}
+    now = {"data": data, "split": split, "label_fraction": label_fraction, "params": params.model_dump(mode="json")}
     differing = [key for key, value in now.items() if earlier.get(key) != value]
     if differing:
         raise ParamsError(f"--resume: {out} holds a benchmark with another {' and '.join(differing)}; rerun with"
-                          " the same data, split, params and --set, or drop --resume (or give another --out)")
-    if earlier.get("complete", True):
-        print(f"--resume: {out} holds a finished benchmark; its runs are taken, more seeds or configs train")
-    print(f"--resume: {len(earlier['runs'])} run(s) taken from {out}")
+                          " the same --data, --split, --label-fraction, params and --set, or drop --resume (or give"
+                          " another --out)")
+    state = "a finished" if earlier.get("complete", True) else "an unfinished"
+    print(f"--resume: {out} holds {state} benchmark of {len(earlier['runs'])} run(s); those of the same config,"
+          " overrides, seed and steps are taken, and the report keeps only this benchmark's runs")
     return earlier["runs"]
 
 

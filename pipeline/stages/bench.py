@@ -274,15 +274,15 @@ def quality(
     if figure and baseline_only:
         raise ParamsError("--figure draws where two configs differ; --baseline-only trains one")
     check_contenders(params, rows)  # before preparing or training anything
-    earlier = q.earlier_runs(out, params, data, split) if resume else []
-    saved = (lambda partial: write_json(out, partial | {"data": data, "complete": False})) if out else None
+    earlier = q.earlier_runs(out, params, data, split, label_fraction) if resume else []
+    save_partial = (lambda partial: write_json(out, partial | {"data": data, "complete": False})) if out else None
     segmenters = out.with_name(f"{out.stem}-segmenters") if out and figure else None
     with tempfile.TemporaryDirectory(prefix="ganseg-bench-") as scratch:
         data_dir = _prepared(params, data, Path(scratch))
         budgets = steps if isinstance(steps, int) else "/".join(map(str, steps))
         print(f"  {len(rows)} configs x {seeds} seeds x {budgets} steps, scored on the {split} split")
         report = q.run_benchmark(params, data_dir, seeds, steps, rows, label_fraction, split, figure=figure,
-                                 earlier=earlier, saved=saved, segmenters=segmenters) | {"complete": True}
+                                 earlier=earlier, save_partial=save_partial, segmenters=segmenters) | {"complete": True}
     _finish(report, data, [quality_table(report)] + ([paired_table(report)] if report["paired"] else []), out)
     if figure:
         print(f"wrote {figure}: the images where {report['figure_configs'][1]} and the baseline differ most")
