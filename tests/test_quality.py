@@ -1,6 +1,7 @@
 """Full-resolution evaluation, labelled/unlabelled splits and `ganseg bench quality`."""
 
 import json
+import os
 import time
 from statistics import mean, stdev
 
@@ -143,6 +144,8 @@ def test_bench_quality_writes_a_table_and_json(tmp_path, capsys):
     trained = report["steps"] * report["params"]["train"]["batch_size"]
     assert all(r["images_per_s"] >= trained / elapsed for r in report["runs"])  # no run took longer than the command
     assert all(0 < r["wall_s"] < elapsed for r in report["runs"]) and "wall (s)" in printed
+    assert all(0 < r["cpu_s"] <= r["wall_s"] * os.cpu_count() + 1 for r in report["runs"])
+    assert report["summary"]["GAN segmenter"]["cpu_s"]["n"] == 2
     scored = report["runs"][0]["scored_images"]
     assert report["split"] == "test" and f"scored (test split): {scored} test images at full size" in printed
     assert "auc_roc" not in report["runs"][0] and "AUC-ROC" not in printed  # three classes: no AUC

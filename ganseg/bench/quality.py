@@ -189,13 +189,14 @@ def _taken(earlier_run: dict | None, contender: Contender, config: Params, data_
 
 def _trained_run(contender: Contender, config: Params, data_dir: Path, steps: int, split: str, keep: int,
                  weights: Path | None, log) -> dict:
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.process_time()
     scores = train_and_score(config, data_dir, steps, f"  {contender.name}, seed {config.seed}", split, keep, weights)
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, time.process_time() - started_cpu
     log(f"  {contender.name}, seed {config.seed}: mIoU {scores['miou']:.4f}"
         f" ({wall:.0f} s, {scores['images_per_s']:.1f} img/s)")
+    # CPU-seconds too: unlike the wall time, they hardly change when other work shares the cores
     return {"config": contender.name, "seed": config.seed, "overrides": contender.overrides, "steps": steps,
-            "wall_s": wall} | scores
+            "wall_s": wall, "cpu_s": cpu} | scores
 
 
 def _report(params: Params, stats, budgets: list[int], seeds: int, label_fraction: float | None, split: str,
@@ -305,7 +306,7 @@ def summarise_runs(runs: list[dict], class_names: list[str]) -> dict:
     for name in dict.fromkeys(run["config"] for run in runs):
         mine = [run for run in runs if run["config"] == name]
         row = {key: mean_std([r[key] for r in mine]) for key in ("miou", *AUCS) if key in mine[0]}
-        row |= {key: mean_std([r[key] for r in mine]) for key in ("images_per_s", "wall_s")}
+        row |= {key: mean_std([r.get(key) for r in mine]) for key in ("images_per_s", "wall_s", "cpu_s")}
         for metric in ("dice", "boundary_f1"):
             row[metric] = {c: mean_std([r[metric][c] for r in mine]) for c in class_names}
         summary[name] = row
