@@ -194,7 +194,6 @@ def _trained_run(contender: Contender, config: Params, data_dir: Path, steps: in
     wall, cpu = time.perf_counter() - started, time.process_time() - started_cpu
     log(f"  {contender.name}, seed {config.seed}: mIoU {scores['miou']:.4f}"
         f" ({wall:.0f} s, {scores['images_per_s']:.1f} img/s)")
-    # CPU-seconds too: unlike the wall time, they hardly change when other work shares the cores
     return {"config": contender.name, "seed": config.seed, "overrides": contender.overrides, "steps": steps,
             "wall_s": wall, "cpu_s": cpu} | scores
 
