@@ -167,12 +167,12 @@ def _train(params, data_dir, steps):
 
     from torch.utils.data import DataLoader
 
-    from ganseg.data.datasets import PreparedSplit, endless
+    from ganseg.data.datasets import Endless, PreparedSplit
     from ganseg.segmenter.training import build_training_state, train_epoch
 
     torch.manual_seed(params.seed)
     stats = read_dataset_stats(data_dir)
     state = build_training_state(params, stats.channels, stats.num_classes, stats.train_frequency)
-    batches = endless(DataLoader(PreparedSplit(data_dir, "train"), batch_size=8, shuffle=True))
+    batches = Endless(DataLoader(PreparedSplit(data_dir, "train"), batch_size=8, shuffle=True))
     train_epoch(state, itertools.islice(batches, steps), params.train, epoch=1)
     return state.eval_segmenter.eval()

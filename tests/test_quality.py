@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ganseg.bench.quality import learning_curves
 from ganseg.contracts import read_dataset_stats
 from ganseg.data.datasets import (
-    endless,
+    Endless,
     full_size_test,
     labelled_frequency,
     labelled_split,
@@ -97,12 +97,34 @@ def test_endless_batches_reshuffle_a_distributed_sampler_every_pass():
     repeats its order unless told each pass's number."""
     items = torch.arange(16)
     sampler = DistributedSampler(items, num_replicas=2, rank=0, shuffle=True, seed=0)
-    batches = endless(DataLoader(items, batch_size=8, sampler=sampler))  # one batch per pass on this rank
+    batches = Endless(DataLoader(items, batch_size=8, sampler=sampler))  # one batch per pass on this rank
     passes = [next(batches) for _ in range(3)]
     assert all(len(set(p.tolist())) == 8 for p in passes)
     assert not torch.equal(passes[0], passes[1]) and not torch.equal(passes[1], passes[2])
     sampler.set_epoch(1)
     assert passes[1].tolist() == list(sampler)
+
+
+@pytest.mark.parametrize("taken", [0, 3, 5, 8, 12])
+@pytest.mark.parametrize("distributed", [False, True])
+def test_endless_batches_taken_up_from_a_saved_position_go_on_with_the_same_batches(taken, distributed):
+    """Positions inside a pass, at its end (8: two passes of four batches) and before any batch."""
+    def loader():
+        items = torch.arange(32)
+        if distributed:
+            return DataLoader(items, batch_size=4, sampler=DistributedSampler(items, num_replicas=2, rank=1, seed=3))
+        return DataLoader(items, batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(7))
+
+    through = Endless(loader())
+    expected = [next(through).tolist() for _ in range(taken + 10)]
+    stopped = Endless(loader())
+    for _ in range(taken):
+        next(stopped)
+    position = stopped.position()
+    other_draws = [next(stopped) for _ in range(3)]  # what the stopped run did after saving does not matter
+    resumed = Endless(loader())
+    resumed.go_to(position)
+    assert other_draws and [next(resumed).tolist() for _ in range(10)] == expected[taken:]
 
 
 def test_resize_models_see_the_whole_image_at_their_training_size():
@@ -327,3 +349,61 @@ def test_an_interrupted_bench_quality_resumes_from_its_report_and_still_draws_it
     assert main([*args, "--set", "model.base_channels=4", "--out", str(out), "--resume"]) == 2
     assert "holds a benchmark with another params" in capsys.readouterr().err
     assert out.read_bytes() == before
+
+
+def test_a_run_stopped_in_its_middle_goes_on_from_its_last_epoch_to_the_same_weights(
+        tmp_path, sized_folder, capsys, monkeypatch):
+    from ganseg.bench import quality
+
+    args = ["bench", "quality", "--data", str(sized_folder), "--seeds", "1", "--steps", "6", "--split", "val",
+            "--params", str(ROOT / "params.yaml"), "--set", "data.class_names=[dark, bright]",
+            "--set", "data.image_size=32", "--set", "model.base_channels=8", "--set", "train.epochs=3",
+            "--set", "train.adv_warmup_epochs=1", "--set", "evaluate.flip_tta=false",
+            "--contender", "GAN segmenter=train.lambda_adv=0.1"]
+    whole = tmp_path / "whole.json"
+    assert main([*args, "--out", str(whole), "--figure", str(tmp_path / "whole.png")]) == 0
+    uninterrupted = json.loads(whole.read_text())["runs"]
+    assert not (tmp_path / "whole-unfinished").exists()  # a finished benchmark leaves no saved epochs
+
+    gan = 0.1
+    epochs, stop_at, train_epoch = [], [(gan, 3)], quality.train_epoch
+
+    def stopping(state, batches, cfg, **kwargs):
+        epochs.append((cfg.lambda_adv, kwargs["epoch"]))
+        if epochs[-1] in stop_at:
+            raise KeyboardInterrupt
+        return train_epoch(state, batches, cfg, **kwargs)
+
+    monkeypatch.setattr(quality, "train_epoch", stopping)
+    out, figure = tmp_path / "q.json", tmp_path / "differ.png"
+    with pytest.raises(KeyboardInterrupt):  # in the GAN's third epoch, after the baseline's run
+        main([*args, "--out", str(out), "--figure", str(figure)])
+    (saved_file,) = (tmp_path / "q-unfinished").iterdir()
+    saved = torch.load(saved_file, weights_only=True)
+    assert saved["epoch"] == 2  # two epochs of two steps: two passes of the two batches of 17 tiles
+    assert (saved["batches"]["passes"], saved["batches"]["taken"]) == (2, 2)
+
+    epochs.clear()
+    stop_at.clear()
+    capsys.readouterr()
+    assert main([*args, "--out", str(out), "--figure", str(figure), "--resume"]) == 0
+    assert epochs == [(gan, 3)]  # the baseline taken from the report, only the GAN's last epoch trained
+    assert "resumed after epoch 2" in capsys.readouterr().out
+    runs = json.loads(out.read_text())["runs"]
+    for key in ("miou", "dice", "boundary_f1"):
+        assert [run[key] for run in runs] == [run[key] for run in uninterrupted], key
+    assert runs[1]["wall_s"] > saved["train_s"]  # the earlier sitting's seconds count
+    resumed, whole_kept = (torch.load(folder / "GAN_segmenter.pt", weights_only=True)
+                           for folder in (tmp_path / "q-segmenters", tmp_path / "whole-segmenters"))
+    assert resumed.keys() == whole_kept.keys()
+    assert all(torch.equal(resumed[key], whole_kept[key]) for key in whole_kept)
+    assert not (tmp_path / "q-unfinished").exists()
+
+    # without --resume a saved epoch is not taken: the run trains from its first epoch
+    stop_at.append((gan, 3))
+    with pytest.raises(KeyboardInterrupt):
+        main([*args, "--out", str(out)])
+    epochs.clear()
+    stop_at.clear()
+    assert main([*args, "--out", str(out)]) == 0
+    assert epochs == [(0.0, 1), (0.0, 2), (0.0, 3), (gan, 1), (gan, 2), (gan, 3)]

@@ -10,7 +10,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from ganseg.data.augment import pair_transform
-from ganseg.data.datasets import PreparedSplit, endless
+from ganseg.data.datasets import Endless, PreparedSplit
 from ganseg.data.void import VOID
 from ganseg.segmenter.evaluation import evaluate_full_size, write_report
 from ganseg.segmenter.training import build_training_state, train_epoch
@@ -36,7 +36,7 @@ def test_drive_prepares_trains_and_evaluates_without_the_void_outside_the_field_
     assert set(np.unique(train_set.masks)) == {0, 1, VOID}
 
     state = build_training_state(params, 3, 2, stats.train_frequency)
-    batches = endless(DataLoader(train_set, batch_size=params.train.batch_size, shuffle=True))
+    batches = Endless(DataLoader(train_set, batch_size=params.train.batch_size, shuffle=True))
     epoch_means = train_epoch(state, itertools.islice(batches, STEPS), params.train, epoch=1)
     assert math.isfinite(epoch_means["loss_seg"]) and math.isfinite(epoch_means["loss_d"])
 

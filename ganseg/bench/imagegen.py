@@ -22,7 +22,7 @@ from ganseg.bench.quality import mean_std, seeded_loader, train_segmenter
 from ganseg.config import Params
 from ganseg.contracts import read_dataset_stats
 from ganseg.data.augment import pair_transform
-from ganseg.data.datasets import PreparedSplit, endless
+from ganseg.data.datasets import Endless, PreparedSplit
 from ganseg.errors import ParamsError
 from ganseg.imagegen.evaluation import grid_rows, judge_generator
 from ganseg.imagegen.training import ImagegenState, build_state, train_epoch
@@ -48,7 +48,7 @@ def train_image_generator(params: Params, data_dir: Path, steps: int, tiles: lis
     train_set = PreparedSplit(data_dir, "train", pair_transform(cfg.augment, stats.image_size))
     if tiles is not None:
         train_set = Subset(train_set, tiles)
-    batches = endless(seeded_loader(train_set, cfg.batch_size, params.seed))
+    batches = Endless(seeded_loader(train_set, cfg.batch_size, params.seed))
     per_epoch = math.ceil(steps / cfg.epochs)
     for epoch in range(cfg.epochs):
         count = min(per_epoch, steps - epoch * per_epoch)

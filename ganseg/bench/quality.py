@@ -13,7 +13,6 @@ import itertools
 import json
 import math
 import re
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +22,12 @@ from tqdm import tqdm
 
 from ganseg.bench.contenders import Contender, at_budgets
 from ganseg.bench.differences import largest_differences
+from ganseg.bench.epochs import EpochSaves, RunClock
 from ganseg.bench.machine import machine
 from ganseg.bench.paired import paired_comparisons
 from ganseg.config import Params
 from ganseg.contracts import read_dataset_stats
-from ganseg.data.datasets import endless, labelled_frequency, training_batches
+from ganseg.data.datasets import Endless, labelled_frequency, training_batches
 from ganseg.errors import ParamsError
 from ganseg.fileio import read_json
 from ganseg.segmenter.evaluation import (
@@ -45,22 +45,27 @@ AUCS = ("auc_roc", "auc_pr")  # binary tasks only
 
 def train_and_score(
     params: Params, data_dir: Path, steps: int, progress: str = "", split: str = "test", keep: int = 0,
-    weights: Path | None = None,
+    weights: Path | None = None, saves: EpochSaves | None = None,
 ) -> dict:
-    """Train from scratch (`train_segmenter`, with a progress bar titled `progress` if given), then
-    score the test images at full size (or the validation tiles). Deterministic for a given params.seed.
-    With `keep`, the first `keep` (image, truth, prediction) triples come back under "predictions";
-    with `weights`, the scored segmenter's weights are saved to that file."""
-    started = time.perf_counter()
-    state, labelled_tiles = train_segmenter(params, data_dir, steps, progress)
-    seconds = time.perf_counter() - started
+    """Train from scratch (`train_segmenter`, with a progress bar titled `progress` if given, its
+    state after each epoch in `saves`), then score the test images at full size (or the validation
+    tiles). Deterministic for a given params.seed. With `keep`, the first `keep` (image, truth,
+    prediction) triples come back under "predictions"; with `weights`, the scored segmenter's weights
+    are saved to that file. The wall and CPU seconds count earlier sittings of a resumed run."""
+    clock = saves.clock if saves else RunClock()
+    state, labelled_tiles = train_segmenter(params, data_dir, steps, progress, saves=saves)
+    train_s, _ = clock.seconds()
     if weights:
         weights.parent.mkdir(parents=True, exist_ok=True)
         torch.save(state.eval_segmenter.state_dict(), weights)
+    scores = score_segmenter(state.eval_segmenter, params, data_dir, split, keep)
+    wall_s, cpu_s = clock.seconds()
     images = steps * params.train.batch_size
-    return score_segmenter(state.eval_segmenter, params, data_dir, split, keep) | {
-        "images_per_s": images / seconds if seconds else float("nan"),
+    return scores | {
+        "images_per_s": images / train_s if train_s else float("nan"),
         "labelled_tiles": labelled_tiles,
+        "wall_s": wall_s,
+        "cpu_s": cpu_s,
     }
 
 
@@ -82,27 +87,36 @@ def score_segmenter(segmenter: torch.nn.Module, params: Params, data_dir: Path, 
 
 
 def train_segmenter(params: Params, data_dir: Path, steps: int, progress: str = "",
-                    synthetic: GeneratedPairs | None = None) -> tuple[TrainingState, int]:
+                    synthetic: GeneratedPairs | None = None,
+                    saves: EpochSaves | None = None) -> tuple[TrainingState, int]:
     """A segmenter trained from scratch for `steps` segmenter updates, split into train.epochs equal
     epochs (with `synthetic`, part of each batch generated); and how many labelled tiles it saw.
-    With `progress`, on a terminal, a bar of the steps with that title, gone when done (a log gets no bar).
-    Deterministic for a given params.seed."""
+    With `saves`, the state after each epoch goes there, and a run saved there before goes on from
+    its last epoch (not with `synthetic`, whose generator is not saved). With `progress`, on a
+    terminal, a bar of the steps with that title, gone when done (a log gets no bar).
+    Deterministic for a given params.seed, resumed or not."""
+    if synthetic is not None and saves is not None:
+        raise ValueError("a run with generated pairs cannot save its epochs: its image generator is not saved")
     torch.manual_seed(params.seed)
     stats = read_dataset_stats(data_dir)
     state = build_training_state(params, stats.channels, stats.num_classes, labelled_frequency(data_dir, params))
     labelled, unlabelled = training_batches(
         data_dir, params, stats.image_size, lambda dataset: _shuffled(dataset, params)
     )
-    batches = endless(labelled)
+    batches = Endless(labelled)
+    done = saves.restore(state, batches, unlabelled) if saves else 0
     epochs = params.train.epochs
     per_epoch = math.ceil(steps / epochs)
-    with tqdm(total=steps, desc=progress, unit="step", leave=False, disable=None if progress else True) as bar:
-        for epoch in range(1, epochs + 1):
+    with tqdm(total=steps, initial=min(steps, done * per_epoch), desc=progress, unit="step", leave=False,
+              disable=None if progress else True) as bar:
+        for epoch in range(done + 1, epochs + 1):
             count = min(per_epoch, steps - (epoch - 1) * per_epoch)
             if count <= 0:
                 break
             train_epoch(state, _ticking(itertools.islice(batches, count), bar), params.train, epoch=epoch,
                         unlabelled=unlabelled, synthetic=synthetic)
+            if saves:
+                saves.save(state, epoch, batches, unlabelled)
     return state, len(labelled.dataset)
 
 
@@ -127,6 +141,7 @@ def run_benchmark(
     params: Params, data_dir: Path, seeds: int, steps: int | list[int], rows: list[Contender],
     label_fraction: float | None = None, split: str = "test", log=print, figure: Path | None = None,
     earlier: list[dict] | None = None, save_partial=None, segmenters: Path | None = None,
+    unfinished: Path | None = None, resume: bool = False,
 ) -> dict:
     """Every contender on seeds params.seed, params.seed+1, ...; the runs, their mean and std, and
     each contender's paired differences with its reference. With several budgets of `steps`, every
@@ -137,7 +152,9 @@ def run_benchmark(
     gets the report so far after each run, and a later call with those runs as `earlier` takes each
     run of the same config, overrides, seed and budget as it is instead of training it again. The
     drawn pair's segmenters are kept in the folder `segmenters`, when given, so that a resumed
-    benchmark can still draw its figure."""
+    benchmark can still draw its figure. With `unfinished`, a folder, each run saves its state there
+    after every epoch (ganseg/bench/epochs.py) until it ends; with `resume`, a run saved there goes
+    on from its last epoch."""
     stats = read_dataset_stats(data_dir)
     budgets = [steps] if isinstance(steps, int) else list(steps)
     if len(budgets) > 1:
@@ -152,16 +169,21 @@ def run_benchmark(
         weights = segmenters / _file_name(contender.name) if keep and segmenters else None
         run, kept = _taken(done.get((contender.name, config.seed, budget)), contender, config, data_dir, split, keep,
                            weights)
+        saves = None
         if run:
             log(f"  {contender.name}, seed {config.seed}: mIoU {run['miou']:.4f} (from the earlier report)")
         else:
-            run = _trained_run(contender, config, data_dir, budget, split, keep, weights, log)
+            saves = EpochSaves(unfinished / _run_file_name(contender.name, config.seed, budget), config, budget,
+                               resume) if unfinished else None
+            run = _trained_run(contender, config, data_dir, budget, split, keep, weights, log, saves)
             kept = run.pop("predictions", None)
         if keep:
             predictions[contender.name] = kept
         runs.append(run)
         if save_partial:
             save_partial(_report(params, stats, budgets, seeds, label_fraction, split, rows, runs))
+        if saves:
+            saves.discard()  # once the report holds the run
     if drawn:
         _draw_differences(predictions, drawn, stats, figure)
     return _report(params, stats, budgets, seeds, label_fraction, split, rows, runs) | (
@@ -188,14 +210,13 @@ def _taken(earlier_run: dict | None, contender: Contender, config: Params, data_
 
 
 def _trained_run(contender: Contender, config: Params, data_dir: Path, steps: int, split: str, keep: int,
-                 weights: Path | None, log) -> dict:
-    started, started_cpu = time.perf_counter(), time.process_time()
-    scores = train_and_score(config, data_dir, steps, f"  {contender.name}, seed {config.seed}", split, keep, weights)
-    wall, cpu = time.perf_counter() - started, time.process_time() - started_cpu
+                 weights: Path | None, log, saves: EpochSaves | None) -> dict:
+    scores = train_and_score(config, data_dir, steps, f"  {contender.name}, seed {config.seed}", split, keep, weights,
+                             saves)
+    resumed = f", resumed after epoch {saves.resumed_after}" if saves and saves.resumed_after else ""
     log(f"  {contender.name}, seed {config.seed}: mIoU {scores['miou']:.4f}"
-        f" ({wall:.0f} s, {scores['images_per_s']:.1f} img/s)")
-    return {"config": contender.name, "seed": config.seed, "overrides": contender.overrides, "steps": steps,
-            "wall_s": wall, "cpu_s": cpu} | scores
+        f" ({scores['wall_s']:.0f} s, {scores['images_per_s']:.1f} img/s{resumed})")
+    return {"config": contender.name, "seed": config.seed, "overrides": contender.overrides, "steps": steps} | scores
 
 
 def _report(params: Params, stats, budgets: list[int], seeds: int, label_fraction: float | None, split: str,
@@ -232,6 +253,10 @@ def score_saved_segmenter(params: Params, data_dir: Path, split: str, keep: int,
 
 def _file_name(config: str) -> str:
     return re.sub(r"[^\w.-]+", "_", config) + ".pt"
+
+
+def _run_file_name(config: str, seed: int, steps: int) -> str:
+    return _file_name(f"{config} seed {seed} {steps} steps")
 
 
 def earlier_runs(out: Path | None, params: Params, data: str, split: str, label_fraction: float | None) -> list[dict]:

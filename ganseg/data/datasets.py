@@ -4,7 +4,6 @@ images, the labelled / unlabelled share of the training tiles and the loaders bu
 
 from __future__ import annotations
 
-import itertools
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, TypeVar
@@ -125,17 +124,53 @@ class WaitClock:
             yield item
 
 
-def endless(loader) -> Iterator:
+class Endless(Iterator):
     """Batches of `loader`, pass after pass, each pass in a new order.
 
     A loader that shuffles with its own sampler reshuffles every pass by itself; a DistributedSampler
     (Ray Train with more than one worker) is told the pass number with set_epoch before each pass.
+
+    Where it stands (`position`: the pass, the state of the loader's random generator when that
+    pass began, and how many of its batches were taken) can be saved, and an Endless of the same
+    loader `go_to` it later: a seeded loader then gives the batches it would have given next. Going
+    there draws the pass's batches taken so far once more (at most one pass of loading).
     """
-    for number in itertools.count():
-        set_epoch = getattr(getattr(loader, "sampler", None), "set_epoch", None)
+
+    def __init__(self, loader):
+        self.loader, self.passes, self.taken = loader, 0, 0
+        self._batches: Iterator = iter(())
+        self._generator_at_pass_start = None
+
+    def __next__(self):
+        try:
+            batch = next(self._batches)
+        except StopIteration:
+            self._begin_pass()
+            batch = next(self._batches)
+        self.taken += 1
+        return batch
+
+    def _begin_pass(self) -> None:
+        set_epoch = getattr(getattr(self.loader, "sampler", None), "set_epoch", None)
         if set_epoch is not None:
-            set_epoch(number)
-        yield from loader
+            set_epoch(self.passes)
+        generator = getattr(self.loader, "generator", None)
+        self._generator_at_pass_start = generator.get_state() if generator is not None else None
+        self._batches = iter(self.loader)
+        self.passes, self.taken = self.passes + 1, 0
+
+    def position(self) -> dict:
+        return {"passes": self.passes, "taken": self.taken, "generator": self._generator_at_pass_start}
+
+    def go_to(self, position: dict) -> None:
+        if position["passes"] == 0:
+            return
+        self.passes = position["passes"] - 1
+        if position["generator"] is not None:
+            self.loader.generator.set_state(position["generator"])
+        self._begin_pass()
+        for _ in range(position["taken"]):
+            next(self)
 
 
 def training_batches(
@@ -154,4 +189,4 @@ def training_batches(
     labelled_loader = loader(Subset(train_set, labelled))
     if not (unlabelled and params.train.lambda_adv > 0):
         return labelled_loader, None
-    return labelled_loader, endless(loader(ImagesOnly(Subset(train_set, unlabelled))))
+    return labelled_loader, Endless(loader(ImagesOnly(Subset(train_set, unlabelled))))

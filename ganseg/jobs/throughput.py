@@ -10,7 +10,7 @@ import torch
 
 from ganseg.bench.throughput import BATCHES, WARMUP, segmenter_step, synthetic_batches, timed_steps
 from ganseg.config import Params
-from ganseg.data.datasets import WaitClock, endless, training_batches
+from ganseg.data.datasets import Endless, WaitClock, training_batches
 from ganseg.jobs.base import Worker
 from ganseg.segmenter.training import build_training_state
 
@@ -42,7 +42,7 @@ class ThroughputJob:
         if self.data_dir:
             loader, _ = training_batches(self.data_dir, params, params.data.image_size,
                                          lambda dataset: self.worker.loader(dataset, params.train.batch_size))
-            batches = waiting.wrap(endless(loader))
+            batches = waiting.wrap(Endless(loader))
         else:
             batches = itertools.cycle(synthetic_batches(params, BATCHES))
         timing = timed_steps(segmenter_step(self.state, params), batches, WARMUP, self.steps, self.worker.barrier,

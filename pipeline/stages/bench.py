@@ -277,12 +277,14 @@ def quality(
     earlier = q.earlier_runs(out, params, data, split, label_fraction) if resume else []
     save_partial = (lambda partial: write_json(out, partial | {"data": data, "complete": False})) if out else None
     segmenters = out.with_name(f"{out.stem}-segmenters") if out and figure else None
+    unfinished = out.with_name(f"{out.stem}-unfinished") if out else None
     with tempfile.TemporaryDirectory(prefix="ganseg-bench-") as scratch:
         data_dir = _prepared(params, data, Path(scratch))
         budgets = steps if isinstance(steps, int) else "/".join(map(str, steps))
         print(f"  {len(rows)} configs x {seeds} seeds x {budgets} steps, scored on the {split} split")
         report = q.run_benchmark(params, data_dir, seeds, steps, rows, label_fraction, split, figure=figure,
-                                 earlier=earlier, save_partial=save_partial, segmenters=segmenters) | {"complete": True}
+                                 earlier=earlier, save_partial=save_partial, segmenters=segmenters,
+                                 unfinished=unfinished, resume=resume) | {"complete": True}
     _finish(report, data, [quality_table(report)] + ([paired_table(report)] if report["paired"] else []), out)
     if figure:
         print(f"wrote {figure}: the images where {report['figure_configs'][1]} and the baseline differ most")
