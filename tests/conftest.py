@@ -21,6 +21,7 @@ from ganseg.data.synthetic import write_synthetic_dataset  # noqa: E402
 from ganseg.data.void import VOID  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+PROJECT_PARAMS = str(ROOT / "params.yaml")  # for commands a test runs from whatever folder it is in
 SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
 REQUIRE_DATASETS = "GANSEG_REQUIRE_DATASETS"  # set (CI does): a missing real dataset fails its tests
 

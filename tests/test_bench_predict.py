@@ -5,7 +5,7 @@ import json
 import pytest
 
 from pipeline.cli import main
-from tests.conftest import ROOT
+from tests.conftest import PROJECT_PARAMS, ROOT
 
 TINY = ["--params", str(ROOT / "params.yaml"), "--set", "data.image_size=32", "--set", "model.base_channels=8",
         "--set", "model.depth=2"]
@@ -36,9 +36,9 @@ def test_bench_predict_runs_a_folder_in_process_and_on_ray_workers_with_the_same
 
 
 def test_bench_predict_refuses_bad_sizes_before_any_work(capsys):
-    assert main(["bench", "predict", "--sizes", "512x8,big"]) == 2
+    assert main(["bench", "predict", "--params", PROJECT_PARAMS, "--sizes", "512x8,big"]) == 2
     assert "--sizes takes SIZExCOUNT items such as 512x8, not 'big'" in capsys.readouterr().err
-    assert main(["bench", "predict", "--ray-workers", "1,99"]) == 2
+    assert main(["bench", "predict", "--params", PROJECT_PARAMS, "--ray-workers", "1,99"]) == 2
     assert "--ray-workers takes numbers from 1 to" in capsys.readouterr().err
 
 

@@ -5,13 +5,14 @@ import os
 
 from ganseg.bench.prepare import write_folder
 from pipeline.cli import main
+from tests.conftest import PROJECT_PARAMS
 
 
 def test_bench_prepare_reports_every_size_and_cleans_up(tmp_path, capsys):
     out = tmp_path / "prepare.json"
     work = tmp_path / "work"
     work.mkdir()
-    args = ["bench", "prepare", "--images", "50,60", "--size", "64", "--workdir", str(work), "--out", str(out),
+    args = ["bench", "prepare", "--params", PROJECT_PARAMS, "--images", "50,60", "--size", "64", "--workdir", str(work), "--out", str(out),
             "--cpus", "2", "--set", "data.fit=tile", "--set", "data.image_size=32"]
     assert main(args) == 0
     report = json.loads(out.read_text())
@@ -34,10 +35,10 @@ def test_written_folder_holds_the_pairs_asked_for(tmp_path):
 
 
 def test_bench_prepare_refuses_bad_counts_before_any_work(capsys):
-    assert main(["bench", "prepare", "--images", "1000,lots"]) == 2
+    assert main(["bench", "prepare", "--params", PROJECT_PARAMS, "--images", "1000,lots"]) == 2
     assert "--images takes numbers of at least 50 images" in capsys.readouterr().err
 
 
 def test_bench_prepare_refuses_more_cpus_than_the_machine_has(capsys):
-    assert main(["bench", "prepare", "--cpus", f"1,{len(os.sched_getaffinity(0)) + 1}"]) == 2
+    assert main(["bench", "prepare", "--params", PROJECT_PARAMS, "--cpus", f"1,{len(os.sched_getaffinity(0)) + 1}"]) == 2
     assert "--cpus takes numbers from 1 to" in capsys.readouterr().err

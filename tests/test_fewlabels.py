@@ -12,7 +12,7 @@ from ganseg.bench.imagegen import train_image_generator
 from ganseg.config import Params
 from ganseg.data.datasets import labelled_split
 from pipeline.cli import main
-from tests.conftest import ROOT, prepare_dataset
+from tests.conftest import PROJECT_PARAMS, ROOT, prepare_dataset
 
 TINY = ["--set", "data.synthetic.num_images=30", "--set", "data.synthetic.size=32", "--set", "data.image_size=32",
         "--set", "model.base_channels=8", "--set", "train.epochs=1", "--set", "train.lambda_adv=0",
@@ -72,5 +72,6 @@ def test_label_budgets_must_be_positive_counts_or_all(text, message):
 
 
 def test_bench_fewlabels_refuses_arms_without_a_before_any_work(tmp_path, capsys):
-    assert main(["bench", "fewlabels", "--data", str(tmp_path / "nowhere"), "--arms", "B,C"]) == 2
+    assert main(["bench", "fewlabels", "--params", PROJECT_PARAMS, "--data", str(tmp_path / "nowhere"), "--arms",
+                 "B,C"]) == 2
     assert "arms must include A" in capsys.readouterr().err

@@ -13,7 +13,7 @@ from ganseg.imagegen.training import build_state, train_step
 from ganseg.segmenter.networks import UNet
 from ganseg.viz import sample_grid
 from pipeline.cli import main
-from tests.conftest import ROOT, batch, prepare_dataset, same_state
+from tests.conftest import PROJECT_PARAMS, ROOT, batch, prepare_dataset, same_state
 
 SMALL = ImagegenConfig(base_channels=8, disc_channels=8, depth=2, noise_dim=4, ema_decay=0.9)
 
@@ -94,7 +94,8 @@ def test_bench_imagegen_prints_every_variant_and_writes_json(tmp_path, capsys):
 
 
 def test_bench_imagegen_refuses_an_unknown_variant_before_training(tmp_path, capsys):
-    assert main(["bench", "imagegen", "--data", str(tmp_path / "nowhere"), "--variants", "spade+patch,vqgan"]) == 2
+    assert main(["bench", "imagegen", "--params", PROJECT_PARAMS, "--data", str(tmp_path / "nowhere"),
+                 "--variants", "spade+patch,vqgan"]) == 2
     assert "unknown variant(s) vqgan; known: spade+patch, spade+oasis, pix2pix" in capsys.readouterr().err
 
 

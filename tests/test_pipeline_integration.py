@@ -101,7 +101,11 @@ def test_the_image_generator_stages_log_one_run_with_grids_and_crown_a_champion(
     assert champion.run_id == run_.info.run_id
     assert float(champion.tags["judge_miou_ratio"]) == pytest.approx(run_.data.metrics["test_judge_miou_ratio"], abs=1e-6)
     metrics = json.loads((repo / "results/imagegen/metrics.json").read_text())
-    assert 0 < metrics["judge_miou_real"] and metrics["diversity"] > 0
+    evaluated = json.loads((repo / "results/evaluation/metrics.json").read_text())["test"]["miou"]
+    # the judge is the pipeline's segmenter: on the real test tiles it scores about what evaluate found
+    # at full size with flips (0.458 and 0.467 in one run)
+    assert metrics["judge_miou_real"] == pytest.approx(evaluated, abs=0.05)
+    assert metrics["diversity"] > 0
     assert (repo / "image_generator/imagegen.json").is_file() and (repo / "results/imagegen/samples.png").is_file()
 
 
@@ -196,7 +200,9 @@ def test_queued_experiments_log_to_the_project_store_and_show_their_test_miou(co
     (miou,) = [c for c in table[0] if c in ("test.miou", "results/evaluation/metrics.json:test.miou")]
     for name, (key, value) in changes.items():
         assert float(rows[name][key]) == value
-        assert 0 < float(rows[name][miou]) <= 1
+    (workspace,) = [row for row in table if row["rev"] == "workspace"]
+    mious = [float(workspace[miou])] + [float(rows[name][miou]) for name in changes]
+    assert len(set(mious)) == 3, mious  # each experiment scored a model of its own, not the workspace's
     tune, train = ({r.data.tags.get("ganseg.dvc_experiment"): r for r in mlflow_runs(repo, stage)}
                    for stage in ("tune", "train"))
     assert set(tune) == {"lr-high"} and set(train) == set(changes), (set(tune), set(train))

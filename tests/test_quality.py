@@ -290,7 +290,8 @@ def test_bench_quality_baseline_only_trains_one_config_and_leaves_no_bar_in_a_lo
 @pytest.mark.parametrize("extra", [["--contender", "x=train.lambda_adv=0.1"], ["--label-fraction", "0.5"],
                                    ["--figure", "differ.png"]])
 def test_baseline_only_refuses_what_needs_a_second_config(extra, tmp_path, capsys):
-    code = main(["bench", "quality", "--data", "synthetic", "--baseline-only", *extra])
+    code = main(["bench", "quality", "--params", str(ROOT / "params.yaml"), "--data", "synthetic", "--baseline-only",
+                 *extra])
     assert code == 2 and "--baseline-only" in capsys.readouterr().err
 
 

@@ -10,8 +10,9 @@ from tests.conftest import prepare_dataset
 
 
 def trained(params, data_dir, epochs: range, checkpoint=None, save_to=None) -> dict:
-    """The segmenter's weights after `epochs` of the job's loop in this process (as each Ray worker
-    runs it: seed the epoch, train it), started from `checkpoint` when given."""
+    """The weights of the segmenter, its moving average (what is exported) and the discriminator
+    after `epochs` of the job's loop in this process (as each Ray worker runs it: seed the epoch,
+    train it), started from `checkpoint` when given."""
     job = SegmenterJob(params, data_dir)
     (state,) = job.start(Worker()).values()
     if checkpoint:
@@ -22,7 +23,9 @@ def trained(params, data_dir, epochs: range, checkpoint=None, save_to=None) -> d
         job.train_epoch(epoch)
     if save_to:
         torch.save(checkpoint_of(state, epochs[-1], []), save_to)
-    return {key: value.clone() for key, value in state.segmenter.state_dict().items()}
+    networks = {"segmenter": state.segmenter, "ema": state.ema.module, "discriminator": state.discriminator}
+    return {f"{name}.{key}": value.clone() for name, network in networks.items()
+            for key, value in network.state_dict().items()}
 
 
 def test_a_run_resumed_at_epoch_2_ends_with_the_weights_of_the_uninterrupted_run(tiny_params, tmp_path):
@@ -32,6 +35,7 @@ def test_a_run_resumed_at_epoch_2_ends_with_the_weights_of_the_uninterrupted_run
     trained(params, tmp_path / "prepared", range(1, 3), save_to=tmp_path / "state.pt")
     resumed = trained(params, tmp_path / "prepared", range(3, 4), checkpoint=tmp_path / "state.pt")
     assert whole.keys() == resumed.keys()
+    assert {key.split(".")[0] for key in whole} == {"segmenter", "ema", "discriminator"}
     # exactly: the same draws, the same kernels, in one process
     assert all(torch.equal(whole[key], resumed[key]) for key in whole), [
         key for key in whole if not torch.equal(whole[key], resumed[key])]

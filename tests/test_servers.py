@@ -4,7 +4,6 @@ import re
 import subprocess
 import sys
 
-from tests.conftest import free_port
 from tests.servers import _answers, launch_until_up, listens, ours_answering, stop
 
 
@@ -35,7 +34,7 @@ def test_a_port_that_another_program_answers_on_makes_the_launch_try_other_ports
         if not launched:  # the first pick is the taken port; our server there could not bind
             process, url = subprocess.Popen(["sleep", "60"], start_new_session=True), taken
         else:
-            process, url = http_server(free_port())
+            process, url = http_server()
         launched.append(url)
         return process, lambda: ours_answering(process, url, lambda: _answers(url))
 

@@ -1,4 +1,5 @@
 import math
+import random
 import time
 
 import numpy as np
@@ -67,7 +68,7 @@ def test_checkpoint_round_trip_restores_weights_and_optimisers(tmp_path, tiny_pa
     for scheduler in (state.sched_g, state.sched_d):
         scheduler.step()
     torch.save(checkpoint_of(state, 3, [{"epoch": 3}]), tmp_path / "state.pt")
-    expected_draw = torch.rand(4)  # what the random state saved above draws next
+    expected_draws = (torch.rand(4), np.random.rand(4), random.random())  # what the saved random states draw next
     fresh = build_training_state(params.with_overrides({"seed": 99}), 1, 3)
     checkpoint = restore_checkpoint(fresh, tmp_path / "state.pt")
     assert checkpoint["epoch"] == 3 and checkpoint["history"] == [{"epoch": 3}]
@@ -76,8 +77,12 @@ def test_checkpoint_round_trip_restores_weights_and_optimisers(tmp_path, tiny_pa
         assert same_state(getattr(fresh, network).state_dict(), getattr(state, network).state_dict()), network
     for name, part in state.optimisation().items():
         assert same_state(getattr(fresh, name).state_dict(), part.state_dict()), name
-    assert fresh.opt_g.state_dict()["state"]  # Adam's moments were there to compare
-    assert torch.equal(torch.rand(4), expected_draw)
+    assert fresh.opt_g.state_dict()["state"] and fresh.opt_d.state_dict()["state"]  # Adam's moments, to compare
+    assert fresh.ema is not None and int(fresh.ema.n_averaged) == int(state.ema.n_averaged) > 0
+    assert same_state(fresh.ema.module.state_dict(), state.ema.module.state_dict())  # the weights exported
+    draws = (torch.rand(4), np.random.rand(4), random.random())
+    assert torch.equal(draws[0], expected_draws[0]) and np.array_equal(draws[1], expected_draws[1])
+    assert draws[2] == expected_draws[2]
 
 
 def test_the_learning_rate_decays_each_epoch_and_goes_on_decaying_after_a_restore(tmp_path, tiny_params):
