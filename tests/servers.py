@@ -227,7 +227,8 @@ class RayCluster:
         self.address = f"http://127.0.0.1:{dashboard}"
         head = self._start(0, ["--head", "--port", self.gcs.split(":")[1], "--dashboard-host", "127.0.0.1",
                                "--dashboard-port", str(dashboard)])
-        return head, lambda: self._status().returncode == 0 and _answers(f"{self.address}/api/version")
+        return head, lambda: self._status().returncode == 0 and ours_answering(
+            head, self.address, lambda: _answers(f"{self.address}/api/version"))
 
     def _start(self, number: int, args: list[str]) -> subprocess.Popen:
         """Start node `number`; its dashboard agent listens on a port it picks itself (0)."""
