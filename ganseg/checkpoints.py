@@ -117,10 +117,11 @@ def load_networks(state: GanState, checkpoint: dict, path: Path) -> None:
     load_matching(unwrap(state.discriminator), checkpoint["discriminator"], path, "discriminator")
 
 
-def restore_checkpoint(state: GanState, path: Path) -> dict:
+def restore_checkpoint(state: GanState, path: Path, checkpoint: dict | None = None) -> dict:
     """Put a checkpoint saved from `checkpoint_of` into `state` and the RNGs; CheckpointError if it is
-    not one for these networks. Returns the checkpoint (epoch, history)."""
-    checkpoint = read_checkpoint(path, state.model_key)
+    not one for these networks. Returns the checkpoint (epoch, history). `checkpoint`, when given, is
+    the file at `path` already read with `read_checkpoint`."""
+    checkpoint = checkpoint if checkpoint is not None else read_checkpoint(path, state.model_key)
     load_networks(state, checkpoint, path)
     for name, part in state.optimisation().items():
         try:

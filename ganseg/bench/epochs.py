@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ganseg.checkpoints import checkpoint_of, load_weights_file, restore_checkpoint
+from ganseg.checkpoints import checkpoint_of, read_checkpoint, restore_checkpoint
 from ganseg.config import Params
 from ganseg.data.datasets import Endless
 
@@ -49,13 +49,13 @@ class EpochSaves:
         state of this run (another params or budget, or `resume` off)."""
         if not (self.resume and self.path.exists()):
             return 0
-        saved = load_weights_file(self.path)
+        saved = read_checkpoint(self.path, state.model_key)
         if any(saved.get(key) != value for key, value in self.identity.items()):
             return 0
         batches.go_to(saved["batches"])
         if unlabelled is not None:
             unlabelled.go_to(saved["unlabelled"])
-        restore_checkpoint(state, self.path)  # after going there, which drew augmentations
+        restore_checkpoint(state, self.path, saved)  # after going there, which drew augmentations
         self.clock.earlier_s, self.clock.earlier_cpu_s = saved["train_s"], saved["train_cpu_s"]
         self.resumed_after = saved["epoch"]
         return saved["epoch"]
