@@ -9,6 +9,8 @@ from tests.conftest import ROOT
 LIBRARY = ROOT / "ganseg"
 NOT_IN_THE_LIBRARY = {"ray", "mlflow", "pipeline"}
 MAX_LINES = 350
+# What every Ray Train worker and tune trial imports to run a training job.
+WORKER_MODULES = ["ganseg.jobs.segmenter", "ganseg.jobs.imagegen", "ganseg.jobs.synthetic", "pipeline.ray.worker"]
 
 
 def library_modules() -> list[str]:
@@ -51,25 +53,31 @@ def test_the_stage_drivers_leave_torchvision_to_the_workers():
     augments or deforms training pairs, which runs in the training workers, imports it."""
     drivers = [f"pipeline.stages.{path.stem}" for path in (ROOT / "pipeline" / "stages").glob("*.py")
                if path.stem not in ("__init__", "bench")]
-    code = ("import importlib, sys\n"
-            f"for name in {[*drivers, 'pipeline.cli', 'pipeline.served']!r}: importlib.import_module(name)\n"
-            "print('torchvision' in sys.modules)")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "False"
+    assert not imports([*drivers, "pipeline.cli", "pipeline.served"], "torchvision")
     assert len(drivers) >= 10
 
 
 def test_training_leaves_matplotlib_to_the_figures_of_evaluation_and_benches():
     """pyplot takes about 0.6 s of CPU to import; the training jobs, which every Ray Train worker
     and tune trial imports, draw with Pillow alone."""
+    assert not imports(WORKER_MODULES, "matplotlib")
+
+
+def test_only_the_chief_worker_imports_mlflow():
+    """MLflow takes about 2.5 s of CPU to import: the other workers of a Ray Train group, which
+    log nothing, start without it; the chief imports it for its epoch logger."""
+    assert not imports([*WORKER_MODULES, "ray.train.torch", "ray.tune"], "mlflow")
+    assert imports(["pipeline.tracking.epochs"], "mlflow")
+
+
+def imports(modules: list[str], package: str) -> bool:
+    """Whether importing `modules`, in a fresh interpreter, loads `package`."""
     code = ("import importlib, sys\n"
-            "for name in ('ganseg.jobs.segmenter', 'ganseg.jobs.imagegen', 'ganseg.jobs.synthetic',"
-            " 'pipeline.ray.worker'): importlib.import_module(name)\n"
-            "print('matplotlib' in sys.modules)")
+            f"for name in {modules!r}: importlib.import_module(name)\n"
+            f"print({package!r} in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "False"
+    return done.stdout.strip() == "True"
 
 
 def test_no_module_is_longer_than_350_lines():

@@ -24,7 +24,6 @@ from ganseg.jobs import Worker, WorkerJob, job_class, job_reference
 from ganseg.parallel import ddp_options
 from pipeline.console import say, say_epoch
 from pipeline.store import pull_prepared
-from pipeline.tracking.epochs import EpochLogger, images_due
 from pipeline.workspace import project_store
 
 
@@ -111,9 +110,7 @@ def run_loop(config: dict, session: Session) -> None:
     states = job.start(worker)
     epoch, history = resume(states, worker, session)
     resumed, first_epoch, started = epoch > 0, epoch, time.monotonic()
-    logs_epochs = worker.is_chief and config["run_id"]
-    logger = EpochLogger(config["tracking_uri"], config["run_id"], job.score, session.wait_for_commit) if logs_epochs \
-        else None
+    logger = chief_logger(config, job.score, worker, session)
     if logger:
         logger.log_new(history)  # epochs checkpointed before a crash but never logged
     while epoch < job.epochs:
@@ -122,7 +119,7 @@ def run_loop(config: dict, session: Session) -> None:
         worker.seed_epoch(params.seed, epoch)
         metrics = {"epoch": epoch} | job.train_epoch(epoch)
         history.append(metrics)
-        if logger and images_due(epoch, params.mlflow.log_images_every, job.epochs):
+        if logger and logger.pictures_due(epoch, params.mlflow.log_images_every, job.epochs):
             logger.log_picture(job.picture(epoch))
         report(metrics, states, epoch, history, worker.is_chief, session)
         if logger:
@@ -130,6 +127,16 @@ def run_loop(config: dict, session: Session) -> None:
         if config["progress"] and worker.is_chief:
             took = time.monotonic() - started
             say_epoch(job.title, metrics, job.epochs, epoch - first_epoch, took, job.score)
+
+
+def chief_logger(config: dict, score: str, worker: Worker, session: Session):
+    """The chief's MLflow logger of the run's epochs; None on the other workers, which therefore
+    never import MLflow (about 2.5 CPU-seconds of each worker's start)."""
+    if not (worker.is_chief and config["run_id"]):
+        return None
+    from pipeline.tracking.epochs import EpochLogger
+
+    return EpochLogger(config["tracking_uri"], config["run_id"], score, session.wait_for_commit)
 
 
 def ray_worker(job: WorkerJob) -> Worker:

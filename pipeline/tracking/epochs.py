@@ -32,6 +32,8 @@ class EpochLogger:
         logged = self.client.get_metric_history(self.run_id, every_epoch_metric)
         self.last_logged = max((m.step for m in logged), default=0)
 
+    pictures_due = staticmethod(images_due)
+
     def log_new(self, history: list[dict]) -> None:
         self.wait_for_commit()
         for metrics in history:
