@@ -352,6 +352,29 @@ def test_an_interrupted_bench_quality_resumes_from_its_report_and_still_draws_it
     assert out.read_bytes() == before
 
 
+def test_a_resumed_bench_quality_interrupted_again_keeps_the_earlier_runs_it_has_not_reached(
+        tmp_path, sized_folder, capsys, monkeypatch):
+    from ganseg.bench import quality
+
+    args = ["bench", "quality", "--data", str(sized_folder), "--seeds", "2", "--steps", "2", "--split", "val",
+            "--params", str(ROOT / "params.yaml"), "--set", "data.class_names=[dark, bright]",
+            "--set", "data.image_size=32", "--set", "model.base_channels=8", "--set", "train.epochs=1",
+            "--set", "evaluate.flip_tta=false"]
+    out = tmp_path / "q.json"
+    assert main([*args, "--baseline-only", "--out", str(out)]) == 0
+    baselines = json.loads(out.read_text())["runs"]
+
+    def interrupted(*_, **__):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(quality, "train_and_score", interrupted)
+    with pytest.raises(KeyboardInterrupt):  # the GAN run of seed 42, the first to train
+        main([*args, "--out", str(out), "--resume"])
+    partial = json.loads(out.read_text())
+    assert partial["complete"] is False
+    assert partial["runs"] == baselines  # seed 43's baseline, not reached yet, is still there to be taken
+
+
 def test_a_run_stopped_in_its_middle_goes_on_from_its_last_epoch_to_the_same_weights(
         tmp_path, sized_folder, capsys, monkeypatch):
     from ganseg.bench import quality
