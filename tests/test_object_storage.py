@@ -270,7 +270,9 @@ def test_training_survives_the_store_going_away_for_seconds(pipeline, store):
         assert "resuming MLflow run" in output and "resumed from the checkpoint of epoch" in output, output[-4000:]
     else:
         print("the store went away for 5 s: the train stage went on and finished")
-    assert "segmenter epoch 4/4" in output, output[-4000:]
+    # a failed first attempt may have saved its last epoch's checkpoint: the rerun then trains no epoch
+    reached_the_last_epoch = "segmenter epoch 4/4" in output or "resumed from the checkpoint of epoch 4 " in output
+    assert reached_the_last_epoch and "ganseg train finished" in output, output[-4000:]
 
 
 def test_dvc_repro_tracks_the_manifests_and_reruns_what_changed(store, tracking, tmp_path):

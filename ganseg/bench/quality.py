@@ -162,14 +162,13 @@ def run_benchmark(
     drawn = _drawn_pair(rows) if figure else ()
     done = {(run["config"], run["seed"], run["steps"]): run for run in earlier or []}
     runs, predictions = [], {}
-    planned = [(offset, contender, contender.steps or budgets[0])
+    planned = [(offset, contender, (contender.name, params.seed + offset, contender.steps or budgets[0]))
                for offset, contender in itertools.product(range(seeds), rows)]
-    for position, (offset, contender, budget) in enumerate(planned):
-        config = params.with_overrides(contender.overrides | {"seed": params.seed + offset})
+    for position, (offset, contender, key) in enumerate(planned):
+        config, budget = params.with_overrides(contender.overrides | {"seed": params.seed + offset}), key[2]
         keep = _scored_count(stats, split) if offset == 0 and contender.name in drawn else 0
         weights = segmenters / _file_name(contender.name) if keep and segmenters else None
-        run, kept = _taken(done.get((contender.name, config.seed, budget)), contender, config, data_dir, split, keep,
-                           weights)
+        run, kept = _taken(done.get(key), contender, config, data_dir, split, keep, weights)
         saves = None
         if run:
             log(f"  {contender.name}, seed {config.seed}: mIoU {run['miou']:.4f} (from the earlier report)")
@@ -182,7 +181,8 @@ def run_benchmark(
             predictions[contender.name] = kept
         runs.append(run)
         if save_partial:
-            later = _earlier_runs_ahead(done, planned[position + 1:], params.seed)
+            # the earlier runs still ahead too: interrupted again, the report loses none of them
+            later = [done[ahead] for _, _, ahead in planned[position + 1:] if ahead in done]
             save_partial(_report(params, stats, budgets, seeds, label_fraction, split, rows, runs + later))
         if saves:
             saves.discard()  # once the report holds the run
@@ -190,13 +190,6 @@ def run_benchmark(
         _draw_differences(predictions, drawn, stats, figure)
     return _report(params, stats, budgets, seeds, label_fraction, split, rows, runs) | (
         {"figure": str(figure), "figure_configs": list(drawn)} if drawn else {})
-
-
-def _earlier_runs_ahead(done: dict, ahead: list, first_seed: int) -> list[dict]:
-    """The earlier runs that the runs still ahead may take: a partial report keeps them, so that a
-    benchmark interrupted again loses none of them."""
-    keys = [(contender.name, first_seed + offset, budget) for offset, contender, budget in ahead]
-    return [done[key] for key in keys if key in done]
 
 
 def _taken(earlier_run: dict | None, contender: Contender, config: Params, data_dir: Path, split: str, keep: int,
