@@ -295,14 +295,19 @@ def test_baseline_only_refuses_what_needs_a_second_config(extra, tmp_path, capsy
     assert code == 2 and "--baseline-only" in capsys.readouterr().err
 
 
+def two_seeds_of_two_steps(folder) -> list[str]:
+    """A `bench quality` of the default configs at its smallest: 2 seeds, 2 steps, scored on val."""
+    return ["bench", "quality", "--data", str(folder), "--seeds", "2", "--steps", "2", "--split", "val",
+            "--params", str(ROOT / "params.yaml"), "--set", "data.class_names=[dark, bright]",
+            "--set", "data.image_size=32", "--set", "model.base_channels=8", "--set", "train.epochs=1",
+            "--set", "evaluate.flip_tta=false"]
+
+
 def test_an_interrupted_bench_quality_resumes_from_its_report_and_still_draws_its_figure(
         tmp_path, sized_folder, capsys, monkeypatch):
     from ganseg.bench import quality
 
-    args = ["bench", "quality", "--data", str(sized_folder), "--seeds", "2", "--steps", "2", "--split", "val",
-            "--params", str(ROOT / "params.yaml"), "--set", "data.class_names=[dark, bright]",
-            "--set", "data.image_size=32", "--set", "model.base_channels=8", "--set", "train.epochs=1",
-            "--set", "evaluate.flip_tta=false"]
+    args = two_seeds_of_two_steps(sized_folder)
     whole, whole_figure = tmp_path / "whole.json", tmp_path / "whole.png"
     assert main([*args, "--out", str(whole), "--figure", str(whole_figure)]) == 0
     expected = [(r["config"], r["seed"], r["miou"]) for r in json.loads(whole.read_text())["runs"]]
@@ -356,10 +361,7 @@ def test_a_resumed_bench_quality_interrupted_again_keeps_the_earlier_runs_it_has
         tmp_path, sized_folder, capsys, monkeypatch):
     from ganseg.bench import quality
 
-    args = ["bench", "quality", "--data", str(sized_folder), "--seeds", "2", "--steps", "2", "--split", "val",
-            "--params", str(ROOT / "params.yaml"), "--set", "data.class_names=[dark, bright]",
-            "--set", "data.image_size=32", "--set", "model.base_channels=8", "--set", "train.epochs=1",
-            "--set", "evaluate.flip_tta=false"]
+    args = two_seeds_of_two_steps(sized_folder)
     out = tmp_path / "q.json"
     assert main([*args, "--baseline-only", "--out", str(out)]) == 0
     baselines = json.loads(out.read_text())["runs"]
