@@ -358,7 +358,7 @@ def test_an_interrupted_bench_quality_resumes_from_its_report_and_still_draws_it
 
 
 def test_a_resumed_bench_quality_interrupted_again_keeps_the_earlier_runs_it_has_not_reached(
-        tmp_path, sized_folder, capsys, monkeypatch):
+        tmp_path, sized_folder, monkeypatch):
     from ganseg.bench import quality
 
     args = two_seeds_of_two_steps(sized_folder)

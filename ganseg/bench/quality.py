@@ -149,12 +149,12 @@ def run_benchmark(
     where the first contender compared with the baseline differs from it most (first seed, largest budget).
 
     Runs go seed by seed, so that an interrupted benchmark holds whole pairs: `save_partial(report)`
-    gets the report so far after each run, and a later call with those runs as `earlier` takes each
-    run of the same config, overrides, seed and budget as it is instead of training it again. The
-    drawn pair's segmenters are kept in the folder `segmenters`, when given, so that a resumed
-    benchmark can still draw its figure. With `unfinished`, a folder, each run saves its state there
-    after every epoch (ganseg/bench/epochs.py) until it ends; with `resume`, a run saved there goes
-    on from its last epoch."""
+    gets the report so far after each run, with the earlier runs still ahead, and a later call with
+    those runs as `earlier` takes each run of the same config, overrides, seed and budget as it is
+    instead of training it again. The drawn pair's segmenters are kept in the folder `segmenters`,
+    when given, so that a resumed benchmark can still draw its figure. With `unfinished`, a folder,
+    each run saves its state there after every epoch (ganseg/bench/epochs.py) until it ends; with
+    `resume`, a run saved there goes on from its last epoch."""
     stats = read_dataset_stats(data_dir)
     budgets = [steps] if isinstance(steps, int) else list(steps)
     if len(budgets) > 1:
@@ -181,7 +181,6 @@ def run_benchmark(
             predictions[contender.name] = kept
         runs.append(run)
         if save_partial:
-            # the earlier runs still ahead too: interrupted again, the report loses none of them
             later = [done[ahead] for _, _, ahead in planned[position + 1:] if ahead in done]
             save_partial(_report(params, stats, budgets, seeds, label_fraction, split, rows, runs + later))
         if saves:
