@@ -165,7 +165,8 @@ def run_benchmark(
     planned = [(offset, contender, (contender.name, params.seed + offset, contender.steps or budgets[0]))
                for offset, contender in itertools.product(range(seeds), rows)]
     for position, (offset, contender, key) in enumerate(planned):
-        config, budget = params.with_overrides(contender.overrides | {"seed": params.seed + offset}), key[2]
+        config = params.with_overrides(contender.overrides | {"seed": params.seed + offset})
+        budget = key[2]
         keep = _scored_count(stats, split) if offset == 0 and contender.name in drawn else 0
         weights = segmenters / _file_name(contender.name) if keep and segmenters else None
         run, kept = _taken(done.get(key), contender, config, data_dir, split, keep, weights)
