@@ -178,9 +178,9 @@ def two_cpu_ray():
     removes the placement group and kills the training mid-run."""
     import ray
 
-    from pipeline.ray.cluster import TRAIN_ENV_VARS
+    from pipeline.ray.cluster import LOCAL_TRAIN_ENV_VARS
 
-    runtime_env = {"env_vars": dict(TRAIN_ENV_VARS)}
+    runtime_env = {"env_vars": dict(LOCAL_TRAIN_ENV_VARS)}
     ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False,
              runtime_env=runtime_env)
     yield ray

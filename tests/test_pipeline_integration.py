@@ -86,6 +86,14 @@ def test_console_shows_our_progress_and_leaves_ray_output_in_the_stage_logs(repr
     assert "TrainingReport(" in (repo / "results/logs/train_imagegen.log").read_text()
 
 
+def test_the_local_runtime_starts_no_preemption_watcher(repro):
+    """One machine has no node an autoscaler could drain (pipeline/ray/cluster.py): no training run
+    starts Ray Train's preemption watcher, whose actor names itself in the stage log when it does."""
+    repo, _, _ = repro
+    for stage in ("tune", "train", "train_imagegen", "train_synthetic"):
+        assert "PreemptionWatcher" not in (repo / f"results/logs/{stage}.log").read_text(), stage
+
+
 def test_the_image_generator_stages_log_one_run_with_grids_and_crown_a_champion(default_repro, client):
     repo = default_repro.repo
     (run_,) = default_repro.logged_runs("train_imagegen")
@@ -183,32 +191,24 @@ def test_a_fresh_clone_pulls_every_output_and_predicts_without_training(committe
     assert not (clone / "mlflow.db").exists() and not (clone / "runs").exists()  # nothing was trained
 
 
-def test_queued_experiments_log_to_the_project_store_and_show_their_test_miou(committed):
-    """Two queued experiments: one changes a param tune reads (tune, train and evaluate rerun), the
-    other one that only train reads (train and evaluate rerun)."""
+def test_a_queued_experiment_logs_to_the_project_store_and_shows_its_test_miou(committed):
+    """A queued experiment that changes a param tune reads: tune (one trial), train and evaluate rerun
+    in DVC's queue. (Which stages each param reaches is tests/test_dvc_pipeline.py's matter.)"""
     repo, env, _ = committed
-    changes = {"lr-high": ("train.lr_g", 0.004), "epochs-2": ("train.epochs", 2)}
-    one_trial = {"lr-high": ["--set-param", "tune.num_samples=1"], "epochs-2": []}
-    for name, (key, value) in changes.items():
-        run(["dvc", "exp", "run", "--queue", "--name", name, "--set-param", f"{key}={value}", *one_trial[name],
-             "evaluate"], repo, env)
+    run(["dvc", "exp", "run", "--queue", "--name", "lr-high", "--set-param", "train.lr_g=0.004", "--set-param",
+         "tune.num_samples=1", "evaluate"], repo, env)
     run(["dvc", "exp", "run", "--run-all"], repo, env, timeout=1800)
     table = list(csv.DictReader(io.StringIO(run(["dvc", "exp", "show", "--csv"], repo, env).stdout)))
-    rows = {row["Experiment"]: row for row in table if row["Experiment"] in changes}
-    assert set(rows) == set(changes), [row["Experiment"] for row in table]
+    (experiment,) = [row for row in table if row["Experiment"] == "lr-high"]
+    (workspace,) = [row for row in table if row["rev"] == "workspace"]
     # DVC names a metric by its file too when two metrics files hold the same key
     (miou,) = [c for c in table[0] if c in ("test.miou", "results/evaluation/metrics.json:test.miou")]
-    for name, (key, value) in changes.items():
-        assert float(rows[name][key]) == value
-    (workspace,) = [row for row in table if row["rev"] == "workspace"]
-    mious = [float(workspace[miou])] + [float(rows[name][miou]) for name in changes]
-    assert len(set(mious)) == 3, mious  # each experiment scored a model of its own, not the workspace's
+    assert float(experiment["train.lr_g"]) == 0.004 and float(experiment["tune.num_samples"]) == 1
+    assert float(experiment[miou]) != float(workspace[miou])  # the experiment scored a model of its own
     tune, train = ({r.data.tags.get("ganseg.dvc_experiment"): r for r in mlflow_runs(repo, stage)}
                    for stage in ("tune", "train"))
-    assert set(tune) == {"lr-high"} and set(train) == set(changes), (set(tune), set(train))
-    assert tune["lr-high"].info.status == "FINISHED"
-    # the tune run records the experiment's params; train's lr_g is the tuned one
+    assert set(tune) == set(train) == {"lr-high"}, (set(tune), set(train))
+    assert tune["lr-high"].info.status == train["lr-high"].info.status == "FINISHED"
+    # the tune run records the experiment's params
     assert float(tune["lr-high"].data.params["train.lr_g"]) == 0.004
-    assert all(r.info.status == "FINISHED" for r in train.values())
-    assert train["epochs-2"].data.params["train.epochs"] == "2"
     assert not list((repo / ".dvc" / "tmp" / "exps").glob("*/mlflow.db"))  # no throw-away store
