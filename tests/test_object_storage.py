@@ -182,11 +182,18 @@ def test_objects_read_back_byte_for_byte_what_each_manifest_lists(pipeline, stor
     assert checked > 20
 
 
-def test_a_killed_worker_resumed_from_its_checkpoint_in_the_bucket(pipeline):
+def test_a_killed_worker_resumed_from_its_checkpoint_in_the_bucket_in_the_same_run(pipeline, tracking):
+    from mlflow.tracking import MlflowClient
+
     _, _, outputs, after = pipeline
     assert "fault injection: killing worker rank 1" in outputs["train"]
     assert "resumed from the checkpoint of epoch 2" in outputs["train"]
     assert any(key.startswith(f"{PROJECT}/runs/ray/train-") for key in after["train"])
+    client = MlflowClient(tracking)
+    experiment = client.get_experiment_by_name("ganseg")
+    (train,) = client.search_runs([experiment.experiment_id], filter_string="tags.`ganseg.stage` = 'train'")
+    assert train.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(train.info.run_id, "val_miou")] == list(range(1, EPOCHS + 1))
 
 
 def test_runs_carry_the_submitting_checkouts_commit(pipeline, tracking):
