@@ -34,10 +34,10 @@ def logged_steps(repo, run_id, metric: str = "val_miou") -> list[int]:
     return [m.step for m in client.get_metric_history(run_id, metric)]
 
 
-def train_with_a_killed_worker(repo, env, stage: str, rank: int, at_epoch: int):
-    """Run `stage` with one worker killed as `at_epoch` starts; check it resumed from the epoch
-    before; its one MLflow run."""
-    result = run(["ganseg", stage, "--set", f"runtime.fault_injection.at_epoch={at_epoch}",
+def train_with_a_killed_worker(repo, env, stage: str, rank: int, at_epoch: int, settings: tuple[str, ...] = ()):
+    """Run `stage` (with the `--set` arguments `settings`) with one worker killed as `at_epoch` starts;
+    check it resumed from the epoch before; its one MLflow run."""
+    result = run(["ganseg", stage, *settings, "--set", f"runtime.fault_injection.at_epoch={at_epoch}",
                   "--set", f"runtime.fault_injection.kill_rank={rank}"], repo, env)
     output = result.stdout + result.stderr
     assert f"fault injection: killing worker rank {rank}" in output
@@ -67,11 +67,8 @@ def test_joint_training_on_generated_pairs_recovers_both_generators_after_a_kill
     """train.synthetic.joint: the image generator trained alongside the segmenter is checkpointed
     with it, and restored with it."""
     repo, env = project  # the inputs of train-synthetic are there
-    joint = ["--set", "train.synthetic.share=0.5", "--set", "train.synthetic.joint=true", "--set", "train.epochs=3"]
-    result = run(["ganseg", "train-synthetic", *joint, "--set", "runtime.fault_injection.at_epoch=2"], repo, env)
-    assert "resumed from the checkpoint of epoch 1" in result.stdout + result.stderr
-    (synthetic,) = mlflow_runs(repo, "train_synthetic")
-    assert synthetic.info.status == "FINISHED"
+    joint = ("--set", "train.synthetic.share=0.5", "--set", "train.synthetic.joint=true", "--set", "train.epochs=3")
+    synthetic = train_with_a_killed_worker(repo, env, "train-synthetic", rank=0, at_epoch=2, settings=joint)
     assert logged_steps(repo, synthetic.info.run_id) == [1, 2, 3]
     assert logged_steps(repo, synthetic.info.run_id, "imagegen_loss_joint") == [1, 2, 3]
     checkpoints = list((repo / "runs" / "ray").glob("train_synthetic-*/checkpoint_*/joint_image_generator.pt"))

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from pipeline.stages.tune import STATE_SAVE_PERIOD_S
-from tests.e2e import GIT_IDENTITY, TINY, clean_env, copy_project, run
+from tests.e2e import GIT_IDENTITY, TINY, clean_env, copy_project, mlflow_runs, run
 from tests.servers import CREDENTIALS, ObjectStore, RayCluster, mlflow_server, stop
 
 pytestmark = pytest.mark.integration
@@ -185,25 +185,20 @@ def test_objects_read_back_byte_for_byte_what_each_manifest_lists(pipeline, stor
 def test_a_killed_worker_resumed_from_its_checkpoint_in_the_bucket_in_the_same_run(pipeline, tracking):
     from mlflow.tracking import MlflowClient
 
-    _, _, outputs, after = pipeline
+    repo, _, outputs, after = pipeline
     assert "fault injection: killing worker rank 1" in outputs["train"]
     assert "resumed from the checkpoint of epoch 2" in outputs["train"]
     assert any(key.startswith(f"{PROJECT}/runs/ray/train-") for key in after["train"])
-    client = MlflowClient(tracking)
-    experiment = client.get_experiment_by_name("ganseg")
-    (train,) = client.search_runs([experiment.experiment_id], filter_string="tags.`ganseg.stage` = 'train'")
+    (train,) = mlflow_runs(repo, "train", tracking)
     assert train.info.status == "FINISHED"
-    assert [m.step for m in client.get_metric_history(train.info.run_id, "val_miou")] == list(range(1, EPOCHS + 1))
+    history = MlflowClient(tracking).get_metric_history(train.info.run_id, "val_miou")
+    assert [m.step for m in history] == list(range(1, EPOCHS + 1))
 
 
 def test_runs_carry_the_submitting_checkouts_commit(pipeline, tracking):
-    from mlflow.tracking import MlflowClient
-
     repo, env, _, _ = pipeline
     commit = run(["git", "rev-parse", "HEAD"], repo, env).stdout.strip()
-    client = MlflowClient(tracking)
-    experiment = client.get_experiment_by_name("ganseg")
-    (train,) = client.search_runs([experiment.experiment_id], filter_string="tags.`ganseg.stage` = 'train'")
+    (train,) = mlflow_runs(repo, "train", tracking)
     assert train.info.status == "FINISHED"
     assert train.data.tags["mlflow.source.git.commit"] == commit
     assert train.data.tags["ganseg.git_dirty"] == "false"
