@@ -34,7 +34,9 @@ unit: setup
 docs: setup
 	$(MKDOCS_BUILD) --site-dir site
 
-# The same command as in docs/mlflow.md; telemetry off, like every ganseg command.
+# The same command as in docs/mlflow.md; telemetry off, like every ganseg command, and no job runner
+# (it serves GenAI jobs, which ganseg never submits: seven processes that would idle beside the UI).
 ui: setup
-	MLFLOW_DISABLE_TELEMETRY=true mlflow server --host 127.0.0.1 --port 5000 --workers 1 \
+	MLFLOW_DISABLE_TELEMETRY=true MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
+		mlflow server --host 127.0.0.1 --port 5000 --workers 1 \
 		--backend-store-uri sqlite:///mlflow.db --artifacts-destination ./mlartifacts
