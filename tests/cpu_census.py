@@ -1,0 +1,171 @@
+"""Where the CPU goes while a command runs: `python -m tests.cpu_census [--every S] [--top N]
+[--json FILE] -- COMMAND...` runs COMMAND and prints the CPU-seconds of every process it starts
+and of those they start in turn (stage drivers, Ray's daemons and workers, servers), grouped by
+what each process was, beside the cores' own busy time. docs/tests.md's figures of the suite's CPU
+come from it.
+
+Processes are read every `--every` seconds with psutil and known as the command's by their
+parent. Not counted: what a process uses after its last reading (at most that interval), a process
+that lives shorter than it, and one whose parent ended before its first reading. The cores' busy
+time, which counts everything on the machine, shows how much that leaves out when nothing else runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+IDLE = "ray::IDLE"  # a Ray worker process between tasks
+UNNAMED = "(no command line: kernel threads, processes ended before their first reading)"
+
+
+def kind(cmdline: list[str]) -> str:
+    """What a process was, from its command line: Ray's name for its actors and dashboard modules,
+    the script (or module) and its subcommand for a Python process, the program's name otherwise."""
+    if len(cmdline) == 1:  # a title set with setproctitle, as Ray sets its workers'
+        cmdline = cmdline[0].split()
+    if not cmdline:
+        return UNNAMED
+    if cmdline[0].startswith(("ray::", "ray-dashboard-")):
+        return cmdline[0].split(".")[0]  # ray::RayTrainWorker.run_train_fn -> ray::RayTrainWorker
+    program = Path(cmdline[0]).name
+    if not program.startswith("python"):
+        return program
+    words = iter(cmdline[1:])
+    for word in words:
+        if word == "-c":
+            return f"{program} -c"
+        if word in ("-W", "-X"):  # an option with a value
+            next(words, None)
+        elif word == "-m" or not word.startswith("-"):
+            name = next(words, "") if word == "-m" else Path(word).name
+            subcommand = next(words, "")
+            return f"{name} {subcommand}" if _is_subcommand(subcommand) else name
+    return program
+
+
+def _is_subcommand(word: str) -> bool:
+    """`train` in `ganseg train --set ...`; not an option, a path, a setting or a JSON argument."""
+    return bool(word) and not word.startswith("-") and not any(mark in word for mark in "/={ ")
+
+
+@dataclass
+class Seen:
+    """One process: its most telling name so far and the CPU-seconds of its last reading."""
+
+    name: str
+    cpu_s: float = 0.0
+
+    def update(self, name: str, cpu_s: float) -> None:
+        # An ended process (a zombie) has no command line; a worker back in Ray's pool keeps its work's name.
+        if name != UNNAMED and (name != IDLE or not self.name.startswith("ray::")):
+            self.name = name
+        self.cpu_s = max(self.cpu_s, cpu_s)
+
+
+@dataclass
+class Census:
+    """The processes descended from this one, read by `read()`."""
+
+    seen: dict = field(default_factory=dict)  # (pid, start time) -> Seen
+    ours: set = field(default_factory=lambda: {os.getpid()})  # pids whose children are counted
+    others: set = field(default_factory=set)  # (pid, start time) of processes not ours
+
+    def read(self) -> None:
+        new = []
+        for process in psutil.process_iter(["ppid", "create_time", "cmdline", "cpu_times"]):
+            key, info = (process.pid, process.info["create_time"]), process.info
+            if key in self.seen:
+                self._update(key, info)
+            elif key not in self.others and info["cpu_times"] is not None:
+                new.append((key, info))
+        while new:  # a parent may come after its child in the listing
+            adopted = [(key, info) for key, info in new if info["ppid"] in self.ours]
+            for key, info in adopted:
+                self.ours.add(key[0])
+                self.seen[key] = Seen(kind(info["cmdline"] or []))
+                self._update(key, info)
+            if not adopted:
+                self.others.update(key for key, _ in new)
+                break
+            new = [(key, info) for key, info in new if key not in self.seen]
+
+    def _update(self, key: tuple, info: dict) -> None:
+        if info["cpu_times"] is not None:
+            self.seen[key].update(kind(info["cmdline"] or []), info["cpu_times"].user + info["cpu_times"].system)
+
+    def by_kind(self) -> dict[str, dict]:
+        kinds: dict[str, dict] = {}
+        for process in self.seen.values():
+            row = kinds.setdefault(process.name, {"processes": 0, "cpu_s": 0.0})
+            row["processes"] += 1
+            row["cpu_s"] += process.cpu_s
+        return dict(sorted(kinds.items(), key=lambda item: -item[1]["cpu_s"]))
+
+
+def busy_cpu_s() -> float:
+    """CPU-seconds the machine's cores have been busy since boot (steal and I/O wait left out)."""
+    times = psutil.cpu_times()
+    return times.user + times.nice + times.system + times.irq + times.softirq
+
+
+def run(command: list[str], every_s: float = 0.5) -> dict:
+    """Run `command`, reading the processes every `every_s` seconds; the figures."""
+    census, busy_before, started = Census(), busy_cpu_s(), time.monotonic()
+    process = subprocess.Popen(command)
+    while process.poll() is None:
+        census.read()
+        time.sleep(every_s)
+    census.read()
+    kinds = census.by_kind()
+    return {"command": command, "returncode": process.returncode, "wall_s": time.monotonic() - started,
+            "cores": os.cpu_count(), "busy_cpu_s": busy_cpu_s() - busy_before,
+            "processes": len(census.seen), "processes_cpu_s": sum(row["cpu_s"] for row in kinds.values()),
+            "kinds": kinds}
+
+
+def table(figures: dict, top: int) -> str:
+    """The `top` kinds by CPU, the rest summed, and the totals."""
+    total = figures["processes_cpu_s"] or 1.0
+    rows = list(figures["kinds"].items())
+    shown, rest = rows[:top], rows[top:]
+    if rest:
+        shown.append((f"{len(rest)} other kinds", {"processes": sum(r["processes"] for _, r in rest),
+                                                   "cpu_s": sum(r["cpu_s"] for _, r in rest)}))
+    lines = ["| process | count | CPU-s | share |", "| --- | --- | --- | --- |"]
+    lines += [f"| {name} | {row['processes']} | {row['cpu_s']:.1f} | {row['cpu_s'] / total:.0%} |"
+              for name, row in shown]
+    available = figures["wall_s"] * figures["cores"]
+    lines += ["", f"{figures['processes']} process{'es' if figures['processes'] != 1 else ''} started, {figures['processes_cpu_s']:.1f} CPU-seconds; "
+              f"the cores busy {figures['busy_cpu_s']:.1f} of {available:.1f} CPU-seconds "
+              f"({figures['cores']} cores, {figures['wall_s']:.1f} s)"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.cpu_census", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--every", type=float, default=0.5, help="seconds between readings (default 0.5)")
+    parser.add_argument("--top", type=int, default=30, help="kinds of process shown (default 30)")
+    parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND...")
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("no command given: python -m tests.cpu_census -- COMMAND...")
+    figures = run(command, args.every)
+    print(table(figures, args.top))
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1))
+    return figures["returncode"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
