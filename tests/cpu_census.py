@@ -73,34 +73,44 @@ class Seen:
 
 @dataclass
 class Census:
-    """The processes descended from this one, read by `read()`."""
+    """The process `root` and its descendants, read by `read()`."""
 
+    root: int
     seen: dict = field(default_factory=dict)  # (pid, start time) -> Seen
-    ours: set = field(default_factory=lambda: {os.getpid()})  # pids whose children are counted
+    ours: set = field(default_factory=set)  # pids whose children are counted
     others: set = field(default_factory=set)  # (pid, start time) of processes not ours
 
     def read(self) -> None:
         new = []
-        for process in psutil.process_iter(["ppid", "create_time", "cmdline", "cpu_times"]):
-            key, info = (process.pid, process.info["create_time"]), process.info
+        for process in psutil.process_iter():  # psutil keeps each process's start time between calls
+            try:
+                key = (process.pid, process.create_time())
+            except psutil.Error:
+                continue
             if key in self.seen:
-                self._update(key, info)
-            elif key not in self.others and info["cpu_times"] is not None:
-                new.append((key, info))
+                self._update(key, process)
+            elif key not in self.others:
+                new.append((key, process))
         while new:  # a parent may come after its child in the listing
-            adopted = [(key, info) for key, info in new if info["ppid"] in self.ours]
-            for key, info in adopted:
+            adopted = [(key, process) for key, process in new if key[0] == self.root or _parent(process) in self.ours]
+            for key, process in adopted:
                 self.ours.add(key[0])
-                self.seen[key] = Seen(kind(info["cmdline"] or []))
-                self._update(key, info)
+                self.seen[key] = Seen(UNNAMED)
+                self._update(key, process)
             if not adopted:
                 self.others.update(key for key, _ in new)
                 break
-            new = [(key, info) for key, info in new if key not in self.seen]
+            new = [(key, process) for key, process in new if key not in self.seen]
 
-    def _update(self, key: tuple, info: dict) -> None:
-        if info["cpu_times"] is not None:
-            self.seen[key].update(kind(info["cmdline"] or []), info["cpu_times"].user + info["cpu_times"].system)
+    def _update(self, key: tuple, process: psutil.Process) -> None:
+        """The process's CPU; its name only when it has used CPU since (a process renames itself as it works)."""
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            return
+        cpu_s, seen = times.user + times.system, self.seen[key]
+        if cpu_s > seen.cpu_s or seen.name == UNNAMED:
+            seen.update(kind(_cmdline(process)), cpu_s)
 
     def by_kind(self) -> dict[str, dict]:
         kinds: dict[str, dict] = {}
@@ -111,6 +121,20 @@ class Census:
         return dict(sorted(kinds.items(), key=lambda item: -item[1]["cpu_s"]))
 
 
+def _parent(process: psutil.Process) -> int | None:
+    try:
+        return process.ppid()
+    except psutil.Error:
+        return None
+
+
+def _cmdline(process: psutil.Process) -> list[str]:
+    try:
+        return process.cmdline()
+    except psutil.Error:  # ended (a zombie) or gone
+        return []
+
+
 def busy_cpu_s() -> float:
     """CPU-seconds the machine's cores have been busy since boot (steal and I/O wait left out)."""
     times = psutil.cpu_times()
@@ -119,17 +143,23 @@ def busy_cpu_s() -> float:
 
 def run(command: list[str], every_s: float = 0.5) -> dict:
     """Run `command`, reading the processes every `every_s` seconds; the figures."""
-    census, busy_before, started = Census(), busy_cpu_s(), time.monotonic()
+    busy_before, own_before, started = busy_cpu_s(), own_cpu_s(), time.monotonic()
     process = subprocess.Popen(command)
+    census = Census(process.pid)
     while process.poll() is None:
         census.read()
         time.sleep(every_s)
     census.read()
     kinds = census.by_kind()
     return {"command": command, "returncode": process.returncode, "wall_s": time.monotonic() - started,
-            "cores": os.cpu_count(), "busy_cpu_s": busy_cpu_s() - busy_before,
+            "cores": os.cpu_count(), "busy_cpu_s": busy_cpu_s() - busy_before, "census_cpu_s": own_cpu_s() - own_before,
             "processes": len(census.seen), "processes_cpu_s": sum(row["cpu_s"] for row in kinds.values()),
             "kinds": kinds}
+
+
+def own_cpu_s() -> float:
+    times = psutil.Process().cpu_times()
+    return times.user + times.system
 
 
 def table(figures: dict, top: int) -> str:
@@ -144,9 +174,10 @@ def table(figures: dict, top: int) -> str:
     lines += [f"| {name} | {row['processes']} | {row['cpu_s']:.1f} | {row['cpu_s'] / total:.0%} |"
               for name, row in shown]
     available = figures["wall_s"] * figures["cores"]
-    lines += ["", f"{figures['processes']} process{'es' if figures['processes'] != 1 else ''} started, {figures['processes_cpu_s']:.1f} CPU-seconds; "
-              f"the cores busy {figures['busy_cpu_s']:.1f} of {available:.1f} CPU-seconds "
-              f"({figures['cores']} cores, {figures['wall_s']:.1f} s)"]
+    processes = f"{figures['processes']} process" + ("es" if figures["processes"] != 1 else "")
+    lines += ["", f"{processes} started, {figures['processes_cpu_s']:.1f} CPU-seconds; the cores busy "
+              f"{figures['busy_cpu_s']:.1f} of {available:.1f} CPU-seconds ({figures['cores']} cores, "
+              f"{figures['wall_s']:.1f} s), {figures['census_cpu_s']:.1f} of them this census's"]
     return "\n".join(lines)
 
 

@@ -2,6 +2,7 @@
 process, and that it counts the CPU of a command's children on a real run."""
 
 import json
+import subprocess
 import sys
 
 import pytest
@@ -34,13 +35,19 @@ def test_a_worker_back_in_rays_pool_or_ended_keeps_the_name_of_its_work():
     assert (worker.name, worker.cpu_s) == ("ray::TrainController", 3.2)
 
 
-def test_the_cpu_of_a_commands_child_is_counted_under_its_name(tmp_path, capsys):
+def test_the_cpu_of_a_commands_child_is_counted_and_not_that_of_a_process_beside_it(tmp_path, capsys):
     burn = "import time\nwhile time.process_time() < 1.0: pass"
     parent = f"import subprocess, sys\nsys.exit(subprocess.run([sys.executable, '-c', {burn!r}]).returncode + 3)"
-    returncode = main(["--every", "0.1", "--json", str(tmp_path / "figures.json"), "--", sys.executable, "-c", parent])
+    beside = subprocess.Popen([sys.executable, "-c", burn])  # started by this process, not by the command
+    try:
+        returncode = main(["--every", "0.1", "--json", str(tmp_path / "figures.json"), "--", sys.executable, "-c",
+                           parent])
+    finally:
+        beside.wait()
     figures = json.loads((tmp_path / "figures.json").read_text())
     assert returncode == 3 == figures["returncode"]
     python = figures["kinds"][f"{kind([sys.executable])} -c"]
-    assert python["processes"] == 2 and python["cpu_s"] >= 0.5  # the child burned 1.0
+    assert figures["processes"] == python["processes"] == 2  # the command and its child
+    assert python["cpu_s"] >= 0.5  # the child burned 1.0
     assert figures["busy_cpu_s"] >= python["cpu_s"] * 0.9
     assert "| 2 |" in capsys.readouterr().out
