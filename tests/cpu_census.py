@@ -105,10 +105,10 @@ class Census:
     def _update(self, key: tuple, process: psutil.Process) -> None:
         """The process's CPU; its name only when it has used CPU since (a process renames itself as it works)."""
         try:
-            times = process.cpu_times()
+            cpu_s = process_cpu_s(process)
         except psutil.Error:
             return
-        cpu_s, seen = times.user + times.system, self.seen[key]
+        seen = self.seen[key]
         if cpu_s > seen.cpu_s or seen.name == UNNAMED:
             seen.update(kind(_cmdline(process)), cpu_s)
 
@@ -143,7 +143,8 @@ def busy_cpu_s() -> float:
 
 def run(command: list[str], every_s: float = 0.5) -> dict:
     """Run `command`, reading the processes every `every_s` seconds; the figures."""
-    busy_before, own_before, started = busy_cpu_s(), own_cpu_s(), time.monotonic()
+    census_process = psutil.Process()
+    busy_before, own_before, started = busy_cpu_s(), process_cpu_s(census_process), time.monotonic()
     process = subprocess.Popen(command)
     census = Census(process.pid)
     while process.poll() is None:
@@ -152,13 +153,14 @@ def run(command: list[str], every_s: float = 0.5) -> dict:
     census.read()
     kinds = census.by_kind()
     return {"command": command, "returncode": process.returncode, "wall_s": time.monotonic() - started,
-            "cores": os.cpu_count(), "busy_cpu_s": busy_cpu_s() - busy_before, "census_cpu_s": own_cpu_s() - own_before,
+            "cores": os.cpu_count(), "busy_cpu_s": busy_cpu_s() - busy_before,
+            "census_cpu_s": process_cpu_s(census_process) - own_before,
             "processes": len(census.seen), "processes_cpu_s": sum(row["cpu_s"] for row in kinds.values()),
             "kinds": kinds}
 
 
-def own_cpu_s() -> float:
-    times = psutil.Process().cpu_times()
+def process_cpu_s(process: psutil.Process) -> float:
+    times = process.cpu_times()
     return times.user + times.system
 
 
