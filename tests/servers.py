@@ -50,10 +50,13 @@ def launch_until_up(launch, what: str, seconds: float = 120, attempts: int = 3, 
                 break
             if time.monotonic() > deadline:
                 stop(process)
-                raise TimeoutError(f"{what} did not come up in {seconds:.0f} s")
+                raise TimeoutError(f"{what} did not come up in {seconds:.0f} s\n{log_tail(log)}")
             time.sleep(0.5)
-    tail = log.read_text()[-3000:] if log and log.exists() else ""
-    raise RuntimeError(f"{what} exited while starting, {attempts} times (its ports taken?)\n{tail}")
+    raise RuntimeError(f"{what} exited while starting, {attempts} times (its ports taken?)\n{log_tail(log)}")
+
+
+def log_tail(log: Path | None, chars: int = 3000) -> str:
+    return log.read_text(errors="replace")[-chars:] if log and log.exists() else ""
 
 
 class PortTaken(Exception):
@@ -105,7 +108,8 @@ class ObjectStore:
     def __init__(self, folder: Path, bucket: str = "ganseg"):
         self.folder, self.bucket = folder, bucket
         self.ports: dict[str, int] = {}  # picked at the first start
-        identities = {"identities": [{"name": "ganseg", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+        credentials = [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}]
+        identities = {"identities": [{"name": "ganseg", "credentials": credentials,
                                       "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
         (folder / "data").mkdir(parents=True, exist_ok=True)
         (folder / "s3.json").write_text(json.dumps(identities))
@@ -125,19 +129,22 @@ class ObjectStore:
                               for flag in (f"{server}.port", f"{server}.port.grpc")}  # grpc: else port + 10000
             return self._launch()
 
-        self.process = launch_until_up(launch, what="SeaweedFS's S3 gateway", attempts=3 if first else 1,
+        self.process = launch_until_up(launch, what="SeaweedFS with a writable bucket", attempts=3 if first else 1,
                                        log=self.folder / "weed.log")
-        wait_for(self._bucket_ready, what="the bucket")
 
     def _launch(self):
         weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or "weed"
         ports = [f"-{flag}={port}" for flag, port in self.ports.items()]
+        # The tests write megabytes. SeaweedFS's default floor, 1 % of the disk free, makes every volume
+        # read-only on a large disk that is nearly full: the gateway answers, and no write ever succeeds.
         command = [weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={self.folder / 'data'}", "-s3",
                    f"-s3.config={self.folder / 's3.json'}", "-s3.port.iceberg=0", "-s3.port.lance=0",
-                   "-volume.max=20", "-master.volumeSizeLimitMB=64", *ports]
+                   "-volume.max=20", "-master.volumeSizeLimitMB=64",
+                   "-volume.minFreeSpace=256MiB", *ports]
         with (self.folder / "weed.log").open("a") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        return process, lambda: ours_answering(process, self.endpoint, lambda: _answers(self.endpoint))
+        return process, lambda: ours_answering(process, self.endpoint, lambda: _answers(self.endpoint)) \
+            and self._bucket_ready()
 
     def stop(self) -> None:
         if self.process is not None:
@@ -148,7 +155,8 @@ class ObjectStore:
         import pyarrow.fs as pafs
 
         return pafs.S3FileSystem(access_key=ACCESS_KEY, secret_key=SECRET_KEY, endpoint_override=self.endpoint,
-                                 region="us-east-1", allow_bucket_creation=True)
+                                 region="us-east-1", allow_bucket_creation=True,
+                                 connect_timeout=5, request_timeout=30)
 
     def _bucket_ready(self) -> bool:
         """The bucket is there and an object written to it reads back (after a restart the S3 gateway
