@@ -5,9 +5,10 @@ what each process was, beside the cores' own busy time. docs/tests.md's figures 
 come from it.
 
 Processes are read every `--every` seconds with psutil and known as the command's by their
-parent. Not counted: what a process uses after its last reading (at most that interval), a process
-that lives shorter than it, and one whose parent ended before its first reading. The cores' busy
-time, which counts everything on the machine, shows how much that leaves out when nothing else runs.
+parent: its pid and its start time, as a pid is used again once its process has ended. Not
+counted: what a process uses after its last reading (at most that interval), a process that lives
+shorter than it, and one whose parent ended before its first reading. The cores' busy time, which
+counts everything on the machine, shows how much that leaves out when nothing else runs.
 """
 
 from __future__ import annotations
@@ -77,30 +78,37 @@ class Census:
 
     root: int
     seen: dict = field(default_factory=dict)  # (pid, start time) -> Seen
-    ours: set = field(default_factory=set)  # pids whose children are counted
+    ours: dict = field(default_factory=dict)  # pid -> start time of the processes whose children are counted
     others: set = field(default_factory=set)  # (pid, start time) of processes not ours
 
     def read(self) -> None:
-        new = []
+        new, started = [], {}  # started: pid -> start time of every process now
         for process in psutil.process_iter():  # psutil keeps each process's start time between calls
             try:
                 key = (process.pid, process.create_time())
             except psutil.Error:
                 continue
+            started[key[0]] = key[1]
             if key in self.seen:
                 self._update(key, process)
             elif key not in self.others:
                 new.append((key, process))
         while new:  # a parent may come after its child in the listing
-            adopted = [(key, process) for key, process in new if key[0] == self.root or _parent(process) in self.ours]
+            adopted = [(key, process) for key, process in new if key[0] == self.root or self._ours(process, started)]
             for key, process in adopted:
-                self.ours.add(key[0])
+                self.ours[key[0]] = key[1]
                 self.seen[key] = Seen(UNNAMED)
                 self._update(key, process)
             if not adopted:
                 self.others.update(key for key, _ in new)
                 break
             new = [(key, process) for key, process in new if key not in self.seen]
+
+    def _ours(self, process: psutil.Process, started: dict) -> bool:
+        """Whether the process's parent is one of ours: the same pid and start time, not a process that
+        took the pid of one of ours that ended."""
+        parent = _parent(process)
+        return parent in self.ours and self.ours[parent] == started.get(parent)
 
     def _update(self, key: tuple, process: psutil.Process) -> None:
         """The process's CPU; its name only when it has used CPU since (a process renames itself as it works)."""

@@ -4,10 +4,12 @@ process, and that it counts the CPU of a command's children on a real run."""
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
+import psutil
 import pytest
 
-from tests.cpu_census import IDLE, UNNAMED, Seen, kind, main
+from tests.cpu_census import IDLE, UNNAMED, Census, Seen, kind, main
 
 
 @pytest.mark.parametrize("cmdline, expected", [
@@ -33,6 +35,38 @@ def test_a_worker_back_in_rays_pool_or_ended_keeps_the_name_of_its_work():
     worker.update(IDLE, 3.1)
     worker.update(UNNAMED, 3.2)
     assert (worker.name, worker.cpu_s) == ("ray::TrainController", 3.2)
+
+
+class FakeProcess:
+    """What the census reads of a process: pid, start time, parent, CPU and command line."""
+
+    def __init__(self, pid: int, started: float, parent: int, name: str):
+        self.pid, self.started, self.parent, self.name = pid, started, parent, name
+
+    def create_time(self) -> float:
+        return self.started
+
+    def ppid(self) -> int:
+        return self.parent
+
+    def cpu_times(self):
+        return SimpleNamespace(user=1.0, system=0.0)
+
+    def cmdline(self) -> list[str]:
+        return [self.name]
+
+
+def test_a_process_that_took_the_pid_of_an_ended_one_of_ours_is_not_ours(monkeypatch):
+    root, child = FakeProcess(10, 1.0, 1, "root"), FakeProcess(100, 2.0, 10, "child")
+    census = Census(root=10)
+    monkeypatch.setattr(psutil, "process_iter", lambda: [root, child])
+    census.read()
+    # The child ended; another program's process took its pid and started one of its own.
+    reused, its_child = FakeProcess(100, 5.0, 1, "reused"), FakeProcess(200, 6.0, 100, "its-child")
+    second_child = FakeProcess(300, 7.0, 10, "second-child")
+    monkeypatch.setattr(psutil, "process_iter", lambda: [root, reused, its_child, second_child])
+    census.read()
+    assert sorted(seen.name for seen in census.seen.values()) == ["child", "root", "second-child"]
 
 
 def test_the_cpu_of_a_commands_child_is_counted_and_not_that_of_a_process_beside_it(tmp_path, capsys):
