@@ -77,8 +77,7 @@ class Census:
     """The process `root` and its descendants, read by `read()`."""
 
     root: int
-    seen: dict = field(default_factory=dict)  # (pid, start time) -> Seen
-    ours: dict = field(default_factory=dict)  # pid -> start time of the processes whose children are counted
+    seen: dict = field(default_factory=dict)  # (pid, start time) -> Seen, for the processes counted
     others: set = field(default_factory=set)  # (pid, start time) of processes not ours
 
     def read(self) -> None:
@@ -96,7 +95,6 @@ class Census:
         while new:  # a parent may come after its child in the listing
             adopted = [(key, process) for key, process in new if key[0] == self.root or self._ours(process, started)]
             for key, process in adopted:
-                self.ours[key[0]] = key[1]
                 self.seen[key] = Seen(UNNAMED)
                 self._update(key, process)
             if not adopted:
@@ -108,7 +106,7 @@ class Census:
         """Whether the process's parent is one of ours: the same pid and start time, not a process that
         took the pid of one of ours that ended."""
         parent = _parent(process)
-        return parent in self.ours and self.ours[parent] == started.get(parent)
+        return (parent, started.get(parent)) in self.seen
 
     def _update(self, key: tuple, process: psutil.Process) -> None:
         """The process's CPU; its name only when it has used CPU since (a process renames itself as it works)."""
